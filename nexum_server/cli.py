@@ -1,0 +1,179 @@
+"""The `nexum` command: run the server (`dev`) and look at executions (`ps`, `show`, `cancel`).
+
+Run with:
+    nexum dev                      # http://127.0.0.1:50051, database .nexum/local.db
+    nexum ps --session demo        # executions, newest first
+    nexum show EXECUTION_ID
+    nexum cancel EXECUTION_ID
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import socket
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+
+from dotenv import load_dotenv
+from rich.console import Console
+from rich.table import Table
+
+from .config import Settings
+from .errors import NexumError, RequestRejected, SchemaError, ServerUnavailable
+from .models import Execution, Status
+
+console = Console()
+STATUS_STYLE = {"PENDING": "yellow", "RUNNING": "cyan", "COMPLETED": "green", "FAILED": "red", "CANCELLED": "dim"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nexum", description="Nexum server and inspection commands.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    dev = commands.add_parser("dev", help="run the server (SQLite, long-poll task queue)")
+    dev.add_argument("--host", help="address to bind (NEXUM_HOST, default 127.0.0.1)")
+    dev.add_argument("--port", type=int, help="port, 0 for any free one (NEXUM_PORT, default 50051)")
+    dev.add_argument("--db", help="SQLite file (NEXUM_DB, default .nexum/local.db)")
+    dev.add_argument("--lease-seconds", type=float, help="task lease (NEXUM_LEASE_SECONDS, default 30)")
+    dev.add_argument("--max-attempts", type=int, help="attempts per execution (NEXUM_MAX_ATTEMPTS, default 3)")
+    dev.add_argument("--retry-backoff-seconds", type=float,
+                     help="first retry delay, doubling (NEXUM_RETRY_BACKOFF_SECONDS, default 1)")
+    dev.add_argument("--retry-backoff-max-seconds", type=float,
+                     help="longest retry delay (NEXUM_RETRY_BACKOFF_MAX_SECONDS, default 60)")
+    dev.add_argument("--max-body-bytes", type=int, help="largest request body (NEXUM_MAX_BODY_BYTES, default 1 MiB)")
+    dev.add_argument("--access-log", action="store_true", help="log every request")
+
+    for name, help_text in (("ps", "list executions"), ("show", "one execution"), ("cancel", "cancel one")):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--url", help="server URL (NEXUM_URL, default http://127.0.0.1:50051)")
+        if name == "ps":
+            sub.add_argument("--session", help="only this session")
+            sub.add_argument("--status", choices=[s.value for s in Status], type=str.upper)
+            sub.add_argument("--limit", type=int, default=50)
+        else:
+            sub.add_argument("execution_id")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    load_dotenv()
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "dev":
+            serve(args)
+        else:
+            asyncio.run(inspect(args))
+    except ServerUnavailable as e:
+        console.print(f"[red]error:[/] {e}")
+        sys.exit(2)
+    except (NexumError, ValueError) as e:
+        console.print(f"[red]error:[/] {e}")
+        sys.exit(1)
+
+
+def serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from .api import create_app
+    from .store import open_store
+
+    settings = Settings.from_env(
+        host=args.host, port=args.port, db=args.db, lease_seconds=args.lease_seconds,
+        max_attempts=args.max_attempts, retry_backoff_seconds=args.retry_backoff_seconds,
+        retry_backoff_max_seconds=args.retry_backoff_max_seconds, max_body_bytes=args.max_body_bytes)
+    try:
+        store = open_store(settings)
+    except SchemaError as e:
+        console.print(f"[red]cannot open the database:[/] {e}")
+        sys.exit(2)
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((settings.host, settings.port))
+    except OSError as e:
+        store.shutdown()
+        console.print(f"[red]cannot listen on {settings.host}:{settings.port}:[/] {e.strerror}. "
+                      "Is another `nexum dev` running? Use --port to pick another port.")
+        sys.exit(2)
+    port = sock.getsockname()[1]
+    host = f"[{settings.host}]" if family == socket.AF_INET6 else settings.host
+    url = f"http://{host}:{port}"
+
+    def ready() -> None:
+        auth = "bearer token required" if settings.token else "no auth (loopback)"
+        console.print(f"Nexum server listening on {url}", highlight=False)
+        console.print(f"  db {settings.db_path}  lease {settings.lease_seconds:g}s  max attempts "
+                      f"{settings.max_attempts}  {auth}", style="dim", highlight=False)
+        sys.stdout.flush()
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings, store, on_ready=ready)
+    config = uvicorn.Config(app, loop="auto", http="auto", access_log=args.access_log,
+                            log_level="warning", timeout_graceful_shutdown=5, lifespan="on")
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+async def inspect(args: argparse.Namespace) -> None:
+    from .client import NexumClient
+
+    async with NexumClient(args.url) as client:
+        if args.command == "ps":
+            show_table(await client.list(args.session, args.status, limit=args.limit))
+        elif args.command == "show":
+            try:
+                show_one(await client.get(args.execution_id))
+            except RequestRejected as e:
+                raise NexumError(str(e)) from e
+        else:
+            execution = await client.cancel(args.execution_id)
+            console.print(f"{execution.id} is {_status(execution.status)}")
+
+
+def show_table(executions: list[Execution]) -> None:
+    table = Table("id", "session", "tool / input", "status", "attempts", "created", "took")
+    for e in executions:
+        took = f"{e.completed_at - (e.started_at or e.created_at):.2f}s" if e.completed_at else ""
+        table.add_row(e.id, e.session_id, _short_input(e.input), _status(e.status), str(e.attempts),
+                      _time(e.created_at), took)
+    console.print(table if executions else "[dim]no executions[/]")
+
+
+def show_one(e: Execution) -> None:
+    console.print(f"[bold]{e.id}[/]  {_status(e.status)}  attempt {e.attempts} of {e.max_attempts}")
+    console.print(f"workflow {e.workflow_id} {e.version_hash}\nsession  {e.session_id}\nkey      {e.key}",
+                  highlight=False)
+    console.print("input    " + json.dumps(e.input, ensure_ascii=False))
+    for label, value in (("created", e.created_at), ("started", e.started_at), ("finished", e.completed_at),
+                         ("next try", e.next_attempt_at), ("lease to", e.lease_expires_at)):
+        if value:
+            console.print(f"{label:<8} {_time(value)}")
+    if e.worker_id:
+        console.print(f"worker   {e.worker_id}")
+    if e.error:
+        console.print(f"[red]error[/]    {e.error}")
+    if e.result is not None:
+        console.print("result:")
+        console.print(e.result["result"] if isinstance(e.result, dict) and "result" in e.result
+                      else json.dumps(e.result, indent=2, ensure_ascii=False))
+
+
+def _status(status: Status) -> str:
+    return f"[{STATUS_STYLE[status.value]}]{status.value}[/]"
+
+
+def _time(ts: float) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _short_input(value: object, width: int = 60) -> str:
+    if isinstance(value, dict) and "tool_name" in value:
+        args = ", ".join(f"{v!r}" for v in (value.get("tool_args") or {}).values())
+        text = f"{value['tool_name']}({args})"
+    else:
+        text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -1,0 +1,139 @@
+"""An async client of the Nexum HTTP API, shared by the CLI, `submit_task.py` and `worker.py`.
+
+One `httpx2.AsyncClient` with keep-alive per `NexumClient`; create one per process and pass it in.
+Long-polls are held by the server, so nothing here sleeps while waiting for a result or a task.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx2
+
+from .config import client_token, client_url
+from .errors import RequestRejected, ServerUnavailable, WaitTimeout
+from .models import Execution, Lease, Status, Task, WorkflowRef
+
+HOLD_SECONDS = 30.0
+"""How long one long-poll request asks the server to hold it."""
+CONNECT_TIMEOUT = 5.0
+
+
+class NexumClient:
+    def __init__(self, url: str | None = None, token: str | None = None, *,
+                 http: httpx2.AsyncClient | None = None, max_connections: int = 100) -> None:
+        self.url = (url or client_url()).rstrip("/")
+        token = token if token is not None else client_token()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        limits = httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        # Read timeouts are set per request from the long-poll hold; the default covers short calls.
+        self.http = http or httpx2.AsyncClient(
+            base_url=self.url, headers=headers, limits=limits,
+            timeout=httpx2.Timeout(30.0, connect=CONNECT_TIMEOUT))
+
+    async def __aenter__(self) -> NexumClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
+                      hold: float = 0.0) -> httpx2.Response:
+        """One request; transport errors become `ServerUnavailable`, 4xx/5xx `RequestRejected`."""
+        timeout = httpx2.Timeout(hold + 30.0, connect=CONNECT_TIMEOUT) if hold else httpx2.USE_CLIENT_DEFAULT
+        try:
+            response = await self.http.request(method, path, json=json, params=params, timeout=timeout)
+        except httpx2.TransportError as e:
+            raise ServerUnavailable(
+                f"cannot reach the Nexum server at {self.url} ({type(e).__name__}: {e or 'no answer'}); "
+                "start it with `nexum dev`, or set NEXUM_URL") from e
+        if response.status_code >= 400:
+            try:
+                body: Any = response.json()
+            except ValueError:
+                body = response.text
+            message = body["error"]["message"] if _has_error(body) else str(body)
+            raise RequestRejected(response.status_code, body,
+                                  f"{method} {path} answered {response.status_code}: {message}")
+        return response
+
+    async def health(self) -> dict[str, Any]:
+        return (await self.request("GET", "/health")).json()
+
+    async def register_workflow(self, workflow_id: str, version_hash: str, ir: dict[str, Any]) -> str:
+        body = {"workflow_id": workflow_id, "version_hash": version_hash, "ir": ir}
+        return (await self.request("POST", "/v1/workflows", json=body)).json()["outcome"]
+
+    async def start(self, workflow_id: str, version_hash: str, session_id: str, key: str, input: Any,
+                    wait: float = 0.0) -> Execution:
+        """Start (or find) the execution; with `wait`, the server holds the answer until it is terminal."""
+        body = {"workflow_id": workflow_id, "version_hash": version_hash, "session_id": session_id,
+                "key": key, "input": input, "wait": wait}
+        response = await self.request("POST", "/v1/executions", json=body, hold=wait)
+        return Execution.model_validate_json(response.content)
+
+    async def get(self, execution_id: str, wait: float = 0.0) -> Execution:
+        params = {"wait": wait} if wait else None
+        response = await self.request("GET", f"/v1/executions/{execution_id}", params=params, hold=wait)
+        return Execution.model_validate_json(response.content)
+
+    async def wait(self, execution: Execution, timeout: float) -> Execution:
+        """Long-poll until the execution is terminal; `WaitTimeout` after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while not execution.status.terminal:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise WaitTimeout(f"execution {execution.id} is still {execution.status.value} "
+                                  f"after {timeout:g} s")
+            execution = await self.get(execution.id, wait=min(remaining, HOLD_SECONDS))
+        return execution
+
+    async def list(self, session_id: str | None = None, status: Status | str | None = None,
+                   key: str | None = None, limit: int = 50) -> list[Execution]:
+        params = {"session_id": session_id, "status": Status(status).value if status else None,
+                  "key": key, "limit": limit}
+        response = await self.request("GET", "/v1/executions",
+                                      params={k: v for k, v in params.items() if v is not None})
+        return [Execution.model_validate(e) for e in response.json()["executions"]]
+
+    async def cancel(self, execution_id: str) -> Execution:
+        response = await self.request("POST", f"/v1/executions/{execution_id}/cancel")
+        return Execution.model_validate_json(response.content)
+
+    async def poll(self, worker_id: str, workflows: list[WorkflowRef], wait: float = HOLD_SECONDS,
+                   max_tasks: int = 1) -> list[Task]:
+        body = {"worker_id": worker_id, "workflows": [w.model_dump() for w in workflows],
+                "wait": wait, "max_tasks": max_tasks}
+        response = await self.request("POST", "/v1/tasks/poll", json=body, hold=wait)
+        if response.status_code == 204:
+            return []
+        return [Task.model_validate(t) for t in response.json()["tasks"]]
+
+    async def heartbeat(self, task: Task) -> Lease:
+        response = await self.request("POST", f"/v1/tasks/{task.task_id}/heartbeat",
+                                      json={"lease_token": task.lease_token})
+        return Lease.model_validate_json(response.content)
+
+    async def complete(self, task: Task, output: Any) -> Execution:
+        response = await self.request("POST", f"/v1/tasks/{task.task_id}/complete",
+                                      json={"lease_token": task.lease_token, "output": output})
+        return Execution.model_validate_json(response.content)
+
+    async def fail(self, task: Task, error: str, retryable: bool) -> Execution:
+        response = await self.request("POST", f"/v1/tasks/{task.task_id}/fail",
+                                      json={"lease_token": task.lease_token, "error": error,
+                                            "retryable": retryable})
+        return Execution.model_validate_json(response.content)
+
+    async def release(self, task: Task) -> Execution:
+        response = await self.request("POST", f"/v1/tasks/{task.task_id}/release",
+                                      json={"lease_token": task.lease_token})
+        return Execution.model_validate_json(response.content)
+
+
+def _has_error(body: Any) -> bool:
+    return isinstance(body, dict) and isinstance(body.get("error"), dict) and "message" in body["error"]

@@ -1,0 +1,70 @@
+"""The Nexum exception tree, shared by the server and its clients.
+
+    NexumError
+    ├── ConfigError            a setting has a bad value (names the key)
+    ├── SchemaError            the database file was written by an incompatible server
+    ├── NotFound               no such execution, task or workflow        -> 404
+    │   └── WorkflowNotFound   start names a workflow version never registered
+    ├── LeaseLost              the lease token is stale or the task ended -> 409
+    └── ClientError            raised by the HTTP client only
+        ├── ServerUnavailable  the server cannot be reached
+        ├── RequestRejected    the server answered 4xx/5xx (keeps status and body)
+        └── WaitTimeout        an execution did not finish within the caller's timeout
+
+The API layer maps these to HTTP status codes in one place (`api.py`).
+"""
+
+from __future__ import annotations
+
+
+class NexumError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    code = "nexum_error"
+
+
+class ConfigError(NexumError, ValueError):
+    code = "config_error"
+
+
+class SchemaError(NexumError):
+    code = "schema_error"
+
+
+class NotFound(NexumError):
+    code = "not_found"
+
+
+class WorkflowNotFound(NotFound):
+    code = "workflow_not_found"
+
+
+class LeaseLost(NexumError):
+    code = "lease_lost"
+
+
+class ClientError(NexumError):
+    code = "client_error"
+
+
+class ServerUnavailable(ClientError):
+    code = "server_unavailable"
+
+
+class RequestRejected(ClientError):
+    """The server answered with an error status; `status` and `body` say which and why."""
+
+    def __init__(self, status: int, body: object, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+    @property
+    def error_code(self) -> str | None:
+        if isinstance(self.body, dict) and isinstance(self.body.get("error"), dict):
+            return self.body["error"].get("code")
+        return None
+
+
+class WaitTimeout(ClientError, TimeoutError):
+    code = "wait_timeout"

@@ -1,0 +1,112 @@
+"""The ASGI layer in front of the API: bearer-token check, body-size limit, request latency.
+
+It runs before FastAPI parses anything, so an oversized or unauthenticated request costs no
+validation work and can never reach a handler.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from typing import Any
+
+from .metrics import Metrics
+
+Scope = dict[str, Any]
+OPEN_PATHS = frozenset({"/health"})
+
+
+class Guard:
+    def __init__(self, app: Any, *, token: str | None, max_body_bytes: int, metrics: Metrics) -> None:
+        self.app = app
+        self.token = f"Bearer {token}".encode() if token else None
+        self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
+
+    @property
+    def state(self) -> Any:
+        return self.app.state
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+
+        async def send_recording(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self._guarded(scope, receive, send_recording)
+        finally:
+            route = scope.get("route")
+            self.metrics.latency.labels(
+                scope["method"], getattr(route, "path", "unmatched"), str(status[0])
+            ).observe(time.perf_counter() - started)
+
+    async def _guarded(self, scope: Scope, receive: Any, send: Any) -> None:
+        headers = dict(scope["headers"])
+        if self.token is not None and scope["path"] not in OPEN_PATHS:
+            given = headers.get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.token):
+                await _error(send, 401, "unauthorized",
+                             "this server needs `Authorization: Bearer <token>`; set NEXUM_TOKEN for the client",
+                             extra=[(b"www-authenticate", b"Bearer")])
+                return
+        length = headers.get(b"content-length")
+        if length is not None:
+            try:
+                too_large = int(length) > self.max_body_bytes
+            except ValueError:
+                await _error(send, 400, "bad_request", "Content-Length is not a number")
+                return
+            if too_large:
+                await self._too_large(send)
+                return
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        # A body without a length (chunked): read it up to the limit, then replay it.
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                await self._too_large(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Any) -> None:
+        await _error(send, 413, "body_too_large",
+                     f"request body is larger than {self.max_body_bytes} bytes (NEXUM_MAX_BODY_BYTES)")
+
+
+async def _error(send: Any, status: int, code: str, message: str,
+                 extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers + (extra or [])})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,194 @@
+"""Statuses, records and the request and response bodies of the Nexum HTTP API.
+
+Times are Unix seconds (float). An execution's `attempts` counts claims by workers: a retry after a
+retryable failure and a re-claim after an expired lease are each one more attempt.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Name = Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")
+
+
+class Status(str, Enum):
+    """Lifecycle of an execution. PENDING covers both "never claimed" and "waiting to retry"."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WorkflowRef(_Body):
+    """One version of one workflow."""
+
+    workflow_id: str = Name
+    """The workflow's id, e.g. `pydantic-tool-call`."""
+    version_hash: str = Name
+    """`sha256:` plus the hex digest of the workflow's IR."""
+
+
+class RegisterWorkflow(WorkflowRef):
+    """Body of `POST /v1/workflows`."""
+
+    ir: dict[str, Any]
+    """The workflow's intermediate representation: `nodes`, each with an `id` and a `kind`."""
+
+    @field_validator("ir")
+    @classmethod
+    def _has_nodes(cls, ir: dict[str, Any]) -> dict[str, Any]:
+        nodes = ir.get("nodes")
+        if not isinstance(nodes, list) or not nodes:
+            raise ValueError("ir.nodes must be a non-empty list of nodes")
+        for node in nodes:
+            if not isinstance(node, dict) or not isinstance(node.get("id"), str) or not node["id"]:
+                raise ValueError("every node in ir.nodes needs a non-empty string `id`")
+        return ir
+
+
+class RegisterResult(BaseModel):
+    """What registering did: NEW id, IDENTICAL version, or a CHANGED (new) version of a known id."""
+
+    workflow_id: str
+    version_hash: str
+    outcome: Literal["NEW", "IDENTICAL", "CHANGED"]
+
+
+class StartExecution(WorkflowRef):
+    """Body of `POST /v1/executions`: idempotent on (workflow_id, session_id, key)."""
+
+    session_id: str = Name
+    """Scope of the idempotency key; a re-run with the same session reuses completed results."""
+    key: str = Name
+    """Idempotency key of the call within its session (a sha256 hex digest for tool calls)."""
+    input: Any
+    """The execution's input, any JSON value."""
+    wait: float = Field(default=0.0, ge=0, le=3600)
+    """Hold the response up to this many seconds until the execution is terminal."""
+
+
+class Execution(BaseModel):
+    """One execution and its current state."""
+
+    id: str
+    workflow_id: str
+    version_hash: str
+    session_id: str
+    key: str
+    input: Any
+    status: Status
+    attempts: int
+    """Claims by workers so far."""
+    max_attempts: int
+    result: Any = None
+    """The output of the completed execution."""
+    error: str | None = None
+    """The last error reported, kept while a retry is pending."""
+    worker_id: str | None = None
+    created_at: float
+    updated_at: float
+    started_at: float | None = None
+    completed_at: float | None = None
+    next_attempt_at: float | None = None
+    """When a PENDING execution becomes claimable."""
+    lease_expires_at: float | None = None
+    cached: bool = False
+    """True when a start returned an execution that had already completed."""
+
+
+class ExecutionList(BaseModel):
+    executions: list[Execution]
+
+
+class PollTasks(_Body):
+    """Body of `POST /v1/tasks/poll`."""
+
+    worker_id: str = Name
+    """Free-form name of the worker, shown in `nexum ps`."""
+    workflows: list[WorkflowRef] = Field(min_length=1, max_length=100)
+    """Workflow versions this worker can run."""
+    wait: float = Field(default=0.0, ge=0, le=3600)
+    """Hold the request up to this many seconds until a task is ready."""
+    max_tasks: int = Field(default=1, ge=1, le=100)
+    """Claim up to this many tasks at once (a worker with free slots asks for several)."""
+
+
+class Task(BaseModel):
+    """A claimed task: the EFFECT node of one execution, leased to one worker."""
+
+    task_id: str
+    execution_id: str
+    workflow_id: str
+    version_hash: str
+    node_id: str
+    input: Any
+    attempt: int
+    """1 for the first claim, 2 for the first retry or re-claim, and so on."""
+    lease_token: str
+    """Changes on every claim; only its holder may heartbeat, complete or fail the task."""
+    lease_expires_at: float
+
+
+class TaskBatch(BaseModel):
+    tasks: list[Task]
+
+
+class LeaseBody(_Body):
+    """Body of heartbeat and release."""
+
+    lease_token: str = Field(min_length=1, max_length=200)
+
+
+class CompleteTask(LeaseBody):
+    """Body of `POST /v1/tasks/{id}/complete`."""
+
+    output: Any
+    """The node's output, any JSON value."""
+
+
+class FailTask(LeaseBody):
+    """Body of `POST /v1/tasks/{id}/fail`."""
+
+    error: str = Field(min_length=1, max_length=20_000)
+    """What went wrong, as the caller should read it."""
+    retryable: bool = True
+    """False for errors that will not change on a retry: the execution fails at once."""
+
+
+class Lease(BaseModel):
+    task_id: str
+    lease_token: str
+    lease_expires_at: float
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every non-validation error the API returns."""
+
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+    schema_version: int

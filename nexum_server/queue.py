@@ -1,0 +1,82 @@
+"""Long-poll wake-ups: how a held request learns, without polling, that its answer is ready.
+
+Everything here runs on the server's event loop, so checking and registering are atomic with
+respect to notifications. A request registers its future *before* it reads the store; a change
+committed after that read is always followed by a notification that resolves the future. An
+execution that became terminal just before its waiter registered is found in `recent`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+
+from .models import Execution
+
+RECENT_TERMINAL = 10_000
+"""Terminal executions remembered for waiters that register just after the completion."""
+
+
+class Notifier:
+    def __init__(self) -> None:
+        self._pollers: set[asyncio.Future[None]] = set()
+        self._waiters: dict[str, set[asyncio.Future[Execution]]] = {}
+        self._recent: OrderedDict[str, Execution] = OrderedDict()
+
+    def tasks_ready(self) -> None:
+        """New claimable work: wake every held poll so each tries to claim."""
+        pollers, self._pollers = self._pollers, set()
+        for future in pollers:
+            if not future.done():
+                future.set_result(None)
+
+    async def wait_for_tasks(self, registered: asyncio.Future[None], timeout: float) -> bool:
+        """Wait on a future from `poller()`; True if woken, False on timeout."""
+        try:
+            await asyncio.wait_for(asyncio.shield(registered), timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._pollers.discard(registered)
+
+    def poller(self) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pollers.add(future)
+        return future
+
+    def terminal(self, execution: Execution) -> None:
+        """An execution reached a terminal state: hand it to everyone waiting on it."""
+        self._recent[execution.id] = execution
+        self._recent.move_to_end(execution.id)
+        while len(self._recent) > RECENT_TERMINAL:
+            self._recent.popitem(last=False)
+        for future in self._waiters.pop(execution.id, ()):
+            if not future.done():
+                future.set_result(execution)
+
+    def forget(self, execution_id: str) -> None:
+        """The execution is live again (a new attempt after FAILED): drop the stale terminal copy."""
+        self._recent.pop(execution_id, None)
+
+    def waiter(self, execution_id: str) -> asyncio.Future[Execution]:
+        """A future resolved with the execution once it is terminal (at once if it just was)."""
+        future: asyncio.Future[Execution] = asyncio.get_running_loop().create_future()
+        if execution_id in self._recent:
+            future.set_result(self._recent[execution_id])
+        else:
+            self._waiters.setdefault(execution_id, set()).add(future)
+        return future
+
+    async def wait_terminal(self, future: asyncio.Future[Execution], execution_id: str,
+                            timeout: float) -> Execution | None:
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            return None
+        finally:
+            waiters = self._waiters.get(execution_id)
+            if waiters is not None:
+                waiters.discard(future)
+                if not waiters:
+                    del self._waiters[execution_id]

@@ -1,0 +1,126 @@
+"""The store contract: everything the API layer may ask of durable state.
+
+A store owns its connection(s) and the thread(s) that use them: the API layer never calls a store
+method on the event loop, it goes through `await store.run(method, ...)`, so a slow disk never
+stalls other requests. Every method is one transaction; every state change is one guarded
+statement, so a lost race shows up as zero rows changed (a `LeaseLost` or a re-read), never as two
+results. `SQLiteStore` is the implementation today; a PostgreSQL store implements the same contract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
+
+from ..config import Settings
+from ..models import Execution, Status, Task, WorkflowRef
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+"""Bumped whenever the tables change; `open()` migrates older files and refuses newer ones."""
+
+
+@dataclass(frozen=True)
+class StartOutcome:
+    execution: Execution
+    created: bool
+    """False when the (workflow, session, key) already had a live execution."""
+
+
+@dataclass(frozen=True)
+class ClaimOutcome:
+    tasks: list[Task]
+    expired: list[Execution]
+    """Executions whose lease had run out: back to PENDING, or FAILED when no attempt was left."""
+    next_due_at: float | None
+    """Earliest moment something not claimable now becomes claimable (retry or lease expiry)."""
+
+
+class Store(ABC):
+    """Durable executions and their task queue. Subclasses hold the dialect's SQL."""
+
+    threads = 1
+    """Worker threads of the store's executor; SQLite serialises writers anyway."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._executor = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="nexum-store")
+
+    async def run(self, method: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a store method in the store's executor, off the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(method, *args, **kwargs))
+
+    def start(self) -> None:
+        """Open the store on its own executor thread."""
+        self._executor.submit(self.open).result()
+
+    def shutdown(self) -> None:
+        """Close the store from outside its executor, after in-flight calls finish."""
+        self._executor.submit(self.close).result()
+        self._executor.shutdown(wait=True)
+
+    @abstractmethod
+    def open(self) -> None:
+        """Create or migrate the schema; raise `SchemaError` for a file this server cannot use."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def register_workflow(self, ref: WorkflowRef, ir: dict[str, Any], now: float) -> str:
+        """Store a workflow version; answer NEW, IDENTICAL or CHANGED."""
+
+    @abstractmethod
+    def start_execution(
+        self, ref: WorkflowRef, session_id: str, key: str, input: Any, now: float
+    ) -> StartOutcome:
+        """Create the execution of (workflow, session, key) unless a live one exists.
+
+        A FAILED or CANCELLED execution is not live: starting again makes a new one and keeps the
+        old one in the history. Raises `WorkflowNotFound` for an unregistered version.
+        """
+
+    @abstractmethod
+    def get_execution(self, execution_id: str) -> Execution: ...
+
+    @abstractmethod
+    def list_executions(
+        self, session_id: str | None, status: Status | None, key: str | None, limit: int
+    ) -> list[Execution]:
+        """Newest first."""
+
+    @abstractmethod
+    def cancel_execution(self, execution_id: str, now: float) -> Execution:
+        """PENDING or RUNNING becomes CANCELLED; a CANCELLED one is returned as it is."""
+
+    @abstractmethod
+    def claim(
+        self, worker_id: str, workflows: list[WorkflowRef], limit: int, lease_seconds: float, now: float
+    ) -> ClaimOutcome:
+        """Requeue (or fail) tasks whose lease ran out, then lease up to `limit` claimable tasks."""
+
+    @abstractmethod
+    def heartbeat(self, task_id: str, lease_token: str, lease_seconds: float, now: float) -> float:
+        """Extend the lease; return its new expiry."""
+
+    @abstractmethod
+    def complete(self, task_id: str, lease_token: str, output: Any, now: float) -> Execution: ...
+
+    @abstractmethod
+    def fail(self, task_id: str, lease_token: str, error: str, retryable: bool, now: float) -> Execution:
+        """Schedule a retry with backoff while attempts remain and `retryable`, else FAIL."""
+
+    @abstractmethod
+    def release(self, task_id: str, lease_token: str, now: float) -> Execution:
+        """Give a task back untried (a worker shutting down): claimable at once, attempt not counted."""
+
+    @abstractmethod
+    def count_by_status(self) -> dict[Status, int]: ...

@@ -1,0 +1,352 @@
+"""The SQLite store: one file in WAL mode, one connection, used from the store's one thread."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from typing import Any
+
+from ..errors import LeaseLost, NotFound, SchemaError, WorkflowNotFound
+from ..models import Execution, Status, Task, WorkflowRef
+from .base import SCHEMA_VERSION, ClaimOutcome, StartOutcome, Store
+
+LIVE = "('PENDING', 'RUNNING', 'COMPLETED')"
+
+SCHEMA = f"""
+CREATE TABLE workflows (
+    workflow_id  TEXT NOT NULL,
+    version_hash TEXT NOT NULL,
+    ir           TEXT NOT NULL,
+    created_at   REAL NOT NULL,
+    PRIMARY KEY (workflow_id, version_hash)
+);
+CREATE TABLE executions (
+    seq              INTEGER PRIMARY KEY,
+    id               TEXT NOT NULL UNIQUE,
+    workflow_id      TEXT NOT NULL,
+    version_hash     TEXT NOT NULL,
+    node_id          TEXT NOT NULL,
+    session_id       TEXT NOT NULL,
+    key              TEXT NOT NULL,
+    input            TEXT NOT NULL,
+    status           TEXT NOT NULL,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    max_attempts     INTEGER NOT NULL,
+    result           TEXT,
+    error            TEXT,
+    worker_id        TEXT,
+    lease_token      TEXT,
+    lease_expires_at REAL,
+    scheduled_at     REAL NOT NULL,
+    created_at       REAL NOT NULL,
+    updated_at       REAL NOT NULL,
+    started_at       REAL,
+    completed_at     REAL,
+    FOREIGN KEY (workflow_id, version_hash) REFERENCES workflows (workflow_id, version_hash)
+);
+-- At most one live execution per call: the idempotency guarantee lives here, not in code.
+CREATE UNIQUE INDEX executions_live_key ON executions (workflow_id, session_id, key)
+    WHERE status IN {LIVE};
+CREATE INDEX executions_pending ON executions (scheduled_at) WHERE status = 'PENDING';
+CREATE INDEX executions_leased ON executions (lease_expires_at) WHERE status = 'RUNNING';
+CREATE INDEX executions_session ON executions (session_id, seq);
+"""
+
+COLUMNS = (
+    "id, workflow_id, version_hash, node_id, session_id, key, input, status, attempts, max_attempts, result, "
+    "error, worker_id, lease_token, lease_expires_at, scheduled_at, created_at, updated_at, "
+    "started_at, completed_at"
+)
+
+SELECT_WORKFLOW = "SELECT ir FROM workflows WHERE workflow_id = ? AND version_hash = ?"
+SELECT_WORKFLOW_ANY = "SELECT 1 FROM workflows WHERE workflow_id = ? LIMIT 1"
+INSERT_WORKFLOW = "INSERT INTO workflows (workflow_id, version_hash, ir, created_at) VALUES (?, ?, ?, ?)"
+
+# Selecting from `workflows` makes an unregistered version insert nothing, and names the node.
+INSERT_EXECUTION = f"""
+INSERT INTO executions (id, workflow_id, version_hash, node_id, session_id, key, input, status,
+                        max_attempts, scheduled_at, created_at, updated_at)
+SELECT :id, workflow_id, version_hash, json_extract(ir, '$.nodes[0].id'), :session_id, :key, :input,
+       'PENDING', :max_attempts, :now, :now, :now
+FROM workflows WHERE workflow_id = :workflow_id AND version_hash = :version_hash
+ON CONFLICT (workflow_id, session_id, key) WHERE status IN {LIVE} DO NOTHING
+RETURNING {COLUMNS}
+"""
+SELECT_LIVE = f"""
+SELECT {COLUMNS} FROM executions
+WHERE workflow_id = ? AND session_id = ? AND key = ? AND status IN {LIVE}
+"""
+SELECT_EXECUTION = f"SELECT {COLUMNS} FROM executions WHERE id = ?"
+LIST_EXECUTIONS = f"""
+SELECT {COLUMNS} FROM executions
+WHERE (:session_id IS NULL OR session_id = :session_id)
+  AND (:status IS NULL OR status = :status)
+  AND (:key IS NULL OR key = :key)
+ORDER BY seq DESC LIMIT :limit
+"""
+CANCEL = f"""
+UPDATE executions
+SET status = 'CANCELLED', lease_token = NULL, lease_expires_at = NULL, completed_at = :now, updated_at = :now
+WHERE id = :id AND status IN ('PENDING', 'RUNNING')
+RETURNING {COLUMNS}
+"""
+
+# Runs before every claim, in the same transaction: a task whose lease ran out goes back to the
+# queue, or is FAILED when that was its last attempt. Its worker may still be running the tool
+# (at-least-once); clearing the token makes that worker's late report a 409.
+EXPIRE_LEASES = f"""
+UPDATE executions
+SET status = CASE WHEN attempts >= max_attempts THEN 'FAILED' ELSE 'PENDING' END,
+    completed_at = CASE WHEN attempts >= max_attempts THEN :now END,
+    error = 'lease expired on attempt ' || attempts || ' of ' || max_attempts || ' (worker '
+            || COALESCE(worker_id, '?') || ' stopped or hung without reporting)',
+    scheduled_at = :now, lease_token = NULL, lease_expires_at = NULL, updated_at = :now
+WHERE status = 'RUNNING' AND lease_expires_at <= :now
+RETURNING {COLUMNS}
+"""
+# One statement claims: two workers can never hold the same task. Every claimed row gets its own
+# new random lease token.
+CLAIM = f"""
+UPDATE executions
+SET status = 'RUNNING',
+    attempts = attempts + 1,
+    lease_token = lower(hex(randomblob(16))),
+    lease_expires_at = :now + :lease_seconds,
+    worker_id = :worker_id,
+    started_at = COALESCE(started_at, :now),
+    updated_at = :now
+WHERE id IN (
+    SELECT id FROM executions
+    WHERE status = 'PENDING' AND scheduled_at <= :now
+      AND (workflow_id, version_hash) IN (
+          SELECT json_extract(value, '$.workflow_id'), json_extract(value, '$.version_hash')
+          FROM json_each(:workflows))
+    ORDER BY scheduled_at, seq
+    LIMIT :limit)
+RETURNING {COLUMNS}
+"""
+NEXT_DUE = """
+SELECT min(t) FROM (
+    SELECT min(scheduled_at) AS t FROM executions WHERE status = 'PENDING' AND scheduled_at > :now
+    UNION ALL
+    SELECT min(lease_expires_at) FROM executions WHERE status = 'RUNNING')
+"""
+HEARTBEAT = """
+UPDATE executions SET lease_expires_at = :now + :lease_seconds, updated_at = :now
+WHERE id = :id AND status = 'RUNNING' AND lease_token = :token
+RETURNING lease_expires_at
+"""
+COMPLETE = f"""
+UPDATE executions
+SET status = 'COMPLETED', result = :output, error = NULL, lease_token = NULL, lease_expires_at = NULL,
+    completed_at = :now, updated_at = :now
+WHERE id = :id AND status = 'RUNNING' AND lease_token = :token
+RETURNING {COLUMNS}
+"""
+FAIL = f"""
+UPDATE executions
+SET status = CASE WHEN :retryable AND attempts < max_attempts THEN 'PENDING' ELSE 'FAILED' END,
+    scheduled_at = :now + min(:backoff * (1 << (attempts - 1)), :backoff_max),
+    completed_at = CASE WHEN :retryable AND attempts < max_attempts THEN NULL ELSE :now END,
+    error = :error, lease_token = NULL, lease_expires_at = NULL, updated_at = :now
+WHERE id = :id AND status = 'RUNNING' AND lease_token = :token
+RETURNING {COLUMNS}
+"""
+RELEASE = f"""
+UPDATE executions
+SET status = 'PENDING', attempts = attempts - 1, scheduled_at = :now, worker_id = NULL,
+    lease_token = NULL, lease_expires_at = NULL, updated_at = :now
+WHERE id = :id AND status = 'RUNNING' AND lease_token = :token
+RETURNING {COLUMNS}
+"""
+COUNT_BY_STATUS = "SELECT status, count(*) FROM executions GROUP BY status"
+
+
+class SQLiteStore(Store):
+    """The store on one SQLite file. All calls arrive on the one executor thread."""
+
+    def __init__(self, settings: Any) -> None:
+        super().__init__(settings)
+        self._db: sqlite3.Connection | None = None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        assert self._db is not None, "store is not open"
+        return self._db
+
+    def open(self) -> None:
+        path = self.settings.db_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Autocommit mode: each method opens its own transaction with BEGIN IMMEDIATE, so a writer
+        # takes the lock before reading what it will change.
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA busy_timeout = 5000")
+        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise SchemaError(f"{path}: SQLite refused WAL mode (got {mode}); use a local file system")
+        db.execute(f"PRAGMA synchronous = {self.settings.sqlite_synchronous.upper()}")
+        db.execute("PRAGMA foreign_keys = ON")
+        self._db = db
+        self._migrate(path)
+
+    def _migrate(self, path: Any) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        tables = self.db.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+        if version == 0 and tables == 0:
+            self.db.executescript(f"BEGIN IMMEDIATE; {SCHEMA}; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+            return
+        if version == 0:
+            raise SchemaError(f"{path} is not a Nexum database (it has tables but no schema version); "
+                              "point --db at a new file")
+        if version > SCHEMA_VERSION:
+            raise SchemaError(f"{path} was written by a newer Nexum server (schema {version}; this server "
+                              f"knows up to {SCHEMA_VERSION}): upgrade this server or use another --db")
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _tx(self) -> sqlite3.Connection:
+        return _Transaction(self.db)  # type: ignore[return-value]
+
+    def register_workflow(self, ref: WorkflowRef, ir: dict[str, Any], now: float) -> str:
+        with self._tx():
+            row = self.db.execute(SELECT_WORKFLOW, (ref.workflow_id, ref.version_hash)).fetchone()
+            if row is not None:
+                return "IDENTICAL"
+            known = self.db.execute(SELECT_WORKFLOW_ANY, (ref.workflow_id,)).fetchone()
+            self.db.execute(INSERT_WORKFLOW, (ref.workflow_id, ref.version_hash, _dump(ir), now))
+            return "CHANGED" if known else "NEW"
+
+    def start_execution(self, ref: WorkflowRef, session_id: str, key: str, input: Any, now: float) -> StartOutcome:
+        params = {"id": uuid.uuid4().hex, "workflow_id": ref.workflow_id, "version_hash": ref.version_hash,
+                  "session_id": session_id, "key": key, "input": _dump(input),
+                  "max_attempts": self.settings.max_attempts, "now": now}
+        with self._tx():
+            row = self.db.execute(INSERT_EXECUTION, params).fetchone()
+            if row is not None:
+                return StartOutcome(_execution(row), created=True)
+            row = self.db.execute(SELECT_LIVE, (ref.workflow_id, session_id, key)).fetchone()
+        if row is None:
+            raise WorkflowNotFound(f"workflow {ref.workflow_id!r} version {ref.version_hash!r} is not "
+                                   "registered; register it with POST /v1/workflows first")
+        return StartOutcome(_execution(row), created=False)
+
+    def get_execution(self, execution_id: str) -> Execution:
+        row = self.db.execute(SELECT_EXECUTION, (execution_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no execution with id {execution_id!r}")
+        return _execution(row)
+
+    def list_executions(self, session_id: str | None, status: Status | None, key: str | None,
+                        limit: int) -> list[Execution]:
+        params = {"session_id": session_id, "status": status.value if status else None, "key": key, "limit": limit}
+        return [_execution(row) for row in self.db.execute(LIST_EXECUTIONS, params)]
+
+    def cancel_execution(self, execution_id: str, now: float) -> Execution:
+        with self._tx():
+            row = self.db.execute(CANCEL, {"id": execution_id, "now": now}).fetchone()
+            if row is not None:
+                return _execution(row)
+            current = self.get_execution(execution_id)
+        if current.status is Status.CANCELLED:
+            return current
+        raise LeaseLost(f"execution {execution_id} is already {current.status.value}; nothing to cancel")
+
+    def claim(self, worker_id: str, workflows: list[WorkflowRef], limit: int, lease_seconds: float,
+              now: float) -> ClaimOutcome:
+        refs = json.dumps([w.model_dump() for w in workflows])
+        with self._tx():
+            expired = [_execution(r) for r in self.db.execute(EXPIRE_LEASES, {"now": now}).fetchall()]
+            rows = self.db.execute(CLAIM, {"now": now, "lease_seconds": lease_seconds, "worker_id": worker_id,
+                                           "workflows": refs, "limit": limit}).fetchall()
+            next_due = self.db.execute(NEXT_DUE, {"now": now}).fetchone()[0]
+        return ClaimOutcome(tasks=[_task(row) for row in rows], expired=expired, next_due_at=next_due)
+
+    def heartbeat(self, task_id: str, lease_token: str, lease_seconds: float, now: float) -> float:
+        with self._tx():
+            row = self.db.execute(HEARTBEAT, {"id": task_id, "token": lease_token, "now": now,
+                                              "lease_seconds": lease_seconds}).fetchone()
+            if row is None:
+                self._lease_lost(task_id)
+        return row[0]
+
+    def complete(self, task_id: str, lease_token: str, output: Any, now: float) -> Execution:
+        return self._finish(COMPLETE, {"id": task_id, "token": lease_token, "now": now, "output": _dump(output)})
+
+    def fail(self, task_id: str, lease_token: str, error: str, retryable: bool, now: float) -> Execution:
+        return self._finish(FAIL, {"id": task_id, "token": lease_token, "now": now, "error": error,
+                                   "retryable": retryable, "backoff": self.settings.retry_backoff_seconds,
+                                   "backoff_max": self.settings.retry_backoff_max_seconds})
+
+    def release(self, task_id: str, lease_token: str, now: float) -> Execution:
+        return self._finish(RELEASE, {"id": task_id, "token": lease_token, "now": now})
+
+    def _finish(self, sql: str, params: dict[str, Any]) -> Execution:
+        with self._tx():
+            row = self.db.execute(sql, params).fetchone()
+            if row is None:
+                self._lease_lost(params["id"])
+        return _execution(row)
+
+    def _lease_lost(self, task_id: str) -> None:
+        current = self.get_execution(task_id)
+        if current.status is Status.RUNNING:
+            raise LeaseLost(f"task {task_id}: the lease token is stale (the task was claimed again, "
+                            f"attempt {current.attempts})")
+        raise LeaseLost(f"task {task_id} is {current.status.value}; its lease is over")
+
+    def count_by_status(self) -> dict[Status, int]:
+        counts = {status: 0 for status in Status}
+        for status, count in self.db.execute(COUNT_BY_STATUS):
+            counts[Status(status)] = count
+        return counts
+
+
+class _Transaction:
+    """`BEGIN IMMEDIATE` ... `COMMIT`, or `ROLLBACK` on any exception."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        if not self.db.in_transaction:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.owner = True
+        else:
+            self.owner = False
+        return self.db
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if not self.owner:
+            return
+        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _execution(row: sqlite3.Row) -> Execution:
+    status = Status(row["status"])
+    return Execution.model_construct(
+        id=row["id"], workflow_id=row["workflow_id"], version_hash=row["version_hash"],
+        session_id=row["session_id"], key=row["key"], input=json.loads(row["input"]), status=status,
+        attempts=row["attempts"], max_attempts=row["max_attempts"],
+        result=json.loads(row["result"]) if row["result"] is not None else None,
+        error=row["error"], worker_id=row["worker_id"], created_at=row["created_at"],
+        updated_at=row["updated_at"], started_at=row["started_at"], completed_at=row["completed_at"],
+        next_attempt_at=row["scheduled_at"] if status is Status.PENDING else None,
+        lease_expires_at=row["lease_expires_at"] if status is Status.RUNNING else None, cached=False,
+    )
+
+
+def _task(row: sqlite3.Row) -> Task:
+    return Task.model_construct(
+        task_id=row["id"], execution_id=row["id"], workflow_id=row["workflow_id"],
+        version_hash=row["version_hash"], node_id=row["node_id"], input=json.loads(row["input"]),
+        attempt=row["attempts"], lease_token=row["lease_token"], lease_expires_at=row["lease_expires_at"],
+    )

@@ -1,0 +1,295 @@
+"""The research agent's two tools, `web_search` and `visit_webpage`, and how their failures read.
+
+Both wrap tools shipped with Pydantic AI: `DuckDuckGoSearchTool` (or SearXNG's JSON API) for
+search, and `WebFetchLocalTool` for pages, whose `safe_download` refuses private and local
+addresses, redirects included, because the URL is chosen by a language model. The worker runs
+them through `run_tool`; the benchmark's plain agent registers them directly.
+
+Every failure becomes one of:
+
+    ToolError
+    ├── TransientToolError   may succeed on retry: timeouts, connection errors, HTTP 5xx/408/429
+    └── PermanentToolError   will fail the same way again: HTTP 4xx, refused or invalid URL,
+                             bad arguments, unknown tool, anything unrecognised
+
+Settings are read from the environment at each call (see `ToolSettings`).
+"""
+
+from __future__ import annotations
+
+import os
+from math import inf
+import socket
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import httpx2
+from ddgs import DDGS
+from ddgs.exceptions import DDGSException, RatelimitException
+from ddgs.exceptions import TimeoutException as DDGSTimeoutException
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic_ai.common_tools.duckduckgo import DuckDuckGoSearchTool
+from pydantic_ai.common_tools.web_fetch import WebFetchLocalTool
+from pydantic_ai.exceptions import ModelRetry
+from pydantic_ai.messages import BinaryContent
+
+from nexum_server.errors import ConfigError
+from workflow import TOOL_NAMES, VISIT_WEBPAGE, WEB_SEARCH
+
+SEARCH_BACKENDS = ("duckduckgo", "searxng")
+DEFAULT_SEARCH_RESULTS = 5
+MAX_SEARCH_RESULTS = 20
+PAGE_MAX_CHARS = 8000
+FETCH_TIMEOUT_SECONDS = 20.0
+_FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+class ToolError(Exception):
+    """A tool call failed; the subclass says whether trying again can help."""
+
+
+class TransientToolError(ToolError):
+    """The same call may succeed later."""
+
+
+class PermanentToolError(ToolError):
+    """The same call will fail the same way."""
+
+
+@dataclass(frozen=True)
+class ToolSettings:
+    """What the tools read from the environment; `from_env` names the key of any bad value."""
+
+    search_backend: str = SEARCH_BACKENDS[0]
+    """`SEARCH_BACKEND`: `duckduckgo` or `searxng`."""
+    searxng_url: str | None = None
+    """`SEARXNG_URL`: base URL of the SearXNG instance; operator-chosen, so not SSRF-guarded."""
+    page_max_chars: int = PAGE_MAX_CHARS
+    """`NEXUM_PAGE_MAX_CHARS`: page text kept before `[Content truncated]`."""
+    fetch_timeout: float = FETCH_TIMEOUT_SECONDS
+    """`NEXUM_FETCH_TIMEOUT`: seconds per HTTP request (safe_download caps connecting at 5 s)."""
+    allow_private_urls: bool = False
+    """`NEXUM_ALLOW_PRIVATE_URLS=1`: let pages on loopback/private addresses be fetched."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ToolSettings:
+        env = os.environ if environ is None else environ
+
+        def read(key: str, default: Any, parse: Callable[[str], Any], expected: str) -> Any:
+            raw = env.get(key, "").strip()
+            if not raw:
+                return default
+            try:
+                value = parse(raw)
+            except ValueError:
+                value = None
+            if value is None:
+                raise ConfigError(f"{key}={raw!r} is invalid: expected {expected}")
+            return value
+
+        return cls(
+            search_backend=read(
+                "SEARCH_BACKEND", cls.search_backend, lambda r: r if r in SEARCH_BACKENDS else None,
+                "one of " + ", ".join(SEARCH_BACKENDS),
+            ),
+            searxng_url=env.get("SEARXNG_URL", "").strip().rstrip("/") or None,
+            page_max_chars=read("NEXUM_PAGE_MAX_CHARS", cls.page_max_chars, _positive(int), "a positive integer"),
+            fetch_timeout=read("NEXUM_FETCH_TIMEOUT", cls.fetch_timeout, _positive(float), "a positive number"),
+            allow_private_urls=read("NEXUM_ALLOW_PRIVATE_URLS", False, lambda r: _FLAGS.get(r.lower()), "1 or 0"),
+        )
+
+
+def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
+    return lambda raw: value if 0 < (value := kind(raw)) < inf else None
+
+
+Query = Annotated[str, Field(min_length=1)]
+MaxResults = Annotated[int, Field(ge=1, le=MAX_SEARCH_RESULTS)]
+Url = Annotated[str, Field(min_length=1)]
+
+
+class WebSearchArgs(BaseModel):
+    """Arguments of `web_search`, as the model gives them."""
+
+    model_config = ConfigDict(extra="forbid")
+    query: Query
+    """What to search for."""
+    max_results: MaxResults = DEFAULT_SEARCH_RESULTS
+    """Most results to return."""
+
+
+class VisitWebpageArgs(BaseModel):
+    """Arguments of `visit_webpage`, as the model gives them."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: Url
+    """The http(s) address of the page."""
+
+
+class SearchResult(BaseModel):
+    """One web search hit, as `web_search` returns it."""
+
+    title: str
+    """Title of the page."""
+    url: str
+    """Address of the page."""
+    snippet: str
+    """Extract of the page matching the query."""
+
+
+class _SearxngResult(BaseModel):
+    title: str = ""
+    """Title of the page."""
+    url: str
+    """Address of the page."""
+    content: str = ""
+    """SearXNG's snippet."""
+
+
+class _SearxngPage(BaseModel):
+    results: list[_SearxngResult] = []
+    """The hits, best first."""
+
+
+_SEARCH_RESULTS = TypeAdapter(list[SearchResult])
+
+ddgs_client_factory: Callable[[], Any] = DDGS
+"""Makes the DuckDuckGo client (anything with `.text(query, max_results=...)`) per search; tests replace it."""
+
+
+async def _search_duckduckgo(query: str, max_results: int, settings: ToolSettings) -> list[SearchResult]:
+    search = DuckDuckGoSearchTool(client=ddgs_client_factory(), max_results=max_results)
+    try:
+        hits = await search(query)
+    except DDGSException as e:
+        # ddgs reports an empty result page as an exception; that is an answer, not a failure.
+        if str(e) == "No results found.":
+            return []
+        raise
+    return [SearchResult(title=h["title"], url=h["href"], snippet=h["body"]) for h in hits[:max_results]]
+
+
+async def _search_searxng(query: str, max_results: int, settings: ToolSettings) -> list[SearchResult]:
+    # A client per call: the tools run on whichever event loop calls them (worker, benchmark, each
+    # test), and pooled connections belong to the loop that opened them. One connect is cheap
+    # next to a metasearch.
+    async with httpx2.AsyncClient(timeout=settings.fetch_timeout) as client:
+        response = await client.get(f"{settings.searxng_url}/search", params={"q": query, "format": "json"})
+    if response.status_code == 403:
+        raise PermanentToolError("SearXNG refused format=json (HTTP 403): add json to search.formats in settings.yml")
+    response.raise_for_status()
+    page = _SearxngPage.model_validate_json(response.content)
+    return [SearchResult(title=r.title, url=r.url, snippet=r.content) for r in page.results[:max_results]]
+
+
+async def web_search(query: Query, max_results: MaxResults = DEFAULT_SEARCH_RESULTS) -> str:
+    """Search the web and return the hits as a JSON list of objects with title, url and snippet.
+
+    Args:
+        query: What to search for.
+        max_results: Most results to return.
+    """
+    settings = ToolSettings.from_env()
+    if settings.search_backend == "searxng" and not settings.searxng_url:
+        raise ConfigError("SEARCH_BACKEND=searxng needs SEARXNG_URL, e.g. http://127.0.0.1:8888")
+    search = _search_searxng if settings.search_backend == "searxng" else _search_duckduckgo
+    with _as_tool_errors():
+        results = await search(query, max_results, settings)
+    return _SEARCH_RESULTS.dump_json(results).decode()
+
+
+async def visit_webpage(url: Url) -> str:
+    """Fetch a web page and return its text as markdown, cut at a few thousand characters.
+
+    Args:
+        url: The http(s) address of the page.
+    """
+    settings = ToolSettings.from_env()
+    fetch = WebFetchLocalTool(
+        max_content_length=settings.page_max_chars,
+        allow_local_urls=settings.allow_private_urls,
+        # Annotated `int` upstream, but only ever handed to `httpx2.Timeout`, which takes seconds as float.
+        timeout=settings.fetch_timeout,  # type: ignore[arg-type]
+    )
+    with _as_tool_errors():
+        page = await fetch(url)
+    if isinstance(page, BinaryContent):
+        return f"Binary content ({page.media_type}, {len(page.data):,} bytes) at {url}; not shown."
+    return f"# {page['title'] or url}\n\nURL: {url}\n\n{page['content']}"
+
+
+TOOLS: dict[str, Callable[..., Awaitable[str]]] = {WEB_SEARCH: web_search, VISIT_WEBPAGE: visit_webpage}
+_TOOL_ARGS: dict[str, type[BaseModel]] = {WEB_SEARCH: WebSearchArgs, VISIT_WEBPAGE: VisitWebpageArgs}
+
+
+async def run_tool(tool_name: str, tool_args: dict[str, Any]) -> str:
+    """Run the tool `tool_name` with the model's arguments; every failure is raised as a `ToolError`."""
+    if tool_name not in TOOLS:
+        raise PermanentToolError(f"unknown tool {tool_name!r}; known tools: {', '.join(TOOL_NAMES)}")
+    try:
+        args = _TOOL_ARGS[tool_name].model_validate(tool_args)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'arguments'}: {err['msg']}" for err in e.errors())
+        raise PermanentToolError(f"bad arguments for {tool_name}: {problems}") from e
+    with _as_tool_errors():
+        return await TOOLS[tool_name](**dict(args))
+
+
+@contextmanager
+def _as_tool_errors() -> Iterator[None]:
+    try:
+        yield
+    except ToolError:
+        raise
+    except Exception as e:
+        raise classify_error(e) from e
+
+
+def classify_error(exc: BaseException) -> ToolError:
+    """Map any exception to a transient or permanent `ToolError`, judged by its deepest known cause.
+
+    Pydantic AI wraps fetch errors in `ModelRetry` (and httpx2 errors in a family-level copy), so
+    the `__cause__` chain is walked and the root cause decides. Network-ish failures are recognised
+    by type; anything unrecognised is permanent, so a bug does not burn every retry attempt.
+    """
+    if isinstance(exc, ToolError):
+        return exc
+    chain: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and all(cause is not seen for seen in chain):
+        chain.append(cause)
+        # Only explicit chaining (`raise ... from`): an implicit `__context__` is whatever happened to
+        # be handled nearby, e.g. the ValueError of ip_address() behind every DNS lookup.
+        cause = cause.__cause__
+    message = (str(exc) or type(exc).__name__).splitlines()[0].rstrip(": ")
+    for cause in reversed(chain):
+        if verdict := _verdict(cause):
+            kind, reason = verdict
+            return kind(f"{reason}: {message}")
+    return PermanentToolError(f"unexpected {type(exc).__name__}: {message}")
+
+
+def _verdict(exc: BaseException) -> tuple[type[ToolError], str] | None:
+    if isinstance(exc, ToolError):
+        return type(exc), "failed"
+    if isinstance(exc, httpx2.HTTPStatusError):
+        status = exc.response.status_code
+        return (TransientToolError if status >= 500 or status in (408, 429) else PermanentToolError), f"HTTP {status}"
+    if isinstance(exc, RatelimitException):
+        return TransientToolError, "rate limited"
+    if isinstance(exc, (httpx2.TimeoutException, DDGSTimeoutException, TimeoutError)):
+        return TransientToolError, "timed out"
+    if isinstance(exc, (httpx2.InvalidURL, httpx2.UnsupportedProtocol, httpx2.TooManyRedirects)):
+        return PermanentToolError, "invalid URL"
+    if isinstance(exc, socket.gaierror):
+        if exc.errno == socket.EAI_AGAIN:
+            return TransientToolError, "DNS lookup failed"
+        return PermanentToolError, "unknown host"
+    # ddgs reports its engines' network failures as plain `DDGSException`s.
+    if isinstance(exc, (httpx2.RequestError, OSError, DDGSException)):
+        return TransientToolError, "network error"
+    if isinstance(exc, (ValueError, TypeError, LookupError, RecursionError, ModelRetry)):
+        return PermanentToolError, "rejected"
+    return None
