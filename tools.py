@@ -18,11 +18,11 @@ Settings are read from the environment at each call (see `ToolSettings`).
 from __future__ import annotations
 
 import os
-from math import inf
 import socket
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from math import inf
 from typing import Annotated, Any
 
 import httpx2

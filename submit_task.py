@@ -1,0 +1,140 @@
+"""Submit one tool call to the Nexum server and wait for its result: the agent's side of durability.
+
+A call already completed in this session comes back from the server in one HTTP round trip, with
+no re-execution. A new call is started and awaited in the same request (the server holds it until
+a worker has written the result back); nothing here sleeps or polls.
+
+Run with:
+    nexum dev & python worker.py &
+    python submit_task.py web_search '{"query": "durable execution"}' --session demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+from nexum_server.client import NexumClient
+from nexum_server.errors import NexumError, RequestRejected
+from nexum_server.models import Execution, Status
+from workflow import IR, VERSION_HASH, WORKFLOW_ID, ToolCallInput, ToolCallOutput, tool_call_key
+
+log = logging.getLogger("nexum.submit")
+
+DEFAULT_TIMEOUT = 120.0
+NO_WORKER_WARNING_SECONDS = 5.0
+"""A call still unclaimed after this long gets a warning that no worker seems to be running."""
+
+
+class ToolCallFailed(NexumError):
+    """The tool call ended FAILED (all attempts used, or a permanent error) or was CANCELLED."""
+
+    def __init__(self, execution: Execution) -> None:
+        reason = execution.error or execution.status.value.lower()
+        super().__init__(f"{execution.input.get('tool_name')} failed after {execution.attempts} "
+                         f"attempt(s): {reason}")
+        self.execution = execution
+
+
+@dataclass(frozen=True)
+class ToolCallOutcome:
+    """What one submitted call gave back, and how."""
+
+    result: str
+    """The tool's output text."""
+    cached: bool
+    """True when the session already had this call completed: nothing ran."""
+    seconds: float
+    """Wall time of this submission, as the agent saw it."""
+    execution: Execution
+    """The stored execution, with its timings and attempts."""
+
+    @property
+    def tool_seconds(self) -> float:
+        """How long the tool itself took when it ran (for a cached call: the time saved)."""
+        e = self.execution
+        return (e.completed_at or 0.0) - (e.started_at or e.created_at)
+
+
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, NexumClient] = weakref.WeakKeyDictionary()
+
+
+def shared_client() -> NexumClient:
+    """The process's keep-alive client for the running event loop (created on first use)."""
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        client = _clients[loop] = NexumClient()
+    return client
+
+
+async def call_tool(tool_name: str, tool_args: dict[str, Any], session_id: str = "default",
+                    timeout: float = DEFAULT_TIMEOUT, *, client: NexumClient | None = None) -> ToolCallOutcome:
+    """Run one tool call durably; raises `ToolCallFailed`, `ServerUnavailable` or `WaitTimeout`."""
+    client = client or shared_client()
+    payload = ToolCallInput(tool_name=tool_name, tool_args=tool_args).model_dump()
+    key = tool_call_key(tool_name, tool_args)
+    started = time.perf_counter()
+    first_wait = min(timeout, NO_WORKER_WARNING_SECONDS)
+    try:
+        execution = await client.start(WORKFLOW_ID, VERSION_HASH, session_id, key, payload, wait=first_wait)
+    except RequestRejected as e:
+        if e.error_code != "workflow_not_found":
+            raise
+        # First call against a fresh server: register the workflow, then start as usual.
+        await client.register_workflow(WORKFLOW_ID, VERSION_HASH, IR)
+        execution = await client.start(WORKFLOW_ID, VERSION_HASH, session_id, key, payload, wait=first_wait)
+    if not execution.status.terminal:
+        if execution.status is Status.PENDING and execution.attempts == 0:
+            log.warning("no worker has picked up %s after %.0f s: is `python worker.py` running against %s? "
+                        "Still waiting (timeout %.0f s).", tool_name, first_wait, client.url, timeout)
+        execution = await client.wait(execution, timeout - (time.perf_counter() - started))
+    if execution.status is not Status.COMPLETED:
+        raise ToolCallFailed(execution)
+    output = ToolCallOutput.model_validate(execution.result)
+    return ToolCallOutcome(output.result, execution.cached, time.perf_counter() - started, execution)
+
+
+async def submit_tool_call_async(tool_name: str, tool_args: dict[str, Any], session_id: str = "default",
+                                 timeout: float = DEFAULT_TIMEOUT, *, client: NexumClient | None = None) -> str:
+    """The tool's result text; the async twin used by the agent's tools."""
+    return (await call_tool(tool_name, tool_args, session_id, timeout, client=client)).result
+
+
+_runner: asyncio.Runner | None = None
+
+
+def submit_tool_call(tool_name: str, tool_args: dict[str, Any], session_id: str = "default",
+                     timeout: float = DEFAULT_TIMEOUT) -> str:
+    """Blocking form for scripts; one event loop (and so one keep-alive client) per process."""
+    global _runner
+    if _runner is None:
+        _runner = asyncio.Runner()
+    return _runner.run(submit_tool_call_async(tool_name, tool_args, session_id, timeout))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("tool_name")
+    parser.add_argument("tool_args", help="arguments as a JSON object")
+    parser.add_argument("--session", default="default")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT)
+    args = parser.parse_args(argv)
+    try:
+        tool_args = json.loads(args.tool_args)
+    except json.JSONDecodeError as e:
+        parser.error(f"tool_args is not valid JSON ({e}); pass an object like '{{\"query\": \"...\"}}'")
+    if not isinstance(tool_args, dict):
+        parser.error("tool_args must be a JSON object, like '{\"query\": \"...\"}'")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    print(submit_tool_call(args.tool_name, tool_args, args.session, args.timeout))
+
+
+if __name__ == "__main__":
+    main()

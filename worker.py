@@ -1,0 +1,211 @@
+"""The worker: long-polls the Nexum server for tool calls, runs them, writes the results back.
+
+Up to `--concurrency` calls run at once. A long call keeps its lease with heartbeats; a transient
+failure (timeout, connection error, 5xx, rate limit) is reported as retryable so the server retries
+it with backoff, a permanent one is not. If the server goes away the worker reconnects with capped
+backoff. Ctrl-C or SIGTERM stops it taking work; calls in flight get a short grace period to finish
+and are then handed back to the server, so another worker can take them at once.
+
+Run with:
+    nexum dev                                  # terminal 1
+    python worker.py [--concurrency 8]         # terminal 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+from typing import Any
+
+from dotenv import load_dotenv
+
+from nexum_server.client import HOLD_SECONDS, NexumClient
+from nexum_server.errors import NexumError, RequestRejected, ServerUnavailable
+from nexum_server.models import Task, WorkflowRef
+from tools import PermanentToolError, TransientToolError, run_tool
+from workflow import IR, VERSION_HASH, WORKFLOW_ID, ToolCallInput, ToolCallOutput
+
+log = logging.getLogger("nexum.worker")
+
+CONCURRENCY = 8
+GRACE_SECONDS = 10.0
+"""On shutdown, how long calls in flight may run before they are handed back."""
+RECONNECT_MAX_SECONDS = 5.0
+MAX_RESULT_CHARS = 200_000
+"""Results longer than this are cut (and say so) to stay well inside the server's body limit."""
+REF = WorkflowRef(workflow_id=WORKFLOW_ID, version_hash=VERSION_HASH)
+
+
+class Worker:
+    def __init__(self, client: NexumClient, concurrency: int = CONCURRENCY, worker_id: str | None = None,
+                 grace_seconds: float = GRACE_SECONDS) -> None:
+        self.client = client
+        self.concurrency = concurrency
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.grace_seconds = grace_seconds
+        self.stopping = asyncio.Event()
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self._slot_free = asyncio.Event()
+
+    async def run(self) -> None:
+        """Register, then poll until `stop()`; then drain or hand back what is in flight."""
+        await self._with_reconnect(lambda: self.client.register_workflow(WORKFLOW_ID, VERSION_HASH, IR))
+        print(f"worker {self.worker_id} ready: polling {self.client.url}, concurrency {self.concurrency}",
+              flush=True)
+        while not self.stopping.is_set():
+            await self.run_once()
+        await self._drain()
+
+    async def run_once(self) -> None:
+        """One iteration: wait for a free slot, claim up to that many tasks, start them."""
+        free = self.concurrency - len(self.running)
+        if free <= 0:
+            self._slot_free.clear()
+            await self._until_stopping(self._slot_free.wait())
+            return
+        tasks = await self._with_reconnect(
+            lambda: self._until_stopping(self.client.poll(self.worker_id, [REF], HOLD_SECONDS, free)))
+        for task in tasks or []:
+            self.running[task.task_id] = asyncio.create_task(self.execute(task))
+
+    async def execute(self, task: Task) -> None:
+        """Run one claimed task and report its outcome; never raises."""
+        started = time.perf_counter()
+        label = f"task {task.task_id}"
+        heartbeat = asyncio.create_task(self._heartbeat(task))
+        try:
+            try:
+                call = ToolCallInput.model_validate(task.input)
+                label = f"{call.tool_name}({_short(call.tool_args)})"
+                result = await run_tool(call.tool_name, call.tool_args)
+            finally:
+                heartbeat.cancel()
+            if len(result) > MAX_RESULT_CHARS:
+                result = result[:MAX_RESULT_CHARS] + f"\n\n[result cut by the worker at {MAX_RESULT_CHARS} characters]"
+            await self._report(self.client.complete, task, ToolCallOutput(result=result).model_dump())
+            outcome = "completed"
+        except (TransientToolError, PermanentToolError) as e:
+            retryable = isinstance(e, TransientToolError)
+            execution = await self._report(self.client.fail, task, str(e), retryable)
+            will_retry = execution is not None and not execution.status.terminal
+            outcome = f"{'retrying' if will_retry else 'failed'}: {e}"
+        except asyncio.CancelledError:
+            await self._report(self.client.release, task)
+            outcome = "handed back (worker stopping)"
+        except Exception as e:  # a bug in a tool must not take the worker down
+            log.exception("task %s crashed", task.task_id)
+            await self._report(self.client.fail, task, f"worker error: {type(e).__name__}: {e}", False)
+            outcome = f"failed: {type(e).__name__}"
+        finally:
+            self.running.pop(task.task_id, None)
+            self._slot_free.set()
+        log.info("%s %s in %.2fs (attempt %d)", label, outcome, time.perf_counter() - started, task.attempt)
+
+    async def _report(self, method: Any, task: Task, *args: Any) -> Any:
+        """Send a report, retrying while the server is away and the lease may still be ours."""
+        delay = 0.1
+        while True:
+            try:
+                return await method(task, *args)
+            except ServerUnavailable:
+                if time.time() > task.lease_expires_at + HOLD_SECONDS:
+                    log.warning("task %s: server unreachable until the lease ran out; result dropped", task.task_id)
+                    return None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_SECONDS)
+            except RequestRejected as e:
+                # 409: the lease ran out and the task went to another worker, whose result will count.
+                log.warning("task %s: report refused (%s)", task.task_id, e)
+                return None
+
+    async def _heartbeat(self, task: Task) -> None:
+        interval = max((task.lease_expires_at - time.time()) / 3, 0.05)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                lease = await self.client.heartbeat(task)
+                task.lease_expires_at = lease.lease_expires_at
+            except RequestRejected as e:
+                log.warning("task %s: lease lost (%s); its result will be refused", task.task_id, e)
+                return
+            except ServerUnavailable:
+                continue
+
+    async def _with_reconnect(self, call: Any) -> Any:
+        delay = 0.1
+        while not self.stopping.is_set():
+            try:
+                return await call()
+            except ServerUnavailable as e:
+                log.warning("%s; retrying in %.1fs", e, delay)
+                await self._until_stopping(asyncio.sleep(delay))
+                delay = min(delay * 2, RECONNECT_MAX_SECONDS)
+        return None
+
+    async def _until_stopping(self, awaitable: Any) -> Any:
+        """Await, but give up (returning None) as soon as the worker is asked to stop."""
+        work = asyncio.ensure_future(awaitable)
+        stop = asyncio.ensure_future(self.stopping.wait())
+        await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if work.done():
+            return work.result()
+        work.cancel()
+        return None
+
+    def stop(self) -> None:
+        if not self.stopping.is_set():
+            log.info("stopping: no new work; %d call(s) in flight", len(self.running))
+            self.stopping.set()
+
+    async def _drain(self) -> None:
+        if self.running:
+            _, late = await asyncio.wait(list(self.running.values()), timeout=self.grace_seconds)
+            for pending in late:
+                pending.cancel()
+            if late:
+                await asyncio.wait(late)
+        log.info("worker %s stopped", self.worker_id)
+
+
+def _short(args: dict[str, Any], width: int = 50) -> str:
+    text = ", ".join(repr(v) for v in args.values())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+async def serve(args: argparse.Namespace) -> None:
+    async with NexumClient(args.url, max_connections=args.concurrency + 4) as client:
+        worker = Worker(client, args.concurrency, args.worker_id, args.grace_seconds)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, worker.stop)
+        await worker.run()
+
+
+def main(argv: list[str] | None = None) -> None:
+    load_dotenv()
+    parser = argparse.ArgumentParser(description="Run tool calls for the Nexum server.")
+    parser.add_argument("--url", help="server URL (NEXUM_URL, default http://127.0.0.1:50051)")
+    parser.add_argument("--concurrency", type=int, default=CONCURRENCY, help="tool calls at once (default 8)")
+    parser.add_argument("--worker-id", help="name shown in `nexum ps` (default host-pid)")
+    parser.add_argument("--grace-seconds", type=float, default=GRACE_SECONDS,
+                        help="on shutdown, time for calls in flight before they are handed back")
+    args = parser.parse_args(argv)
+    if args.concurrency < 1:
+        parser.error("--concurrency must be at least 1")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    try:
+        asyncio.run(serve(args))
+    except NexumError as e:
+        log.error("%s", e)
+        raise SystemExit(2) from e
+
+
+if __name__ == "__main__":
+    main()
