@@ -80,7 +80,7 @@ def pick_model(name: str | None) -> tuple[Model | str, str]:
         else:
             name = "offline"
     if name == "offline":
-        return offline_model(), "offline (extractive stand-in, not a language model; set an API key for a real one)"
+        return offline_model(), "offline (quotes pages; not a language model: set an API key or --model)"
     return name, name
 
 
@@ -93,8 +93,8 @@ class Progress:
         self.crash_after = crash_after
 
     def __call__(self, tool: str, args: dict[str, Any], outcome: ToolCallOutcome | None, error: str | None) -> None:
-        call = f"{tool}({', '.join(repr(v) for k, v in args.items() if k != 'max_results')})"
-        call = call if len(call) <= 70 else call[:69] + "…)"
+        shown = ", ".join(_clip(repr(v), 60) for k, v in args.items() if k != "max_results")
+        call = f"{tool}({shown})"
         if outcome is None:
             self.failed += 1
             console.print(f"  {call}  [red]failed ✗[/] {error}", highlight=False)
@@ -115,6 +115,11 @@ class Progress:
         return (f"{len(self.outcomes) + self.failed} tool calls: {len(cached)} cached, "
                 f"{len(self.outcomes) - len(cached)} executed, {self.failed} failed; "
                 f"about {max(saved, 0):.2f} s of tool time saved")
+
+
+def _clip(text: str, width: int) -> str:
+    """Keep both ends of a long argument: the host and the page of a URL say the most."""
+    return text if len(text) <= width else f"{text[: width // 2 - 1]}…{text[-(width // 2):]}"
 
 
 async def run(query: str, session_id: str, model_name: str | None, crash_after: int | None) -> int:

@@ -20,7 +20,7 @@ from datetime import datetime
 
 from dotenv import load_dotenv
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from .config import Settings
 from .errors import NexumError, RequestRejected, SchemaError, ServerUnavailable
@@ -135,7 +135,9 @@ async def inspect(args: argparse.Namespace) -> None:
 
 
 def show_table(executions: list[Execution]) -> None:
-    table = Table("id", "session", "tool / input", "status", "attempts", "created", "took")
+    # The id and status never wrap or shrink: `nexum show ID` needs the whole id, even at 80 columns.
+    table = Table(Column("id", no_wrap=True), "session", "tool / input", Column("status", no_wrap=True),
+                  "attempts", "created", "took")
     for e in executions:
         took = f"{e.completed_at - (e.started_at or e.created_at):.2f}s" if e.completed_at else ""
         table.add_row(e.id, e.session_id, _short_input(e.input), _status(e.status), str(e.attempts),

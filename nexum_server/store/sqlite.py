@@ -14,14 +14,14 @@ from .base import SCHEMA_VERSION, ClaimOutcome, StartOutcome, Store
 LIVE = "('PENDING', 'RUNNING', 'COMPLETED')"
 
 SCHEMA = f"""
-CREATE TABLE workflows (
+CREATE TABLE IF NOT EXISTS workflows (
     workflow_id  TEXT NOT NULL,
     version_hash TEXT NOT NULL,
     ir           TEXT NOT NULL,
     created_at   REAL NOT NULL,
     PRIMARY KEY (workflow_id, version_hash)
 );
-CREATE TABLE executions (
+CREATE TABLE IF NOT EXISTS executions (
     seq              INTEGER PRIMARY KEY,
     id               TEXT NOT NULL UNIQUE,
     workflow_id      TEXT NOT NULL,
@@ -46,12 +46,16 @@ CREATE TABLE executions (
     FOREIGN KEY (workflow_id, version_hash) REFERENCES workflows (workflow_id, version_hash)
 );
 -- At most one live execution per call: the idempotency guarantee lives here, not in code.
-CREATE UNIQUE INDEX executions_live_key ON executions (workflow_id, session_id, key)
+CREATE UNIQUE INDEX IF NOT EXISTS executions_live_key ON executions (workflow_id, session_id, key)
     WHERE status IN {LIVE};
-CREATE INDEX executions_pending ON executions (scheduled_at) WHERE status = 'PENDING';
-CREATE INDEX executions_leased ON executions (lease_expires_at) WHERE status = 'RUNNING';
-CREATE INDEX executions_session ON executions (session_id, seq);
+CREATE INDEX IF NOT EXISTS executions_pending ON executions (scheduled_at) WHERE status = 'PENDING';
+CREATE INDEX IF NOT EXISTS executions_leased ON executions (lease_expires_at) WHERE status = 'RUNNING';
+CREATE INDEX IF NOT EXISTS executions_session ON executions (session_id, seq);
 """
+
+# One statement, so both are read from one snapshot while another server may be creating the schema.
+SCHEMA_STATE = ("SELECT (SELECT user_version FROM pragma_user_version), "
+                "(SELECT count(*) FROM sqlite_master WHERE type = 'table')")
 
 COLUMNS = (
     "id, workflow_id, version_hash, node_id, session_id, key, input, status, attempts, max_attempts, result, "
@@ -182,27 +186,37 @@ class SQLiteStore(Store):
         # takes the lock before reading what it will change.
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         db.row_factory = sqlite3.Row
-        db.execute("PRAGMA busy_timeout = 5000")
-        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode.lower() != "wal":
-            raise SchemaError(f"{path}: SQLite refused WAL mode (got {mode}); use a local file system")
-        db.execute(f"PRAGMA synchronous = {self.settings.sqlite_synchronous.upper()}")
-        db.execute("PRAGMA foreign_keys = ON")
+        try:
+            db.execute("PRAGMA busy_timeout = 5000")
+            # Checked before any pragma that writes: a file this server refuses is left as it was.
+            version = self._check_schema(db, path)
+            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise SchemaError(f"{path}: SQLite refused WAL mode (got {mode}); use a local file system")
+            db.execute(f"PRAGMA synchronous = {self.settings.sqlite_synchronous.upper()}")
+            db.execute("PRAGMA foreign_keys = ON")
+            if version == 0:
+                # IF NOT EXISTS: another server may create the schema between our check and our lock.
+                db.executescript(f"BEGIN IMMEDIATE; {SCHEMA}; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+        except sqlite3.DatabaseError as e:
+            db.close()
+            raise SchemaError(f"{path} cannot be used as a SQLite database: {e}") from e
+        except BaseException:
+            db.close()
+            raise
         self._db = db
-        self._migrate(path)
 
-    def _migrate(self, path: Any) -> None:
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        tables = self.db.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
-        if version == 0 and tables == 0:
-            self.db.executescript(f"BEGIN IMMEDIATE; {SCHEMA}; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
-            return
-        if version == 0:
+    @staticmethod
+    def _check_schema(db: sqlite3.Connection, path: Any) -> int:
+        """The file's schema version; `SchemaError` for a file this server must not touch."""
+        version, tables = db.execute(SCHEMA_STATE).fetchone()
+        if version == 0 and tables > 0:
             raise SchemaError(f"{path} is not a Nexum database (it has tables but no schema version); "
                               "point --db at a new file")
         if version > SCHEMA_VERSION:
             raise SchemaError(f"{path} was written by a newer Nexum server (schema {version}; this server "
                               f"knows up to {SCHEMA_VERSION}): upgrade this server or use another --db")
+        return version
 
     def close(self) -> None:
         if self._db is not None:

@@ -1,0 +1,35 @@
+# Two commands on a fresh clone:
+#   make demo    installs, starts `nexum dev` and `worker.py`, runs demo.py twice (the second run is
+#                served from the store), then stops what it started
+#   make test    installs the test tools and runs the whole test suite
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+QUERY ?= What is durable execution?
+
+.PHONY: demo test bench bench-calls clean
+
+demo: $(VENV)/.app
+	$(PY) scripts/demo_stack.py "$(QUERY)"
+
+test: $(VENV)/.test
+	$(PY) -m pytest
+
+bench: $(VENV)/.app
+	$(PY) benchmark.py
+
+bench-calls: $(VENV)/.app
+	$(PY) benchmark.py --calls
+
+$(VENV)/.app: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.test: $(VENV)/.app requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+clean:
+	rm -rf $(VENV) .nexum .pytest_cache
