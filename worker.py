@@ -27,7 +27,7 @@ from dotenv import load_dotenv
 from nexum_server.client import HOLD_SECONDS, NexumClient
 from nexum_server.errors import NexumError, RequestRejected, ServerUnavailable
 from nexum_server.models import Task, WorkflowRef
-from tools import PermanentToolError, TransientToolError, run_tool
+from tools import PermanentToolError, ToolSettings, TransientToolError, run_tool
 from workflow import IR, VERSION_HASH, WORKFLOW_ID, ToolCallInput, ToolCallOutput
 
 log = logging.getLogger("nexum.worker")
@@ -201,6 +201,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     try:
+        # A misconfigured tool would fail every call for good: refuse to start instead.
+        ToolSettings.from_env()
         asyncio.run(serve(args))
     except NexumError as e:
         log.error("%s", e)

@@ -16,8 +16,10 @@ from typing import Annotated
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 
 from . import __version__
+from .cache import CompletedCache
 from .config import Settings
 from .errors import LeaseLost, NexumError, NotFound
 from .guard import Guard
@@ -60,6 +62,7 @@ class Server:
         self.store = store
         self.notifier = Notifier()
         self.metrics = Metrics()
+        self.completed = CompletedCache()
 
     def cap_wait(self, wait: float) -> float:
         return min(wait, self.settings.max_wait_seconds)
@@ -68,8 +71,9 @@ class Server:
         """Hold until the execution is terminal or `wait` runs out; never polls the store."""
         if wait <= 0 or execution.status.terminal:
             return execution
-        future = self.notifier.waiter(execution.id)
-        done = await self.notifier.wait_terminal(future, execution.id, self.cap_wait(wait))
+        with self.metrics.held.labels("execution_wait").track_inprogress():
+            future = self.notifier.waiter(execution.id)
+            done = await self.notifier.wait_terminal(future, execution.id, self.cap_wait(wait))
         if done is not None:
             return done
         return await self.store.run(self.store.get_execution, execution.id)
@@ -78,6 +82,7 @@ class Server:
         """Count and announce the outcome of a worker's report."""
         if execution.status is Status.COMPLETED:
             self.metrics.completed.inc()
+            self.completed.put(execution, _size(execution.result))
         elif execution.status is Status.FAILED:
             self.metrics.failed.inc()
         elif execution.status is Status.PENDING:
@@ -85,6 +90,22 @@ class Server:
             self.notifier.tasks_ready()
         if execution.status.terminal:
             self.notifier.terminal(execution)
+
+
+def _size(value: object) -> int:
+    """Rough size of a result: its text, or the text of its top-level values."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(len(v) if isinstance(v, str) else 64 for v in value.values())
+    return 64
+
+
+def _json(model: BaseModel, status: int = 200) -> Response:
+    """Serialise with pydantic-core directly: the hot paths skip FastAPI's re-validation of the
+    response (the model was built by the server itself); the route's `response_model` still
+    documents it."""
+    return Response(model.model_dump_json(), status_code=status, media_type="application/json")
 
 
 def create_app(settings: Settings, store: Store | None = None,
@@ -129,7 +150,11 @@ def create_app(settings: Settings, store: Store | None = None,
     @app.post("/v1/executions", response_model=Execution, status_code=201, tags=["executions"],
               responses={200: {"model": Execution, "description": "The existing execution (cached when COMPLETED)"},
                          **ERRORS})
-    async def start_execution(body: StartExecution, response: Response) -> Execution:
+    async def start_execution(body: StartExecution) -> Response:
+        hit = server.completed.get(body.workflow_id, body.session_id, body.key)
+        if hit is not None:
+            server.metrics.cache_hits.inc()
+            return _json(hit.model_copy(update={"cached": True}))
         outcome = await server.store.run(
             server.store.start_execution, body, body.session_id, body.key, body.input, time.time())
         execution = outcome.execution
@@ -139,16 +164,16 @@ def create_app(settings: Settings, store: Store | None = None,
             server.notifier.tasks_ready()
         elif execution.status is Status.COMPLETED:
             server.metrics.cache_hits.inc()
+            server.completed.put(execution, _size(execution.result))
             execution = execution.model_copy(update={"cached": True})
-        if not outcome.created:
-            response.status_code = 200
-        return await server.await_terminal(execution, body.wait)
+        execution = await server.await_terminal(execution, body.wait)
+        return _json(execution, 201 if outcome.created else 200)
 
     @app.get("/v1/executions/{execution_id}", response_model=Execution, tags=["executions"], responses=ERRORS)
     async def get_execution(execution_id: str,
-                            wait: Annotated[float, Query(ge=0, le=3600)] = 0.0) -> Execution:
+                            wait: Annotated[float, Query(ge=0, le=3600)] = 0.0) -> Response:
         execution = await server.store.run(server.store.get_execution, execution_id)
-        return await server.await_terminal(execution, wait)
+        return _json(await server.await_terminal(execution, wait))
 
     @app.get("/v1/executions", response_model=ExecutionList, tags=["executions"], responses=ERRORS)
     async def list_executions(session_id: str | None = None, status: Status | None = None,
@@ -169,6 +194,10 @@ def create_app(settings: Settings, store: Store | None = None,
     @app.post("/v1/tasks/poll", response_model=TaskBatch, tags=["tasks"],
               responses={204: {"description": "No task became ready within the wait"}, **ERRORS})
     async def poll_tasks(body: PollTasks, request: Request) -> Response | TaskBatch:
+        with server.metrics.held.labels("task_poll").track_inprogress():
+            return await _poll(body, request)
+
+    async def _poll(body: PollTasks, request: Request) -> Response | TaskBatch:
         deadline = time.monotonic() + server.cap_wait(body.wait)
         while True:
             # Registered before the claim reads the store, so a task started after that read wakes us.
@@ -182,7 +211,7 @@ def create_app(settings: Settings, store: Store | None = None,
                     server.notifier.terminal(execution)
             if outcome.tasks:
                 server.metrics.claims.inc(len(outcome.tasks))
-                return TaskBatch(tasks=outcome.tasks)
+                return _json(TaskBatch(tasks=outcome.tasks))
             timeout = deadline - time.monotonic()
             if outcome.next_due_at is not None:
                 timeout = min(timeout, max(outcome.next_due_at - time.time(), 0.0) + 0.001)
@@ -200,10 +229,10 @@ def create_app(settings: Settings, store: Store | None = None,
         return Lease(task_id=task_id, lease_token=body.lease_token, lease_expires_at=expires)
 
     @app.post("/v1/tasks/{task_id}/complete", response_model=Execution, tags=["tasks"], responses=ERRORS)
-    async def complete_task(task_id: str, body: CompleteTask) -> Execution:
+    async def complete_task(task_id: str, body: CompleteTask) -> Response:
         execution = await _report(server.store.complete, task_id, body.lease_token, body.output, time.time())
         server.report(execution)
-        return execution
+        return _json(execution)
 
     @app.post("/v1/tasks/{task_id}/fail", response_model=Execution, tags=["tasks"], responses=ERRORS)
     async def fail_task(task_id: str, body: FailTask) -> Execution:

@@ -1,0 +1,40 @@
+"""Completed executions kept in memory, so a cached call is answered without touching the store.
+
+A COMPLETED execution never changes again (cancel refuses it, a new attempt only follows FAILED or
+CANCELLED), so a copy taken after its commit stays true for as long as the server runs, and for
+every server on the same database. Entries go in only after the store has committed them: the
+cache can make a hit faster, never make a result exist that the store does not have.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from .models import Execution, Status
+
+CACHE_ENTRIES = 20_000
+CACHE_MAX_RESULT_BYTES = 64 * 1024
+"""Larger results are served from the store: a few big pages must not push out many small ones."""
+
+Key = tuple[str, str, str]
+
+
+class CompletedCache:
+    def __init__(self, entries: int = CACHE_ENTRIES) -> None:
+        self.entries = entries
+        self._items: OrderedDict[Key, Execution] = OrderedDict()
+
+    def get(self, workflow_id: str, session_id: str, key: str) -> Execution | None:
+        found = self._items.get((workflow_id, session_id, key))
+        if found is not None:
+            self._items.move_to_end((workflow_id, session_id, key))
+        return found
+
+    def put(self, execution: Execution, size_hint: int = 0) -> None:
+        if execution.status is not Status.COMPLETED or size_hint > CACHE_MAX_RESULT_BYTES or self.entries <= 0:
+            return
+        k = (execution.workflow_id, execution.session_id, execution.key)
+        self._items[k] = execution
+        self._items.move_to_end(k)
+        while len(self._items) > self.entries:
+            self._items.popitem(last=False)
