@@ -63,6 +63,8 @@ class Server:
         self.notifier = Notifier()
         self.metrics = Metrics()
         self.completed = CompletedCache()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        """The event loop serving requests, for wake-ups from signal handlers."""
 
     def cap_wait(self, wait: float) -> float:
         return min(wait, self.settings.max_wait_seconds)
@@ -115,6 +117,7 @@ def create_app(settings: Settings, store: Store | None = None,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         server.store = store or await asyncio.to_thread(open_store, settings)
+        server.loop = asyncio.get_running_loop()
         if on_ready is not None:
             on_ready()
         try:
@@ -218,6 +221,8 @@ def create_app(settings: Settings, store: Store | None = None,
             if timeout <= 0 or not await server.notifier.wait_for_tasks(woken, timeout):
                 if time.monotonic() >= deadline:
                     return Response(status_code=204)
+            if server.notifier.closing:
+                return Response(status_code=204)
             if await request.is_disconnected():
                 # A worker that went away must not be leased a task it will never run.
                 return Response(status_code=204)

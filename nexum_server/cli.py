@@ -113,9 +113,28 @@ def serve(args: argparse.Namespace) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings, store, on_ready=ready)
+    NexumUvicorn = _uvicorn_server_class()
     config = uvicorn.Config(app, loop="auto", http="auto", access_log=args.access_log,
                             log_level="warning", timeout_graceful_shutdown=5, lifespan="on")
-    uvicorn.Server(config).run(sockets=[sock])
+    NexumUvicorn(config, app).run(sockets=[sock])
+
+
+def _uvicorn_server_class() -> type:
+    import uvicorn
+
+    class NexumUvicorn(uvicorn.Server):
+        """Releases held long-polls as soon as shutdown starts, so Ctrl-C never waits them out."""
+
+        def __init__(self, config: uvicorn.Config, app: object) -> None:
+            super().__init__(config)
+            self.nexum = app.state.server  # type: ignore[attr-defined]
+
+        def handle_exit(self, sig: int, frame: object) -> None:
+            super().handle_exit(sig, frame)
+            if self.nexum.loop is not None:
+                self.nexum.loop.call_soon_threadsafe(self.nexum.notifier.close)
+
+    return NexumUvicorn
 
 
 async def inspect(args: argparse.Namespace) -> None:

@@ -22,6 +22,17 @@ class Notifier:
         self._pollers: set[asyncio.Future[None]] = set()
         self._waiters: dict[str, set[asyncio.Future[Execution]]] = {}
         self._recent: OrderedDict[str, Execution] = OrderedDict()
+        self.closing = False
+
+    def close(self) -> None:
+        """The server is shutting down: release every held request now, so none holds up the exit."""
+        self.closing = True
+        self.tasks_ready()
+        waiters, self._waiters = self._waiters, {}
+        for futures in waiters.values():
+            for future in futures:
+                if not future.done():
+                    future.set_result(None)  # type: ignore[arg-type]
 
     def tasks_ready(self) -> None:
         """New claimable work: wake every held poll so each tries to claim."""
@@ -42,7 +53,10 @@ class Notifier:
 
     def poller(self) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pollers.add(future)
+        if self.closing:
+            future.set_result(None)
+        else:
+            self._pollers.add(future)
         return future
 
     def terminal(self, execution: Execution) -> None:
@@ -64,6 +78,8 @@ class Notifier:
         future: asyncio.Future[Execution] = asyncio.get_running_loop().create_future()
         if execution_id in self._recent:
             future.set_result(self._recent[execution_id])
+        elif self.closing:
+            future.set_result(None)  # type: ignore[arg-type]
         else:
             self._waiters.setdefault(execution_id, set()).add(future)
         return future
