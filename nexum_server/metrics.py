@@ -21,6 +21,8 @@ class Metrics:
         self.retries = Counter("nexum_retries", "Retryable failures scheduled for another attempt", registry=r)
         self.stale_reports = Counter("nexum_stale_reports", "Reports refused for a stale lease token", registry=r)
         self.executions = Gauge("nexum_executions", "Executions by status", ["status"], registry=r)
+        self.held = Gauge("nexum_held_requests", "Long-poll requests being held: task_poll or execution_wait",
+                          ["kind"], registry=r)
         self.queue_depth = Gauge("nexum_queue_depth", "PENDING executions (waiting or retrying)", registry=r)
         self.latency = Histogram(
             "nexum_request_seconds", "HTTP request latency", ["method", "route", "status"], registry=r,
