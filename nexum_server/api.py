@@ -11,12 +11,14 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from typing import Annotated
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from .cache import CompletedCache
@@ -134,6 +136,13 @@ def create_app(settings: Settings, store: Store | None = None,
     async def nexum_error(request: Request, exc: NexumError) -> JSONResponse:
         status = next((code for kind, code in ERROR_STATUS.items() if isinstance(exc, kind)), 400)
         return JSONResponse({"error": {"code": exc.code, "message": str(exc)}}, status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Unknown routes, wrong methods and undecodable bodies answer in the same shape as our errors.
+        code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
+        return JSONResponse({"error": {"code": code, "message": str(exc.detail)}}, status_code=exc.status_code,
+                            headers=exc.headers)
 
     @app.get("/health", response_model=Health, tags=["server"])
     async def health() -> Health:

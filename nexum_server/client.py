@@ -6,8 +6,10 @@ Long-polls are held by the server, so nothing here sleeps while waiting for a re
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import httpx2
 
@@ -18,6 +20,28 @@ from .models import Execution, Lease, Status, Task, WorkflowRef
 HOLD_SECONDS = 30.0
 """How long one long-poll request asks the server to hold it."""
 CONNECT_TIMEOUT = 5.0
+RECONNECT_FIRST_SECONDS = 0.1
+RECONNECT_MAX_SECONDS = 2.0
+"""Cap of the doubling pause between attempts to reach a server that went away (e.g. a restart)."""
+
+T = TypeVar("T")
+
+
+async def reconnecting(call: Callable[[], Awaitable[T]], deadline: float) -> T:
+    """`call()`, again with capped backoff while the server cannot be reached, until `deadline`.
+
+    Only for requests that are safe to repeat: a keyed start, a read, a registration. `deadline`
+    is a `time.monotonic()` value; once the next attempt would pass it, `ServerUnavailable` is raised.
+    """
+    delay = RECONNECT_FIRST_SECONDS
+    while True:
+        try:
+            return await call()
+        except ServerUnavailable:
+            if time.monotonic() + delay >= deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX_SECONDS)
 
 
 class NexumClient:
@@ -82,14 +106,19 @@ class NexumClient:
         return Execution.model_validate_json(response.content)
 
     async def wait(self, execution: Execution, timeout: float) -> Execution:
-        """Long-poll until the execution is terminal; `WaitTimeout` after `timeout` seconds."""
+        """Long-poll until the execution is terminal; `WaitTimeout` after `timeout` seconds.
+
+        The execution is stored, so a server that restarts meanwhile still has it: the long-poll
+        reconnects with capped backoff until the timeout.
+        """
         deadline = time.monotonic() + timeout
         while not execution.status.terminal:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if deadline - time.monotonic() <= 0:
                 raise WaitTimeout(f"execution {execution.id} is still {execution.status.value} "
                                   f"after {timeout:g} s")
-            execution = await self.get(execution.id, wait=min(remaining, HOLD_SECONDS))
+            execution = await reconnecting(
+                lambda: self.get(execution.id, wait=min(max(deadline - time.monotonic(), 0.0), HOLD_SECONDS)),
+                deadline)
         return execution
 
     async def list(self, session_id: str | None = None, status: Status | str | None = None,

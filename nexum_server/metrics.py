@@ -23,6 +23,8 @@ class Metrics:
         self.executions = Gauge("nexum_executions", "Executions by status", ["status"], registry=r)
         self.held = Gauge("nexum_held_requests", "Long-poll requests being held: task_poll or execution_wait",
                           ["kind"], registry=r)
+        for kind in ("task_poll", "execution_wait"):
+            self.held.labels(kind)  # exported as 0 before the first long-poll
         self.queue_depth = Gauge("nexum_queue_depth", "PENDING executions (waiting or retrying)", registry=r)
         self.latency = Histogram(
             "nexum_request_seconds", "HTTP request latency", ["method", "route", "status"], registry=r,

@@ -1,0 +1,443 @@
+"""The store contract, called directly (no HTTP) on a temporary database per test.
+
+Every store method takes `now`, so leases, expiry and backoff are driven by the test's clock, never by
+sleeping. The `make_store` fixture is parametrized by backend: a PostgreSQL store joins by adding a
+param that builds it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nexum_server.config import Settings
+from nexum_server.errors import LeaseLost, NotFound, SchemaError, WorkflowNotFound
+from nexum_server.models import Execution, Status, WorkflowRef
+from nexum_server.store import SCHEMA_VERSION, SQLiteStore, Store
+
+REF = WorkflowRef(workflow_id="wf", version_hash="sha256:abc")
+OTHER = WorkflowRef(workflow_id="other", version_hash="sha256:def")
+IR = {"nodes": [{"id": "n1", "kind": "EFFECT"}]}
+T0 = 1_700_000_000.0
+LEASE = 10.0
+BACKENDS = {"sqlite": SQLiteStore}
+
+
+class StoreFactory:
+    """`make_store(**settings)`: an open store on the test's database; several may share it."""
+
+    def __init__(self, backend: type[Store], db: Path) -> None:
+        self.backend = backend
+        self.db = db
+        self.opened: list[Store] = []
+
+    def __call__(self, **settings: Any) -> Store:
+        store = self.backend(Settings(db=str(self.db), **settings))
+        store.start()
+        self.opened.append(store)
+        return store
+
+    def close(self, store: Store) -> None:
+        self.opened.remove(store)
+        store.shutdown()
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    factory = StoreFactory(BACKENDS[request.param], tmp_path / "nexum.db")
+    yield factory
+    for store in factory.opened:
+        store.shutdown()
+
+
+@pytest.fixture
+def store(make_store: StoreFactory) -> Store:
+    store = make_store(max_attempts=3, retry_backoff_seconds=1.0, retry_backoff_max_seconds=60.0)
+    store.register_workflow(REF, IR, T0)
+    return store
+
+
+def start(store: Store, key: str = "k", session_id: str = "s", now: float = T0) -> Execution:
+    return store.start_execution(REF, session_id, key, {"key": key}, now).execution
+
+
+def claim_one(store: Store, now: float, worker_id: str = "w1") -> Any:
+    tasks = store.claim(worker_id, [REF], 1, LEASE, now).tasks
+    assert len(tasks) == 1, f"expected one claimable task at {now}, got {tasks}"
+    return tasks[0]
+
+
+# --- workflows and starts -------------------------------------------------------------------------
+
+def test_register_answers_new_identical_changed(make_store: StoreFactory) -> None:
+    store = make_store()
+    assert store.register_workflow(REF, IR, T0) == "NEW"
+    assert store.register_workflow(REF, IR, T0 + 1) == "IDENTICAL"
+    changed = WorkflowRef(workflow_id=REF.workflow_id, version_hash="sha256:new")
+    assert store.register_workflow(changed, {"nodes": [{"id": "n2"}]}, T0 + 2) == "CHANGED"
+    assert store.register_workflow(OTHER, IR, T0 + 3) == "NEW"
+
+
+def test_start_is_idempotent_per_workflow_session_and_key(store: Store) -> None:
+    first = store.start_execution(REF, "s", "k", {"q": 1}, T0)
+    again = store.start_execution(REF, "s", "k", {"q": "ignored"}, T0 + 1)
+    assert first.created and not again.created
+    assert again.execution.id == first.execution.id
+    assert again.execution.input == {"q": 1}
+    assert again.execution.status is Status.PENDING
+    other_key = store.start_execution(REF, "s", "k2", None, T0)
+    other_session = store.start_execution(REF, "s2", "k", None, T0)
+    assert other_key.created and other_session.created
+    assert len({first.execution.id, other_key.execution.id, other_session.execution.id}) == 3
+    assert store.count_by_status()[Status.PENDING] == 3
+
+
+def test_start_of_a_completed_call_returns_its_result(store: Store) -> None:
+    execution = start(store)
+    task = claim_one(store, T0)
+    store.complete(task.task_id, task.lease_token, {"answer": 42}, T0 + 1)
+    again = store.start_execution(REF, "s", "k", {"key": "k"}, T0 + 2)
+    assert not again.created
+    assert again.execution.id == execution.id
+    assert again.execution.status is Status.COMPLETED
+    assert again.execution.result == {"answer": 42}
+
+
+def test_start_of_an_unregistered_version_raises_and_stores_nothing(store: Store) -> None:
+    unknown = WorkflowRef(workflow_id=REF.workflow_id, version_hash="sha256:never")
+    with pytest.raises(WorkflowNotFound, match="sha256:never"):
+        store.start_execution(unknown, "s", "k", None, T0)
+    assert sum(store.count_by_status().values()) == 0
+
+
+@pytest.mark.parametrize("end", ["fail", "cancel"])
+def test_a_failed_or_cancelled_call_starts_anew_and_keeps_its_history(store: Store, end: str) -> None:
+    old = start(store)
+    if end == "fail":
+        task = claim_one(store, T0)
+        store.fail(task.task_id, task.lease_token, "boom", False, T0 + 1)
+    else:
+        store.cancel_execution(old.id, T0 + 1)
+    again = store.start_execution(REF, "s", "k", {"key": "k"}, T0 + 2)
+    assert again.created
+    assert again.execution.id != old.id
+    assert again.execution.status is Status.PENDING and again.execution.attempts == 0
+    history = store.list_executions("s", None, "k", 10)
+    assert [e.id for e in history] == [again.execution.id, old.id]
+    assert history[1].status is (Status.FAILED if end == "fail" else Status.CANCELLED)
+    # The new one is now the live one: a further start finds it.
+    assert store.start_execution(REF, "s", "k", None, T0 + 3).execution.id == again.execution.id
+
+
+def test_list_filters_and_orders_newest_first(store: Store) -> None:
+    ids = [start(store, key=f"k{i}", session_id="a" if i < 3 else "b", now=T0 + i).id for i in range(5)]
+    task = claim_one(store, T0 + 10)
+    assert task.execution_id == ids[0]
+    assert [e.id for e in store.list_executions("a", None, None, 50)] == ids[2::-1]
+    assert [e.id for e in store.list_executions(None, None, None, 2)] == ids[:2:-1]
+    assert [e.id for e in store.list_executions(None, Status.RUNNING, None, 50)] == [ids[0]]
+    assert [e.id for e in store.list_executions(None, None, "k4", 50)] == [ids[4]]
+    assert store.list_executions("nobody", None, None, 50) == []
+
+
+# --- claims ------------------------------------------------------------------------------------
+
+def test_claim_leases_oldest_first_with_a_fresh_token_each(store: Store) -> None:
+    ids = [start(store, key=f"k{i}", now=T0 + i).id for i in range(3)]
+    outcome = store.claim("w1", [REF], 2, LEASE, T0 + 10)
+    assert [t.execution_id for t in outcome.tasks] == ids[:2]
+    assert all(t.attempt == 1 and t.node_id == "n1" for t in outcome.tasks)
+    assert all(t.lease_expires_at == T0 + 10 + LEASE for t in outcome.tasks)
+    assert len({t.lease_token for t in outcome.tasks}) == 2
+    running = store.get_execution(ids[0])
+    assert running.status is Status.RUNNING and running.worker_id == "w1"
+    assert running.started_at == T0 + 10
+
+
+def test_claim_only_takes_the_workflows_the_worker_runs(store: Store) -> None:
+    store.register_workflow(OTHER, IR, T0)
+    mine = start(store)
+    store.start_execution(OTHER, "s", "k", None, T0)
+    outcome = store.claim("w1", [REF], 10, LEASE, T0 + 1)
+    assert [t.execution_id for t in outcome.tasks] == [mine.id]
+    assert store.count_by_status()[Status.PENDING] == 1
+
+
+def test_concurrent_claims_from_two_connections_never_lease_a_task_twice(
+        make_store: StoreFactory, store: Store) -> None:
+    total = 60
+    ids = {start(store, key=f"k{i}").id for i in range(total)}
+    other = make_store()  # a second connection to the same file, as a second server would have
+    claimed: list[Any] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        # Each store is used from its own executor thread, as the API layer does.
+        target = store if n % 2 else other
+        try:
+            barrier.wait()
+            while True:
+                tasks = target._executor.submit(target.claim, f"w{n}", [REF], 3, LEASE, T0 + 1).result().tasks
+                if not tasks:
+                    return
+                with lock:
+                    claimed.extend(tasks)
+        except BaseException as e:  # reported below, with the thread's error
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    assert sorted(t.execution_id for t in claimed) == sorted(ids)
+    assert len({t.lease_token for t in claimed}) == total
+    assert store.count_by_status()[Status.RUNNING] == total
+
+
+# --- leases ------------------------------------------------------------------------------------
+
+def test_expired_lease_is_requeued_then_failed_when_attempts_are_used_up(make_store: StoreFactory) -> None:
+    store = make_store(max_attempts=2)
+    store.register_workflow(REF, IR, T0)
+    execution = start(store)
+    first = claim_one(store, T0)
+
+    early = store.claim("w2", [REF], 1, LEASE, T0 + LEASE - 1)
+    assert early.tasks == [] and early.expired == []
+    assert early.next_due_at == pytest.approx(T0 + LEASE)
+
+    at_expiry = store.claim("w2", [REF], 1, LEASE, T0 + LEASE)
+    assert [e.id for e in at_expiry.expired] == [execution.id]
+    assert at_expiry.expired[0].status is Status.PENDING
+    assert "lease expired on attempt 1 of 2" in (at_expiry.expired[0].error or "")
+    [second] = at_expiry.tasks
+    assert second.attempt == 2 and second.lease_token != first.lease_token
+
+    last = store.claim("w3", [REF], 1, LEASE, T0 + 2 * LEASE)
+    assert last.tasks == []
+    assert [(e.id, e.status) for e in last.expired] == [(execution.id, Status.FAILED)]
+    failed = store.get_execution(execution.id)
+    assert failed.status is Status.FAILED and failed.attempts == 2
+    assert failed.completed_at == T0 + 2 * LEASE
+    assert "lease expired on attempt 2 of 2" in (failed.error or "")
+
+
+def test_heartbeat_extends_the_lease(store: Store) -> None:
+    start(store)
+    task = claim_one(store, T0)
+    assert store.heartbeat(task.task_id, task.lease_token, LEASE, T0 + 8) == T0 + 8 + LEASE
+    outcome = store.claim("w2", [REF], 1, LEASE, T0 + LEASE + 1)
+    assert outcome.tasks == [] and outcome.expired == []
+    assert store.get_execution(task.task_id).lease_expires_at == T0 + 8 + LEASE
+
+
+REPORTS: dict[str, Callable[[Store, Any, str], Any]] = {
+    "complete": lambda store, task, token: store.complete(task.task_id, token, "late", T0 + 30),
+    "fail": lambda store, task, token: store.fail(task.task_id, token, "late", True, T0 + 30),
+    "heartbeat": lambda store, task, token: store.heartbeat(task.task_id, token, LEASE, T0 + 30),
+    "release": lambda store, task, token: store.release(task.task_id, token, T0 + 30),
+}
+
+
+@pytest.mark.parametrize("report", sorted(REPORTS))
+def test_a_stale_token_raises_lease_lost_and_changes_nothing(store: Store, report: str) -> None:
+    start(store)
+    stale = claim_one(store, T0)
+    current = store.claim("w2", [REF], 1, LEASE, T0 + LEASE).tasks[0]
+    assert current.lease_token != stale.lease_token
+    before = store.get_execution(stale.task_id)
+    with pytest.raises(LeaseLost, match="stale"):
+        REPORTS[report](store, stale, stale.lease_token)
+    assert store.get_execution(stale.task_id) == before
+    # The holder of the current lease is unaffected.
+    done = store.complete(current.task_id, current.lease_token, {"by": "w2"}, T0 + 31)
+    assert done.status is Status.COMPLETED and done.result == {"by": "w2"}
+
+
+@pytest.mark.parametrize("report", sorted(REPORTS))
+def test_after_completion_every_report_raises_lease_lost(store: Store, report: str) -> None:
+    start(store)
+    task = claim_one(store, T0)
+    store.complete(task.task_id, task.lease_token, {"first": True}, T0 + 1)
+    before = store.get_execution(task.task_id)
+    with pytest.raises(LeaseLost, match="COMPLETED"):
+        REPORTS[report](store, task, task.lease_token)
+    after = store.get_execution(task.task_id)
+    assert after == before and after.result == {"first": True}
+
+
+def test_reports_on_an_unknown_task_raise_not_found(store: Store) -> None:
+    with pytest.raises(NotFound):
+        store.complete("nope", "token", 1, T0)
+    with pytest.raises(NotFound):
+        store.heartbeat("nope", "token", LEASE, T0)
+    with pytest.raises(NotFound):
+        store.get_execution("nope")
+
+
+def test_release_gives_the_task_back_without_counting_an_attempt(store: Store) -> None:
+    execution = start(store)
+    task = claim_one(store, T0)
+    released = store.release(task.task_id, task.lease_token, T0 + 1)
+    assert released.status is Status.PENDING and released.attempts == 0 and released.worker_id is None
+    again = claim_one(store, T0 + 1, worker_id="w2")
+    assert again.execution_id == execution.id
+    assert again.attempt == 1 and again.lease_token != task.lease_token
+    with pytest.raises(LeaseLost):
+        store.complete(task.task_id, task.lease_token, "old holder", T0 + 2)
+
+
+# --- retries -----------------------------------------------------------------------------------
+
+def test_retryable_failures_back_off_doubling_then_fail_with_the_last_error(
+        make_store: StoreFactory) -> None:
+    store = make_store(max_attempts=4, retry_backoff_seconds=0.5, retry_backoff_max_seconds=1.5)
+    store.register_workflow(REF, IR, T0)
+    execution = start(store)
+    now = T0
+    for attempt, delay in ((1, 0.5), (2, 1.0), (3, 1.5)):  # 0.5 * 2**2 = 2.0 is capped at 1.5
+        task = claim_one(store, now)
+        assert task.attempt == attempt
+        failed_at = now + 0.25
+        pending = store.fail(task.task_id, task.lease_token, f"boom {attempt}", True, failed_at)
+        assert pending.status is Status.PENDING and pending.error == f"boom {attempt}"
+        assert pending.next_attempt_at == pytest.approx(failed_at + delay)
+        early = store.claim("w1", [REF], 1, LEASE, failed_at + delay - 0.01)
+        assert early.tasks == []
+        assert early.next_due_at == pytest.approx(failed_at + delay)
+        now = failed_at + delay
+    task = claim_one(store, now)
+    assert task.attempt == 4
+    final = store.fail(task.task_id, task.lease_token, "boom 4", True, now + 0.25)
+    assert final.status is Status.FAILED and final.error == "boom 4" and final.attempts == 4
+    assert final.next_attempt_at is None and final.completed_at == now + 0.25
+    assert store.claim("w1", [REF], 1, LEASE, now + 100).tasks == []
+    assert store.get_execution(execution.id).status is Status.FAILED
+
+
+def test_a_non_retryable_failure_fails_at_once(store: Store) -> None:
+    start(store)
+    task = claim_one(store, T0)
+    failed = store.fail(task.task_id, task.lease_token, "bad input", False, T0 + 1)
+    assert failed.status is Status.FAILED and failed.attempts == 1 and failed.error == "bad input"
+    assert store.claim("w1", [REF], 1, LEASE, T0 + 100).tasks == []
+
+
+# --- cancel ------------------------------------------------------------------------------------
+
+def test_cancel_pending_and_running_then_reports_are_refused(store: Store) -> None:
+    pending = start(store, key="a")
+    running = start(store, key="b", now=T0 - 1)
+    task = claim_one(store, T0)
+    assert task.execution_id == running.id
+    for execution in (pending, running):
+        cancelled = store.cancel_execution(execution.id, T0 + 1)
+        assert cancelled.status is Status.CANCELLED and cancelled.completed_at == T0 + 1
+    assert store.cancel_execution(pending.id, T0 + 2).status is Status.CANCELLED
+    with pytest.raises(LeaseLost, match="CANCELLED"):
+        store.complete(task.task_id, task.lease_token, "too late", T0 + 2)
+    assert store.get_execution(running.id).result is None
+    assert store.claim("w1", [REF], 10, LEASE, T0 + 3).tasks == []
+
+
+def test_cancel_of_a_finished_execution_raises_and_unknown_is_not_found(store: Store) -> None:
+    start(store)
+    task = claim_one(store, T0)
+    store.complete(task.task_id, task.lease_token, 1, T0 + 1)
+    with pytest.raises(LeaseLost, match="already COMPLETED"):
+        store.cancel_execution(task.task_id, T0 + 2)
+    assert store.get_execution(task.task_id).status is Status.COMPLETED
+    with pytest.raises(NotFound):
+        store.cancel_execution("nope", T0)
+
+
+# --- the database file -------------------------------------------------------------------------
+
+def test_data_survives_closing_and_reopening(make_store: StoreFactory, store: Store) -> None:
+    start(store)
+    task = claim_one(store, T0)
+    store.complete(task.task_id, task.lease_token, {"kept": True}, T0 + 1)
+    make_store.close(store)
+    reopened = make_store()
+    assert reopened.get_execution(task.task_id).result == {"kept": True}
+    assert reopened.register_workflow(REF, IR, T0) == "IDENTICAL"
+
+
+def test_several_stores_may_create_a_new_file_at_once(make_store: StoreFactory) -> None:
+    barrier = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def open_one() -> None:
+        barrier.wait()
+        try:
+            make_store()
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=open_one) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+
+
+def _sqlite_file(path: Path, *statements: str) -> None:
+    db = sqlite3.connect(path)
+    for statement in statements:
+        db.execute(statement)
+    db.commit()
+    db.close()
+
+
+def _journal_mode(path: Path) -> str:
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("PRAGMA journal_mode").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_a_file_from_a_newer_server_is_refused_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "newer.db"
+    _sqlite_file(path, "CREATE TABLE future (x)", f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    store = SQLiteStore(Settings(db=str(path)))
+    with pytest.raises(SchemaError, match="newer Nexum server") as refused:
+        store.start()
+    store.shutdown()
+    assert str(path) in str(refused.value)
+    assert _journal_mode(path) == "delete"
+
+
+def test_a_foreign_sqlite_file_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "foreign.db"
+    _sqlite_file(path, "CREATE TABLE customers (name TEXT)", "INSERT INTO customers VALUES ('ada')")
+    store = SQLiteStore(Settings(db=str(path)))
+    with pytest.raises(SchemaError, match="not a Nexum database") as refused:
+        store.start()
+    store.shutdown()
+    assert str(path) in str(refused.value)
+    assert _journal_mode(path) == "delete"
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall() == [("customers",)]
+    db.close()
+
+
+def test_a_file_that_is_not_sqlite_is_refused_with_a_schema_error(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_text("these are my notes, not a database\n" * 50)
+    store = SQLiteStore(Settings(db=str(path)))
+    with pytest.raises(SchemaError, match="cannot be used as a SQLite database") as refused:
+        store.start()
+    store.shutdown()
+    assert str(path) in str(refused.value)
+    assert path.read_text().startswith("these are my notes")
