@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import __version__
 from .cache import CompletedCache
 from .config import Settings
-from .errors import LeaseLost, NexumError, NotFound
+from .errors import InvalidValue, LeaseLost, NexumError, NotFound
 from .guard import Guard
 from .metrics import Metrics
 from .models import (
@@ -47,7 +47,7 @@ from .store import SCHEMA_VERSION, Store, open_store
 
 log = logging.getLogger("nexum.api")
 
-ERROR_STATUS: dict[type[NexumError], int] = {NotFound: 404, LeaseLost: 409}
+ERROR_STATUS: dict[type[NexumError], int] = {NotFound: 404, LeaseLost: 409, InvalidValue: 422}
 ERRORS = {
     401: {"model": ErrorBody, "description": "Missing or wrong bearer token"},
     404: {"model": ErrorBody, "description": "Unknown execution, task or workflow"},
@@ -222,6 +222,7 @@ def create_app(settings: Settings, store: Store | None = None,
                     server.metrics.failed.inc()
                     server.notifier.terminal(execution)
             if outcome.tasks:
+                server.notifier.drop_poller(woken)
                 server.metrics.claims.inc(len(outcome.tasks))
                 return _json(TaskBatch(tasks=outcome.tasks))
             timeout = deadline - time.monotonic()
@@ -229,6 +230,7 @@ def create_app(settings: Settings, store: Store | None = None,
                 timeout = min(timeout, max(outcome.next_due_at - time.time(), 0.0) + 0.001)
             if timeout <= 0 or not await server.notifier.wait_for_tasks(woken, timeout):
                 if time.monotonic() >= deadline:
+                    server.notifier.drop_poller(woken)
                     return Response(status_code=204)
             if server.notifier.closing:
                 return Response(status_code=204)

@@ -27,6 +27,7 @@ from .errors import NexumError, RequestRejected, SchemaError, ServerUnavailable
 from .models import Execution, Status
 
 console = Console()
+errors = Console(stderr=True)
 STATUS_STYLE = {"PENDING": "yellow", "RUNNING": "cyan", "COMPLETED": "green", "FAILED": "red", "CANCELLED": "dim"}
 
 
@@ -68,10 +69,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         else:
             asyncio.run(inspect(args))
     except ServerUnavailable as e:
-        console.print(f"[red]error:[/] {e}")
+        errors.print(f"[red]error:[/] {e}")
         sys.exit(2)
     except (NexumError, ValueError) as e:
-        console.print(f"[red]error:[/] {e}")
+        errors.print(f"[red]error:[/] {e}")
         sys.exit(1)
 
 
@@ -88,7 +89,7 @@ def serve(args: argparse.Namespace) -> None:
     try:
         store = open_store(settings)
     except SchemaError as e:
-        console.print(f"[red]cannot open the database:[/] {e}")
+        errors.print(f"[red]cannot open the database:[/] {e}")
         sys.exit(2)
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -97,7 +98,7 @@ def serve(args: argparse.Namespace) -> None:
         sock.bind((settings.host, settings.port))
     except OSError as e:
         store.shutdown()
-        console.print(f"[red]cannot listen on {settings.host}:{settings.port}:[/] {e.strerror}. "
+        errors.print(f"[red]cannot listen on {settings.host}:{settings.port}:[/] {e.strerror}. "
                       "Is another `nexum dev` running? Use --port to pick another port.")
         sys.exit(2)
     port = sock.getsockname()[1]

@@ -5,6 +5,7 @@
     ├── SchemaError            the database file was written by an incompatible server
     ├── NotFound               no such execution, task or workflow        -> 404
     │   └── WorkflowNotFound   start names a workflow version never registered
+    ├── InvalidValue           an input or output JSON cannot be stored   -> 422
     ├── LeaseLost              the lease token is stale or the task ended -> 409
     └── ClientError            raised by the HTTP client only
         ├── ServerUnavailable  the server cannot be reached
@@ -37,6 +38,12 @@ class NotFound(NexumError):
 
 class WorkflowNotFound(NotFound):
     code = "workflow_not_found"
+
+
+class InvalidValue(NexumError, ValueError):
+    """A JSON value the store cannot keep faithfully (NaN or Infinity)."""
+
+    code = "invalid_value"
 
 
 class LeaseLost(NexumError):

@@ -51,6 +51,9 @@ class Notifier:
         finally:
             self._pollers.discard(registered)
 
+    def drop_poller(self, registered: asyncio.Future[None]) -> None:
+        self._pollers.discard(registered)
+
     def poller(self) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.closing:

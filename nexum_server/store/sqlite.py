@@ -7,7 +7,7 @@ import sqlite3
 import uuid
 from typing import Any
 
-from ..errors import LeaseLost, NotFound, SchemaError, WorkflowNotFound
+from ..errors import InvalidValue, LeaseLost, NotFound, SchemaError, WorkflowNotFound
 from ..models import Execution, Status, Task, WorkflowRef
 from .base import SCHEMA_VERSION, ClaimOutcome, StartOutcome, Store
 
@@ -346,7 +346,10 @@ class _Transaction:
 
 
 def _dump(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError as e:
+        raise InvalidValue("NaN and Infinity are not JSON; send null or a string instead") from e
 
 
 def _execution(row: sqlite3.Row) -> Execution:
