@@ -25,6 +25,7 @@ from .cache import CompletedCache
 from .config import Settings
 from .errors import InvalidValue, LeaseLost, NexumError, NotFound
 from .guard import Guard
+from .jsonbody import StrictJSONRoute
 from .metrics import Metrics
 from .models import (
     CompleteTask,
@@ -82,6 +83,30 @@ class Server:
             return done
         return await self.store.run(self.store.get_execution, execution.id)
 
+    def expired(self, executions: list[Execution]) -> None:
+        """Count and announce tasks whose lease ran out: requeued, or FAILED on the last attempt."""
+        for execution in executions:
+            self.metrics.lease_expiries.inc()
+            if execution.status.terminal:
+                self.metrics.failed.inc()
+                self.notifier.terminal(execution)
+            else:
+                self.notifier.tasks_ready()
+
+    async def reap_leases(self) -> None:
+        """Expire leases on time even when no worker polls, so an abandoned call ends FAILED.
+
+        Sleeps until the earliest lease runs out; a lease granted meanwhile runs out later than
+        `lease_seconds` from now, so waking at least that often misses none.
+        """
+        while True:
+            expired, next_expiry = await self.store.run(self.store.expire_leases, time.time())
+            self.expired(expired)
+            delay = self.settings.lease_seconds
+            if next_expiry is not None:
+                delay = min(delay, max(next_expiry - time.time(), 0.0) + 0.01)
+            await asyncio.sleep(delay)
+
     def report(self, execution: Execution) -> None:
         """Count and announce the outcome of a worker's report."""
         if execution.status is Status.COMPLETED:
@@ -120,15 +145,19 @@ def create_app(settings: Settings, store: Store | None = None,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         server.store = store or await asyncio.to_thread(open_store, settings)
         server.loop = asyncio.get_running_loop()
+        reaper = asyncio.create_task(server.reap_leases())
         if on_ready is not None:
             on_ready()
         try:
             yield
         finally:
+            reaper.cancel()
+            await asyncio.gather(reaper, return_exceptions=True)
             await asyncio.to_thread(server.store.shutdown)
 
     app = FastAPI(title="Nexum", version=__version__, lifespan=lifespan,
                   description="Durable, idempotent executions with a long-poll task queue.")
+    app.router.route_class = StrictJSONRoute
     server = Server(settings, store)  # type: ignore[arg-type]
     app.state.server = server
 
@@ -216,11 +245,7 @@ def create_app(settings: Settings, store: Store | None = None,
             woken = server.notifier.poller()
             outcome = await server.store.run(server.store.claim, body.worker_id, body.workflows,
                                              body.max_tasks, server.settings.lease_seconds, time.time())
-            for execution in outcome.expired:
-                server.metrics.lease_expiries.inc()
-                if execution.status.terminal:
-                    server.metrics.failed.inc()
-                    server.notifier.terminal(execution)
+            server.expired(outcome.expired)
             if outcome.tasks:
                 server.notifier.drop_poller(woken)
                 server.metrics.claims.inc(len(outcome.tasks))

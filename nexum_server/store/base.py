@@ -108,6 +108,10 @@ class Store(ABC):
         """Requeue (or fail) tasks whose lease ran out, then lease up to `limit` claimable tasks."""
 
     @abstractmethod
+    def expire_leases(self, now: float) -> tuple[list[Execution], float | None]:
+        """Requeue (or fail) tasks whose lease ran out; also return the next lease expiry, if any."""
+
+    @abstractmethod
     def heartbeat(self, task_id: str, lease_token: str, lease_seconds: float, now: float) -> float:
         """Extend the lease; return its new expiry."""
 

@@ -130,6 +130,7 @@ WHERE id IN (
     LIMIT :limit)
 RETURNING {COLUMNS}
 """
+NEXT_LEASE_EXPIRY = "SELECT min(lease_expires_at) FROM executions WHERE status = 'RUNNING'"
 NEXT_DUE = """
 SELECT min(t) FROM (
     SELECT min(scheduled_at) AS t FROM executions WHERE status = 'PENDING' AND scheduled_at > :now
@@ -284,6 +285,12 @@ class SQLiteStore(Store):
                                            "workflows": refs, "limit": limit}).fetchall()
             next_due = self.db.execute(NEXT_DUE, {"now": now}).fetchone()[0]
         return ClaimOutcome(tasks=[_task(row) for row in rows], expired=expired, next_due_at=next_due)
+
+    def expire_leases(self, now: float) -> tuple[list[Execution], float | None]:
+        with self._tx():
+            expired = [_execution(r) for r in self.db.execute(EXPIRE_LEASES, {"now": now}).fetchall()]
+            next_expiry = self.db.execute(NEXT_LEASE_EXPIRY).fetchone()[0]
+        return expired, next_expiry
 
     def heartbeat(self, task_id: str, lease_token: str, lease_seconds: float, now: float) -> float:
         with self._tx():

@@ -208,6 +208,22 @@ def test_an_expired_lease_is_claimed_again_and_the_stale_report_refused(
     assert api.metric("nexum_stale_reports_total") == 2.0  # heartbeats are not reports
 
 
+def test_an_abandoned_last_attempt_fails_on_time_with_no_worker_polling(
+        start_server: StartServer, connect: Connect, session_id: str) -> None:
+    server = start_server(lease_seconds=0.5, max_attempts=1)
+    api = connect(server)
+    execution = api.start(session_id, "k")
+    api.poll_one("worker-that-dies")
+    # No further poll: the server's own lease timer must end the execution, and wake the waiter.
+    started = time.monotonic()
+    response = api.http.get(f"/v1/executions/{execution['id']}", params={"wait": 10}, timeout=30)
+    assert response.status_code == 200
+    done = response.json()
+    assert done["status"] == "FAILED" and "lease expired on attempt 1 of 1" in done["error"]
+    assert time.monotonic() - started < 5
+    assert api.metric("nexum_lease_expiries_total") == 1.0
+
+
 def test_the_first_valid_completion_is_the_one_result(api: Api, session_id: str) -> None:
     execution = api.start(session_id, "k")
     task = api.poll_one()
