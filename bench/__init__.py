@@ -1,0 +1,1 @@
+"""Helpers of `benchmark.py`: the processes it starts, the agent scenarios, the per-call figures."""

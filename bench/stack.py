@@ -1,0 +1,122 @@
+"""The processes a benchmark needs: the local web fixture, a Nexum server and its workers.
+
+`start_stack()` starts each on a free loopback port (the server on a temporary database) and stops
+all of them, newest first, when its `with` block ends, however it ends: a normal finish, an
+exception or Ctrl-C. Pointed at a running server, it starts only the web fixture and the workers.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx2
+
+from nexum_server.errors import ServerUnavailable
+from tests.fixtures.web import WebFixture, run_web_fixture
+from tests.procs import ROOT, SERVER_READY, WORKER_READY, Proc
+
+CHECK_TIMEOUT_SECONDS = 5.0
+WORKER_GRACE_SECONDS = 1.0
+WORKER_STOP_SECONDS = 5.0
+"""After SIGTERM, how long a worker may take before SIGKILL (one whose server is gone keeps retrying)."""
+
+
+def fixture_env(web_url: str) -> dict[str, str]:
+    """What the tools need to search and read pages on the local web fixture instead of the web."""
+    return {"SEARCH_BACKEND": "searxng", "SEARXNG_URL": web_url, "NEXUM_ALLOW_PRIVATE_URLS": "1"}
+
+
+@contextmanager
+def scoped_env(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the `with` block, then restore what was there before."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@dataclass
+class Stack:
+    """The running processes and how to reach them."""
+
+    nexum_url: str
+    """The server every client and worker talks to."""
+    web: WebFixture | None
+    """The local web (search and pages), or None when the tools use the real web."""
+    tool_env: dict[str, str]
+    """Environment the tools need, in the workers and in this process."""
+    worker_concurrency: int
+    """`--concurrency` of each worker started."""
+    workers: list[Proc] = field(default_factory=list)
+
+    def require_web(self) -> WebFixture:
+        if self.web is None:
+            raise ValueError("this measure needs the local web fixture, which runs only without a real model")
+        return self.web
+
+    def scale_workers(self, count: int) -> None:
+        """Start or stop workers until exactly `count` of ours are running; blocks until they are ready."""
+        while len(self.workers) < count:
+            env = {"NEXUM_URL": self.nexum_url, **self.tool_env}
+            # A short grace: calls still in flight when the benchmark stops are not worth waiting for.
+            args = [sys.executable, str(ROOT / "worker.py"), "--url", self.nexum_url,
+                    "--concurrency", str(self.worker_concurrency), "--grace-seconds", str(WORKER_GRACE_SECONDS)]
+            # Kept before waiting for its ready line, so one that never gets ready is still stopped.
+            self.workers.append(worker := Proc(args, env=env))
+            worker.wait_for(WORKER_READY)
+        while len(self.workers) > count:
+            self.workers.pop().stop(WORKER_STOP_SECONDS)
+
+    def stop_workers(self) -> None:
+        self.scale_workers(0)
+
+
+@contextmanager
+def start_stack(*, nexum_url: str | None, offline: bool, search_latency: float, page_latency: float,
+                worker_concurrency: int, workers: int = 1) -> Iterator[Stack]:
+    """Start what the benchmark needs; everything started here is stopped when the block ends.
+
+    Offline, the web fixture is started with the given latencies and the tools are pointed at it;
+    otherwise the tools use whatever search backend the environment names, and no fixture runs.
+    """
+    with ExitStack() as started:
+        web = started.enter_context(run_web_fixture(search_latency, page_latency)) if offline else None
+        if nexum_url is None:
+            nexum_url = _start_server(started)
+        else:
+            _check_server(nexum_url)
+        stack = Stack(nexum_url.rstrip("/"), web, fixture_env(web.url) if web else {}, worker_concurrency)
+        started.callback(stack.stop_workers)
+        stack.scale_workers(workers)
+        yield stack
+
+
+def _start_server(started: ExitStack) -> str:
+    """`nexum dev` on a free port and a temporary database; returns its URL."""
+    directory = Path(started.enter_context(tempfile.TemporaryDirectory(prefix="nexum-bench-")))
+    args = [sys.executable, "-m", "nexum_server", "dev", "--port", "0", "--db", str(directory / "bench.db")]
+    # Not `tests.procs.NexumServer`: it waits inside its constructor, so a server that never got
+    # ready would be left running with nothing holding it to stop.
+    server = Proc(args)
+    started.callback(server.stop)
+    return server.wait_for(SERVER_READY).group(1)
+
+
+def _check_server(url: str) -> None:
+    """Fail at once, not after the workers' ready timeout, when the given server cannot be reached."""
+    try:
+        httpx2.get(f"{url.rstrip('/')}/health", timeout=CHECK_TIMEOUT_SECONDS).raise_for_status()
+    except httpx2.HTTPError as e:
+        raise ServerUnavailable(f"no Nexum server answers at {url} ({type(e).__name__}: {e})") from e

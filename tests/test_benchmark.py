@@ -1,0 +1,104 @@
+"""End to end: `benchmark.py` runs both parts on a tiny configuration and reports what it should.
+
+Structure only, never timings: the tables and the JSON keys are there, the figures are positive,
+the Nexum re-run executed nothing (counted by the local web fixture, not by the client), and the
+processes the benchmark started are gone when it returns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TOOL_CALLS = 4
+RUN_TIMEOUT_SECONDS = 90
+PROJECT_VARIABLES = ("NEXUM_", "SEARCH_BACKEND", "SEARXNG_URL", "SESSION_ID")
+TABLE_ROWS = (
+    "Agent runs", "1 cold", "2 re-run", "Pydantic AI + Nexum, new session", "Pydantic AI + Nexum, same session",
+    "Per-call latency", "bare round trip, GET /health", "cached call", "cold overhead (cold - direct)",
+    "polling-pattern call", "Throughput, end to end", "tool alone, in process", "Nexum, 1 worker",
+    "Nexum, 2 workers", "Targets", "cold overhead p99", "throughput, 1 server + 1 worker",
+)
+LATENCIES = ("bare_round_trip_ms", "cached_call_ms", "direct_tool_ms", "cold_call_ms", "cold_outside_worker_ms",
+             "polling_call_ms")
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
+    """Run the benchmark once for every test here: its output and its JSON figures."""
+    figures = tmp_path_factory.mktemp("bench") / "bench.json"
+    command = [sys.executable, "benchmark.py", "--agent", "--calls", "--quick", "--tool-calls", str(TOOL_CALLS),
+               "--search-latency", "0.01", "--page-latency", "0.01", "--samples", "10", "--polling-samples", "3",
+               "--clients", "4", "--throughput-calls", "20", "--throughput-seconds", "1", "--json", str(figures)]
+    # A module fixture runs before the per-test environment scrub, so it scrubs for itself. Wide
+    # enough that no table cell is wrapped or cut, so rows can be found as text.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(PROJECT_VARIABLES) and not k.endswith("_API_KEY")}
+    env["COLUMNS"] = "200"
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_SECONDS)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout, json.loads(figures.read_text())
+
+
+def test_tables_have_every_row(bench: tuple[str, dict[str, Any]]) -> None:
+    output, _ = bench
+    missing = [row for row in TABLE_ROWS if row not in output]
+    assert not missing, output
+
+
+def test_json_has_the_machine_and_every_figure(bench: tuple[str, dict[str, Any]]) -> None:
+    _, figures = bench
+    assert set(figures) == {"machine", "config", "agent", "calls"}
+    assert {"cpu_count", "cpu_model", "python", "platform"} <= set(figures["machine"])
+    assert figures["machine"]["cpu_count"] > 0
+    assert {"runs", "cold_overhead_seconds", "rerun_speedup"} <= set(figures["agent"])
+    calls = figures["calls"]
+    for key in LATENCIES:
+        assert calls[key]["n"] > 0 and calls[key]["p50"] > 0, (key, calls[key])
+    assert {"p50", "p95", "p99"} <= set(calls["cold_overhead_ms"]) and {"p50"} <= set(calls["polling_overhead_ms"])
+    assert [r["workers"] for r in calls["throughput"]] == [0, 1, 2]
+    assert all(r["calls"] > 0 and r["calls_per_second"] > 0 for r in calls["throughput"])
+    assert len(calls["targets"]) == 5
+    assert all(t["met"] in (True, False, None) and t["goal"] and t["measured"] for t in calls["targets"])
+
+
+def test_nexum_rerun_executes_nothing(bench: tuple[str, dict[str, Any]]) -> None:
+    _, figures = bench
+    runs = {(r["scenario"], r["session"] is not None): r for r in figures["agent"]["runs"]}
+    assert len(runs) == 4
+    assert all(r["tool_calls"] == TOOL_CALLS and r["failed"] == 0 and r["seconds"] > 0 for r in runs.values())
+    for scenario in ("cold", "rerun"):
+        plain = runs[(scenario, False)]
+        assert plain["executed"] == plain["web_requests"] == TOOL_CALLS
+    assert runs[("cold", True)]["executed"] == runs[("cold", True)]["web_requests"] == TOOL_CALLS
+    rerun = runs[("rerun", True)]
+    assert rerun["session"] == runs[("cold", True)]["session"]
+    assert (rerun["executed"], rerun["cached"], rerun["web_requests"]) == (0, TOOL_CALLS, 0)
+
+
+def test_started_processes_are_stopped(bench: tuple[str, dict[str, Any]]) -> None:
+    output, _ = bench
+    line = next(line for line in output.splitlines() if line.startswith("Nexum "))
+    urls = re.findall(r"http://127\.0\.0\.1:\d+", line)
+    assert len(urls) == 2, output  # the Nexum server and the web fixture
+    for url in urls:
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=2).close()
+    # Workers are found by the server URL on their command line (Linux's /proc; elsewhere skipped).
+    leftovers = [path for path in Path("/proc").glob("[0-9]*/cmdline") if _reads(path, urls[0])]
+    assert not leftovers
+
+
+def _reads(path: Path, text: str) -> bool:
+    try:
+        return text.encode() + b"\0" in path.read_bytes()
+    except OSError:  # the process ended while being looked at
+        return False
