@@ -38,7 +38,11 @@ class Proc:
         self._changed = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        self.match: re.Match[str] | None = self.wait_for(ready) if ready else None
+        try:
+            self.match: re.Match[str] | None = self.wait_for(ready) if ready else None
+        except BaseException:
+            self.kill()  # never ready: nobody else holds it to stop it
+            raise
 
     def _read(self) -> None:
         assert self.popen.stdout is not None
