@@ -52,10 +52,10 @@ def build_agent(model: Model | str, session_id: str, *, client: NexumClient | No
         try:
             outcome = await call_tool(tool_name, tool_args, session_id, client=client)
         except ToolCallFailed as e:
-            if on_call:
+            if on_call is not None:
                 on_call(tool_name, tool_args, None, str(e.execution.error or e))
             raise ModelRetry(str(e)) from e
-        if on_call:
+        if on_call is not None:
             on_call(tool_name, tool_args, outcome, None)
         return outcome.result
 

@@ -255,7 +255,7 @@ def _extractive_answer(prompt: str, results: list[dict[str, Any]], run: list[Mod
             text = f"_The page could not be read; its search snippet:_ {snippet}" if snippet else ""
         if text:
             sections.append(f"## {title}\n\n{text}")
-        sources.append(f"{len(sources) + 1}. [{title}]({url}) — <{url}>{note}")
+        sources.append(f"{len(sources) + 1}. {title} — <{url}>{note}")
     body = "\n\n".join(sections) or "None of the pages had any text to quote."
     return f"{OFFLINE_LABEL}\n\n# {prompt}\n\n{body}\n\n## Sources\n\n" + "\n".join(sources) + "\n"
 

@@ -20,8 +20,8 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from nexum_server.client import NexumClient
-from nexum_server.errors import NexumError, RequestRejected
+from nexum_server.client import NexumClient, reconnecting
+from nexum_server.errors import NexumError, RequestRejected, WaitTimeout
 from nexum_server.models import Execution, Status
 from workflow import IR, VERSION_HASH, WORKFLOW_ID, ToolCallInput, ToolCallOutput, tool_call_key
 
@@ -82,19 +82,28 @@ async def call_tool(tool_name: str, tool_args: dict[str, Any], session_id: str =
     key = tool_call_key(tool_name, tool_args)
     started = time.perf_counter()
     first_wait = min(timeout, NO_WORKER_WARNING_SECONDS)
-    try:
-        execution = await client.start(WORKFLOW_ID, VERSION_HASH, session_id, key, payload, wait=first_wait)
-    except RequestRejected as e:
-        if e.error_code != "workflow_not_found":
-            raise
-        # First call against a fresh server: register the workflow, then start as usual.
-        await client.register_workflow(WORKFLOW_ID, VERSION_HASH, IR)
-        execution = await client.start(WORKFLOW_ID, VERSION_HASH, session_id, key, payload, wait=first_wait)
+
+    async def start() -> Execution:
+        try:
+            return await client.start(WORKFLOW_ID, VERSION_HASH, session_id, key, payload, wait=first_wait)
+        except RequestRejected as e:
+            if e.error_code != "workflow_not_found":
+                raise
+            # First call against a fresh server: register the workflow, then start as usual.
+            await client.register_workflow(WORKFLOW_ID, VERSION_HASH, IR)
+            return await client.start(WORKFLOW_ID, VERSION_HASH, session_id, key, payload, wait=first_wait)
+
+    # A start is keyed, so repeating it while the server restarts finds the same execution.
+    execution = await reconnecting(start, time.monotonic() + timeout)
     if not execution.status.terminal:
         if execution.status is Status.PENDING and execution.attempts == 0:
-            log.warning("no worker has picked up %s after %.0f s: is `python worker.py` running against %s? "
+            log.warning("no worker has picked up %s after %g s: is `python worker.py` running against %s? "
                         "Still waiting (timeout %.0f s).", tool_name, first_wait, client.url, timeout)
-        execution = await client.wait(execution, timeout - (time.perf_counter() - started))
+        try:
+            execution = await client.wait(execution, timeout - (time.perf_counter() - started))
+        except WaitTimeout as e:
+            raise WaitTimeout(f"{tool_name} did not finish within its timeout of {timeout:g} s "
+                              f"(execution {execution.id}); it stays queued on the server") from e
     if execution.status is not Status.COMPLETED:
         raise ToolCallFailed(execution)
     output = ToolCallOutput.model_validate(execution.result)

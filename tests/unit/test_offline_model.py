@@ -110,8 +110,8 @@ async def test_offline_searches_reads_top_two_in_one_turn_and_quotes_them(output
     assert "fourth one" not in answer
     assert "URL:" not in answer and "Share this" not in answer and "Pricing" not in answer
     sources = answer.split("## Sources", 1)[1]
-    assert f"[Durable execution explained]({BASE_URL}/a)" in sources
-    assert f"[Workflows that survive crashes]({BASE_URL}/b)" in sources
+    assert f"1. Durable execution explained — <{BASE_URL}/a>" in sources
+    assert f"2. Workflows that survive crashes — <{BASE_URL}/b>" in sources
     assert f"{BASE_URL}/c" not in answer
     assert result.all_messages()[-1].model_name == "offline"
 
@@ -139,8 +139,9 @@ async def test_offline_failed_page_is_listed_under_sources() -> None:
     result = await stubs.agent(offline_model()).run(PROMPT)
 
     sources = result.output.split("## Sources", 1)[1]
-    assert f"[Durable execution explained]({BASE_URL}/a)\n" in sources
-    assert f"[Workflows that survive crashes]({BASE_URL}/b) — could not be read: HTTP 503 from {BASE_URL}/b" in sources
+    assert f"1. Durable execution explained — <{BASE_URL}/a>\n" in sources
+    assert (f"2. Workflows that survive crashes — <{BASE_URL}/b> — could not be read: HTTP 503 from {BASE_URL}/b"
+            in sources)
     assert "Durable execution records every step" in result.output
     assert "_The page could not be read; its search snippet:_ Snippet B." in result.output
 

@@ -1,0 +1,80 @@
+"""`submit_task.py` from outside an agent: a plain blocking script, its CLI, and the no-worker warning."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+import submit_task
+from nexum_server.client import NexumClient
+from nexum_server.errors import WaitTimeout
+from nexum_server.models import Status
+from submit_task import call_tool
+from tests.e2e.helpers import WebRequests
+from tests.fixtures.web import WebFixture, search_results
+from tests.procs import ROOT, NexumServer, Proc
+from workflow import WEB_SEARCH
+
+SCRIPT_TIMEOUT = 60.0
+PLAIN_SCRIPT = """
+import sys
+from submit_task import submit_tool_call
+
+print(submit_tool_call("web_search", {"query": sys.argv[1]}, session_id=sys.argv[2], timeout=30))
+"""
+
+
+def run_python(server_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "NEXUM_URL": server_url, "PYTHONIOENCODING": "utf-8"}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          encoding="utf-8", timeout=SCRIPT_TIMEOUT)
+
+
+def test_blocking_submit_from_a_plain_script_then_the_cli_gets_it_cached(
+        server: NexumServer, worker: Proc, web: WebFixture, web_requests: WebRequests, session_id: str) -> None:
+    query = f"plain script {session_id}"
+    expected_urls = [r["url"] for r in search_results(query, web.url)[:5]]
+    mark = web_requests.mark()
+
+    script = run_python(server.url, "-c", PLAIN_SCRIPT, query, session_id)
+
+    assert script.returncode == 0, script.stdout + script.stderr
+    assert [hit["url"] for hit in json.loads(script.stdout)] == expected_urls
+    assert web_requests.for_call(WEB_SEARCH, {"query": query}, since=mark) == 1
+
+    mark = web_requests.mark()
+    cli = run_python(server.url, "submit_task.py", WEB_SEARCH, json.dumps({"query": query}), "--session", session_id)
+
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert json.loads(cli.stdout) == json.loads(script.stdout)
+    assert web_requests.since(mark) == []
+
+
+async def test_without_a_worker_call_tool_warns_then_times_out(
+        server: NexumServer, client: NexumClient, web_requests: WebRequests, session_id: str,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(submit_task, "NO_WORKER_WARNING_SECONDS", 0.2)
+    caplog.set_level(logging.WARNING, logger=submit_task.log.name)
+    args = {"query": f"nobody home {session_id}"}
+    mark = web_requests.mark()
+    started = time.time()
+
+    with pytest.raises(WaitTimeout):
+        await call_tool(WEB_SEARCH, args, session_id, timeout=1, client=client)
+
+    took = time.time() - started
+    [warning] = [r for r in caplog.records if r.name == submit_task.log.name]
+    assert warning.levelno == logging.WARNING
+    assert "is `python worker.py` running" in warning.getMessage()
+    assert server.url in warning.getMessage()
+    assert 0.2 <= warning.created - started < 1.0
+    assert 1.0 <= took < 5.0
+    [pending] = await client.list(session_id=session_id)
+    assert pending.status is Status.PENDING and pending.attempts == 0
+    assert web_requests.since(mark) == []
