@@ -20,7 +20,7 @@ import os
 import signal
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from dotenv import load_dotenv
@@ -39,14 +39,19 @@ GEMINI_MODEL = "google:gemini-3.8-flash"
 OPENAI_MODEL = "openai:gpt-5-mini"
 INSTRUCTIONS = ("You are a research assistant. Use web_search to find sources and visit_webpage to read "
                 "the most relevant ones, then answer in Markdown and cite the URLs you used.")
+ToolRunner = Callable[[str, dict[str, Any]], Awaitable[str]]
 Reporter = Callable[[str, dict[str, Any], ToolCallOutcome | None, str | None], None]
 
 console = Console()
 
 
 def build_agent(model: Model | str, session_id: str, *, client: NexumClient | None = None,
-                on_call: Reporter | None = None) -> Agent[None, str]:
-    """The research agent; its tools go through Nexum in `session_id`."""
+                on_call: Reporter | None = None, call: ToolRunner | None = None) -> Agent[None, str]:
+    """The research agent; its tools go through Nexum in `session_id`.
+
+    `call` replaces the durable path with another way to run a tool (the benchmark's plain agent
+    runs them in process), so both agents show the model exactly the same tools.
+    """
 
     async def durable(tool_name: str, tool_args: dict[str, Any]) -> str:
         try:
@@ -59,13 +64,15 @@ def build_agent(model: Model | str, session_id: str, *, client: NexumClient | No
             on_call(tool_name, tool_args, outcome, None)
         return outcome.result
 
+    run = call or durable
+
     async def web_search(query: str, max_results: int = 5) -> str:
         """Search the web; returns a JSON list of results with title, url and snippet."""
-        return await durable(WEB_SEARCH, {"query": query, "max_results": max_results})
+        return await run(WEB_SEARCH, {"query": query, "max_results": max_results})
 
     async def visit_webpage(url: str) -> str:
         """Read a web page; returns its title and text as Markdown (long pages are truncated)."""
-        return await durable(VISIT_WEBPAGE, {"url": url})
+        return await run(VISIT_WEBPAGE, {"url": url})
 
     return Agent(model, instructions=INSTRUCTIONS, tools=[web_search, visit_webpage], retries=3)
 

@@ -21,7 +21,7 @@ from pydantic_ai.models import Model
 from rich.table import Table
 
 import tools
-from demo import INSTRUCTIONS, Reporter, build_agent
+from demo import Reporter, build_agent
 from nexum_server.client import NexumClient
 from submit_task import ToolCallOutcome, call_tool
 from tests.fixtures.web import WebFixture
@@ -58,10 +58,10 @@ class AgentRun:
 def build_plain_agent(model: Model | str, run: AgentRun) -> Agent[None, str]:
     """The same agent with no Nexum: each tool call runs here, every time; counted in `run`."""
 
-    async def direct(tool: Any, **kwargs: Any) -> str:
+    async def direct(tool_name: str, tool_args: dict[str, Any]) -> str:
         run.tool_calls += 1
         try:
-            result = await tool(**kwargs)
+            result = await tools.run_tool(tool_name, tool_args)
         except ToolError as e:
             run.failed += 1
             # The Nexum agent turns a failed call into a retry prompt; so does this one.
@@ -69,16 +69,7 @@ def build_plain_agent(model: Model | str, run: AgentRun) -> Agent[None, str]:
         run.executed += 1
         return result
 
-    # The signatures and descriptions the model sees are the ones `demo.build_agent` gives it.
-    async def web_search(query: str, max_results: int = 5) -> str:
-        """Search the web; returns a JSON list of results with title, url and snippet."""
-        return await direct(tools.web_search, query=query, max_results=max_results)
-
-    async def visit_webpage(url: str) -> str:
-        """Read a web page; returns its title and text as Markdown (long pages are truncated)."""
-        return await direct(tools.visit_webpage, url=url)
-
-    return Agent(model, instructions=INSTRUCTIONS, tools=[web_search, visit_webpage], retries=3)
+    return build_agent(model, "plain", call=direct)
 
 
 def _nexum_recorder(run: AgentRun) -> Reporter:
