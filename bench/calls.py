@@ -2,7 +2,8 @@
 
     bare round trip   GET /health with the same client: the floor any request pays
     cached call       `call_tool` on a key already completed: one round trip and a store read
-    cold overhead     `call_tool` of an instant tool (the fixture's /instant) in a fresh session,
+    cold overhead     `call_tool` of an instant tool (`web_search` on the fixture's zero-latency
+                      SearXNG endpoint) in a fresh session,
                       through the server and the long-poll worker, minus the same tool called here
                       directly; the two are interleaved and compared percentile by percentile.
                       Also each cold call minus the span from claim to completion the server
@@ -35,7 +36,11 @@ from nexum_server.errors import WaitTimeout
 from nexum_server.models import Execution, WorkflowRef
 from submit_task import ToolCallOutcome, call_tool
 from tools import ToolError, run_tool
-from workflow import IR, VERSION_HASH, VISIT_WEBPAGE, WORKFLOW_ID, ToolCallInput, ToolCallOutput, tool_call_key
+from workflow import IR, VERSION_HASH, WEB_SEARCH, WORKFLOW_ID, ToolCallInput, ToolCallOutput, tool_call_key
+
+INSTANT_TOOL = WEB_SEARCH
+INSTANT_ARGS = {"query": "durable execution overhead", "max_results": 5}
+"""The instant tool: a search the fixture answers at once; pages cost the tool ~30 ms of set-up."""
 
 POLLING_VERSION = VERSION_HASH + "-polling"
 """Same IR, another version: only the polling worker asks for it, only the polling client starts it."""
@@ -94,7 +99,7 @@ async def timed(count: int, call: Callable[[int], Awaitable[Any]]) -> list[float
 
 async def durable(client: NexumClient, args: dict[str, Any], session: str, *, cached: bool) -> ToolCallOutcome:
     """One `call_tool`, checked to have been served the way the measure expects."""
-    outcome = await call_tool(VISIT_WEBPAGE, args, session, CALL_TIMEOUT_SECONDS, client=client)
+    outcome = await call_tool(INSTANT_TOOL, args, session, CALL_TIMEOUT_SECONDS, client=client)
     if outcome.cached != cached:
         raise RuntimeError(f"expected a {'cached' if cached else 'cold'} call in session {session}, got the other")
     return outcome
@@ -112,7 +117,7 @@ async def cold_and_direct(client: NexumClient, args: dict[str, Any], count: int,
 
     async def pair(i: int) -> None:
         started = time.perf_counter()
-        await tools.visit_webpage(**args)
+        await tools.run_tool(INSTANT_TOOL, args)
         middle = time.perf_counter()
         execution = (await durable(client, args, f"{prefix}-cold-{i}", cached=False)).execution
         ended = time.perf_counter()
@@ -130,8 +135,8 @@ async def cold_and_direct(client: NexumClient, args: dict[str, Any], count: int,
 
 async def polling_call(client: NexumClient, args: dict[str, Any], session: str) -> Execution:
     """The upstream client: start without waiting, then GET every 50 ms until the execution is over."""
-    payload = ToolCallInput(tool_name=VISIT_WEBPAGE, tool_args=args).model_dump()
-    execution = await client.start(WORKFLOW_ID, POLLING_VERSION, session, tool_call_key(VISIT_WEBPAGE, args), payload)
+    payload = ToolCallInput(tool_name=INSTANT_TOOL, tool_args=args).model_dump()
+    execution = await client.start(WORKFLOW_ID, POLLING_VERSION, session, tool_call_key(INSTANT_TOOL, args), payload)
     deadline = time.monotonic() + CALL_TIMEOUT_SECONDS
     while not execution.status.terminal:
         if time.monotonic() >= deadline:
@@ -195,7 +200,8 @@ async def throughput(call: Callable[[int], Awaitable[Any]], clients: int, count:
 async def measure_calls(stack: Stack, client: NexumClient, config: CallsConfig,
                         report: Callable[[str], None] = print) -> dict[str, Any]:
     """Every per-call figure, and the targets they are held to."""
-    args = {"url": f"{stack.require_web().url}/instant"}
+    await asyncio.to_thread(stack.use_instant_search)
+    args = INSTANT_ARGS
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     figures: dict[str, Any] = {}
 
@@ -217,7 +223,7 @@ async def measure_calls(stack: Stack, client: NexumClient, config: CallsConfig,
 
     runs = []
     report(f"  throughput: the tool alone, {config.clients} at once")
-    alone = await throughput(lambda i: tools.visit_webpage(**args), config.clients, config.throughput_calls,
+    alone = await throughput(lambda i: tools.run_tool(INSTANT_TOOL, args), config.clients, config.throughput_calls,
                              config.throughput_seconds)
     runs.append({"label": "tool alone, in process", "workers": 0, **alone})
     for workers in config.workers:

@@ -79,6 +79,14 @@ class Stack:
         while len(self.workers) > count:
             self.workers.pop().stop(WORKER_STOP_SECONDS)
 
+    def use_instant_search(self) -> None:
+        """Point the tools (here and in restarted workers) at the fixture's zero-latency search."""
+        count = len(self.workers)
+        self.stop_workers()
+        self.tool_env["SEARXNG_URL"] = f"{self.require_web().url}/instant"
+        os.environ["SEARXNG_URL"] = self.tool_env["SEARXNG_URL"]
+        self.scale_workers(count)
+
     def stop_workers(self) -> None:
         self.scale_workers(0)
 
