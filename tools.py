@@ -17,10 +17,10 @@ Settings are read from the environment at each call (see `ToolSettings`).
 
 from __future__ import annotations
 
-import functools
+import asyncio
 import os
 import socket
-import ssl
+import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -173,19 +173,23 @@ async def _search_duckduckgo(query: str, max_results: int, settings: ToolSetting
     return [SearchResult(title=h["title"], url=h["href"], snippet=h["body"]) for h in hits[:max_results]]
 
 
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    """httpx2's default verification (the system trust store), built once per process."""
-    return httpx2.create_ssl_context()
+_searxng_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx2.AsyncClient] = (
+    weakref.WeakKeyDictionary())
+
+
+def _searxng_client() -> httpx2.AsyncClient:
+    """One keep-alive client per event loop: the tools run on whichever loop calls them (worker,
+    benchmark, each test), and pooled connections belong to the loop that opened them."""
+    loop = asyncio.get_running_loop()
+    client = _searxng_clients.get(loop)
+    if client is None:
+        client = _searxng_clients[loop] = httpx2.AsyncClient(limits=httpx2.Limits(max_keepalive_connections=32))
+    return client
 
 
 async def _search_searxng(query: str, max_results: int, settings: ToolSettings) -> list[SearchResult]:
-    # A client per call: the tools run on whichever event loop calls them (worker, benchmark, each
-    # test), and pooled connections belong to the loop that opened them. One connect is cheap
-    # next to a metasearch; loading the CA bundle is not (~20 ms, on the event loop), so the TLS
-    # context is made once.
-    async with httpx2.AsyncClient(timeout=settings.fetch_timeout, verify=_tls_context()) as client:
-        response = await client.get(f"{settings.searxng_url}/search", params={"q": query, "format": "json"})
+    response = await _searxng_client().get(f"{settings.searxng_url}/search", params={"q": query, "format": "json"},
+                                           timeout=settings.fetch_timeout)
     if response.status_code == 403:
         raise PermanentToolError("SearXNG refused format=json (HTTP 403): add json to search.formats in settings.yml")
     response.raise_for_status()
