@@ -26,7 +26,7 @@ from dotenv import load_dotenv
 
 from nexum_server.client import HOLD_SECONDS, NexumClient
 from nexum_server.errors import NexumError, RequestRejected, ServerUnavailable
-from nexum_server.models import Task, WorkflowRef
+from nexum_server.models import Status, Task, WorkflowRef
 from tools import PermanentToolError, ToolSettings, TransientToolError, run_tool
 from workflow import IR, VERSION_HASH, WORKFLOW_ID, ToolCallInput, ToolCallOutput
 
@@ -87,8 +87,9 @@ class Worker:
                 heartbeat.cancel()
             if len(result) > MAX_RESULT_CHARS:
                 result = result[:MAX_RESULT_CHARS] + f"\n\n[result cut by the worker at {MAX_RESULT_CHARS} characters]"
-            await self._report(self.client.complete, task, ToolCallOutput(result=result).model_dump())
-            outcome = "completed"
+            execution = await self._report(self.client.complete, task, ToolCallOutput(result=result).model_dump())
+            refused = execution is not None and execution.status is not Status.COMPLETED
+            outcome = f"failed: {execution.error}" if refused else "completed"
         except (TransientToolError, PermanentToolError) as e:
             retryable = isinstance(e, TransientToolError)
             execution = await self._report(self.client.fail, task, str(e), retryable)
@@ -112,13 +113,20 @@ class Worker:
         while True:
             try:
                 return await method(task, *args)
-            except ServerUnavailable:
-                if time.time() > task.lease_expires_at + HOLD_SECONDS:
-                    log.warning("task %s: server unreachable until the lease ran out; result dropped", task.task_id)
-                    return None
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RECONNECT_MAX_SECONDS)
-            except RequestRejected as e:
+            except (ServerUnavailable, RequestRejected) as e:
+                if _server_trouble(e):
+                    if time.time() > task.lease_expires_at + HOLD_SECONDS:
+                        log.warning("task %s: server unreachable until the lease ran out; result dropped",
+                                    task.task_id)
+                        return None
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RECONNECT_MAX_SECONDS)
+                    continue
+                assert isinstance(e, RequestRejected)
+                if e.status == 413 and method == self.client.complete:
+                    # Sending it again cannot make the result smaller: fail the call now, saying why,
+                    # rather than leave it RUNNING until its lease runs out and then run it again.
+                    return await self._report(self.client.fail, task, f"result too large to store: {e}", False)
                 # 409: the lease ran out and the task went to another worker, whose result will count.
                 log.warning("task %s: report refused (%s)", task.task_id, e)
                 return None
@@ -130,18 +138,20 @@ class Worker:
             try:
                 lease = await self.client.heartbeat(task)
                 task.lease_expires_at = lease.lease_expires_at
-            except RequestRejected as e:
+            except (ServerUnavailable, RequestRejected) as e:
+                if _server_trouble(e):
+                    continue
                 log.warning("task %s: lease lost (%s); its result will be refused", task.task_id, e)
                 return
-            except ServerUnavailable:
-                continue
 
     async def _with_reconnect(self, call: Any) -> Any:
         delay = 0.1
         while not self.stopping.is_set():
             try:
                 return await call()
-            except ServerUnavailable as e:
+            except (ServerUnavailable, RequestRejected) as e:
+                if not _server_trouble(e):
+                    raise
                 log.warning("%s; retrying in %.1fs", e, delay)
                 await self._until_stopping(asyncio.sleep(delay))
                 delay = min(delay * 2, RECONNECT_MAX_SECONDS)
@@ -171,6 +181,11 @@ class Worker:
             if late:
                 await asyncio.wait(late)
         log.info("worker %s stopped", self.worker_id)
+
+
+def _server_trouble(error: Exception) -> bool:
+    """The server is away or failing (a 5xx): the same request may well succeed a little later."""
+    return isinstance(error, ServerUnavailable) or (isinstance(error, RequestRejected) and error.status >= 500)
 
 
 def _short(args: dict[str, Any], width: int = 50) -> str:

@@ -50,6 +50,7 @@ log = logging.getLogger("nexum.api")
 
 ERROR_STATUS: dict[type[NexumError], int] = {NotFound: 404, LeaseLost: 409, InvalidValue: 422}
 ERRORS = {
+    400: {"model": ErrorBody, "description": "Body that cannot be decoded as JSON text at all"},
     401: {"model": ErrorBody, "description": "Missing or wrong bearer token"},
     404: {"model": ErrorBody, "description": "Unknown execution, task or workflow"},
     409: {"model": ErrorBody, "description": "Stale lease token, or the execution is already over"},

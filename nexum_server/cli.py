@@ -117,6 +117,9 @@ def serve(args: argparse.Namespace) -> None:
     NexumUvicorn = _uvicorn_server_class()
     config = uvicorn.Config(app, loop="auto", http="auto", access_log=args.access_log,
                             log_level="warning", timeout_graceful_shutdown=5, lifespan="on")
+    if args.access_log:
+        # log_level="warning" quiets uvicorn's start-up chatter, and with it the INFO access lines asked for.
+        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
     NexumUvicorn(config, app).run(sockets=[sock])
 
 

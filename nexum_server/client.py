@@ -1,7 +1,8 @@
 """An async client of the Nexum HTTP API, shared by the CLI, `submit_task.py` and `worker.py`.
 
 One `httpx2.AsyncClient` with keep-alive per `NexumClient`; create one per process and pass it in.
-Long-polls are held by the server, so nothing here sleeps while waiting for a result or a task.
+Long-polls are held by the server, so nothing here sleeps while waiting for a result or a task; only
+a server that cannot be reached (a restart) is waited out, with capped backoff (`reconnecting`).
 """
 
 from __future__ import annotations
@@ -112,13 +113,16 @@ class NexumClient:
         reconnects with capped backoff until the timeout.
         """
         deadline = time.monotonic() + timeout
+        execution_id = execution.id
+
+        def held_get() -> Awaitable[Execution]:
+            return self.get(execution_id, wait=min(max(deadline - time.monotonic(), 0.0), HOLD_SECONDS))
+
         while not execution.status.terminal:
             if deadline - time.monotonic() <= 0:
                 raise WaitTimeout(f"execution {execution.id} is still {execution.status.value} "
                                   f"after {timeout:g} s")
-            execution = await reconnecting(
-                lambda: self.get(execution.id, wait=min(max(deadline - time.monotonic(), 0.0), HOLD_SECONDS)),
-                deadline)
+            execution = await reconnecting(held_get, deadline)
         return execution
 
     async def list(self, session_id: str | None = None, status: Status | str | None = None,
