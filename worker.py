@@ -35,6 +35,8 @@ log = logging.getLogger("nexum.worker")
 CONCURRENCY = 8
 GRACE_SECONDS = 10.0
 """On shutdown, how long calls in flight may run before they are handed back."""
+HANDBACK_SECONDS = 5.0
+"""On shutdown, how long handing calls back may take before the worker exits anyway."""
 RECONNECT_MAX_SECONDS = 5.0
 MAX_RESULT_CHARS = 200_000
 """Results longer than this are cut (and say so) to stay well inside the server's body limit."""
@@ -179,7 +181,11 @@ class Worker:
             for pending in late:
                 pending.cancel()
             if late:
-                await asyncio.wait(late)
+                # Hand-backs retry while the server is away; past this, their leases expire instead.
+                _, lost = await asyncio.wait(late, timeout=HANDBACK_SECONDS)
+                if lost:
+                    log.warning("%d call(s) not handed back (server unreachable); they run again once "
+                                "their lease expires", len(lost))
         log.info("worker %s stopped", self.worker_id)
 
 

@@ -45,6 +45,9 @@ async def reconnecting(call: Callable[[], Awaitable[T]], deadline: float) -> T:
             delay = min(delay * 2, RECONNECT_MAX_SECONDS)
 
 
+GATEWAY_ERRORS = frozenset({502, 503, 504})
+
+
 class NexumClient:
     def __init__(self, url: str | None = None, token: str | None = None, *,
                  http: httpx2.AsyncClient | None = None, max_connections: int = 100) -> None:
@@ -76,6 +79,10 @@ class NexumClient:
             raise ServerUnavailable(
                 f"cannot reach the Nexum server at {self.url} ({type(e).__name__}: {e or 'no answer'}); "
                 "start it with `nexum dev`, or set NEXUM_URL") from e
+        if response.status_code in GATEWAY_ERRORS:
+            # Not the server's own answer (it never sends these): a proxy in front of it cannot reach it.
+            raise ServerUnavailable(f"the Nexum server behind {self.url} is unavailable (HTTP "
+                                    f"{response.status_code} from a proxy); is `nexum dev` running?")
         if response.status_code >= 400:
             try:
                 body: Any = response.json()
