@@ -183,7 +183,8 @@ def _searxng_client() -> httpx2.AsyncClient:
     loop = asyncio.get_running_loop()
     client = _searxng_clients.get(loop)
     if client is None:
-        client = _searxng_clients[loop] = httpx2.AsyncClient(limits=httpx2.Limits(max_keepalive_connections=32))
+        # Few kept-alive connections: httpx2 checks each pooled one on every request.
+        client = _searxng_clients[loop] = httpx2.AsyncClient(limits=httpx2.Limits(max_keepalive_connections=8))
     return client
 
 

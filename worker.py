@@ -74,6 +74,9 @@ class Worker:
             lambda: self._until_stopping(self.client.poll(self.worker_id, [REF], HOLD_SECONDS, free)))
         for task in tasks or []:
             self.running[task.task_id] = asyncio.create_task(self.execute(task))
+        if tasks:
+            # Let the new calls send their first request before this loop sends its next poll.
+            await asyncio.sleep(0)
 
     async def execute(self, task: Task) -> None:
         """Run one claimed task and report its outcome; never raises."""
@@ -200,7 +203,9 @@ def _short(args: dict[str, Any], width: int = 50) -> str:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    async with NexumClient(args.url, max_connections=args.concurrency + 4) as client:
+    # A small pool: httpx2 checks every pooled connection on each request, so a pool sized to a
+    # high --concurrency costs more CPU than the few extra parallel reports it would allow.
+    async with NexumClient(args.url, max_connections=min(args.concurrency, 16) + 2) as client:
         worker = Worker(client, args.concurrency, args.worker_id, args.grace_seconds)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
