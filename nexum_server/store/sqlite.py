@@ -130,6 +130,17 @@ WHERE id IN (
     LIMIT :limit)
 RETURNING {COLUMNS}
 """
+# Most polls find nothing (a worker re-polls as soon as it has taken work): a read answers them
+# without taking the write lock.
+ANYTHING_TO_CLAIM = """
+SELECT EXISTS (
+           SELECT 1 FROM executions
+           WHERE status = 'PENDING' AND scheduled_at <= :now
+             AND (workflow_id, version_hash) IN (
+                 SELECT json_extract(value, '$.workflow_id'), json_extract(value, '$.version_hash')
+                 FROM json_each(:workflows)))
+    OR EXISTS (SELECT 1 FROM executions WHERE status = 'RUNNING' AND lease_expires_at <= :now)
+"""
 NEXT_LEASE_EXPIRY = "SELECT min(lease_expires_at) FROM executions WHERE status = 'RUNNING'"
 NEXT_DUE = """
 SELECT min(t) FROM (
@@ -279,6 +290,9 @@ class SQLiteStore(Store):
     def claim(self, worker_id: str, workflows: list[WorkflowRef], limit: int, lease_seconds: float,
               now: float) -> ClaimOutcome:
         refs = json.dumps([w.model_dump() for w in workflows])
+        if not self.db.execute(ANYTHING_TO_CLAIM, {"now": now, "workflows": refs}).fetchone()[0]:
+            next_due = self.db.execute(NEXT_DUE, {"now": now}).fetchone()[0]
+            return ClaimOutcome(tasks=[], expired=[], next_due_at=next_due)
         with self._tx():
             expired = [_execution(r) for r in self.db.execute(EXPIRE_LEASES, {"now": now}).fetchall()]
             rows = self.db.execute(CLAIM, {"now": now, "lease_seconds": lease_seconds, "worker_id": worker_id,
