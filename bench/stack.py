@@ -18,18 +18,13 @@ from pathlib import Path
 import httpx2
 
 from nexum_server.errors import ServerUnavailable
-from tests.fixtures.web import WebFixture, run_web_fixture
+from tests.fixtures.web import WebFixture, run_web_fixture, tools_env
 from tests.procs import ROOT, SERVER_READY, WORKER_READY, Proc
 
 CHECK_TIMEOUT_SECONDS = 5.0
 WORKER_GRACE_SECONDS = 1.0
 WORKER_STOP_SECONDS = 5.0
 """After SIGTERM, how long a worker may take before SIGKILL (one whose server is gone keeps retrying)."""
-
-
-def fixture_env(web_url: str) -> dict[str, str]:
-    """What the tools need to search and read pages on the local web fixture instead of the web."""
-    return {"SEARCH_BACKEND": "searxng", "SEARXNG_URL": web_url, "NEXUM_ALLOW_PRIVATE_URLS": "1"}
 
 
 @contextmanager
@@ -105,7 +100,7 @@ def start_stack(*, nexum_url: str | None, offline: bool, search_latency: float, 
             nexum_url = _start_server(started)
         else:
             _check_server(nexum_url)
-        stack = Stack(nexum_url.rstrip("/"), web, fixture_env(web.url) if web else {}, worker_concurrency)
+        stack = Stack(nexum_url.rstrip("/"), web, tools_env(web.url) if web else {}, worker_concurrency)
         started.callback(stack.stop_workers)
         stack.scale_workers(workers)
         yield stack

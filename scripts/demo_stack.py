@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.fixtures.web import tools_env  # noqa: E402
 from tests.procs import SERVER_READY, WORKER_READY, Proc  # noqa: E402
 
 WEB_READY = __import__("re").compile(r"READY (http://\S+)")
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
                         "--page-latency", "0.5"], ready=WEB_READY)
             started.append(web)
             assert web.match is not None
-            env = {"SEARCH_BACKEND": "searxng", "SEARXNG_URL": web.match.group(1), "NEXUM_ALLOW_PRIVATE_URLS": "1"}
+            env = tools_env(web.match.group(1))
         server = Proc([sys.executable, "-m", "nexum_server", "dev", "--port", "0", "--db", ".nexum/demo.db"],
                       ready=SERVER_READY)
         started.append(server)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,8 +11,8 @@ from pathlib import Path
 import pydantic_ai.models
 import pytest
 
-from tests.fixtures.web import WebFixture, run_web_fixture
-from tests.procs import NexumServer, server_env
+from tests.fixtures.web import WebFixture, run_web_fixture, tools_env
+from tests.procs import WORKER_READY, NexumServer, Proc, server_env
 
 PROJECT_VARIABLES = ("NEXUM_", "SEARCH_BACKEND", "SEARXNG_URL", "SESSION_ID", "OPENAI_API_KEY", "GEMINI_API_KEY",
                      "GOOGLE_API_KEY", "ANTHROPIC_API_KEY")
@@ -56,3 +57,29 @@ def web() -> Iterator[WebFixture]:
     """The fixture web server (search and pages), shared by the session; tests use distinct URLs."""
     with run_web_fixture() as fixture:
         yield fixture
+
+
+@pytest.fixture
+def worker_env(web: WebFixture) -> dict[str, str]:
+    """What a worker needs to search and read pages on the stand-in web (which is on loopback)."""
+    return tools_env(web.url)
+
+
+@pytest.fixture
+def start_worker(worker_env: dict[str, str]) -> Iterator[Callable[..., Proc]]:
+    """`start(server, *flags, env=...)` runs `worker.py` until it is ready; all are stopped at teardown.
+
+    A test may SIGKILL or SIGTERM a worker itself; stopping one that already exited is a no-op.
+    """
+    started: list[Proc] = []
+
+    def start(server: NexumServer, *flags: str, env: dict[str, str] | None = None) -> Proc:
+        # Tracked before waiting for readiness, so a worker that never gets ready is still stopped.
+        proc = Proc([sys.executable, "worker.py", "--url", server.url, *flags], env={**worker_env, **(env or {})})
+        started.append(proc)
+        proc.match = proc.wait_for(WORKER_READY)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()

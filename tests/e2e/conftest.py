@@ -2,36 +2,19 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
 from nexum_server.client import NexumClient
-from tests.e2e.helpers import WebRequests, tool_env
+from tests.e2e.helpers import WebRequests
 from tests.fixtures.web import WebFixture
-from tests.procs import WORKER_READY, NexumServer, Proc
+from tests.procs import NexumServer, Proc
 
 
 @pytest.fixture
-def start_worker(server: NexumServer, web: WebFixture) -> Iterator[Callable[..., Proc]]:
-    """Start `worker.py` against `server`, with extra flags; every worker started is stopped."""
-    started: list[Proc] = []
-
-    def start(*flags: str, web_url: str | None = None) -> Proc:
-        proc = Proc([sys.executable, "worker.py", "--url", server.url, *flags],
-                    env=tool_env(web_url or web.url), ready=WORKER_READY)
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        proc.stop()
-
-
-@pytest.fixture
-def worker(start_worker: Callable[..., Proc]) -> Proc:
-    return start_worker()
+def worker(start_worker: Callable[..., Proc], server: NexumServer) -> Proc:
+    return start_worker(server)
 
 
 @pytest.fixture

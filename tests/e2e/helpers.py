@@ -30,11 +30,6 @@ CACHED = re.compile(r"^  (web_search|visit_webpage)\(.*\)  cached\b", re.MULTILI
 """The demo's line for one tool call; the marks after the words (✓, ⚡) are checked where they matter."""
 
 
-def tool_env(web_url: str) -> dict[str, str]:
-    """What the worker needs to search and read pages on the fixture web server."""
-    return {"SEARCH_BACKEND": "searxng", "SEARXNG_URL": web_url, "NEXUM_ALLOW_PRIVATE_URLS": "1"}
-
-
 @dataclass
 class WebRequests:
     """Counts requests in the fixture web server's log, from a mark on."""

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from nexum_server.client import NexumClient
 from nexum_server.models import Status
 from tests.e2e.helpers import CACHED, DEMO_TIMEOUT, EXECUTED, GatedWeb, WebRequests, closed_port, demo_env, run_demo
-from tests.fixtures.web import WebFixture, search_results
+from tests.fixtures.web import WebFixture, search_results, tools_env
 from tests.procs import NexumServer, Proc, running
 from workflow import VISIT_WEBPAGE, WEB_SEARCH
 
@@ -62,7 +62,7 @@ async def test_crash_after_two_calls_then_the_rerun_executes_only_the_unfinished
         server: NexumServer, start_worker: Callable[..., Proc], session_id: str) -> None:
     query = f"durable crash {session_id}"
     with GatedWeb(hold=2) as gated:
-        worker = start_worker("--grace-seconds", "0", web_url=gated.url)
+        worker = start_worker(server, "--grace-seconds", "0", env=tools_env(gated.url))
 
         crashed = run_demo(server.url, "--model", "offline", "--session", session_id, "--crash-after", "2", query)
         assert worker.stop() == 0, worker.output
@@ -85,7 +85,7 @@ async def test_crash_after_two_calls_then_the_rerun_executes_only_the_unfinished
             with running(Proc([sys.executable, "demo.py", "--model", "offline", "--session", session_id, query],
                               env=demo_env(server.url))) as rerun:
                 rerun.wait_for(re.compile(r"^  visit_webpage\(.*\)  cached\b"))
-                start_worker(web_url=gated.url)
+                start_worker(server, env=tools_env(gated.url))
                 assert rerun.popen.wait(DEMO_TIMEOUT) == 0, rerun.output
             resumed = await client.get(unfinished.id)
 
