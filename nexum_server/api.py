@@ -101,11 +101,15 @@ class Server:
         `lease_seconds` from now, so waking at least that often misses none.
         """
         while True:
-            expired, next_expiry = await self.store.run(self.store.expire_leases, time.time())
-            self.expired(expired)
             delay = self.settings.lease_seconds
-            if next_expiry is not None:
-                delay = min(delay, max(next_expiry - time.time(), 0.0) + 0.01)
+            try:
+                expired, next_expiry = await self.store.run(self.store.expire_leases, time.time())
+            except Exception:  # a busy or failing disk must not stop lease expiry for good
+                log.exception("expiring leases failed; trying again in %.1f s", delay)
+            else:
+                self.expired(expired)
+                if next_expiry is not None:
+                    delay = min(delay, max(next_expiry - time.time(), 0.0) + 0.01)
             await asyncio.sleep(delay)
 
     def report(self, execution: Execution) -> None:

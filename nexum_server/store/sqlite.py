@@ -10,173 +10,28 @@ from typing import Any
 from ..errors import InvalidValue, LeaseLost, NotFound, SchemaError, WorkflowNotFound
 from ..models import Execution, Status, Task, WorkflowRef
 from .base import SCHEMA_VERSION, ClaimOutcome, StartOutcome, Store
-
-LIVE = "('PENDING', 'RUNNING', 'COMPLETED')"
-
-SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS workflows (
-    workflow_id  TEXT NOT NULL,
-    version_hash TEXT NOT NULL,
-    ir           TEXT NOT NULL,
-    created_at   REAL NOT NULL,
-    PRIMARY KEY (workflow_id, version_hash)
-);
-CREATE TABLE IF NOT EXISTS executions (
-    seq              INTEGER PRIMARY KEY,
-    id               TEXT NOT NULL UNIQUE,
-    workflow_id      TEXT NOT NULL,
-    version_hash     TEXT NOT NULL,
-    node_id          TEXT NOT NULL,
-    session_id       TEXT NOT NULL,
-    key              TEXT NOT NULL,
-    input            TEXT NOT NULL,
-    status           TEXT NOT NULL,
-    attempts         INTEGER NOT NULL DEFAULT 0,
-    max_attempts     INTEGER NOT NULL,
-    result           TEXT,
-    error            TEXT,
-    worker_id        TEXT,
-    lease_token      TEXT,
-    lease_expires_at REAL,
-    scheduled_at     REAL NOT NULL,
-    created_at       REAL NOT NULL,
-    updated_at       REAL NOT NULL,
-    started_at       REAL,
-    completed_at     REAL,
-    FOREIGN KEY (workflow_id, version_hash) REFERENCES workflows (workflow_id, version_hash)
-);
--- At most one live execution per call: the idempotency guarantee lives here, not in code.
-CREATE UNIQUE INDEX IF NOT EXISTS executions_live_key ON executions (workflow_id, session_id, key)
-    WHERE status IN {LIVE};
-CREATE INDEX IF NOT EXISTS executions_pending ON executions (scheduled_at) WHERE status = 'PENDING';
-CREATE INDEX IF NOT EXISTS executions_leased ON executions (lease_expires_at) WHERE status = 'RUNNING';
-CREATE INDEX IF NOT EXISTS executions_session ON executions (session_id, seq);
-"""
-
-# One statement, so both are read from one snapshot while another server may be creating the schema.
-SCHEMA_STATE = ("SELECT (SELECT user_version FROM pragma_user_version), "
-                "(SELECT count(*) FROM sqlite_master WHERE type = 'table')")
-
-COLUMNS = (
-    "id, workflow_id, version_hash, node_id, session_id, key, input, status, attempts, max_attempts, result, "
-    "error, worker_id, lease_token, lease_expires_at, scheduled_at, created_at, updated_at, "
-    "started_at, completed_at"
+from .sqlite_sql import (
+    ANYTHING_TO_CLAIM,
+    CANCEL,
+    CLAIM,
+    COMPLETE,
+    COUNT_BY_STATUS,
+    EXPIRE_LEASES,
+    FAIL,
+    HEARTBEAT,
+    INSERT_EXECUTION,
+    INSERT_WORKFLOW,
+    LIST_EXECUTIONS,
+    NEXT_DUE,
+    NEXT_LEASE_EXPIRY,
+    RELEASE,
+    SCHEMA,
+    SCHEMA_STATE,
+    SELECT_EXECUTION,
+    SELECT_LIVE,
+    SELECT_WORKFLOW,
+    SELECT_WORKFLOW_ANY,
 )
-
-SELECT_WORKFLOW = "SELECT ir FROM workflows WHERE workflow_id = ? AND version_hash = ?"
-SELECT_WORKFLOW_ANY = "SELECT 1 FROM workflows WHERE workflow_id = ? LIMIT 1"
-INSERT_WORKFLOW = "INSERT INTO workflows (workflow_id, version_hash, ir, created_at) VALUES (?, ?, ?, ?)"
-
-# Selecting from `workflows` makes an unregistered version insert nothing, and names the node.
-INSERT_EXECUTION = f"""
-INSERT INTO executions (id, workflow_id, version_hash, node_id, session_id, key, input, status,
-                        max_attempts, scheduled_at, created_at, updated_at)
-SELECT :id, workflow_id, version_hash, json_extract(ir, '$.nodes[0].id'), :session_id, :key, :input,
-       'PENDING', :max_attempts, :now, :now, :now
-FROM workflows WHERE workflow_id = :workflow_id AND version_hash = :version_hash
-ON CONFLICT (workflow_id, session_id, key) WHERE status IN {LIVE} DO NOTHING
-RETURNING {COLUMNS}
-"""
-SELECT_LIVE = f"""
-SELECT {COLUMNS} FROM executions
-WHERE workflow_id = ? AND session_id = ? AND key = ? AND status IN {LIVE}
-"""
-SELECT_EXECUTION = f"SELECT {COLUMNS} FROM executions WHERE id = ?"
-LIST_EXECUTIONS = f"""
-SELECT {COLUMNS} FROM executions
-WHERE (:session_id IS NULL OR session_id = :session_id)
-  AND (:status IS NULL OR status = :status)
-  AND (:key IS NULL OR key = :key)
-ORDER BY seq DESC LIMIT :limit
-"""
-CANCEL = f"""
-UPDATE executions
-SET status = 'CANCELLED', lease_token = NULL, lease_expires_at = NULL, completed_at = :now, updated_at = :now
-WHERE id = :id AND status IN ('PENDING', 'RUNNING')
-RETURNING {COLUMNS}
-"""
-
-# Runs before every claim, in the same transaction: a task whose lease ran out goes back to the
-# queue, or is FAILED when that was its last attempt. Its worker may still be running the tool
-# (at-least-once); clearing the token makes that worker's late report a 409.
-EXPIRE_LEASES = f"""
-UPDATE executions
-SET status = CASE WHEN attempts >= max_attempts THEN 'FAILED' ELSE 'PENDING' END,
-    completed_at = CASE WHEN attempts >= max_attempts THEN :now END,
-    error = 'lease expired on attempt ' || attempts || ' of ' || max_attempts || ' (worker '
-            || COALESCE(worker_id, '?') || ' stopped or hung without reporting)',
-    scheduled_at = :now, lease_token = NULL, lease_expires_at = NULL, updated_at = :now
-WHERE status = 'RUNNING' AND lease_expires_at <= :now
-RETURNING {COLUMNS}
-"""
-# One statement claims: two workers can never hold the same task. Every claimed row gets its own
-# new random lease token.
-CLAIM = f"""
-UPDATE executions
-SET status = 'RUNNING',
-    attempts = attempts + 1,
-    lease_token = lower(hex(randomblob(16))),
-    lease_expires_at = :now + :lease_seconds,
-    worker_id = :worker_id,
-    started_at = COALESCE(started_at, :now),
-    updated_at = :now
-WHERE id IN (
-    SELECT id FROM executions
-    WHERE status = 'PENDING' AND scheduled_at <= :now
-      AND (workflow_id, version_hash) IN (
-          SELECT json_extract(value, '$.workflow_id'), json_extract(value, '$.version_hash')
-          FROM json_each(:workflows))
-    ORDER BY scheduled_at, seq
-    LIMIT :limit)
-RETURNING {COLUMNS}
-"""
-# Most polls find nothing (a worker re-polls as soon as it has taken work): a read answers them
-# without taking the write lock.
-ANYTHING_TO_CLAIM = """
-SELECT EXISTS (
-           SELECT 1 FROM executions
-           WHERE status = 'PENDING' AND scheduled_at <= :now
-             AND (workflow_id, version_hash) IN (
-                 SELECT json_extract(value, '$.workflow_id'), json_extract(value, '$.version_hash')
-                 FROM json_each(:workflows)))
-    OR EXISTS (SELECT 1 FROM executions WHERE status = 'RUNNING' AND lease_expires_at <= :now)
-"""
-NEXT_LEASE_EXPIRY = "SELECT min(lease_expires_at) FROM executions WHERE status = 'RUNNING'"
-NEXT_DUE = """
-SELECT min(t) FROM (
-    SELECT min(scheduled_at) AS t FROM executions WHERE status = 'PENDING' AND scheduled_at > :now
-    UNION ALL
-    SELECT min(lease_expires_at) FROM executions WHERE status = 'RUNNING')
-"""
-HEARTBEAT = """
-UPDATE executions SET lease_expires_at = :now + :lease_seconds, updated_at = :now
-WHERE id = :id AND status = 'RUNNING' AND lease_token = :token
-RETURNING lease_expires_at
-"""
-COMPLETE = f"""
-UPDATE executions
-SET status = 'COMPLETED', result = :output, error = NULL, lease_token = NULL, lease_expires_at = NULL,
-    completed_at = :now, updated_at = :now
-WHERE id = :id AND status = 'RUNNING' AND lease_token = :token
-RETURNING {COLUMNS}
-"""
-FAIL = f"""
-UPDATE executions
-SET status = CASE WHEN :retryable AND attempts < max_attempts THEN 'PENDING' ELSE 'FAILED' END,
-    scheduled_at = :now + min(:backoff * (1 << (attempts - 1)), :backoff_max),
-    completed_at = CASE WHEN :retryable AND attempts < max_attempts THEN NULL ELSE :now END,
-    error = :error, lease_token = NULL, lease_expires_at = NULL, updated_at = :now
-WHERE id = :id AND status = 'RUNNING' AND lease_token = :token
-RETURNING {COLUMNS}
-"""
-RELEASE = f"""
-UPDATE executions
-SET status = 'PENDING', attempts = attempts - 1, scheduled_at = :now, worker_id = NULL,
-    lease_token = NULL, lease_expires_at = NULL, updated_at = :now
-WHERE id = :id AND status = 'RUNNING' AND lease_token = :token
-RETURNING {COLUMNS}
-"""
-COUNT_BY_STATUS = "SELECT status, count(*) FROM executions GROUP BY status"
 
 
 class SQLiteStore(Store):
