@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import __version__
 from .cache import CompletedCache
 from .config import Settings
-from .errors import InvalidValue, LeaseLost, NexumError, NotFound
+from .errors import InvalidValue, LeaseLost, NexumError, NotFound, StoreUnavailable
 from .guard import Guard
 from .jsonbody import StrictJSONRoute
 from .metrics import Metrics
@@ -48,13 +48,15 @@ from .store import SCHEMA_VERSION, Store, open_store
 
 log = logging.getLogger("nexum.api")
 
-ERROR_STATUS: dict[type[NexumError], int] = {NotFound: 404, LeaseLost: 409, InvalidValue: 422}
+ERROR_STATUS: dict[type[NexumError], int] = {NotFound: 404, LeaseLost: 409, InvalidValue: 422,
+                                              StoreUnavailable: 503}
 ERRORS = {
     400: {"model": ErrorBody, "description": "Body that cannot be decoded as JSON text at all"},
     401: {"model": ErrorBody, "description": "Missing or wrong bearer token"},
     404: {"model": ErrorBody, "description": "Unknown execution, task or workflow"},
     409: {"model": ErrorBody, "description": "Stale lease token, or the execution is already over"},
     413: {"model": ErrorBody, "description": "Body larger than the server accepts"},
+    503: {"model": ErrorBody, "description": "The database is busy or failing; try again"},
 }
 
 

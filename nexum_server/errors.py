@@ -7,6 +7,7 @@
     │   └── WorkflowNotFound   start names a workflow version never registered
     ├── InvalidValue           an input or output JSON cannot be stored   -> 422
     ├── LeaseLost              the lease token is stale or the task ended -> 409
+    ├── StoreUnavailable       the database is busy or failing            -> 503
     └── ClientError            raised by the HTTP client only
         ├── ServerUnavailable  the server cannot be reached
         ├── RequestRejected    the server answered 4xx/5xx (keeps status and body)
@@ -44,6 +45,12 @@ class InvalidValue(NexumError, ValueError):
     """A JSON value the store cannot keep faithfully (NaN or Infinity)."""
 
     code = "invalid_value"
+
+
+class StoreUnavailable(NexumError):
+    """The database is busy or failing; the same request may succeed later."""
+
+    code = "store_unavailable"
 
 
 class LeaseLost(NexumError):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 from ..config import Settings
+from ..errors import StoreUnavailable
 from ..models import Execution, Status, Task, WorkflowRef
 
 P = ParamSpec("P")
@@ -48,6 +49,8 @@ class Store(ABC):
 
     threads = 1
     """Worker threads of the store's executor; SQLite serialises writers anyway."""
+    unavailable_errors: tuple[type[Exception], ...] = ()
+    """The driver's errors that mean "busy or unreachable, try later", answered as 503."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -56,7 +59,10 @@ class Store(ABC):
     async def run(self, method: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a store method in the store's executor, off the event loop."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(method, *args, **kwargs))
+        try:
+            return await loop.run_in_executor(self._executor, functools.partial(method, *args, **kwargs))
+        except self.unavailable_errors as e:
+            raise StoreUnavailable(f"the database cannot be used right now ({e}); try again") from e
 
     def start(self) -> None:
         """Open the store on its own executor thread."""

@@ -37,6 +37,9 @@ from .sqlite_sql import (
 class SQLiteStore(Store):
     """The store on one SQLite file. All calls arrive on the one executor thread."""
 
+    # "database is locked" (another process holds the file), "disk I/O error", a full disk.
+    unavailable_errors = (sqlite3.OperationalError,)
+
     def __init__(self, settings: Any) -> None:
         super().__init__(settings)
         self._db: sqlite3.Connection | None = None

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from nexum_server.config import Settings
-from nexum_server.errors import LeaseLost, NotFound, SchemaError, WorkflowNotFound
+from nexum_server.errors import LeaseLost, NotFound, SchemaError, StoreUnavailable, WorkflowNotFound
 from nexum_server.models import Execution, Status, WorkflowRef
 from nexum_server.store import SCHEMA_VERSION, SQLiteStore, Store
 
@@ -441,3 +441,19 @@ def test_a_file_that_is_not_sqlite_is_refused_with_a_schema_error(tmp_path: Path
     store.shutdown()
     assert str(path) in str(refused.value)
     assert path.read_text().startswith("these are my notes")
+
+
+async def test_a_busy_database_is_store_unavailable_not_a_crash(make_store: StoreFactory, tmp_path: Path) -> None:
+    store = make_store(max_attempts=3, retry_backoff_seconds=1.0, retry_backoff_max_seconds=60.0)
+    store.register_workflow(REF, IR, T0)
+    # Another process holding the write lock past the busy timeout is what "database is locked" means.
+    other = sqlite3.connect(tmp_path / "nexum.db", isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    store.db.execute("PRAGMA busy_timeout = 50")
+    try:
+        with pytest.raises(StoreUnavailable, match="try again"):
+            await store.run(store.start_execution, REF, "s", "k", {}, T0)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert (await store.run(store.start_execution, REF, "s", "k", {}, T0)).created
