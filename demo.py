@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -27,6 +28,7 @@ from dotenv import load_dotenv
 from pydantic_ai import Agent, ModelRetry
 from pydantic_ai.models import Model
 from rich.console import Console
+from rich.logging import RichHandler
 from rich.markdown import Markdown
 
 from nexum_server.client import NexumClient
@@ -142,7 +144,8 @@ async def run(query: str, session_id: str, model_name: str | None, crash_after: 
         progress = Progress(crash_after)
         agent = build_agent(model, session_id, client=client, on_call=progress)
         try:
-            result = await agent.run(query)
+            with console.status("agent working; its tool calls run in the worker", spinner="dots"):
+                result = await agent.run(query)
         except ServerUnavailable as e:
             console.print(f"[red]error:[/] {e}")
             return 2
@@ -164,11 +167,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--crash-after", type=int, metavar="N", help="kill this process after N tool calls")
     args = parser.parse_args(argv)
     session_id = args.session or f"session-{uuid.uuid4().hex[:8]}"
+    logging.basicConfig(level=logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=console, show_time=False, show_path=False)])
     try:
         sys.exit(asyncio.run(run(args.query, session_id, args.model, args.crash_after)))
     except NexumError as e:
         console.print(f"[red]error:[/] {e}")
         sys.exit(1)
+    except KeyboardInterrupt:
+        console.print(f"\n[yellow]interrupted[/]: completed tool calls are stored; resume with "
+                      f"SESSION_ID={session_id}", highlight=False)
+        sys.exit(130)
 
 
 if __name__ == "__main__":
