@@ -225,7 +225,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    # Libraries log every request (httpx2) and every engine tried (ddgs); the task line says enough.
+    for noisy in ("httpx2", "ddgs"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         # A misconfigured tool would fail every call for good: refuse to start instead.
         ToolSettings.from_env()
