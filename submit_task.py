@@ -15,13 +15,14 @@ import argparse
 import asyncio
 import json
 import logging
+import sys
 import time
 import weakref
 from dataclasses import dataclass
 from typing import Any
 
 from nexum_server.client import NexumClient, reconnecting
-from nexum_server.errors import NexumError, RequestRejected, WaitTimeout
+from nexum_server.errors import NexumError, RequestRejected, ServerUnavailable, WaitTimeout
 from nexum_server.models import Execution, Status
 from workflow import IR, VERSION_HASH, WORKFLOW_ID, ToolCallInput, ToolCallOutput, tool_call_key
 
@@ -141,8 +142,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"tool_args is not valid JSON ({e}); pass an object like '{{\"query\": \"...\"}}'")
     if not isinstance(tool_args, dict):
         parser.error("tool_args must be a JSON object, like '{\"query\": \"...\"}'")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    print(submit_tool_call(args.tool_name, tool_args, args.session, args.timeout))
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        print(submit_tool_call(args.tool_name, tool_args, args.session, args.timeout))
+    except NexumError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2 if isinstance(e, ServerUnavailable) else 1)
 
 
 if __name__ == "__main__":

@@ -19,8 +19,9 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from dotenv import load_dotenv
+from rich import box
 from rich.console import Console
-from rich.table import Column, Table
+from rich.table import Table
 
 from .config import Settings
 from .errors import NexumError, RequestRejected, SchemaError, ServerUnavailable
@@ -158,13 +159,18 @@ async def inspect(args: argparse.Namespace) -> None:
 
 
 def show_table(executions: list[Execution]) -> None:
-    # The id and status never wrap or shrink: `nexum show ID` needs the whole id, even at 80 columns.
-    table = Table(Column("id", no_wrap=True), "session", "tool / input", Column("status", no_wrap=True),
-                  "attempts", "created", "took")
+    # One execution, one line: the id is never cut (`nexum show ID` needs all of it); session and
+    # input give way with an ellipsis when the terminal is narrow.
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("id", no_wrap=True, min_width=32)
+    table.add_column("status", no_wrap=True, min_width=9)
+    table.add_column("tries", no_wrap=True, justify="right", min_width=5)
+    table.add_column("took", no_wrap=True, justify="right", min_width=6)
+    table.add_column("session", no_wrap=True, overflow="ellipsis", max_width=16)
+    table.add_column("tool / input", no_wrap=True, overflow="ellipsis")
     for e in executions:
         took = f"{e.completed_at - (e.started_at or e.created_at):.2f}s" if e.completed_at else ""
-        table.add_row(e.id, e.session_id, _short_input(e.input), _status(e.status), str(e.attempts),
-                      _time(e.created_at), took)
+        table.add_row(e.id, _status(e.status), str(e.attempts), took, e.session_id, _short_input(e.input))
     console.print(table if executions else "[dim]no executions[/]")
 
 
