@@ -26,6 +26,7 @@ from typing import Any
 
 from dotenv import load_dotenv
 from pydantic_ai import Agent, ModelRetry
+from pydantic_ai.exceptions import AgentRunError, UserError
 from pydantic_ai.models import Model
 from rich.console import Console
 from rich.logging import RichHandler
@@ -171,8 +172,10 @@ def main(argv: list[str] | None = None) -> None:
                         handlers=[RichHandler(console=console, show_time=False, show_path=False)])
     try:
         sys.exit(asyncio.run(run(args.query, session_id, args.model, args.crash_after)))
-    except NexumError as e:
-        console.print(f"[red]error:[/] {e}")
+    except (NexumError, AgentRunError, UserError) as e:
+        # The model failed (bad key, unknown model, out of retries): what ran so far is stored.
+        console.print(f"[red]error:[/] {type(e).__name__}: {e}\nCompleted tool calls are stored; resume "
+                      f"with SESSION_ID={session_id}", highlight=False)
         sys.exit(1)
     except KeyboardInterrupt:
         console.print(f"\n[yellow]interrupted[/]: completed tool calls are stored; resume with "
