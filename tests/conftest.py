@@ -12,7 +12,7 @@ import pydantic_ai.models
 import pytest
 
 from tests.fixtures.web import WebFixture, run_web_fixture, tools_env
-from tests.procs import WORKER_READY, NexumServer, Proc, server_env
+from tests.procs import DOTENV_KEYS, WORKER_READY, NexumServer, Proc, server_env
 
 PROJECT_VARIABLES = ("NEXUM_", "SEARCH_BACKEND", "SEARXNG_URL", "SESSION_ID", "OPENAI_API_KEY", "GEMINI_API_KEY",
                      "GOOGLE_API_KEY", "ANTHROPIC_API_KEY")
@@ -24,6 +24,11 @@ def _no_model_requests_and_clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(PROJECT_VARIABLES):
             monkeypatch.delenv(name)
+    # Blank rather than unset: the processes a test starts call load_dotenv(), which never
+    # overrides a variable that exists, so a developer's own .env cannot leak a token, a model key
+    # or another port into them. The project reads an empty value as unset.
+    for name in DOTENV_KEYS:
+        monkeypatch.setenv(name, "")
 
 
 @pytest.fixture

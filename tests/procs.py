@@ -20,6 +20,9 @@ from pathlib import Path
 import httpx2
 
 ROOT = Path(__file__).resolve().parent.parent
+DOTENV_KEYS = tuple(line.split("=", 1)[0] for line in (ROOT / ".env.example").read_text().splitlines()
+                    if line and not line.startswith("#") and "=" in line)
+"""Every variable the project reads (`.env.example` lists them all)."""
 READY_TIMEOUT = 30.0
 SERVER_READY = re.compile(r"listening on (http://\S+)")
 WORKER_READY = re.compile(r"worker \S+ ready")
@@ -30,7 +33,10 @@ class Proc:
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None, ready: re.Pattern[str] | None = None,
                  cwd: Path = ROOT) -> None:
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        # Variables the test did not set are blank, not absent: the child's load_dotenv() never
+        # overrides one that exists, so a developer's .env cannot reach a test's processes.
+        blank = dict.fromkeys(DOTENV_KEYS, "")
+        full_env = {**blank, **os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.args = args
         self.popen = subprocess.Popen(args, cwd=cwd, env=full_env, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True, errors="replace")

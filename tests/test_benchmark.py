@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.procs import DOTENV_KEYS, ROOT
+
 TOOL_CALLS = 4
 RUN_TIMEOUT_SECONDS = 90
 PROJECT_VARIABLES = ("NEXUM_", "SEARCH_BACKEND", "SEARXNG_URL", "SESSION_ID")
@@ -42,7 +43,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]
     # A module fixture runs before the per-test environment scrub, so it scrubs for itself. Wide
     # enough that no table cell is wrapped or cut, so rows can be found as text.
     env = {k: v for k, v in os.environ.items() if not k.startswith(PROJECT_VARIABLES) and not k.endswith("_API_KEY")}
-    env["COLUMNS"] = "200"
+    env.update(dict.fromkeys(DOTENV_KEYS, ""), COLUMNS="200")  # blank: a developer's .env stays out
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_SECONDS)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout, json.loads(figures.read_text())
