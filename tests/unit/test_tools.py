@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -473,3 +474,21 @@ def test_fixture_stops_cleanly_on_sigterm() -> None:
     with run_web_fixture() as fixture:
         assert httpx2.get(f"{fixture.url}/instant").status_code == 200
     assert fixture.process.returncode == 0
+
+
+async def test_page_fetch_runs_off_the_callers_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Upstream builds a TLS context per fetch (~30 ms of CPU): it must not hold the worker's loop."""
+    seen: list[int] = []
+
+    class RecordingFetch:
+        def __init__(self, **settings: Any) -> None:
+            pass
+
+        async def __call__(self, url: str) -> dict[str, str]:
+            seen.append(threading.get_ident())
+            return {"url": url, "title": "Recorded", "content": "body"}
+
+    monkeypatch.setattr(tools, "WebFetchLocalTool", RecordingFetch)
+    text = await visit_webpage("http://example.invalid/page")
+    assert text.startswith("# Recorded") and "body" in text
+    assert seen and seen[0] != threading.get_ident()
