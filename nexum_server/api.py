@@ -118,7 +118,7 @@ class Server:
         """Count and announce the outcome of a worker's report."""
         if execution.status is Status.COMPLETED:
             self.metrics.completed.inc()
-            self.completed.put(execution, _size(execution.result))
+            self.completed.put(execution)
         elif execution.status is Status.FAILED:
             self.metrics.failed.inc()
         elif execution.status is Status.PENDING:
@@ -126,15 +126,6 @@ class Server:
             self.notifier.tasks_ready()
         if execution.status.terminal:
             self.notifier.terminal(execution)
-
-
-def _size(value: object) -> int:
-    """Rough size of a result: its text, or the text of its top-level values."""
-    if isinstance(value, str):
-        return len(value)
-    if isinstance(value, dict):
-        return sum(len(v) if isinstance(v, str) else 64 for v in value.values())
-    return 64
 
 
 def _json(model: BaseModel, status: int = 200) -> Response:
@@ -212,7 +203,7 @@ def create_app(settings: Settings, store: Store | None = None,
             server.notifier.tasks_ready()
         elif execution.status is Status.COMPLETED:
             server.metrics.cache_hits.inc()
-            server.completed.put(execution, _size(execution.result))
+            server.completed.put(execution)
             execution = execution.model_copy(update={"cached": True})
         execution = await server.await_terminal(execution, body.wait)
         return _json(execution, 201 if outcome.created else 200)

@@ -30,11 +30,21 @@ class CompletedCache:
             self._items.move_to_end((workflow_id, session_id, key))
         return found
 
-    def put(self, execution: Execution, size_hint: int = 0) -> None:
-        if execution.status is not Status.COMPLETED or size_hint > CACHE_MAX_RESULT_BYTES or self.entries <= 0:
+    def put(self, execution: Execution) -> None:
+        if (execution.status is not Status.COMPLETED or self.entries <= 0
+                or _size(execution.result) > CACHE_MAX_RESULT_BYTES):
             return
         k = (execution.workflow_id, execution.session_id, execution.key)
         self._items[k] = execution
         self._items.move_to_end(k)
         while len(self._items) > self.entries:
             self._items.popitem(last=False)
+
+
+def _size(value: object) -> int:
+    """Rough size of a result: its text, or the text of its top-level values."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(len(v) if isinstance(v, str) else 64 for v in value.values())
+    return 64
