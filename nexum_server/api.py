@@ -93,8 +93,8 @@ class Server:
             if execution.status.terminal:
                 self.metrics.failed.inc()
                 self.notifier.terminal(execution)
-            else:
-                self.notifier.tasks_ready()
+        if any(not execution.status.terminal for execution in executions):
+            self.notifier.tasks_ready()
 
     async def reap_leases(self) -> None:
         """Expire leases on time even when no worker polls, so an abandoned call ends FAILED.
@@ -199,7 +199,6 @@ def create_app(settings: Settings, store: Store | None = None,
         execution = outcome.execution
         if outcome.created:
             server.metrics.started.inc()
-            server.notifier.forget(execution.id)
             server.notifier.tasks_ready()
         elif execution.status is Status.COMPLETED:
             server.metrics.cache_hits.inc()

@@ -72,10 +72,6 @@ class Notifier:
             if not future.done():
                 future.set_result(execution)
 
-    def forget(self, execution_id: str) -> None:
-        """The execution is live again (a new attempt after FAILED): drop the stale terminal copy."""
-        self._recent.pop(execution_id, None)
-
     def waiter(self, execution_id: str) -> asyncio.Future[Execution]:
         """A future resolved with the execution once it is terminal (at once if it just was)."""
         future: asyncio.Future[Execution] = asyncio.get_running_loop().create_future()

@@ -106,14 +106,14 @@ class SQLiteStore(Store):
             return "CHANGED" if known else "NEW"
 
     def start_execution(self, ref: WorkflowRef, session_id: str, key: str, input: Any, now: float) -> StartOutcome:
-        params = {"id": uuid.uuid4().hex, "workflow_id": ref.workflow_id, "version_hash": ref.version_hash,
-                  "session_id": session_id, "key": key, "input": _dump(input),
-                  "max_attempts": self.settings.max_attempts, "now": now}
         # The common case on a re-run is a hit: answer it with a read, without taking the write lock.
         # The UNIQUE index, not this read, is what keeps a call to one live execution.
         row = self.db.execute(SELECT_LIVE, (ref.workflow_id, session_id, key)).fetchone()
         if row is not None:
             return StartOutcome(_execution(row), created=False)
+        params = {"id": uuid.uuid4().hex, "workflow_id": ref.workflow_id, "version_hash": ref.version_hash,
+                  "session_id": session_id, "key": key, "input": _dump(input),
+                  "max_attempts": self.settings.max_attempts, "now": now}
         with self._tx():
             row = self.db.execute(INSERT_EXECUTION, params).fetchone()
             if row is not None:
