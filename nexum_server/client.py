@@ -79,15 +79,18 @@ class NexumClient:
             raise ServerUnavailable(
                 f"cannot reach the Nexum server at {self.url} ({type(e).__name__}: {e or 'no answer'}); "
                 "start it with `nexum dev`, or set NEXUM_URL") from e
-        if response.status_code in GATEWAY_ERRORS:
-            # Not the server's own answer (it never sends these): a proxy in front of it cannot reach it.
-            raise ServerUnavailable(f"the Nexum server behind {self.url} is unavailable (HTTP "
-                                    f"{response.status_code} from a proxy); is `nexum dev` running?")
         if response.status_code >= 400:
             try:
                 body: Any = response.json()
             except ValueError:
                 body = response.text
+            if response.status_code in GATEWAY_ERRORS:
+                # The server's own 503 (a busy database) says so; otherwise a proxy in front of it
+                # cannot reach it. Either way the same request may succeed a little later.
+                reason = (body["error"]["message"] if _has_error(body)
+                          else "from a proxy; is `nexum dev` running?")
+                raise ServerUnavailable(f"the Nexum server at {self.url} is unavailable "
+                                        f"(HTTP {response.status_code}: {reason})")
             message = body["error"]["message"] if _has_error(body) else str(body)
             raise RequestRejected(response.status_code, body,
                                   f"{method} {path} answered {response.status_code}: {message}")
