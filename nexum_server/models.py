@@ -107,6 +107,11 @@ class SessionRunInfo(BaseModel):
     """The live run this one took the session from, if any."""
 
 
+class SessionLease(BaseModel):
+    session_id: str
+    lease_expires_at: float
+
+
 class Execution(BaseModel):
     """One execution and its current state."""
 
