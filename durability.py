@@ -98,6 +98,8 @@ class UnitEvent:
     """For a model request: the tokens of its response's usage (replayed ones were not spent again)."""
     error: str | None = None
     """Why the unit failed (a tool call that used up its attempts), else None."""
+    execution: Execution | None = None
+    """The unit's stored execution (its id, attempts, timings and result)."""
 
 
 @dataclass
@@ -288,7 +290,8 @@ class NexumBackend(CallableOperationBackend[dict[str, Any]]):
             usage = payload.get("usage", {}) if isinstance(payload, dict) else {}
             run.report(UnitEvent("model", label, None, cached, time.perf_counter() - started,
                                  _took(execution) if cached else 0.0,
-                                 tokens=usage.get("input_tokens", 0) + usage.get("output_tokens", 0)))
+                                 tokens=usage.get("input_tokens", 0) + usage.get("output_tokens", 0),
+                                 execution=execution))
             return payload
         tool_name, tool_args = str(cache_key[0]), dict(cache_key[1])  # type: ignore[call-overload]
         occurrence = run.occurrence(tool_name, tool_args)
@@ -296,7 +299,7 @@ class NexumBackend(CallableOperationBackend[dict[str, Any]]):
         input = {"unit": "tool_call", "tool_name": tool_name, "tool_args": tool_args, "occurrence": occurrence}
         payload, execution, cached = await run_unit(run, key, input, body)
         run.report(UnitEvent("tool", tool_name, tool_args, cached, time.perf_counter() - started,
-                             _took(execution) if cached else 0.0))
+                             _took(execution) if cached else 0.0, execution=execution))
         return payload
 
 
@@ -453,10 +456,10 @@ class WorkerToolset(WrapperToolset[AgentDepsT]):
                                       occurrence=occurrence)
         except ToolCallFailed as e:
             report(UnitEvent("tool", name, tool_args, False, time.perf_counter() - started,
-                             error=str(e.execution.error or e)))
+                             error=str(e.execution.error or e), execution=e.execution))
             raise ModelRetry(str(e)) from e
         report(UnitEvent("tool", name, tool_args, outcome.cached, outcome.seconds,
-                         outcome.tool_seconds if outcome.cached else 0.0))
+                         outcome.tool_seconds if outcome.cached else 0.0, execution=outcome.execution))
         return outcome.result
 
     def _occurrence(self, ctx: RunContext[Any], name: str, tool_args: dict[str, Any]) -> int:
