@@ -35,8 +35,11 @@ from .models import (
     PollTasks,
     RegisterResult,
     RegisterWorkflow,
+    SessionLease,
+    SessionRunInfo,
     StartExecution,
     Status,
+    TakeSession,
     TaskBatch,
 )
 from .service import QueueService
@@ -48,7 +51,8 @@ ERRORS = {
     400: {"model": ErrorBody, "description": "Body that cannot be decoded as JSON text at all"},
     401: {"model": ErrorBody, "description": "Missing or wrong bearer token"},
     404: {"model": ErrorBody, "description": "Unknown execution, task or workflow"},
-    409: {"model": ErrorBody, "description": "Stale lease token, or the execution is already over"},
+    409: {"model": ErrorBody, "description": "Stale lease token, the execution is already over, or (code "
+                                             "`session_taken_over`) a newer run took the session"},
     413: {"model": ErrorBody, "description": "Body larger than the server accepts"},
     503: {"model": ErrorBody, "description": "The database is busy or failing; try again"},
 }
@@ -177,3 +181,23 @@ async def fail_task(task_id: str, body: FailTask, service: Service) -> Execution
 @router.post("/v1/tasks/{task_id}/release", response_model=Execution, tags=["tasks"], responses=ERRORS)
 async def release_task(task_id: str, body: LeaseBody, service: Service) -> Execution:
     return await service.release(task_id, body.lease_token)
+
+
+@router.post("/v1/sessions/{session_id}/runs", response_model=SessionRunInfo, tags=["sessions"], responses=ERRORS)
+async def take_session(session_id: str, body: TakeSession, service: Service) -> SessionRunInfo:
+    """Become the session's one live run, at once: a previous run is fenced (its in-process executions
+    are re-claimed by this run, its reports refused) whether it is alive or not."""
+    return await service.take_session(session_id, body.holder)
+
+
+@router.post("/v1/sessions/{session_id}/runs/{run_token}/heartbeat", response_model=SessionLease,
+             tags=["sessions"], responses=ERRORS)
+async def renew_session(session_id: str, run_token: str, service: Service) -> SessionLease:
+    return SessionLease(session_id=session_id, lease_expires_at=await service.renew_session(session_id, run_token))
+
+
+@router.delete("/v1/sessions/{session_id}/runs/{run_token}", status_code=204, tags=["sessions"],
+               responses=ERRORS)
+async def end_session_run(session_id: str, run_token: str, service: Service) -> Response:
+    await service.end_session_run(session_id, run_token)
+    return Response(status_code=204)

@@ -17,7 +17,7 @@ from .cache import CompletedCache
 from .config import Settings
 from .errors import LeaseLost
 from .metrics import Metrics
-from .models import Execution, PollTasks, RegisterWorkflow, StartExecution, Status, Task
+from .models import Execution, PollTasks, RegisterWorkflow, SessionRunInfo, StartExecution, Status, Task
 from .notifier import Notifier
 from .store import Store, StartOutcome
 
@@ -79,11 +79,21 @@ class QueueService:
         execution = outcome.execution
         if outcome.created:
             self.metrics.started.inc()
-            self.notifier.tasks_ready()
+            if body.run_token is None:
+                self.notifier.tasks_ready()
         elif execution.status is Status.COMPLETED:
             self.metrics.cache_hits.inc()
             self.completed.put(execution)
             execution = execution.model_copy(update={"cached": True})
+        if body.run_token is not None and not execution.status.terminal:
+            task = await self.store.run(self.store.claim_for_run, execution.id, body.session_id, body.run_token,
+                                        self.settings.lease_seconds, time.time())
+            if task is not None:
+                self.metrics.claims.inc()
+                claimed = execution.model_copy(update={
+                    "status": Status.RUNNING, "attempts": task.attempt, "lease_expires_at": task.lease_expires_at,
+                    "worker_id": f"run:{body.run_token}", "claimed": task})
+                return claimed, outcome.created
         return await self.await_terminal(execution, body.wait), outcome.created
 
     async def get_execution(self, execution_id: str, wait: float = 0.0) -> Execution:
@@ -184,6 +194,21 @@ class QueueService:
         if execution.status.terminal:
             self.notifier.terminal(execution)
         return execution
+
+    # Session runs
+
+    async def take_session(self, session_id: str, holder: str) -> SessionRunInfo:
+        run = await self.store.run(self.store.take_session, session_id, holder, self.settings.lease_seconds,
+                                   time.time())
+        return SessionRunInfo(session_id=session_id, run_token=run.token, lease_seconds=self.settings.lease_seconds,
+                              lease_expires_at=run.lease_expires_at, previous_holder=run.previous_holder)
+
+    async def renew_session(self, session_id: str, run_token: str) -> float:
+        return await self.store.run(self.store.renew_session, session_id, run_token, self.settings.lease_seconds,
+                                    time.time())
+
+    async def end_session_run(self, session_id: str, run_token: str) -> None:
+        await self.store.run(self.store.end_session_run, session_id, run_token)
 
     # Leases
 
