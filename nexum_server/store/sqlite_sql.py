@@ -88,6 +88,10 @@ WHERE (:session_id IS NULL OR session_id = :session_id)
   AND (:key IS NULL OR key = :key)
 ORDER BY seq DESC LIMIT :limit
 """
+TERMINAL_AMONG = """
+SELECT id FROM executions
+WHERE id IN (SELECT value FROM json_each(?)) AND status IN ('COMPLETED', 'FAILED', 'CANCELLED')
+"""
 CANCEL = f"""
 UPDATE executions
 SET status = 'CANCELLED', lease_token = NULL, lease_expires_at = NULL, completed_at = :now, updated_at = :now
