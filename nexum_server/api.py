@@ -143,6 +143,9 @@ def create_app(settings: Settings, store: Store | None = None,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         server.store = store or await asyncio.to_thread(open_store, settings)
         server.loop = asyncio.get_running_loop()
+        renewed = await server.store.run(server.store.on_server_start, time.time())
+        if renewed:
+            log.info("renewed the leases of %d running task(s): their workers can still report", renewed)
         reaper = asyncio.create_task(server.reap_leases())
         if on_ready is not None:
             on_ready()

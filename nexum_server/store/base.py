@@ -114,6 +114,15 @@ class Store(ABC):
         """Requeue (or fail) tasks whose lease ran out, then lease up to `limit` claimable tasks."""
 
     @abstractmethod
+    def on_server_start(self, now: float) -> int:
+        """A server starts on this store: give RUNNING tasks a fresh lease if no other server kept the clock.
+
+        No worker can heartbeat while no server is up, so leases must not run out for that time:
+        their workers may still be running or reporting. Returns how many leases were renewed.
+        A store shared by several live servers renews nothing when another one is alive.
+        """
+
+    @abstractmethod
     def expire_leases(self, now: float) -> tuple[list[Execution], float | None]:
         """Requeue (or fail) tasks whose lease ran out; also return the next lease expiry, if any."""
 

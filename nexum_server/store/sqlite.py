@@ -25,6 +25,7 @@ from .sqlite_sql import (
     NEXT_DUE,
     NEXT_LEASE_EXPIRY,
     RELEASE,
+    RENEW_RUNNING_LEASES,
     SCHEMA,
     SCHEMA_STATE,
     SELECT_EXECUTION,
@@ -156,7 +157,14 @@ class SQLiteStore(Store):
             rows = self.db.execute(CLAIM, {"now": now, "lease_seconds": lease_seconds, "worker_id": worker_id,
                                            "workflows": refs, "limit": limit}).fetchall()
             next_due = self.db.execute(NEXT_DUE, {"now": now}).fetchone()[0]
-        return ClaimOutcome(tasks=[_task(row) for row in rows], expired=expired, next_due_at=next_due)
+        return ClaimOutcome(tasks=[_task(row, lease_seconds) for row in rows], expired=expired,
+                            next_due_at=next_due)
+
+    def on_server_start(self, now: float) -> int:
+        # One server per SQLite file, so a starting server is the only one: nobody kept the clock.
+        with self._tx():
+            cursor = self.db.execute(RENEW_RUNNING_LEASES, {"now": now, "lease_seconds": self.settings.lease_seconds})
+        return cursor.rowcount
 
     def expire_leases(self, now: float) -> tuple[list[Execution], float | None]:
         with self._tx():
@@ -245,9 +253,10 @@ def _execution(row: sqlite3.Row) -> Execution:
     )
 
 
-def _task(row: sqlite3.Row) -> Task:
+def _task(row: sqlite3.Row, lease_seconds: float) -> Task:
     return Task.model_construct(
         task_id=row["id"], execution_id=row["id"], workflow_id=row["workflow_id"],
         version_hash=row["version_hash"], node_id=row["node_id"], input=json.loads(row["input"]),
         attempt=row["attempts"], lease_token=row["lease_token"], lease_expires_at=row["lease_expires_at"],
+        lease_seconds=lease_seconds,
     )

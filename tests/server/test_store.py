@@ -240,6 +240,29 @@ def test_heartbeat_extends_the_lease(store: Store) -> None:
     assert store.get_execution(task.task_id).lease_expires_at == T0 + 8 + LEASE
 
 
+def test_a_server_start_gives_running_tasks_a_fresh_lease_and_leaves_the_rest(make_store: StoreFactory) -> None:
+    store = make_store(lease_seconds=LEASE)
+    store.register_workflow(REF, IR, T0)
+    running = start(store, "running")
+    start(store, "pending")
+    done = start(store, "done")
+    task = claim_one(store, T0)
+    assert task.task_id == running.id and task.lease_seconds == LEASE
+    finished = store.claim("w1", [REF], 2, LEASE, T0).tasks
+    [other] = [t for t in finished if t.task_id != done.id]
+    store.complete(done.id, next(t for t in finished if t.task_id == done.id).lease_token, "ok", T0 + 1)
+    store.release(other.task_id, other.lease_token, T0 + 1)
+
+    # The server was away far longer than a lease: on its start, the lease clock starts afresh.
+    restart = T0 + 25 * LEASE
+    assert store.on_server_start(restart) == 1
+    assert store.get_execution(running.id).lease_expires_at == restart + LEASE
+    assert store.claim("w2", [REF], 5, LEASE, restart + LEASE - 1).expired == []
+    assert store.complete(task.task_id, task.lease_token, "late but ours", restart + 1).status is Status.COMPLETED
+    assert store.get_execution(done.id).result == "ok"
+    assert store.on_server_start(restart + 2) == 1, "only the task claimed after the restart is running"
+
+
 REPORTS: dict[str, Callable[[Store, Any, str], Any]] = {
     "complete": lambda store, task, token: store.complete(task.task_id, token, "late", T0 + 30),
     "fail": lambda store, task, token: store.fail(task.task_id, token, "late", True, T0 + 30),
