@@ -100,7 +100,7 @@ class Worker:
                 result = result[:MAX_RESULT_CHARS] + f"\n\n[result cut by the worker at {MAX_RESULT_CHARS} characters]"
             execution = await self._report(self.client.complete, task, ToolCallOutput(result=result).model_dump())
             if execution is None:
-                outcome = "discarded (the server refused the report; another attempt's result counts)"
+                outcome = "discarded (its report was refused: the lease is no longer this worker's)"
             elif execution.status is not Status.COMPLETED:
                 outcome = f"failed: {execution.error}"
             else:
