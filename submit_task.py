@@ -91,9 +91,10 @@ def shared_sync_client() -> NexumSyncClient:
 class _Call:
     """One submission's fixed parts, shared by the async and the blocking path."""
 
-    def __init__(self, tool_name: str, tool_args: dict[str, Any], session_id: str, timeout: float) -> None:
+    def __init__(self, tool_name: str, tool_args: dict[str, Any], session_id: str, timeout: float,
+                 occurrence: int = 0) -> None:
         self.tool_name = tool_name
-        self.args = (WORKFLOW_ID, VERSION_HASH, session_id, tool_call_key(tool_name, tool_args),
+        self.args = (WORKFLOW_ID, VERSION_HASH, session_id, tool_call_key(tool_name, tool_args, occurrence),
                      ToolCallInput(tool_name=tool_name, tool_args=tool_args).model_dump())
         self.timeout = timeout
         self.first_wait = min(timeout, NO_WORKER_WARNING_SECONDS)
@@ -120,10 +121,14 @@ class _Call:
 
 
 async def call_tool(tool_name: str, tool_args: dict[str, Any], session_id: str = "default",
-                    timeout: float = DEFAULT_TIMEOUT, *, client: NexumClient | None = None) -> ToolCallOutcome:
-    """Run one tool call durably; raises `ToolCallFailed`, `ServerUnavailable` or `WaitTimeout`."""
+                    timeout: float = DEFAULT_TIMEOUT, *, client: NexumClient | None = None,
+                    occurrence: int = 0) -> ToolCallOutcome:
+    """Run one tool call durably; raises `ToolCallFailed`, `ServerUnavailable` or `WaitTimeout`.
+
+    `occurrence` tells apart identical calls of one run: 0 for the first, 1 for the second...
+    """
     client = client or shared_client()
-    call = _Call(tool_name, tool_args, session_id, timeout)
+    call = _Call(tool_name, tool_args, session_id, timeout, occurrence)
 
     async def start() -> Execution:
         try:
