@@ -27,7 +27,7 @@ from typing import Any
 
 from dotenv import load_dotenv
 
-from nexum_server.client import HOLD_SECONDS, NexumClient
+from nexum_server.client import HOLD_SECONDS, NexumClient, run
 from nexum_server.errors import NexumError, RequestRejected, ServerUnavailable
 from nexum_server.models import Status, Task, WorkflowRef
 from nexum_server.retry import retry_async, retryable
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         # A misconfigured tool would fail every call for good: refuse to start instead.
         ToolSettings.from_env()
-        asyncio.run(serve(args))
+        run(serve(args))
     except NexumError as e:
         log.error("%s", e)
         raise SystemExit(2) from e

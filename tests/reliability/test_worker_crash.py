@@ -10,6 +10,8 @@ import asyncio
 import re
 from collections.abc import Callable
 
+import httpx2
+
 from nexum_server.client import NexumClient
 from nexum_server.models import Status
 from submit_task import call_tool
@@ -50,14 +52,15 @@ async def test_killed_worker_call_runs_again_after_lease_expiry_and_is_recorded_
 
 async def test_report_with_an_expired_lease_token_is_refused_and_changes_nothing(
         start_server: Callable[..., NexumServer], start_worker: Callable[..., Proc],
-        client_of: Callable[..., NexumClient], web: WebFixture, session_id: str) -> None:
+        client_of: Callable[..., NexumClient], raw_http_of: Callable[..., httpx2.AsyncClient], web: WebFixture,
+        session_id: str) -> None:
     server = start_server(lease_seconds=LEASE_SECONDS)
     client = client_of(server)
     await register(client)
     slug = token("stale")
     path = f"/slow/{slug}"
     args = {"url": f"{web.url}{path}?seconds=1"}
-    http = client.http
+    http = raw_http_of(server)
 
     waiting = asyncio.create_task(call_tool(VISIT_WEBPAGE, args, session_id, CALL_TIMEOUT, client=client))
     # This test plays the worker that claims the task and then dies without a word.
