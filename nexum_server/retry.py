@@ -67,6 +67,14 @@ async def retry_async(call: Callable[[], Awaitable[T]], *, deadline: float | Non
 
     `stopping` also cuts a pause short, so a worker asked to stop does not sit out its backoff.
     """
+    try:
+        # Outside tenacity while all is well: building a retry loop costs ~25 µs, a third of what a
+        # cached call adds to a bare round trip. After a failure it begins with one more attempt.
+        return await call()
+    except Exception as e:
+        if not retryable(e):
+            raise
+
     async def sleep(seconds: float) -> None:
         if stopping is None:
             await asyncio.sleep(seconds)
@@ -89,6 +97,11 @@ async def retry_async(call: Callable[[], Awaitable[T]], *, deadline: float | Non
 
 def retry_sync(call: Callable[[], T], *, deadline: float | None = None, log: logging.Logger | None = None) -> T:
     """The blocking twin of `retry_async`, for threads."""
+    try:
+        return call()
+    except Exception as e:
+        if not retryable(e):
+            raise
     policy = Retrying(sleep=time.sleep, wait=WAIT, retry=retry_if_exception(retryable), reraise=True,
                       stop=_stop(deadline, None), before_sleep=_logger(log))
     return policy(call)
