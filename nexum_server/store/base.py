@@ -69,11 +69,14 @@ class Store(ABC):
 
     async def run(self, method: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a store method in the store's executor, off the event loop."""
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, functools.partial(method, *args, **kwargs))
+            return await self._execute(functools.partial(method, *args, **kwargs))
         except self.unavailable_errors as e:
             raise StoreUnavailable(f"the database cannot be used right now ({e}); try again") from e
+
+    async def _execute(self, call: Callable[[], T]) -> T:
+        """One hop to the store's executor and back; a store may group calls instead."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     def start(self) -> None:
         """Open the store on its own executor thread."""

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ..errors import InvalidValue, LeaseLost, NotFound, SchemaError, SessionTakenOver, WorkflowNotFound
 from ..models import Execution, Status, Task, WorkflowRef
 from .base import SCHEMA_VERSION, ClaimOutcome, SessionRun, StartOutcome, Store
+from .group import GroupCommit
 from .sqlite_sql import (
     ANYTHING_TO_CLAIM,
     CANCEL,
@@ -42,6 +44,9 @@ from .sqlite_sql import (
 )
 
 
+T = TypeVar("T")
+
+
 class SQLiteStore(Store):
     """The store on one SQLite file. All calls arrive on the one executor thread."""
 
@@ -51,6 +56,10 @@ class SQLiteStore(Store):
     def __init__(self, settings: Any) -> None:
         super().__init__(settings)
         self._db: sqlite3.Connection | None = None
+        self._group = GroupCommit(self._executor, lambda: self.db)
+
+    async def _execute(self, call: Callable[[], T]) -> T:
+        return await self._group.run(call)
 
     @property
     def db(self) -> sqlite3.Connection:

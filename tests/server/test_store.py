@@ -7,6 +7,7 @@ param that builds it.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -487,6 +488,35 @@ async def test_a_busy_database_is_store_unavailable_not_a_crash(make_store: Stor
         other.execute("ROLLBACK")
         other.close()
     assert (await store.run(store.start_execution, REF, "s", "k", {}, T0)).created
+
+
+async def test_calls_that_arrive_together_each_stand_or_fall_alone(store: Store) -> None:
+    # While one call holds the store, the next ones queue up: a store may run them as one group.
+    release = threading.Event()
+    busy = asyncio.ensure_future(store.run(release.wait, 10))
+    await asyncio.sleep(0)
+    running = start(store, "running")
+    task = claim_one(store, T0)
+
+    def half_done_then_fails() -> None:
+        store.start_execution(REF, "s", "never", {}, T0)
+        raise ValueError("a call that fails after writing")
+
+    calls = [store.run(store.start_execution, REF, "s", f"k{i}", {"i": i}, T0 + 1) for i in range(5)]
+    calls += [store.run(half_done_then_fails), store.run(store.complete, task.task_id, "stale", "forged", T0 + 1),
+              store.run(store.complete, task.task_id, task.lease_token, "real", T0 + 1)]
+    waiting = asyncio.gather(*calls, return_exceptions=True)
+    await asyncio.sleep(0.05)
+    release.set()
+    outcomes = await waiting
+    await busy
+
+    assert all(o.created for o in outcomes[:5])
+    assert isinstance(outcomes[5], ValueError) and isinstance(outcomes[6], LeaseLost)
+    assert outcomes[7].status is Status.COMPLETED and outcomes[7].result == "real"
+    assert sorted(e.key for e in store.list_executions("s", None, None, 100)) == sorted(
+        ["running"] + [f"k{i}" for i in range(5)]), "the failed call's write was rolled back alone"
+    assert store.get_execution(running.id).result == "real"
 
 
 # Session runs: the agent's own (in-process) executions, fenced by the run that holds the session.
