@@ -25,6 +25,8 @@ from .models import Execution, Lease, SessionRunInfo, Status, Task, WorkflowRef
 from .retry import retry_async, retry_sync
 
 HOLD_SECONDS = 30.0
+PRESENCE_HOLD_SECONDS = 7 * 24 * 3600.0
+"""A run's presence request is held for as long as the run lives; this only bounds the read timeout."""
 """How long one long-poll request asks the server to hold it."""
 CONNECT_TIMEOUT = 5.0
 READ_SECONDS = 30.0
@@ -218,13 +220,7 @@ class NexumClient:
         down): while it is open the server knows the run is alive, and learns at once when the
         process ends. Transport errors become `ServerUnavailable`."""
         path = f"/v1/sessions/{quote(run.session_id, safe='')}/runs/{run.run_token}/presence"
-        try:
-            async with self.http.stream("GET", path, timeout=httpx2.Timeout(None, connect=CONNECT_TIMEOUT)) as r:
-                body = await r.aread()
-        except httpx2.TransportError as e:
-            raise ServerUnavailable(f"lost the presence connection to {self.url}: {e}") from e
-        if r.status_code >= 400:
-            raise RequestRejected(r.status_code, body, f"GET {path} answered {r.status_code}")
+        await self.request("GET", path, hold=PRESENCE_HOLD_SECONDS)
 
     async def end_session_run(self, run: SessionRunInfo) -> None:
         await self.request("DELETE", f"/v1/sessions/{quote(run.session_id, safe='')}/runs/{run.run_token}")
