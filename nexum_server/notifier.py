@@ -28,16 +28,21 @@ class Notifier:
         self._recent: OrderedDict[str, Execution] = OrderedDict()
         self._ended_elsewhere: OrderedDict[str, None] = OrderedDict()
         self.closing = False
+        self._closed = asyncio.Event()
 
     def close(self) -> None:
         """The server is shutting down: release every held request now, so none holds up the exit."""
         self.closing = True
+        self._closed.set()
         self.tasks_ready()
         waiters, self._waiters = self._waiters, {}
         for futures in waiters.values():
             for future in futures:
                 if not future.done():
                     future.set_result(None)  # type: ignore[arg-type]
+
+    async def wait_closing(self) -> None:
+        await self._closed.wait()
 
     def tasks_ready(self) -> None:
         """New claimable work: wake every held poll so each tries to claim."""
@@ -77,6 +82,13 @@ class Notifier:
             if not future.done():
                 future.set_result(execution)
 
+    def requeued(self, execution: Execution) -> None:
+        """A held execution went back to PENDING (its holder is gone): wake its waiters, so a
+        duplicate start held on it claims it now instead of at the end of its wait."""
+        for future in self._waiters.pop(execution.id, ()):
+            if not future.done():
+                future.set_result(execution)
+
     def ended_elsewhere(self, execution_id: str) -> None:
         """Another server made the execution terminal: its waiters here stop waiting and read it."""
         self._ended_elsewhere[execution_id] = None
@@ -92,8 +104,8 @@ class Notifier:
         return list(self._waiters)
 
     def waiter(self, execution_id: str) -> asyncio.Future[Execution]:
-        """A future resolved with the execution once it is terminal (at once if it just was), or with
-        None once it ended on another server (the waiter then reads it from the store)."""
+        """A future resolved with the execution once it is terminal (at once if it just was) or
+        requeued, or with None once it ended on another server (the waiter then reads it)."""
         future: asyncio.Future[Execution] = asyncio.get_running_loop().create_future()
         if execution_id in self._recent:
             future.set_result(self._recent[execution_id])

@@ -216,15 +216,37 @@ class QueueService:
     async def end_session_run(self, session_id: str, run_token: str) -> None:
         await self.store.run(self.store.end_session_run, session_id, run_token)
 
+    async def hold_presence(self, session_id: str, run_token: str, disconnected: Awaitable[Any]) -> None:
+        """Hold a live run's presence request until its connection closes: then the run is gone.
+
+        A killed agent's connection closes at once, so what it held is claimable by the next run
+        at once, rather than when its leases run out. A server shutting down lets go without that.
+        """
+        closing = asyncio.ensure_future(self.notifier.wait_closing())
+        gone = asyncio.ensure_future(disconnected)
+        try:
+            await asyncio.wait({closing, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closing.cancel()
+            gone.cancel()
+        if self.notifier.closing:
+            return
+        requeued = await self.store.run(self.store.run_gone, session_id, run_token, time.time())
+        self.expired(requeued, lease=False)
+
     # Leases
 
-    def expired(self, executions: list[Execution]) -> None:
-        """Count and announce tasks whose lease ran out: requeued, or FAILED on the last attempt."""
+    def expired(self, executions: list[Execution], lease: bool = True) -> None:
+        """Count and announce tasks whose holder is gone (`lease`: its lease ran out): requeued, or
+        FAILED on the last attempt."""
         for execution in executions:
-            self.metrics.lease_expiries.inc()
+            if lease:
+                self.metrics.lease_expiries.inc()
             if execution.status.terminal:
                 self.metrics.failed.inc()
                 self.notifier.terminal(execution)
+            else:
+                self.notifier.requeued(execution)
         if any(not execution.status.terminal for execution in executions):
             self.notifier.tasks_ready()
 

@@ -169,8 +169,8 @@ class Store(ABC):
     def take_session(self, session_id: str, holder: str, lease_seconds: float, now: float) -> SessionRun:
         """Make a new run the session's current run, at once, whatever held it before.
 
-        From here on only the new token may claim the session's in-process executions; those a
-        previous run held become claimable by the new run immediately (`claim_for_run`).
+        From here on only the new token may claim the session's in-process executions. What a
+        previous run holds stays its own until it reports, or until it is gone (`run_gone`).
         """
 
     @abstractmethod
@@ -182,10 +182,15 @@ class Store(ABC):
         """The run finished: forget it (a no-op once another run took the session)."""
 
     @abstractmethod
+    def run_gone(self, session_id: str, token: str, now: float) -> list[Execution]:
+        """The run's process is gone: what it held goes back to PENDING at once (FAILED on its last
+        attempt), and the run no longer counts as live. Returns those executions."""
+
+    @abstractmethod
     def claim_for_run(self, execution_id: str, session_id: str, token: str, lease_seconds: float,
                       now: float) -> Task | None:
-        """Lease an in-process execution to the session's current run.
+        """Lease a PENDING in-process execution to the session's current run.
 
-        Claims it when PENDING, or RUNNING for a previous run of the session; `None` when it is
-        terminal or held by the current run. `SessionTakenOver` when `token` is not current.
+        `None` when it is terminal or someone holds it (a live previous run finishes what it holds).
+        `SessionTakenOver` when `token` is not the session's current run.
         """

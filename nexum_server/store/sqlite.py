@@ -29,11 +29,13 @@ from .sqlite_sql import (
     NEXT_LEASE_EXPIRY,
     RELEASE,
     RENEW_SESSION,
+    RUN_GONE,
     SCHEMA,
     SCHEMA_STATE,
     SELECT_EXECUTION,
     SELECT_LIVE,
     SELECT_SESSION_RUN,
+    SESSION_RUN_GONE,
     SESSION_RUN_IS,
     TAKE_SESSION,
     TERMINAL_AMONG,
@@ -251,6 +253,12 @@ class SQLiteStore(Store):
     def end_session_run(self, session_id: str, token: str) -> None:
         with self._tx():
             self.db.execute(END_SESSION_RUN, {"session_id": session_id, "token": token})
+
+    def run_gone(self, session_id: str, token: str, now: float) -> list[Execution]:
+        params = {"session_id": session_id, "token": token, "now": now}
+        with self._tx():
+            self.db.execute(SESSION_RUN_GONE, params)
+            return [_execution(row) for row in self.db.execute(RUN_GONE, params).fetchall()]
 
     def claim_for_run(self, execution_id: str, session_id: str, token: str, lease_seconds: float,
                       now: float) -> Task | None:

@@ -529,24 +529,50 @@ def test_the_current_run_claims_an_in_process_execution_once(store: Store) -> No
     assert store.get_execution(e.id).result == {"answer": 42}
 
 
-def test_a_new_run_takes_the_session_at_once_and_reclaims_what_the_old_run_held(store: Store) -> None:
+def test_a_new_run_takes_the_session_at_once_and_a_live_old_run_finishes_what_it_holds(store: Store) -> None:
     old = store.take_session("s", "agent-1", LEASE, T0)
     e = start(store)
     held = store.claim_for_run(e.id, "s", old.token, LEASE, T0)
     assert held is not None
     new = store.take_session("s", "agent-2", LEASE, T0 + 1)
     assert new.previous_holder == "agent-1" and new.token != old.token
-    # Long before the old lease runs out, the new run holds the unit under a new token.
-    again = store.claim_for_run(e.id, "s", new.token, LEASE, T0 + 1)
-    assert again is not None and again.lease_token != held.lease_token and again.attempt == 2
-    with pytest.raises(LeaseLost):
-        store.complete(held.task_id, held.lease_token, "late answer from the old run", T0 + 2)
+    # The old run is fenced: nothing new, no renewal. What it holds is still its own to report.
     with pytest.raises(SessionTakenOver):
         store.renew_session("s", old.token, LEASE, T0 + 2)
     with pytest.raises(SessionTakenOver):
         store.claim_for_run(start(store, key="k2").id, "s", old.token, LEASE, T0 + 2)
+    assert store.claim_for_run(e.id, "s", new.token, LEASE, T0 + 2) is None
+    store.complete(held.task_id, held.lease_token, "answer", T0 + 2)
+    assert store.get_execution(e.id).result == "answer"
+
+
+def test_what_a_gone_run_held_is_claimable_at_once_and_its_late_report_refused(store: Store) -> None:
+    old = store.take_session("s", "agent-1", LEASE, T0)
+    e = start(store)
+    held = store.claim_for_run(e.id, "s", old.token, LEASE, T0)
+    assert held is not None
+    new = store.take_session("s", "agent-2", LEASE, T0 + 1)
+    [requeued] = store.run_gone("s", old.token, T0 + 1)
+    assert requeued.id == e.id and requeued.status is Status.PENDING
+    # Long before the old lease would run out, the new run holds the unit under a new token.
+    again = store.claim_for_run(e.id, "s", new.token, LEASE, T0 + 1)
+    assert again is not None and again.lease_token != held.lease_token and again.attempt == 2
+    with pytest.raises(LeaseLost):
+        store.complete(held.task_id, held.lease_token, "late answer from the old run", T0 + 2)
     store.complete(again.task_id, again.lease_token, "answer", T0 + 2)
     assert store.get_execution(e.id).result == "answer"
+    assert store.run_gone("s", new.token, T0 + 3) == []
+    assert store.take_session("s", "agent-3", LEASE, T0 + 3).previous_holder is None
+
+
+def test_a_gone_run_on_its_last_attempt_fails_the_execution(make_store: StoreFactory) -> None:
+    store = make_store(max_attempts=1)
+    store.register_workflow(REF, IR, T0)
+    run = store.take_session("s", "agent-1", LEASE, T0)
+    e = start(store)
+    assert store.claim_for_run(e.id, "s", run.token, LEASE, T0) is not None
+    [failed] = store.run_gone("s", run.token, T0 + 1)
+    assert failed.status is Status.FAILED and "attempt 1 of 1" in (failed.error or "")
 
 
 def test_a_dead_run_is_not_named_as_a_live_holder_and_ending_a_run_is_fenced(store: Store) -> None:
