@@ -308,9 +308,11 @@ class PostgresStore(Store):
             yield None
             while True:
                 async for notice in db.notifies(timeout=RECHECK_SECONDS):
-                    origin, kind, *rest = notice.payload.split(" ")
-                    if origin != self.origin:
-                        yield Change(kind, rest[0] if rest else None)
+                    origin, _, change = notice.payload.partition(" ")
+                    kind, _, execution_id = change.partition(" ")
+                    # Our own changes woke our own waiters already; anything else on the channel is ignored.
+                    if origin != self.origin and kind in ("ready", "done"):
+                        yield Change(kind, execution_id or None)
                 await db.execute("SELECT 1")  # a connection that died quietly fails here
                 yield None
 

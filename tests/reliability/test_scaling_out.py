@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 
 import httpx2
+import psycopg
 import pytest
 
 from nexum_devtools.postgres import ThrowawayPostgres
@@ -33,6 +34,8 @@ from workflow import VISIT_WEBPAGE, tool_call_key
 
 WAKE_UP_SECONDS = 0.1
 """A start on one server wakes a poll held on another within this (the issue's bound)."""
+RECHECK_BOUND_SECONDS = 2.5
+"""A wake-up lost with a dropped listener arrives by the re-check on reconnect, or the next one (1 s)."""
 LEASE_SECONDS = 2
 """Short, so a task whose claim was lost with a killed server comes back quickly."""
 CALL_TIMEOUT = 90.0
@@ -108,6 +111,32 @@ def test_a_poll_held_on_b_is_woken_by_a_start_on_a_within_100_ms(
             on_b.complete(tasks[0], {"n": i})
         # The response of the start is back before the poll's: the gap is the wake-up's delay at most.
         assert max(gaps) < WAKE_UP_SECONDS, gaps
+    finally:
+        on_a.close()
+        on_b.close()
+
+
+def test_a_dropped_listener_connection_delays_a_wake_up_by_a_second_or_two_and_loses_none(
+        pair: tuple[NexumServer, NexumServer], postgres_url: str, session_id: str) -> None:
+    a, b = pair
+    on_a, on_b = Api(a), Api(b)
+    try:
+        on_a.register()
+        polled: list[tuple[float, list[dict]]] = []
+        poller = threading.Thread(target=lambda: polled.append((time.monotonic(), on_b.poll(wait=10))))
+        poller.start()
+        on_b.wait_held("task_poll")
+        # Both servers' listening connections are cut: a start's notification cannot reach B.
+        with psycopg.connect(postgres_url, autocommit=True) as db:
+            cut = db.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                             "WHERE datname = current_database() AND query LIKE 'LISTEN%%'").fetchone()
+        assert cut == (2,)
+        started = on_a.start(session_id, "while-cut", expect=201)
+        sent = time.monotonic()
+        poller.join(15)
+        [(woken, tasks)] = polled
+        assert [t["execution_id"] for t in tasks] == [started["id"]]
+        assert woken - sent < RECHECK_BOUND_SECONDS
     finally:
         on_a.close()
         on_b.close()
