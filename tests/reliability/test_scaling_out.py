@@ -17,6 +17,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import TypeVar
 
 import httpx2
 import psycopg
@@ -40,6 +41,7 @@ LEASE_SECONDS = 2
 """Short, so a task whose claim was lost with a killed server comes back quickly."""
 CALL_TIMEOUT = 90.0
 READY = re.compile(r"^ready$")
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -98,18 +100,15 @@ def test_a_poll_held_on_b_is_woken_by_a_start_on_a_within_100_ms(
         on_a.register()
         gaps = []
         for i in range(5):
-            polled: list[tuple[float, list[dict]]] = []
-            poller = threading.Thread(target=lambda: polled.append((time.monotonic(), on_b.poll(wait=10))))
-            poller.start()
+            poller, polled = in_background(lambda: on_b.poll(wait=10))
             on_b.wait_held("task_poll")
-            started = on_a.start(session_id, f"k{i}", expect=201)
             sent = time.monotonic()
+            started = on_a.start(session_id, f"k{i}", expect=201)
             poller.join(15)
-            [(woken, tasks)] = polled
+            [(tasks, woken)] = polled
             assert [t["execution_id"] for t in tasks] == [started["id"]]
-            gaps.append(woken - sent)
+            gaps.append(woken - sent)  # the start's own round trip included
             on_b.complete(tasks[0], {"n": i})
-        # The response of the start is back before the poll's: the gap is the wake-up's delay at most.
         assert max(gaps) < WAKE_UP_SECONDS, gaps
     finally:
         on_a.close()
@@ -122,19 +121,17 @@ def test_a_dropped_listener_connection_delays_a_wake_up_by_a_second_or_two_and_l
     on_a, on_b = Api(a), Api(b)
     try:
         on_a.register()
-        polled: list[tuple[float, list[dict]]] = []
-        poller = threading.Thread(target=lambda: polled.append((time.monotonic(), on_b.poll(wait=10))))
-        poller.start()
+        poller, polled = in_background(lambda: on_b.poll(wait=10))
         on_b.wait_held("task_poll")
         # Both servers' listening connections are cut: a start's notification cannot reach B.
         with psycopg.connect(postgres_url, autocommit=True) as db:
             cut = db.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                              "WHERE datname = current_database() AND query LIKE 'LISTEN%%'").fetchone()
         assert cut == (2,)
-        started = on_a.start(session_id, "while-cut", expect=201)
         sent = time.monotonic()
+        started = on_a.start(session_id, "while-cut", expect=201)
         poller.join(15)
-        [(woken, tasks)] = polled
+        [(tasks, woken)] = polled
         assert [t["execution_id"] for t in tasks] == [started["id"]]
         assert woken - sent < RECHECK_BOUND_SECONDS
     finally:
@@ -231,20 +228,31 @@ async def test_postgresql_stopped_hard_under_load_gives_503_then_recovers_losing
     worker.stop()  # its own polls would make the held-poll gauge ambiguous
     on_a_api, on_b_api = Api(a), Api(b)
     try:
-        polled: list[tuple[float, list[dict]]] = []
         other = {"workflow_id": "wf-after", "version_hash": REF["version_hash"]}
         on_a_api.register(other)
-        poller = threading.Thread(target=lambda: polled.append((time.monotonic(), _poll(on_b_api, other))))
-        poller.start()
+        poller, polled = in_background(lambda: _poll(on_b_api, other))
         on_b_api.wait_held("task_poll")
-        on_a_api.http.post("/v1/executions", json={**other, "session_id": session_id, "key": "after", "input": {}})
         sent = time.monotonic()
+        on_a_api.http.post("/v1/executions", json={**other, "session_id": session_id, "key": "after", "input": {}})
         poller.join(15)
-        [(woken, tasks)] = polled
+        [(tasks, woken)] = polled
         assert len(tasks) == 1 and woken - sent < WAKE_UP_SECONDS
     finally:
         on_a_api.close()
         on_b_api.close()
+
+
+def in_background(call: Callable[[], T]) -> tuple[threading.Thread, list[tuple[T, float]]]:
+    """Run `call` on a thread, started; the list gets its result and the monotonic time it returned."""
+    returned: list[tuple[T, float]] = []
+
+    def run() -> None:
+        result = call()
+        returned.append((result, time.monotonic()))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, returned
 
 
 def _poll(api: Api, ref: dict[str, str]) -> list[dict]:
