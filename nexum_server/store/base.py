@@ -75,7 +75,8 @@ class Store(ABC):
         try:
             return await loop.run_in_executor(self._executor, functools.partial(method, *args, **kwargs))
         except self.unavailable_errors as e:
-            raise StoreUnavailable(f"the database cannot be used right now ({e}); try again") from e
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]  # a driver's hints stay in the log
+            raise StoreUnavailable(f"the database cannot be used right now ({reason}); try again") from e
 
     def start(self) -> None:
         """Open the store on its own executor thread."""

@@ -32,6 +32,9 @@ CONNECT_TIMEOUT_SECONDS = 5
 """How long opening one connection may take before the database counts as unreachable."""
 POOL_WAIT_SECONDS = 2.0
 """How long a call waits for a pooled connection (the database is down) before it is answered 503."""
+RECONNECT_GIVE_UP_SECONDS = 3.0
+"""The pool's reconnection backoff (1 s, 2 s, ...) is abandoned after this, and the next call
+starts a fresh attempt at once: a database back after a long outage is used within seconds."""
 LOCK_TIMEOUT = "5s"
 """Longest a statement waits for a lock held by another connection (as SQLite's busy timeout)."""
 RECHECK_SECONDS = 1.0
@@ -103,7 +106,8 @@ class PostgresStore(Store):
             raise StoreUnavailable(f"cannot use the PostgreSQL database at {self.location}: "
                                    f"{str(e).strip()}") from e
         pool = ConnectionPool(self.url, min_size=1, max_size=CONNECTIONS, timeout=POOL_WAIT_SECONDS,
-                              kwargs=self._connect_args(), open=False, name="nexum")
+                              reconnect_timeout=RECONNECT_GIVE_UP_SECONDS, kwargs=self._connect_args(),
+                              open=False, name="nexum")
         pool.open(wait=True, timeout=CONNECT_TIMEOUT_SECONDS)
         self._pool = pool
 

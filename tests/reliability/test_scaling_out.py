@@ -162,7 +162,7 @@ async def test_a_killed_server_leaves_the_other_serving_and_nothing_is_lost_or_d
     a, b = pair
     start_worker(b, "--concurrency", "16")
     run = token("kill")
-    urls = [f"{web.url}/slow/{run}-{i}?seconds=0.1" for i in range(200)]
+    urls = [f"{web.url}/slow/{run}-{i}?seconds=0.02" for i in range(200)]
     async with NexumClient(a.url, max_connections=200) as on_a, NexumClient(b.url, max_connections=200) as on_b:
         waiting = [asyncio.create_task(call_tool(VISIT_WEBPAGE, {"url": u}, session_id, CALL_TIMEOUT, client=on_a))
                    for u in urls]
@@ -195,7 +195,7 @@ async def test_postgresql_stopped_hard_under_load_gives_503_then_recovers_losing
     a, b = pair
     worker = start_worker(b, "--concurrency", "16")
     run = token("dbcrash")
-    urls = [f"{web.url}/slow/{run}-{i}?seconds=0.1" for i in range(100)]
+    urls = [f"{web.url}/slow/{run}-{i}?seconds=0.02" for i in range(100)]
     async with NexumClient(a.url, max_connections=100) as on_a, NexumClient(b.url, max_connections=100) as on_b:
         clients = (on_a, on_b)
         waiting = [asyncio.create_task(call_tool(VISIT_WEBPAGE, {"url": u}, session_id, CALL_TIMEOUT,
