@@ -203,9 +203,11 @@ class NexumClient:
         path = f"/v1/sessions/{quote(run.session_id, safe='')}/runs/{run.run_token}/presence"
         try:
             async with self.http.stream("GET", path, timeout=httpx2.Timeout(None, connect=CONNECT_TIMEOUT)) as r:
-                await r.aread()
+                body = await r.aread()
         except httpx2.TransportError as e:
             raise ServerUnavailable(f"lost the presence connection to {self.url}: {e}") from e
+        if r.status_code >= 400:
+            raise RequestRejected(r.status_code, body, f"GET {path} answered {r.status_code}")
 
     async def end_session_run(self, run: SessionRunInfo) -> None:
         await self.request("DELETE", f"/v1/sessions/{quote(run.session_id, safe='')}/runs/{run.run_token}")

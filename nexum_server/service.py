@@ -221,7 +221,9 @@ class QueueService:
 
         A killed agent's connection closes at once, so what it held is claimable by the next run
         at once, rather than when its leases run out. A server shutting down lets go without that.
+        Only the session's current run may hold it (`SessionTakenOver` otherwise, at once).
         """
+        await self.renew_session(session_id, run_token)
         closing = asyncio.ensure_future(self.notifier.wait_closing())
         gone = asyncio.ensure_future(disconnected)
         try:
