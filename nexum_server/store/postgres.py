@@ -155,21 +155,18 @@ class PostgresStore(Store):
         return "CHANGED" if known else "NEW"
 
     def start_execution(self, ref: WorkflowRef, session_id: str, key: str, input: Any, now: float) -> StartOutcome:
+        params = {"id": uuid.uuid4().hex, "workflow_id": ref.workflow_id, "version_hash": ref.version_hash,
+                  "session_id": session_id, "key": key, "input": _dump(input),
+                  "max_attempts": self.settings.max_attempts, "now": now, "origin": self.origin}
         live = (ref.workflow_id, session_id, key)
         with self._db() as db:
-            # The common case on a re-run is a hit: a read answers it. The UNIQUE index, not this
-            # read, is what keeps a call to one live execution.
-            row = db.execute(sql.SELECT_LIVE, live).fetchone()
-            if row is not None:
-                return StartOutcome(_execution(row), created=False)
-            params = {"id": uuid.uuid4().hex, "workflow_id": ref.workflow_id, "version_hash": ref.version_hash,
-                      "session_id": session_id, "key": key, "input": _dump(input),
-                      "max_attempts": self.settings.max_attempts, "now": now, "origin": self.origin}
             for _ in range(START_RETRIES):
+                # Insert first: the UNIQUE index decides (a concurrent start of the key is waited
+                # for, not missed), and a new call costs one statement.
                 row = db.execute(sql.INSERT_EXECUTION, params).fetchone()
                 if row is not None:
                     return StartOutcome(_execution(row), created=True)
-                # Another start holds the key; read what it made, in a snapshot taken after it committed.
+                # The key is taken: read what holds it, in a snapshot taken after that committed.
                 row = db.execute(sql.SELECT_LIVE, live).fetchone()
                 if row is not None:
                     return StartOutcome(_execution(row), created=False)
@@ -211,19 +208,19 @@ class PostgresStore(Store):
                   "workflow_ids": [w.workflow_id for w in workflows], "hashes": [w.version_hash for w in workflows],
                   "origin": self.origin}
         with self._db() as db:
-            if not _scalar(db, sql.ANYTHING_TO_CLAIM, params):
-                return ClaimOutcome(tasks=[], expired=[], next_due_at=_scalar(db, sql.NEXT_DUE, params))
+            pending, lapsed, next_due = db.cursor(row_factory=tuple_row).execute(sql.CLAIMABLE, params).fetchone()  # type: ignore[misc]
+            if not (pending or lapsed):
+                return ClaimOutcome(tasks=[], expired=[], next_due_at=next_due)
             with db.transaction():
-                expired = [_execution(r) for r in db.execute(sql.EXPIRE_LEASES, params).fetchall()]
-                rows = db.execute(sql.CLAIM, params).fetchall()
+                expired = [_execution(row) for row in db.execute(sql.EXPIRE_LEASES, params)] if lapsed else []
+                tasks = [_task(row) for row in db.execute(sql.CLAIM, params).fetchall()]
                 next_due = _scalar(db, sql.NEXT_DUE, params)
-        return ClaimOutcome(tasks=[_task(row) for row in rows], expired=expired, next_due_at=next_due)
+        return ClaimOutcome(tasks=tasks, expired=expired, next_due_at=next_due)
 
     def expire_leases(self, now: float) -> tuple[list[Execution], float | None]:
         with self._tx() as db:
-            expired = [_execution(r) for r in db.execute(sql.EXPIRE_LEASES, {"now": now, "origin": self.origin})]
-            next_expiry = _scalar(db, sql.NEXT_LEASE_EXPIRY)
-        return expired, next_expiry
+            expired = [_execution(row) for row in db.execute(sql.EXPIRE_LEASES, {"now": now, "origin": self.origin})]
+            return expired, _scalar(db, sql.NEXT_LEASE_EXPIRY)
 
     def heartbeat(self, task_id: str, lease_token: str, lease_seconds: float, now: float) -> float:
         with self._db() as db:

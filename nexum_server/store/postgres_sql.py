@@ -179,13 +179,15 @@ WITH candidates AS (
     RETURNING e.*)
 SELECT {COLUMNS} FROM claimed ORDER BY scheduled_at, seq
 """
-# Most polls find nothing (a worker re-polls as soon as it has taken work): a read answers them
-# without opening a transaction.
-ANYTHING_TO_CLAIM = f"""
-SELECT EXISTS (
-           SELECT 1 FROM nexum.executions
-           WHERE status = 'PENDING' AND scheduled_at <= %(now)s AND {WORKFLOWS_IN})
-    OR EXISTS (SELECT 1 FROM nexum.executions WHERE status = 'RUNNING' AND lease_expires_at <= %(now)s)
+# Most polls find nothing (a worker re-polls as soon as it has taken work): one read answers them,
+# with when to look again, without a transaction. It also says whether any lease has run out.
+CLAIMABLE = f"""
+SELECT EXISTS (SELECT 1 FROM nexum.executions
+               WHERE status = 'PENDING' AND scheduled_at <= %(now)s AND {WORKFLOWS_IN}),
+       EXISTS (SELECT 1 FROM nexum.executions WHERE status = 'RUNNING' AND lease_expires_at <= %(now)s),
+       least(
+           (SELECT min(scheduled_at) FROM nexum.executions WHERE status = 'PENDING' AND scheduled_at > %(now)s),
+           (SELECT min(lease_expires_at) FROM nexum.executions WHERE status = 'RUNNING'))
 """
 NEXT_LEASE_EXPIRY = "SELECT min(lease_expires_at) FROM nexum.executions WHERE status = 'RUNNING'"
 NEXT_DUE = """
