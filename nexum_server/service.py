@@ -51,6 +51,9 @@ class QueueService:
         if self._store is None:
             self._store = await asyncio.to_thread(open_store, self.settings)
         self.loop = asyncio.get_running_loop()
+        renewed = await self.store.run(self.store.on_server_start, time.time())
+        if renewed:
+            log.info("renewed the leases of %d running task(s): their workers can still report", renewed)
         self._background.append(asyncio.create_task(self.reap_leases()))
         if self.store.shared:
             self._background.append(asyncio.create_task(self.follow_other_servers()))

@@ -9,14 +9,17 @@ statement itself, read by `changes()` on one more connection held by the event l
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool
 
@@ -25,6 +28,8 @@ from ..models import Execution, Status, Task, WorkflowRef
 from . import postgres_sql as sql
 from .base import SCHEMA_VERSION, ClaimOutcome, SessionRun, StartOutcome, Store
 from .sqlite import _dump, _execution, _task  # rows decode the same way on both backends
+
+T = TypeVar("T")
 
 CONNECTIONS = 8
 """Pool size, and threads of the store's executor: one connection per call in flight."""
@@ -39,6 +44,8 @@ LOCK_TIMEOUT = "5s"
 """Longest a statement waits for a lock held by another connection (as SQLite's busy timeout)."""
 RECHECK_SECONDS = 1.0
 """How often `changes()` yields a re-check: the longest a lost notification delays a wake-up."""
+SERVER_ALIVE_SECONDS = 10.0
+"""A server seen by the database within this long is alive (it checks in every `RECHECK_SECONDS`)."""
 START_RETRIES = 3
 """A start whose live execution ended between its insert and its read tries again this often."""
 KEEPALIVE = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
@@ -80,6 +87,7 @@ class PostgresStore(Store):
         self.origin = uuid.uuid4().hex[:16]
         """Names this server in the notifications it sends, so it can skip its own."""
         self._pool: ConnectionPool | None = None
+        self._local = threading.local()
         try:
             psycopg.conninfo.conninfo_to_dict(self.url)
         except psycopg.ProgrammingError as e:
@@ -131,17 +139,41 @@ class PostgresStore(Store):
 
     def close(self) -> None:
         if self._pool is not None:
+            try:
+                with self._db() as db:
+                    db.execute(sql.SERVER_GONE, {"origin": self.origin})
+            except psycopg.OperationalError:
+                pass  # the database is away: the row ages out instead
             self._pool.close()
             self._pool = None
 
+    async def _execute(self, call: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._in_transaction, call)
+
+    def _in_transaction(self, call: Callable[[], T]) -> T:
+        """Everything `call` does on this thread is one transaction: it commits or it leaves no trace."""
+        with self.pool.connection() as db:
+            self._local.db = db
+            try:
+                with db.transaction():
+                    return call()
+            finally:
+                self._local.db = None
+
     @contextmanager
     def _db(self) -> Iterator[psycopg.Connection[Any]]:
+        """The connection of the call being run here, or one from the pool (autocommit)."""
+        current = getattr(self._local, "db", None)
+        if current is not None:
+            yield current
+            return
         with self.pool.connection() as db:
             yield db
 
     @contextmanager
     def _tx(self) -> Iterator[psycopg.Connection[Any]]:
-        with self.pool.connection() as db, db.transaction():
+        """A transaction: the running call's own, or a new one."""
+        with self._db() as db, _transaction(db):
             yield db
 
     def register_workflow(self, ref: WorkflowRef, ir: dict[str, Any], now: float) -> str:
@@ -211,11 +243,25 @@ class PostgresStore(Store):
             pending, lapsed, next_due = db.cursor(row_factory=tuple_row).execute(sql.CLAIMABLE, params).fetchone()  # type: ignore[misc]
             if not (pending or lapsed):
                 return ClaimOutcome(tasks=[], expired=[], next_due_at=next_due)
-            with db.transaction():
+            with _transaction(db):
                 expired = [_execution(row) for row in db.execute(sql.EXPIRE_LEASES, params)] if lapsed else []
-                tasks = [_task(row) for row in db.execute(sql.CLAIM, params).fetchall()]
+                tasks = [_task(row, lease_seconds) for row in db.execute(sql.CLAIM, params).fetchall()]
                 next_due = _scalar(db, sql.NEXT_DUE, params)
         return ClaimOutcome(tasks=tasks, expired=expired, next_due_at=next_due)
+
+    def on_server_start(self, now: float) -> int:
+        # Whether another server is alive is judged on the database's clock, never on ours.
+        params = {"origin": self.origin, "now": now, "lease_seconds": self.settings.lease_seconds,
+                  "alive_seconds": SERVER_ALIVE_SECONDS}
+        with self._tx() as db:
+            db.execute(sql.SERVERS_LOCK)
+            others = _scalar(db, sql.OTHER_SERVERS_ALIVE, params)
+            db.execute(sql.SERVER_SEEN, params)
+            if others:
+                return 0  # they kept the clock: their workers heartbeat and their reaper expires on time
+            renewed = db.execute(sql.RENEW_RUNNING_LEASES, params).rowcount
+            db.execute(sql.RENEW_SESSION_LEASES, params)
+        return renewed
 
     def expire_leases(self, now: float) -> tuple[list[Execution], float | None]:
         with self._tx() as db:
@@ -297,7 +343,7 @@ class PostgresStore(Store):
             row = db.execute(sql.CLAIM_FOR_RUN, params).fetchone()
             if row is None and db.execute(sql.SESSION_RUN_IS, params).fetchone() is None:
                 raise SessionTakenOver(f"session {session_id!r} was taken over by a newer run")
-        return _task(row) if row is not None else None
+        return _task(row, lease_seconds) if row is not None else None
 
     async def changes(self) -> AsyncIterator[Change | None]:
         """Other servers' changes as they commit, and `None` once connected and then every
@@ -314,8 +360,19 @@ class PostgresStore(Store):
                     # Our own changes woke our own waiters already; anything else on the channel is ignored.
                     if origin != self.origin and kind in ("ready", "done"):
                         yield Change(kind, execution_id or None)
-                await db.execute("SELECT 1")  # a connection that died quietly fails here
+                # This server is alive (on the database's clock); a connection that died quietly fails here.
+                await db.execute(sql.SERVER_SEEN, {"origin": self.origin})
                 yield None
+
+
+@contextmanager
+def _transaction(db: psycopg.Connection[Any]) -> Iterator[None]:
+    """A transaction on `db`, unless it is inside one already (the call's own, see `_in_transaction`)."""
+    if db.info.transaction_status == TransactionStatus.INTRANS:
+        yield
+    else:
+        with db.transaction():
+            yield
 
 
 def _scalar(db: psycopg.Connection[Any], statement: str, params: Any = None) -> Any:

@@ -6,6 +6,7 @@ their whitespace folded; ids must survive that width whole.
 
 from __future__ import annotations
 
+import re
 import socket
 import sqlite3
 import subprocess
@@ -185,6 +186,7 @@ def test_dev_on_postgresql_names_the_database_without_its_password(postgres_url:
     with_password = postgres_url.replace("postgres@", "postgres:s3cret@")  # the cluster trusts loopback
     server = NexumServer(with_password)  # type: ignore[arg-type]
     try:
+        server.wait_for(re.compile(r"^\s*db "))
         assert "s3cret" not in server.output
         assert "postgres:***@" in "".join(server.output.split())
     finally:
