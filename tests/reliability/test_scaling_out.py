@@ -260,3 +260,26 @@ def _poll(api: Api, ref: dict[str, str]) -> list[dict]:
                                                      "max_tasks": 1}, timeout=30)
     assert response.status_code in (200, 204), response.text
     return [] if response.status_code == 204 else response.json()["tasks"]
+
+
+def test_a_server_joining_a_live_one_leaves_the_lease_clock_to_it_and_one_starting_alone_renews_leases(
+        postgres_url: str, start_server: Callable[..., NexumServer], session_id: str) -> None:
+    a = start_server(db=postgres_url, lease_seconds=30)
+    on_a = Api(a)
+    try:
+        on_a.register()
+        started = on_a.start(session_id, "held", expect=201)
+        on_a.poll_one()
+        leased = on_a.get(started["id"])["lease_expires_at"]
+        b = start_server(db=postgres_url, lease_seconds=30)
+        with b.http() as http:
+            assert http.get(f"/v1/executions/{started['id']}").json()["lease_expires_at"] == leased
+        assert "renewed the leases" not in b.output, "A was alive and kept the clock"
+    finally:
+        on_a.close()
+    a.stop()
+    b.stop()
+    alone = start_server(db=postgres_url, lease_seconds=30)
+    alone.wait_for(re.compile(r"renewed the leases of 1 running task"))
+    with alone.http() as http:
+        assert http.get(f"/v1/executions/{started['id']}").json()["lease_expires_at"] > leased
