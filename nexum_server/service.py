@@ -15,7 +15,7 @@ from typing import Any
 
 from .cache import CompletedCache
 from .config import Settings
-from .errors import LeaseLost
+from .errors import LeaseLost, StoreUnavailable
 from .metrics import Metrics
 from .models import Execution, PollTasks, RegisterWorkflow, SessionRunInfo, StartExecution, Status, Task
 from .notifier import Notifier
@@ -296,7 +296,9 @@ class QueueService:
             delay = self.settings.lease_seconds
             try:
                 expired, next_expiry = await self.store.run(self.store.expire_leases, time.time())
-            except Exception:  # a busy or failing disk must not stop lease expiry for good
+            except StoreUnavailable as e:  # the database is away: said once a period, without a traceback
+                log.warning("expiring leases failed (%s); trying again in %.1f s", e, delay)
+            except Exception:  # a failing disk or a bug must not stop lease expiry for good
                 log.exception("expiring leases failed; trying again in %.1f s", delay)
             else:
                 self.expired(expired)

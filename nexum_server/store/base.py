@@ -74,7 +74,8 @@ class Store(ABC):
         try:
             return await self._execute(functools.partial(method, *args, **kwargs))
         except self.unavailable_errors as e:
-            raise StoreUnavailable(f"the database cannot be used right now ({e}); try again") from e
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]  # a driver's hints stay in the log
+            raise StoreUnavailable(f"the database cannot be used right now ({reason}); try again") from e
 
     async def _execute(self, call: Callable[[], T]) -> T:
         """One hop to the store's executor and back; a store may group calls instead."""
