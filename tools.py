@@ -184,6 +184,13 @@ def _searxng_client() -> aiohttp.ClientSession:
     return client
 
 
+async def aclose_clients() -> None:
+    """Close this event loop's search session; call it before the loop ends (aiohttp warns otherwise)."""
+    client = _searxng_clients.pop(asyncio.get_running_loop(), None)
+    if client is not None:
+        await client.close()
+
+
 async def _search_searxng(query: str, max_results: int, settings: ToolSettings) -> list[SearchResult]:
     async with _searxng_client().get(f"{settings.searxng_url}/search", params={"q": query, "format": "json"},
                                      timeout=aiohttp.ClientTimeout(total=settings.fetch_timeout)) as response:
