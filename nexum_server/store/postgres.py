@@ -93,7 +93,13 @@ class PostgresStore(Store):
 
     def _connect_args(self) -> dict[str, Any]:
         return {"autocommit": True, "row_factory": dict_row, "connect_timeout": CONNECT_TIMEOUT_SECONDS,
-                "options": f"-c lock_timeout={LOCK_TIMEOUT}", **KEEPALIVE}
+                "options": f"-c lock_timeout={LOCK_TIMEOUT}", "application_name": self.application_name,
+                **KEEPALIVE}
+
+    @property
+    def application_name(self) -> str:
+        """Names this server's connections, so a starting server can see which others are alive."""
+        return f"{sql.SERVER_NAME_PREFIX}{self.origin}"
 
     def open(self) -> None:
         try:
@@ -213,7 +219,20 @@ class PostgresStore(Store):
                 expired = [_execution(r) for r in db.execute(sql.EXPIRE_LEASES, params).fetchall()]
                 rows = db.execute(sql.CLAIM, params).fetchall()
                 next_due = _scalar(db, sql.NEXT_DUE, params)
-        return ClaimOutcome(tasks=[_task(row) for row in rows], expired=expired, next_due_at=next_due)
+        return ClaimOutcome(tasks=[_task(row, lease_seconds) for row in rows], expired=expired,
+                            next_due_at=next_due)
+
+    def on_server_start(self, now: float) -> int:
+        # A live server has its pool's connections open (each named by `application_name`); a
+        # server that died has none. While another is alive it kept the lease clock: renew nothing.
+        params = {"now": now, "lease_seconds": self.settings.lease_seconds, "me": self.application_name,
+                  "prefix": f"{sql.SERVER_NAME_PREFIX}%"}
+        with self._tx() as db:
+            if _scalar(db, sql.OTHER_SERVERS_ALIVE, params):
+                return 0
+            renewed = db.execute(sql.RENEW_RUNNING_LEASES, params).rowcount
+            db.execute(sql.RENEW_SESSION_LEASES, params)
+        return renewed
 
     def expire_leases(self, now: float) -> tuple[list[Execution], float | None]:
         with self._tx() as db:
@@ -296,14 +315,15 @@ class PostgresStore(Store):
             row = db.execute(sql.CLAIM_FOR_RUN, params).fetchone()
             if row is None and db.execute(sql.SESSION_RUN_IS, params).fetchone() is None:
                 raise SessionTakenOver(f"session {session_id!r} was taken over by a newer run")
-        return _task(row) if row is not None else None
+        return _task(row, lease_seconds) if row is not None else None
 
     async def changes(self) -> AsyncIterator[Change | None]:
         """Other servers' changes as they commit, and `None` once connected and then every
         `RECHECK_SECONDS`: the caller re-checks what it waits for, so a notification lost with a
         dropped connection costs at most one interval. Raises when the connection is lost."""
         async with await psycopg.AsyncConnection.connect(
-                self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS, **KEEPALIVE) as db:
+                self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                application_name=self.application_name, **KEEPALIVE) as db:
             await db.execute(f"LISTEN {sql.CHANNEL}")
             yield None
             while True:

@@ -187,6 +187,21 @@ SELECT EXISTS (
            WHERE status = 'PENDING' AND scheduled_at <= %(now)s AND {WORKFLOWS_IN})
     OR EXISTS (SELECT 1 FROM nexum.executions WHERE status = 'RUNNING' AND lease_expires_at <= %(now)s)
 """
+SERVER_NAME_PREFIX = "nexum-server "
+"""`application_name` of every connection a server opens, then the server's origin id."""
+OTHER_SERVERS_ALIVE = """
+SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+               WHERE application_name LIKE %(prefix)s AND application_name <> %(me)s)
+"""
+# No server was up, so no worker could heartbeat: the lease clock must not have run. Never shortens.
+RENEW_RUNNING_LEASES = """
+UPDATE nexum.executions SET lease_expires_at = greatest(lease_expires_at, %(now)s + %(lease_seconds)s),
+    updated_at = %(now)s
+WHERE status = 'RUNNING'
+"""
+RENEW_SESSION_LEASES = """
+UPDATE nexum.session_runs SET lease_expires_at = greatest(lease_expires_at, %(now)s + %(lease_seconds)s)
+"""
 NEXT_LEASE_EXPIRY = "SELECT min(lease_expires_at) FROM nexum.executions WHERE status = 'RUNNING'"
 NEXT_DUE = """
 SELECT least(
