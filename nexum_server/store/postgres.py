@@ -104,7 +104,13 @@ class PostgresStore(Store):
 
     def _connect_args(self) -> dict[str, Any]:
         return {"autocommit": True, "row_factory": dict_row, "connect_timeout": CONNECT_TIMEOUT_SECONDS,
-                "options": f"-c lock_timeout={LOCK_TIMEOUT}", **KEEPALIVE}
+                "options": f"-c lock_timeout={LOCK_TIMEOUT}", "application_name": self.application_name,
+                **KEEPALIVE}
+
+    @property
+    def application_name(self) -> str:
+        """Names this server's connections, so a starting server can see which others are alive."""
+        return f"{sql.SERVER_NAME_PREFIX}{self.origin}"
 
     def open(self) -> None:
         try:
@@ -350,7 +356,8 @@ class PostgresStore(Store):
         `RECHECK_SECONDS`: the caller re-checks what it waits for, so a notification lost with a
         dropped connection costs at most one interval. Raises when the connection is lost."""
         async with await psycopg.AsyncConnection.connect(
-                self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS, **KEEPALIVE) as db:
+                self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                application_name=self.application_name, **KEEPALIVE) as db:
             await db.execute(f"LISTEN {sql.CHANNEL}")
             yield None
             while True:

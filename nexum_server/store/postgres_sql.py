@@ -215,6 +215,8 @@ WHERE status = 'RUNNING'
 RENEW_SESSION_LEASES = """
 UPDATE nexum.session_runs SET lease_expires_at = greatest(lease_expires_at, %(now)s + %(lease_seconds)s)
 """
+SERVER_NAME_PREFIX = "nexum-server "
+"""`application_name` of every connection a server opens, then the server's origin id."""
 NEXT_LEASE_EXPIRY = "SELECT min(lease_expires_at) FROM nexum.executions WHERE status = 'RUNNING'"
 NEXT_DUE = """
 SELECT least(

@@ -545,12 +545,9 @@ async def test_calls_that_arrive_together_each_stand_or_fall_alone(store: Store)
     running = start(store, "running")
     task = claim_one(store, T0)
 
-    def half_done_then_fails() -> None:
-        store.start_execution(REF, "s", "never", {}, T0)
-        raise ValueError("a call that fails after writing")
-
     calls = [store.run(store.start_execution, REF, "s", f"k{i}", {"i": i}, T0 + 1) for i in range(5)]
-    calls += [store.run(half_done_then_fails), store.run(store.complete, task.task_id, "stale", "forged", T0 + 1),
+    calls += [store.run(store.start_execution, OTHER, "s", "never", {}, T0 + 1),
+              store.run(store.complete, task.task_id, "stale", "forged", T0 + 1),
               store.run(store.complete, task.task_id, task.lease_token, "real", T0 + 1)]
     waiting = asyncio.gather(*calls, return_exceptions=True)
     await asyncio.sleep(0.05)
@@ -559,11 +556,36 @@ async def test_calls_that_arrive_together_each_stand_or_fall_alone(store: Store)
     await busy
 
     assert all(o.created for o in outcomes[:5])
-    assert isinstance(outcomes[5], ValueError) and isinstance(outcomes[6], LeaseLost)
+    assert isinstance(outcomes[5], WorkflowNotFound) and isinstance(outcomes[6], LeaseLost)
     assert outcomes[7].status is Status.COMPLETED and outcomes[7].result == "real"
     assert sorted(e.key for e in store.list_executions("s", None, None, 100)) == sorted(
-        ["running"] + [f"k{i}" for i in range(5)]), "the failed call's write was rolled back alone"
+        ["running"] + [f"k{i}" for i in range(5)])
     assert store.get_execution(running.id).result == "real"
+
+
+async def test_sqlite_groups_calls_and_rolls_back_a_failed_one_alone(tmp_path: Path) -> None:
+    store = SQLiteStore(Settings(db=str(tmp_path / "group.db")))
+    store.start()
+    try:
+        store.register_workflow(REF, IR, T0)
+        release = threading.Event()
+        busy = asyncio.ensure_future(store.run(release.wait, 10))
+        await asyncio.sleep(0)
+
+        def half_done_then_fails() -> None:
+            store.start_execution(REF, "s", "never", {}, T0)
+            raise ValueError("a call that fails after writing")
+
+        calls = [store.run(store.start_execution, REF, "s", f"k{i}", {}, T0) for i in range(3)]
+        waiting = asyncio.gather(*calls[:2], store.run(half_done_then_fails), calls[2], return_exceptions=True)
+        await asyncio.sleep(0.05)
+        release.set()
+        outcomes = await waiting
+        await busy
+        assert isinstance(outcomes[2], ValueError)
+        assert sorted(e.key for e in store.list_executions("s", None, None, 100)) == ["k0", "k1", "k2"]
+    finally:
+        store.shutdown()
 
 
 # Session runs: the agent's own (in-process) executions, fenced by the run that holds the session.
