@@ -7,6 +7,7 @@
     │   └── WorkflowNotFound   start names a workflow version never registered
     ├── InvalidValue           an input or output JSON cannot be stored   -> 422
     ├── LeaseLost              the lease token is stale or the task ended -> 409
+    ├── SessionBusy            forget refused: the session has live calls -> 409
     ├── StoreUnavailable       the database is busy or failing            -> 503
     └── ClientError            raised by the HTTP client only
         ├── ServerUnavailable  the server cannot be reached
@@ -55,6 +56,12 @@ class StoreUnavailable(NexumError):
 
 class LeaseLost(NexumError):
     code = "lease_lost"
+
+
+class SessionBusy(NexumError):
+    """A session cannot be forgotten while executions in it are PENDING or RUNNING."""
+
+    code = "session_busy"
 
 
 class ClientError(NexumError):

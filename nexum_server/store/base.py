@@ -19,13 +19,16 @@ from typing import Any, ParamSpec, TypeVar
 
 from ..config import Settings
 from ..errors import StoreUnavailable
-from ..models import Execution, Status, Task, WorkflowRef
+from ..models import CallSummary, Execution, SessionSummary, Status, Task, WorkflowRef
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Bumped whenever the tables change; `open()` migrates older files and refuses newer ones."""
+
+CallKey = tuple[str, str, str]
+"""(workflow_id, session_id, key): what identifies a call, and its cached result."""
 
 
 @dataclass(frozen=True)
@@ -134,3 +137,35 @@ class Store(ABC):
 
     @abstractmethod
     def count_by_status(self) -> dict[Status, int]: ...
+
+    # --- sessions, forget and retention: the web page, `nexum sessions`, `nexum forget` ------------
+
+    @abstractmethod
+    def add_hits(self, hits: list[tuple[str, int, float]]) -> None:
+        """Add counted cached hits, as (execution_id, hits, time of the last one); gone ids are skipped."""
+
+    @abstractmethod
+    def list_sessions(self, limit: int, after: tuple[float, str] | None, contains: str | None) -> list[SessionSummary]:
+        """Sessions by latest activity, newest first; `after` is the (last_activity, session_id) of
+        the previous page's last row; `contains` keeps session ids holding that text."""
+
+    @abstractmethod
+    def get_session(self, session_id: str) -> SessionSummary:
+        """One session's counts; `NotFound` when nothing is stored under that id."""
+
+    @abstractmethod
+    def list_calls(self, session_id: str, limit: int, before: int | None) -> tuple[list[CallSummary], int | None]:
+        """A session's executions, newest first, without results; and the cursor of the next page
+        (None on the last one). `before` is a cursor this method returned."""
+
+    @abstractmethod
+    def forget_session(self, session_id: str) -> list[CallKey]:
+        """Delete every execution of the session and return what was deleted.
+
+        Refuses with `SessionBusy`, deleting nothing, while any is PENDING or RUNNING: a run in
+        progress would lose results it is about to read. `NotFound` when nothing is stored.
+        """
+
+    @abstractmethod
+    def delete_terminal_before(self, cutoff: float, limit: int) -> list[CallKey]:
+        """Delete up to `limit` terminal executions that ended before `cutoff`, oldest first."""

@@ -7,21 +7,29 @@ import sqlite3
 import uuid
 from typing import Any
 
-from ..errors import InvalidValue, LeaseLost, NotFound, SchemaError, WorkflowNotFound
-from ..models import Execution, Status, Task, WorkflowRef
-from .base import SCHEMA_VERSION, ClaimOutcome, StartOutcome, Store
+from ..errors import InvalidValue, LeaseLost, NotFound, SchemaError, SessionBusy, WorkflowNotFound
+from ..models import CallSummary, Execution, SessionSummary, Status, Task, WorkflowRef, describe_input
+from .base import SCHEMA_VERSION, CallKey, ClaimOutcome, StartOutcome, Store
 from .sqlite_sql import (
+    ADD_HITS,
     ANYTHING_TO_CLAIM,
     CANCEL,
     CLAIM,
     COMPLETE,
     COUNT_BY_STATUS,
+    COUNT_LIVE_IN_SESSION,
+    DELETE_TERMINAL_BEFORE,
     EXPIRE_LEASES,
     FAIL,
+    FORGET_SESSION,
+    GET_SESSION,
     HEARTBEAT,
     INSERT_EXECUTION,
     INSERT_WORKFLOW,
+    LIST_CALLS,
     LIST_EXECUTIONS,
+    LIST_SESSIONS,
+    MIGRATIONS,
     NEXT_DUE,
     NEXT_LEASE_EXPIRY,
     RELEASE,
@@ -68,6 +76,8 @@ class SQLiteStore(Store):
             if version == 0:
                 # IF NOT EXISTS: another server may create the schema between our check and our lock.
                 db.executescript(f"BEGIN IMMEDIATE; {SCHEMA}; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+            elif version < SCHEMA_VERSION:
+                self._migrate(db)
         except sqlite3.DatabaseError as e:
             db.close()
             raise SchemaError(f"{path} cannot be used as a SQLite database: {e}") from e
@@ -87,6 +97,23 @@ class SQLiteStore(Store):
             raise SchemaError(f"{path} was written by a newer Nexum server (schema {version}; this server "
                               f"knows up to {SCHEMA_VERSION}): upgrade this server or use another --db")
         return version
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        """Bring an older file up to SCHEMA_VERSION in one transaction; another server may have done it."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            while version < SCHEMA_VERSION:
+                for statement in MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                version += 1
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     def close(self) -> None:
         if self._db is not None:
@@ -203,6 +230,50 @@ class SQLiteStore(Store):
             counts[Status(status)] = count
         return counts
 
+    def add_hits(self, hits: list[tuple[str, int, float]]) -> None:
+        with self._tx():
+            self.db.executemany(ADD_HITS, [{"id": i, "hits": n, "at": at} for i, n, at in hits])
+
+    def list_sessions(self, limit: int, after: tuple[float, str] | None, contains: str | None) -> list[SessionSummary]:
+        after_at, after_id = after or (None, None)
+        params = {"limit": limit, "after_at": after_at, "after_id": after_id, "contains": contains or None}
+        return [_session(row) for row in self.db.execute(LIST_SESSIONS, params)]
+
+    def get_session(self, session_id: str) -> SessionSummary:
+        row = self.db.execute(GET_SESSION, (session_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no session {session_id!r}: nothing is stored under that id")
+        return _session(row)
+
+    def list_calls(self, session_id: str, limit: int, before: int | None) -> tuple[list[CallSummary], int | None]:
+        params = {"session_id": session_id, "limit": limit, "before": before,
+                  "input_chars": CALL_INPUT_CHARS, "error_chars": CALL_ERROR_CHARS}
+        rows = self.db.execute(LIST_CALLS, params).fetchall()
+        next_before = rows[-1]["seq"] if len(rows) == limit else None
+        return [_call(row) for row in rows], next_before
+
+    def forget_session(self, session_id: str) -> list[CallKey]:
+        with self._tx():
+            live = self.db.execute(COUNT_LIVE_IN_SESSION, (session_id,)).fetchone()[0]
+            if live:
+                raise SessionBusy(
+                    f"session {session_id!r} has {live} call(s) still pending or running: a run in progress "
+                    "would lose results it is about to read. Let it finish (or cancel them), then forget again")
+            deleted = [tuple(row) for row in self.db.execute(FORGET_SESSION, (session_id,)).fetchall()]
+        if not deleted:
+            raise NotFound(f"no session {session_id!r}: nothing is stored under that id")
+        return deleted  # type: ignore[return-value]
+
+    def delete_terminal_before(self, cutoff: float, limit: int) -> list[CallKey]:
+        with self._tx():
+            rows = self.db.execute(DELETE_TERMINAL_BEFORE, {"cutoff": cutoff, "limit": limit}).fetchall()
+        return [tuple(row) for row in rows]  # type: ignore[misc]
+
+
+CALL_INPUT_CHARS = 4000
+"""Characters of an input read for a list of calls: a tool call fits whole; longer ones are summarised."""
+CALL_ERROR_CHARS = 1000
+
 
 class _Transaction:
     """`BEGIN IMMEDIATE` ... `COMMIT`, or `ROLLBACK` on any exception."""
@@ -250,4 +321,21 @@ def _task(row: sqlite3.Row) -> Task:
         task_id=row["id"], execution_id=row["id"], workflow_id=row["workflow_id"],
         version_hash=row["version_hash"], node_id=row["node_id"], input=json.loads(row["input"]),
         attempt=row["attempts"], lease_token=row["lease_token"], lease_expires_at=row["lease_expires_at"],
+    )
+
+
+def _session(row: sqlite3.Row) -> SessionSummary:
+    return SessionSummary.model_construct(**{key: row[key] for key in row.keys()})
+
+
+def _call(row: sqlite3.Row) -> CallSummary:
+    tool, args, summary = describe_input(row["input_head"], row["input_length"] <= CALL_INPUT_CHARS)
+    status = Status(row["status"])
+    return CallSummary.model_construct(
+        id=row["id"], workflow_id=row["workflow_id"], key=row["key"], tool=tool, args=args, summary=summary,
+        status=status, attempts=row["attempts"], max_attempts=row["max_attempts"], error=row["error"],
+        worker_id=row["worker_id"], hits=row["hits"], created_at=row["created_at"], updated_at=row["updated_at"],
+        started_at=row["started_at"], completed_at=row["completed_at"],
+        next_attempt_at=row["scheduled_at"] if status is Status.PENDING else None,
+        result_chars=row["result_length"],
     )
