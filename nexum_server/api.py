@@ -20,10 +20,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import __version__
+from . import __version__, sessions
 from .cache import CompletedCache
 from .config import Settings
-from .errors import InvalidValue, LeaseLost, NexumError, NotFound, StoreUnavailable
+from .errors import InvalidValue, LeaseLost, NexumError, NotFound, SessionBusy, StoreUnavailable
 from .guard import Guard
 from .jsonbody import StrictJSONRoute
 from .metrics import Metrics
@@ -48,8 +48,8 @@ from .store import SCHEMA_VERSION, Store, open_store
 
 log = logging.getLogger("nexum.api")
 
-ERROR_STATUS: dict[type[NexumError], int] = {NotFound: 404, LeaseLost: 409, InvalidValue: 422,
-                                              StoreUnavailable: 503}
+ERROR_STATUS: dict[type[NexumError], int] = {NotFound: 404, LeaseLost: 409, SessionBusy: 409,
+                                              InvalidValue: 422, StoreUnavailable: 503}
 ERRORS = {
     400: {"model": ErrorBody, "description": "Body that cannot be decoded as JSON text at all"},
     401: {"model": ErrorBody, "description": "Missing or wrong bearer token"},
@@ -69,6 +69,7 @@ class Server:
         self.notifier = Notifier()
         self.metrics = Metrics()
         self.completed = CompletedCache()
+        self.hits = sessions.HitCounter()
         self.loop: asyncio.AbstractEventLoop | None = None
         """The event loop serving requests, for wake-ups from signal handlers."""
 
@@ -147,7 +148,8 @@ def create_app(settings: Settings, store: Store | None = None,
         if on_ready is not None:
             on_ready()
         try:
-            yield
+            async with sessions.housekeeping(server):
+                yield
         finally:
             reaper.cancel()
             await asyncio.gather(reaper, return_exceptions=True)
@@ -158,6 +160,7 @@ def create_app(settings: Settings, store: Store | None = None,
     app.router.route_class = StrictJSONRoute
     server = Server(settings, store)  # type: ignore[arg-type]
     app.state.server = server
+    sessions.install(app)
 
     @app.exception_handler(NexumError)
     async def nexum_error(request: Request, exc: NexumError) -> JSONResponse:
@@ -193,6 +196,7 @@ def create_app(settings: Settings, store: Store | None = None,
         hit = server.completed.get(body.workflow_id, body.session_id, body.key)
         if hit is not None:
             server.metrics.cache_hits.inc()
+            server.hits.add(hit.id, time.time())
             return _json(hit.model_copy(update={"cached": True}))
         outcome = await server.store.run(
             server.store.start_execution, body, body.session_id, body.key, body.input, time.time())
@@ -202,6 +206,7 @@ def create_app(settings: Settings, store: Store | None = None,
             server.notifier.tasks_ready()
         elif execution.status is Status.COMPLETED:
             server.metrics.cache_hits.inc()
+            server.hits.add(execution.id, time.time())
             server.completed.put(execution)
             execution = execution.model_copy(update={"cached": True})
         execution = await server.await_terminal(execution, body.wait)

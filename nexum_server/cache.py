@@ -3,7 +3,8 @@
 A COMPLETED execution never changes again (cancel refuses it, a new attempt only follows FAILED or
 CANCELLED), so a copy taken after its commit stays true for as long as the server runs, and for
 every server on the same database. Entries go in only after the store has committed them: the
-cache can make a hit faster, never make a result exist that the store does not have.
+cache can make a hit faster, never make a result exist that the store does not have; an execution
+deleted from the store (a forgotten session, retention) is discarded from it by the same server.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ class CompletedCache:
         if found is not None:
             self._items.move_to_end((workflow_id, session_id, key))
         return found
+
+    def discard(self, workflow_id: str, session_id: str, key: str) -> None:
+        """The execution was deleted (forgotten or retained away): its call must run again."""
+        self._items.pop((workflow_id, session_id, key), None)
 
     def put(self, execution: Execution) -> None:
         if (execution.status is not Status.COMPLETED or self.entries <= 0
