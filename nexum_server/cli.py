@@ -172,7 +172,7 @@ async def inspect(args: argparse.Namespace) -> None:
         if args.command == "sessions":
             if not 1 <= args.limit <= 500:
                 raise ValueError("--limit must be between 1 and 500")
-            show_sessions(await client.sessions(limit=args.limit, contains=args.contains))
+            show_sessions((await client.sessions(limit=args.limit, contains=args.contains)).sessions)
         elif args.command == "ps":
             show_table(await client.list(args.session, args.status, limit=args.limit))
         elif args.command == "show":
@@ -213,16 +213,24 @@ async def forget(args: argparse.Namespace) -> None:
 
 
 def show_sessions(sessions: list[SessionSummary]) -> None:
+    # The session id is never cut (`nexum forget` needs all of it): a long one folds onto more lines.
+    # "ran": calls executed to a result; "live": running or waiting for a worker or a retry.
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("session", no_wrap=True, overflow="fold")
-    for name in ("calls", "cached", "executed", "failed", "running"):
-        table.add_column(name, justify="right", no_wrap=True)
-    table.add_column("last activity", no_wrap=True)
-    table.add_column("saved", justify="right", no_wrap=True)
+    longest = max((len(s.session_id) for s in sessions), default=7)
+    table.add_column("session", overflow="fold", min_width=min(longest, SESSION_MIN_WIDTH))
+    for name in ("calls", "cached", "ran", "failed", "live"):
+        table.add_column(name, justify="right", no_wrap=True, min_width=len(name))
+    table.add_column("last active", no_wrap=True, min_width=11)
+    table.add_column("saved", justify="right", no_wrap=True, min_width=6)
     for s in sessions:
         table.add_row(escape(s.session_id), str(s.calls), str(s.cached_hits), str(s.completed), str(s.failed),
-                      str(s.running + s.pending), _time(s.last_activity)[:19], f"{s.seconds_saved:.1f}s")
+                      str(s.running + s.pending), datetime.fromtimestamp(s.last_activity).strftime("%m-%d %H:%M"),
+                      f"{s.seconds_saved:.1f}s")
     console.print(table if sessions else "[dim]no sessions[/]")
+
+
+SESSION_MIN_WIDTH = 17
+"""What the session column keeps at 80 columns; longer ids fold onto more lines, never cut."""
 
 
 def show_table(executions: list[Execution]) -> None:
