@@ -1,4 +1,5 @@
-"""Completed executions kept in memory, so a cached call is answered without touching the store.
+"""Completed executions kept in memory, so a cached call is answered without touching the store;
+and the hits on them, counted in memory and written to the store in batches (`HitCounter`).
 
 A COMPLETED execution never changes again (cancel refuses it, a new attempt only follows FAILED or
 CANCELLED), so a copy taken after its commit stays true for as long as the server runs, and for
@@ -10,8 +11,12 @@ deleted from the store (a forgotten session, retention) is discarded from it by 
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 from .models import Execution, Status
+
+if TYPE_CHECKING:
+    from .store import Store
 
 CACHE_ENTRIES = 20_000
 CACHE_MAX_RESULT_BYTES = 64 * 1024
@@ -53,3 +58,32 @@ def _size(value: object) -> int:
     if isinstance(value, dict):
         return sum(len(v) if isinstance(v, str) else 64 for v in value.values())
     return 64
+
+
+class HitCounter:
+    """Cached hits per execution, counted in memory on the hot path and written in batches."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, list[float]] = {}
+
+    def add(self, execution_id: str, now: float) -> None:
+        entry = self._pending.get(execution_id)
+        if entry is None:
+            self._pending[execution_id] = [1, now]
+        else:
+            entry[0] += 1
+            entry[1] = now
+
+    async def flush(self, store: Store) -> None:
+        """Write what was counted; on failure it is kept for the next flush."""
+        if not self._pending:
+            return
+        taken, self._pending = self._pending, {}
+        try:
+            await store.run(store.add_hits, [(i, int(n), at) for i, (n, at) in taken.items()])
+        except BaseException:
+            for execution_id, (n, at) in taken.items():
+                entry = self._pending.setdefault(execution_id, [0, at])
+                entry[0] += n
+                entry[1] = max(entry[1], at)
+            raise

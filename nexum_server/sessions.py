@@ -24,7 +24,7 @@ from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
 
 from .errors import InvalidValue, NotFound
@@ -33,7 +33,7 @@ from .store import Store
 from .store.base import CallKey
 
 if TYPE_CHECKING:
-    from .api import Server
+    from .service import QueueService
 
 log = logging.getLogger("nexum.sessions")
 
@@ -67,51 +67,22 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 router = APIRouter()
 
 
-class HitCounter:
-    """Cached hits per execution, counted in memory on the hot path and written in batches."""
-
-    def __init__(self) -> None:
-        self._pending: dict[str, list[float]] = {}
-
-    def add(self, execution_id: str, now: float) -> None:
-        entry = self._pending.get(execution_id)
-        if entry is None:
-            self._pending[execution_id] = [1, now]
-        else:
-            entry[0] += 1
-            entry[1] = now
-
-    async def flush(self, store: Store) -> None:
-        """Write what was counted; on failure it is kept for the next flush."""
-        if not self._pending:
-            return
-        taken, self._pending = self._pending, {}
-        try:
-            await store.run(store.add_hits, [(i, int(n), at) for i, (n, at) in taken.items()])
-        except BaseException:
-            for execution_id, (n, at) in taken.items():
-                entry = self._pending.setdefault(execution_id, [0, at])
-                entry[0] += n
-                entry[1] = max(entry[1], at)
-            raise
-
-
 class Retention:
     """Deletes terminal executions that ended more than `seconds` ago; `clock` gives the time."""
 
-    def __init__(self, server: Server, seconds: float, clock: Callable[[], float] = time.time) -> None:
-        self.server = server
+    def __init__(self, service: QueueService, seconds: float, clock: Callable[[], float] = time.time) -> None:
+        self.service = service
         self.seconds = seconds
         self.clock = clock
 
     async def sweep(self) -> int:
         """Delete everything past the period, one batch per store call; the number deleted."""
-        store = self.server.store
+        store = self.service.store
         cutoff = self.clock() - self.seconds
         total = 0
         while True:
             deleted = await store.run(store.delete_terminal_before, cutoff, RETENTION_BATCH)
-            forgotten(self.server, deleted, "retention")
+            forgotten(self.service, deleted, "retention")
             total += len(deleted)
             if len(deleted) < RETENTION_BATCH:
                 return total
@@ -128,29 +99,29 @@ class Retention:
             await asyncio.sleep(interval)
 
 
-def forgotten(server: Server, deleted: list[CallKey], reason: str) -> None:
+def forgotten(service: QueueService, deleted: list[CallKey], reason: str) -> None:
     """Deleted executions leave the completed-results cache too: their calls run again."""
     for workflow_id, session_id, key in deleted:
-        server.completed.discard(workflow_id, session_id, key)
-    server.metrics.deleted.labels(reason).inc(len(deleted))
+        service.completed.discard(workflow_id, session_id, key)
+    service.metrics.deleted.labels(reason).inc(len(deleted))
 
 
 @asynccontextmanager
-async def housekeeping(server: Server) -> AsyncIterator[None]:
+async def housekeeping(service: QueueService) -> AsyncIterator[None]:
     """Background tasks of one server: writing hit counts, and retention when configured."""
 
     async def write_hits() -> None:
         while True:
             await asyncio.sleep(HITS_FLUSH_SECONDS)
             try:
-                await server.hits.flush(server.store)
+                await service.hits.flush(service.store)
             except Exception:
                 log.exception("writing cached-hit counts failed; they are kept for the next try")
 
     tasks = [asyncio.create_task(write_hits())]
-    retain = server.settings.retain_seconds
+    retain = service.settings.retain_seconds
     if retain is not None:
-        tasks.append(asyncio.create_task(Retention(server, retain).run()))
+        tasks.append(asyncio.create_task(Retention(service, retain).run()))
     try:
         yield
     finally:
@@ -158,22 +129,17 @@ async def housekeeping(server: Server) -> AsyncIterator[None]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         with suppress(Exception):
-            await server.hits.flush(server.store)
+            await service.hits.flush(service.store)
 
 
-def install(app: FastAPI) -> None:
-    """Add the session routes and the page to the API app."""
-    app.include_router(router)
+def _service(request: Request) -> QueueService:
+    return request.app.state.service  # type: ignore[no-any-return]
 
 
-def _server(request: Request) -> Server:
-    return request.app.state.server  # type: ignore[no-any-return]
-
-
-async def _fresh_counts(server: Server) -> None:
+async def _fresh_counts(service: QueueService) -> None:
     """Hits counted but not yet written are written first, so a page shows what happened."""
     try:
-        await server.hits.flush(server.store)
+        await service.hits.flush(service.store)
     except Exception:
         log.warning("cached-hit counts are not written yet; showing the stored ones", exc_info=True)
 
@@ -183,19 +149,19 @@ async def list_sessions(request: Request, contains: Annotated[str | None, Query(
                         cursor: str | None = None,
                         limit: Annotated[int, Query(ge=1, le=500)] = PAGE_LIMIT) -> SessionPage:
     """Sessions by latest activity (a change or a cached hit), newest first, with their counts."""
-    server = _server(request)
-    await _fresh_counts(server)
+    service = _service(request)
+    await _fresh_counts(service)
     after = _decode_session_cursor(cursor) if cursor else None
-    rows = await server.store.run(server.store.list_sessions, limit, after, contains)
+    rows = await service.store.run(service.store.list_sessions, limit, after, contains)
     next_cursor = _encode_session_cursor(rows[-1]) if len(rows) == limit else None
     return SessionPage(sessions=rows, next_cursor=next_cursor)
 
 
 @router.get("/v1/sessions/{session_id:path}", response_model=SessionSummary, tags=["sessions"], responses=ERRORS)
 async def get_session(request: Request, session_id: str) -> SessionSummary:
-    server = _server(request)
-    await _fresh_counts(server)
-    return await server.store.run(server.store.get_session, session_id)
+    service = _service(request)
+    await _fresh_counts(service)
+    return await service.store.run(service.store.get_session, session_id)
 
 
 @router.delete("/v1/sessions/{session_id:path}", response_model=ForgetResult, tags=["sessions"], responses=ERRORS)
@@ -205,9 +171,9 @@ async def forget_session(request: Request, session_id: str) -> ForgetResult:
     Refused (409, nothing deleted) while any of them is PENDING or RUNNING: the run in progress
     would lose results it is about to read. Cancel those or let them finish, then forget again.
     """
-    server = _server(request)
-    deleted = await server.store.run(server.store.forget_session, session_id)
-    forgotten(server, deleted, "forget")
+    service = _service(request)
+    deleted = await service.store.run(service.store.forget_session, session_id, time.time())
+    forgotten(service, deleted, "forget")
     log.info("session %r forgotten: %d execution(s) deleted", session_id, len(deleted))
     return ForgetResult(session_id=session_id, deleted=len(deleted))
 
@@ -218,10 +184,10 @@ async def list_calls(request: Request, session_id: Annotated[str, Query(min_leng
                      limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> CallPage:
     """A session's executions, newest first: tool and arguments (or a summary of any other input),
     status, attempts, times, worker, error; the result is in `GET /v1/executions/{id}`."""
-    server = _server(request)
-    await _fresh_counts(server)
+    service = _service(request)
+    await _fresh_counts(service)
     before = _decode_call_cursor(cursor) if cursor else None
-    calls, next_before = await server.store.run(server.store.list_calls, session_id, limit, before)
+    calls, next_before = await service.store.run(service.store.list_calls, session_id, limit, before)
     return CallPage(calls=calls, next_cursor=None if next_before is None else str(next_before))
 
 

@@ -7,18 +7,20 @@ import sqlite3
 import uuid
 from typing import Any
 
-from ..errors import InvalidValue, LeaseLost, NotFound, SchemaError, SessionBusy, WorkflowNotFound
+from ..errors import InvalidValue, LeaseLost, NotFound, SchemaError, SessionBusy, SessionTakenOver, WorkflowNotFound
 from ..models import CallSummary, Execution, SessionSummary, Status, Task, WorkflowRef, describe_input
-from .base import SCHEMA_VERSION, CallKey, ClaimOutcome, StartOutcome, Store
+from .base import SCHEMA_VERSION, CallKey, ClaimOutcome, SessionRun, StartOutcome, Store
 from .sqlite_sql import (
     ADD_HITS,
+    ADDED_COLUMNS,
     ANYTHING_TO_CLAIM,
     CANCEL,
     CLAIM,
+    CLAIM_FOR_RUN,
     COMPLETE,
     COUNT_BY_STATUS,
-    COUNT_LIVE_IN_SESSION,
     DELETE_TERMINAL_BEFORE,
+    END_SESSION_RUN,
     EXPIRE_LEASES,
     FAIL,
     FORGET_SESSION,
@@ -29,14 +31,18 @@ from .sqlite_sql import (
     LIST_CALLS,
     LIST_EXECUTIONS,
     LIST_SESSIONS,
-    MIGRATIONS,
     NEXT_DUE,
     NEXT_LEASE_EXPIRY,
     RELEASE,
+    RENEW_SESSION,
     SCHEMA,
     SCHEMA_STATE,
     SELECT_EXECUTION,
     SELECT_LIVE,
+    SELECT_SESSION_RUN,
+    SESSION_LIVE,
+    SESSION_RUN_IS,
+    TAKE_SESSION,
     SELECT_WORKFLOW,
     SELECT_WORKFLOW_ANY,
 )
@@ -100,16 +106,17 @@ class SQLiteStore(Store):
 
     @staticmethod
     def _migrate(db: sqlite3.Connection) -> None:
-        """Bring an older file up to SCHEMA_VERSION in one transaction; another server may have done it."""
+        """Bring an older file up to SCHEMA_VERSION in one transaction; the version is read again
+        under the write lock, since another server may have migrated it meanwhile."""
         db.execute("BEGIN IMMEDIATE")
         try:
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            while version < SCHEMA_VERSION:
-                for statement in MIGRATIONS[version].split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                version += 1
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if version < SCHEMA_VERSION:
+                for added_in, script in sorted(ADDED_COLUMNS.items()):
+                    if version < added_in:
+                        _run_script(db, script)
+                _run_script(db, SCHEMA)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -230,6 +237,36 @@ class SQLiteStore(Store):
             counts[Status(status)] = count
         return counts
 
+    def take_session(self, session_id: str, holder: str, lease_seconds: float, now: float) -> SessionRun:
+        token = uuid.uuid4().hex
+        with self._tx():
+            previous = self.db.execute(SELECT_SESSION_RUN, (session_id,)).fetchone()
+            self.db.execute(TAKE_SESSION, {"session_id": session_id, "token": token, "holder": holder,
+                                           "now": now, "lease_seconds": lease_seconds})
+        live = previous is not None and previous["lease_expires_at"] > now
+        return SessionRun(session_id, token, now + lease_seconds, previous["holder"] if live else None)
+
+    def renew_session(self, session_id: str, token: str, lease_seconds: float, now: float) -> float:
+        with self._tx():
+            row = self.db.execute(RENEW_SESSION, {"session_id": session_id, "token": token, "now": now,
+                                                  "lease_seconds": lease_seconds}).fetchone()
+        if row is None:
+            raise SessionTakenOver(f"session {session_id!r} was taken over by a newer run")
+        return row[0]
+
+    def end_session_run(self, session_id: str, token: str) -> None:
+        with self._tx():
+            self.db.execute(END_SESSION_RUN, {"session_id": session_id, "token": token})
+
+    def claim_for_run(self, execution_id: str, session_id: str, token: str, lease_seconds: float,
+                      now: float) -> Task | None:
+        params = {"id": execution_id, "session_id": session_id, "token": token, "now": now,
+                  "lease_seconds": lease_seconds}
+        with self._tx():
+            row = self.db.execute(CLAIM_FOR_RUN, params).fetchone()
+            if row is None and self.db.execute(SESSION_RUN_IS, params).fetchone() is None:
+                raise SessionTakenOver(f"session {session_id!r} was taken over by a newer run")
+        return _task(row) if row is not None else None
     def add_hits(self, hits: list[tuple[str, int, float]]) -> None:
         with self._tx():
             self.db.executemany(ADD_HITS, [{"id": i, "hits": n, "at": at} for i, n, at in hits])
@@ -252,13 +289,17 @@ class SQLiteStore(Store):
         next_before = rows[-1]["seq"] if len(rows) == limit else None
         return [_call(row) for row in rows], next_before
 
-    def forget_session(self, session_id: str) -> list[CallKey]:
+    def forget_session(self, session_id: str, now: float) -> list[CallKey]:
         with self._tx():
-            live = self.db.execute(COUNT_LIVE_IN_SESSION, (session_id,)).fetchone()[0]
+            live, holder = self.db.execute(SESSION_LIVE, {"session_id": session_id, "now": now}).fetchone()
             if live:
                 raise SessionBusy(
                     f"session {session_id!r} has {live} call(s) still pending or running: a run in progress "
                     "would lose results it is about to read. Let it finish (or cancel them), then forget again")
+            if holder is not None:
+                raise SessionBusy(
+                    f"session {session_id!r} is held by a run in progress ({holder}): it would lose results "
+                    "it is about to read. Let it finish, then forget again")
             deleted = [tuple(row) for row in self.db.execute(FORGET_SESSION, (session_id,)).fetchall()]
         if not deleted:
             raise NotFound(f"no session {session_id!r}: nothing is stored under that id")
@@ -293,6 +334,16 @@ class _Transaction:
         if not self.owner:
             return
         self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def _run_script(db: sqlite3.Connection, script: str) -> None:
+    """Run each statement of `script` inside the caller's transaction (executescript would commit it)."""
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            db.execute(statement)
+            statement = ""
 
 
 def _dump(value: Any) -> str:

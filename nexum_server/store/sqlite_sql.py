@@ -48,15 +48,23 @@ CREATE UNIQUE INDEX IF NOT EXISTS executions_live_key ON executions (workflow_id
 CREATE INDEX IF NOT EXISTS executions_pending ON executions (scheduled_at) WHERE status = 'PENDING';
 CREATE INDEX IF NOT EXISTS executions_leased ON executions (lease_expires_at) WHERE status = 'RUNNING';
 CREATE INDEX IF NOT EXISTS executions_session ON executions (session_id, seq);
+-- The one live agent run of each session: its token fences the run's in-process executions.
+CREATE TABLE IF NOT EXISTS session_runs (
+    session_id       TEXT PRIMARY KEY,
+    run_token        TEXT NOT NULL,
+    holder           TEXT NOT NULL,
+    started_at       REAL NOT NULL,
+    lease_expires_at REAL NOT NULL
+);
 {RETENTION_INDEX};
 """
 
-# Each entry takes a file from the version before it to the next one; the last one reaches SCHEMA.
-MIGRATIONS = {
-    1: f"""
+# Columns added to an existing table, by the schema version that added them: a file older than
+# that gains them, then SCHEMA (all IF NOT EXISTS) adds the tables and indexes it lacks.
+ADDED_COLUMNS = {
+    3: """
 ALTER TABLE executions ADD COLUMN hits INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE executions ADD COLUMN last_hit_at REAL;
-{RETENTION_INDEX};
 """,
 }
 
@@ -185,6 +193,41 @@ RETURNING {COLUMNS}
 """
 COUNT_BY_STATUS = "SELECT status, count(*) FROM executions GROUP BY status"
 
+# A new run always takes the session: the previous run, live or dead, is fenced from here on.
+SELECT_SESSION_RUN = "SELECT holder, lease_expires_at FROM session_runs WHERE session_id = ?"
+TAKE_SESSION = """
+INSERT INTO session_runs (session_id, run_token, holder, started_at, lease_expires_at)
+VALUES (:session_id, :token, :holder, :now, :now + :lease_seconds)
+ON CONFLICT (session_id) DO UPDATE
+SET run_token = excluded.run_token, holder = excluded.holder, started_at = excluded.started_at,
+    lease_expires_at = excluded.lease_expires_at
+"""
+RENEW_SESSION = """
+UPDATE session_runs SET lease_expires_at = :now + :lease_seconds
+WHERE session_id = :session_id AND run_token = :token
+RETURNING lease_expires_at
+"""
+END_SESSION_RUN = "DELETE FROM session_runs WHERE session_id = :session_id AND run_token = :token"
+SESSION_RUN_IS = "SELECT 1 FROM session_runs WHERE session_id = :session_id AND run_token = :token"
+# The current run of the session claims an in-process execution: one it never had, or one a
+# previous run of the session held (that run is fenced, so it is re-claimed at once instead of
+# waiting out its lease). Its worker_id names the run, `run:<token>`.
+CLAIM_FOR_RUN = f"""
+UPDATE executions
+SET status = 'RUNNING',
+    attempts = attempts + 1,
+    lease_token = lower(hex(randomblob(16))),
+    lease_expires_at = :now + :lease_seconds,
+    worker_id = 'run:' || :token,
+    started_at = COALESCE(started_at, :now),
+    updated_at = :now
+WHERE id = :id
+  AND EXISTS (SELECT 1 FROM session_runs WHERE session_id = :session_id AND run_token = :token)
+  AND (status = 'PENDING'
+       OR (status = 'RUNNING' AND worker_id LIKE 'run:%' AND worker_id <> 'run:' || :token))
+RETURNING {COLUMNS}
+"""
+
 # --- sessions, forget and retention ---------------------------------------------------------------
 
 # A cached start is answered from memory; its hits are counted there and added here in batches.
@@ -228,7 +271,11 @@ WHERE session_id = :session_id AND (:before IS NULL OR seq < :before)
 ORDER BY seq DESC
 LIMIT :limit
 """
-COUNT_LIVE_IN_SESSION = "SELECT count(*) FROM executions WHERE session_id = ? AND status IN ('PENDING', 'RUNNING')"
+# Live: executions still pending or running, and an agent run holding the session (its lease not run out).
+SESSION_LIVE = """
+SELECT (SELECT count(*) FROM executions WHERE session_id = :session_id AND status IN ('PENDING', 'RUNNING')),
+       (SELECT holder FROM session_runs WHERE session_id = :session_id AND lease_expires_at > :now)
+"""
 FORGET_SESSION = "DELETE FROM executions WHERE session_id = ? RETURNING workflow_id, session_id, key"
 DELETE_TERMINAL_BEFORE = """
 DELETE FROM executions

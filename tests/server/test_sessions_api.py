@@ -18,9 +18,9 @@ from urllib.parse import quote
 
 import pytest
 
-from nexum_server.api import Server
 from nexum_server.config import Settings
 from nexum_server.models import Status, WorkflowRef
+from nexum_server.service import QueueService
 from nexum_server.sessions import RETENTION_BATCH, Retention
 from nexum_server.store import SQLiteStore
 from tests.procs import ROOT, NexumServer
@@ -174,26 +174,27 @@ T0 = 1_700_000_000.0
 
 
 async def test_retention_sweep_deletes_old_results_in_batches_and_their_calls_run_again(tmp_path: Path) -> None:
-    store = SQLiteStore(Settings(db=str(tmp_path / "nexum.db")))
+    settings = Settings(db=str(tmp_path / "nexum.db"))
+    store = SQLiteStore(settings)
     store.start()
-    server = Server(Settings(db=str(tmp_path / "nexum.db")), store)
+    service = QueueService(settings, store)
     try:
         store.register_workflow(REF, IR, T0)
         count = RETENTION_BATCH + 3
         for i in range(count):
             store.start_execution(REF, "s", f"old{i}", None, T0)
         for task in store.claim("w", [REF], count, 30.0, T0).tasks:
-            server.completed.put(store.complete(task.task_id, task.lease_token, {"result": "x"}, T0 + 1))
+            service.completed.put(store.complete(task.task_id, task.lease_token, {"result": "x"}, T0 + 1))
         store.start_execution(REF, "s", "recent", None, T0 + 20 * DAY)
-        assert server.completed.get(REF.workflow_id, "s", "old0") is not None
+        assert service.completed.get(REF.workflow_id, "s", "old0") is not None
 
         now = [T0 + 30 * DAY]
-        retention = Retention(server, 30 * DAY, clock=lambda: now[0])
+        retention = Retention(service, 30 * DAY, clock=lambda: now[0])
         assert await retention.sweep() == 0  # ended exactly 30 days minus a second ago
 
         now[0] = T0 + 31 * DAY
         assert await retention.sweep() == count
-        assert server.completed.get(REF.workflow_id, "s", "old0") is None
+        assert service.completed.get(REF.workflow_id, "s", "old0") is None
         assert [c.key for c in store.list_calls("s", 10, None)[0]] == ["recent"]
         again = store.start_execution(REF, "s", "old0", None, now[0])
         assert again.created and again.execution.status is Status.PENDING

@@ -16,7 +16,15 @@ from typing import Any
 import pytest
 
 from nexum_server.config import Settings
-from nexum_server.errors import LeaseLost, NotFound, SchemaError, SessionBusy, StoreUnavailable, WorkflowNotFound
+from nexum_server.errors import (
+    LeaseLost,
+    NotFound,
+    SchemaError,
+    SessionBusy,
+    SessionTakenOver,
+    StoreUnavailable,
+    WorkflowNotFound,
+)
 from nexum_server.models import Execution, Status, WorkflowRef
 from nexum_server.store import SCHEMA_VERSION, SQLiteStore, Store
 
@@ -459,6 +467,60 @@ async def test_a_busy_database_is_store_unavailable_not_a_crash(make_store: Stor
     assert (await store.run(store.start_execution, REF, "s", "k", {}, T0)).created
 
 
+# Session runs: the agent's own (in-process) executions, fenced by the run that holds the session.
+
+
+def test_the_current_run_claims_an_in_process_execution_once(store: Store) -> None:
+    run = store.take_session("s", "agent-1", LEASE, T0)
+    e = start(store)
+    task = store.claim_for_run(e.id, "s", run.token, LEASE, T0)
+    assert task is not None and task.attempt == 1
+    assert store.get_execution(e.id).worker_id == f"run:{run.token}"
+    # Held by the current run: a second claim (a duplicate start) gets nothing and must wait.
+    assert store.claim_for_run(e.id, "s", run.token, LEASE, T0) is None
+    store.complete(task.task_id, task.lease_token, {"answer": 42}, T0 + 1)
+    assert store.claim_for_run(e.id, "s", run.token, LEASE, T0 + 1) is None
+    assert store.get_execution(e.id).result == {"answer": 42}
+
+
+def test_a_new_run_takes_the_session_at_once_and_reclaims_what_the_old_run_held(store: Store) -> None:
+    old = store.take_session("s", "agent-1", LEASE, T0)
+    e = start(store)
+    held = store.claim_for_run(e.id, "s", old.token, LEASE, T0)
+    assert held is not None
+    new = store.take_session("s", "agent-2", LEASE, T0 + 1)
+    assert new.previous_holder == "agent-1" and new.token != old.token
+    # Long before the old lease runs out, the new run holds the unit under a new token.
+    again = store.claim_for_run(e.id, "s", new.token, LEASE, T0 + 1)
+    assert again is not None and again.lease_token != held.lease_token and again.attempt == 2
+    with pytest.raises(LeaseLost):
+        store.complete(held.task_id, held.lease_token, "late answer from the old run", T0 + 2)
+    with pytest.raises(SessionTakenOver):
+        store.renew_session("s", old.token, LEASE, T0 + 2)
+    with pytest.raises(SessionTakenOver):
+        store.claim_for_run(start(store, key="k2").id, "s", old.token, LEASE, T0 + 2)
+    store.complete(again.task_id, again.lease_token, "answer", T0 + 2)
+    assert store.get_execution(e.id).result == "answer"
+
+
+def test_a_dead_run_is_not_named_as_a_live_holder_and_ending_a_run_is_fenced(store: Store) -> None:
+    old = store.take_session("s", "agent-1", LEASE, T0)
+    assert store.renew_session("s", old.token, LEASE, T0 + 5) == T0 + 5 + LEASE
+    new = store.take_session("s", "agent-2", LEASE, T0 + 5 + LEASE + 1)
+    assert new.previous_holder is None
+    store.end_session_run("s", old.token)  # the old run ending late leaves the new one alone
+    assert store.renew_session("s", new.token, LEASE, T0 + 20) == T0 + 20 + LEASE
+    store.end_session_run("s", new.token)
+    assert store.take_session("s", "agent-3", LEASE, T0 + 21).previous_holder is None
+
+
+def test_sessions_are_independent(store: Store) -> None:
+    a = store.take_session("a", "agent-1", LEASE, T0)
+    store.take_session("b", "agent-2", LEASE, T0)
+    assert store.renew_session("a", a.token, LEASE, T0 + 1) == T0 + 1 + LEASE
+    e = start(store, session_id="b")
+    with pytest.raises(SessionTakenOver):
+        store.claim_for_run(e.id, "b", a.token, LEASE, T0 + 1)
 # --- sessions, forget and retention --------------------------------------------------------------
 
 DAY = 86_400.0
@@ -543,14 +605,14 @@ def test_calls_of_a_session_name_the_tool_or_summarise_any_other_input(store: St
 def test_forget_deletes_a_finished_session_and_a_new_start_runs_again(store: Store) -> None:
     old = run_to_completion(store, "a", "s", T0)
     run_to_completion(store, "a", "keep", T0)
-    assert sorted(store.forget_session("s")) == [(REF.workflow_id, "s", "a")]
+    assert sorted(store.forget_session("s", T0 + 10)) == [(REF.workflow_id, "s", "a")]
     with pytest.raises(NotFound):
         store.get_execution(old.id)
     again = store.start_execution(REF, "s", "a", {"key": "a"}, T0 + 10)
     assert again.created and again.execution.status is Status.PENDING
     assert store.get_session("keep").completed == 1
     with pytest.raises(NotFound, match="no session 'never'"):
-        store.forget_session("never")
+        store.forget_session("never", T0 + 10)
 
 
 @pytest.mark.parametrize("live", ["pending", "running"])
@@ -560,8 +622,17 @@ def test_forget_refuses_a_session_with_live_calls_and_deletes_nothing(store: Sto
     if live == "running":
         claim_one(store, T0 + 1)
     with pytest.raises(SessionBusy, match="1 call.* still pending or running"):
-        store.forget_session("s")
+        store.forget_session("s", T0 + 10)
     assert store.get_session("s").calls == 2
+
+
+def test_forget_refuses_a_session_an_agent_run_holds_until_its_lease_runs_out(store: Store) -> None:
+    run_to_completion(store, "a", "s", T0)
+    run = store.take_session("s", "agent-1", LEASE, T0 + 1)
+    with pytest.raises(SessionBusy, match="held by a run in progress \\(agent-1\\)"):
+        store.forget_session("s", T0 + 2)
+    assert store.get_session("s").calls == 1
+    assert store.forget_session("s", run.lease_expires_at + 1) == [(REF.workflow_id, "s", "a")]
 
 
 def test_retention_deletes_terminal_executions_older_than_the_cutoff_in_batches(store: Store) -> None:
@@ -590,7 +661,8 @@ def test_a_file_of_schema_1_is_migrated_and_keeps_its_executions(tmp_path: Path)
     v1.register_workflow(REF, IR, T0)
     kept = v1.start_execution(REF, "s", "k", None, T0).execution
     v1.db.executescript("BEGIN; DROP INDEX executions_done; ALTER TABLE executions DROP COLUMN hits;"
-                        "ALTER TABLE executions DROP COLUMN last_hit_at; PRAGMA user_version = 1; COMMIT;")
+                        "ALTER TABLE executions DROP COLUMN last_hit_at; DROP TABLE session_runs;"
+                        "PRAGMA user_version = 1; COMMIT;")
     v1.shutdown()
 
     store = SQLiteStore(Settings(db=str(path)))
@@ -599,5 +671,6 @@ def test_a_file_of_schema_1_is_migrated_and_keeps_its_executions(tmp_path: Path)
         assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert store.get_execution(kept.id).status is Status.PENDING
         assert store.get_session("s").cached_hits == 0
+        assert store.take_session("s", "run-1", LEASE, T0).token
     finally:
         store.shutdown()
