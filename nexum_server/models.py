@@ -306,18 +306,25 @@ def describe_input(input_head: str, complete: bool) -> tuple[str | None, Any, st
     """(tool, args, summary) of an execution's input, given its JSON text or the start of it.
 
     A tool call's input names the tool and its arguments (`tool`/`args`, or `tool_name`/`tool_args`);
-    any other input, e.g. a model request, is summarised by the start of its JSON text.
+    any other input, e.g. a model request, is summarised: an object as its `name: value` pairs,
+    anything else as its JSON text.
     """
-    if complete:
-        value = json.loads(input_head)
-        if isinstance(value, dict):
-            for tool_key, args_key in (("tool", "args"), ("tool_name", "tool_args")):
-                tool = value.get(tool_key)
-                if isinstance(tool, str):
-                    args = value.get(args_key)
-                    return tool, args, _cut(json.dumps(args, ensure_ascii=False, separators=(", ", ": ")))
-        return None, None, _cut(json.dumps(value, ensure_ascii=False, separators=(", ", ": ")))
-    return None, None, _cut(input_head + "…")
+    if not complete:
+        return None, None, _cut(input_head + "…")
+    value = json.loads(input_head)
+    if isinstance(value, dict):
+        for tool_key, args_key in (("tool", "args"), ("tool_name", "tool_args")):
+            tool = value.get(tool_key)
+            if isinstance(tool, str):
+                args = value.get(args_key)
+                return tool, args, _cut(_compact(args))
+        return None, None, _cut(", ".join(f"{k}: {v if isinstance(v, str) else _compact(v)}"
+                                          for k, v in value.items()))
+    return None, None, _cut(_compact(value))
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
 
 
 def _cut(text: str) -> str:

@@ -100,7 +100,7 @@ def test_calls_show_tool_calls_and_summarise_other_workflows(api: Api, session_i
                                                               "COMPLETED")
     assert visit["result_chars"] > 0 and visit["worker_id"] == "worker-1" and "result" not in visit
     assert request["tool"] is None and request["workflow_id"] == "model-request"
-    assert request["summary"] == '{"messages": [{"role": "user", "content": "hi"}]}'
+    assert request["summary"] == 'messages: [{"role": "user", "content": "hi"}]'
 
     first = api.http.get("/v1/calls", params={"session_id": session_id, "limit": 1}).json()
     rest = api.http.get("/v1/calls", params={"session_id": session_id, "cursor": first["next_cursor"]}).json()
