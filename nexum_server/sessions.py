@@ -152,7 +152,7 @@ async def list_sessions(request: Request, contains: Annotated[str | None, Query(
     service = _service(request)
     await _fresh_counts(service)
     after = _decode_session_cursor(cursor) if cursor else None
-    rows = await service.store.run(service.store.list_sessions, limit, after, contains)
+    rows = await service.store.read(service.store.list_sessions, limit, after, contains)
     next_cursor = _encode_session_cursor(rows[-1]) if len(rows) == limit else None
     return SessionPage(sessions=rows, next_cursor=next_cursor)
 
@@ -161,7 +161,7 @@ async def list_sessions(request: Request, contains: Annotated[str | None, Query(
 async def get_session(request: Request, session_id: str) -> SessionSummary:
     service = _service(request)
     await _fresh_counts(service)
-    return await service.store.run(service.store.get_session, session_id)
+    return await service.store.read(service.store.get_session, session_id)
 
 
 @router.delete("/v1/sessions/{session_id:path}", response_model=ForgetResult, tags=["sessions"], responses=ERRORS)
@@ -187,7 +187,7 @@ async def list_calls(request: Request, session_id: Annotated[str, Query(min_leng
     service = _service(request)
     await _fresh_counts(service)
     before = _decode_call_cursor(cursor) if cursor else None
-    calls, next_before = await service.store.run(service.store.list_calls, session_id, limit, before)
+    calls, next_before = await service.store.read(service.store.list_calls, session_id, limit, before)
     return CallPage(calls=calls, next_cursor=None if next_before is None else str(next_before))
 
 

@@ -78,6 +78,11 @@ class Store(ABC):
         except self.unavailable_errors as e:
             raise StoreUnavailable(f"the database cannot be used right now ({e}); try again") from e
 
+    async def read(self, method: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a read that may be slow (the web page's session counts) where it holds up no state
+        change; the store's own executor unless a dialect has a better place."""
+        return await self.run(method, *args, **kwargs)
+
     def start(self) -> None:
         """Open the store on its own executor thread."""
         self._executor.submit(self.open).result()

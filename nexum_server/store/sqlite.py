@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import sqlite3
+import threading
 import uuid
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
-from ..errors import InvalidValue, LeaseLost, NotFound, SchemaError, SessionBusy, SessionTakenOver, WorkflowNotFound
+from ..errors import (
+    InvalidValue,
+    LeaseLost,
+    NotFound,
+    SchemaError,
+    SessionBusy,
+    SessionTakenOver,
+    StoreUnavailable,
+    WorkflowNotFound,
+)
 from ..models import CallSummary, Execution, SessionSummary, Status, Task, WorkflowRef, describe_input
 from .base import SCHEMA_VERSION, CallKey, ClaimOutcome, SessionRun, StartOutcome, Store
 from .sqlite_sql import (
@@ -48,8 +62,13 @@ from .sqlite_sql import (
 )
 
 
+T = TypeVar("T")
+
+
 class SQLiteStore(Store):
-    """The store on one SQLite file. All calls arrive on the one executor thread."""
+    """The store on one SQLite file. All calls arrive on the one executor thread, but for `read()`:
+    the page's counts read on a read-only connection of their own, which in WAL mode never waits
+    for the writer nor makes it wait."""
 
     # "database is locked" (another process holds the file), "disk I/O error", a full disk.
     unavailable_errors = (sqlite3.OperationalError,)
@@ -57,6 +76,36 @@ class SQLiteStore(Store):
     def __init__(self, settings: Any) -> None:
         super().__init__(settings)
         self._db: sqlite3.Connection | None = None
+        self._readers = threading.local()
+        self._reader_connections: list[sqlite3.Connection] = []
+        self._read_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nexum-store-read")
+
+    async def read(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._read_executor, functools.partial(method, *args, **kwargs))
+        except self.unavailable_errors as e:
+            raise StoreUnavailable(f"the database cannot be used right now ({e}); try again") from e
+
+    @property
+    def reader(self) -> sqlite3.Connection:
+        """This thread's read-only connection: the read executor's, or a caller's own in tests."""
+        db = getattr(self._readers, "db", None)
+        if db is None:
+            db = sqlite3.connect(f"{self.settings.db_path.resolve().as_uri()}?mode=ro", uri=True,
+                                 isolation_level=None, check_same_thread=False)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA busy_timeout = 5000")
+            self._readers.db = db
+            self._reader_connections.append(db)
+        return db
+
+    def shutdown(self) -> None:
+        self._read_executor.shutdown(wait=True)
+        for db in self._reader_connections:
+            db.close()
+        self._reader_connections.clear()
+        super().shutdown()
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -274,10 +323,10 @@ class SQLiteStore(Store):
     def list_sessions(self, limit: int, after: tuple[float, str] | None, contains: str | None) -> list[SessionSummary]:
         after_at, after_id = after or (None, None)
         params = {"limit": limit, "after_at": after_at, "after_id": after_id, "contains": contains or None}
-        return [_session(row) for row in self.db.execute(LIST_SESSIONS, params)]
+        return [_session(row) for row in self.reader.execute(LIST_SESSIONS, params)]
 
     def get_session(self, session_id: str) -> SessionSummary:
-        row = self.db.execute(GET_SESSION, (session_id,)).fetchone()
+        row = self.reader.execute(GET_SESSION, (session_id,)).fetchone()
         if row is None:
             raise NotFound(f"no session {session_id!r}: nothing is stored under that id")
         return _session(row)
@@ -285,7 +334,7 @@ class SQLiteStore(Store):
     def list_calls(self, session_id: str, limit: int, before: int | None) -> tuple[list[CallSummary], int | None]:
         params = {"session_id": session_id, "limit": limit, "before": before,
                   "input_chars": CALL_INPUT_CHARS, "error_chars": CALL_ERROR_CHARS}
-        rows = self.db.execute(LIST_CALLS, params).fetchall()
+        rows = self.reader.execute(LIST_CALLS, params).fetchall()
         next_before = rows[-1]["seq"] if len(rows) == limit else None
         return [_call(row) for row in rows], next_before
 
