@@ -29,7 +29,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .config import Settings
-from .errors import NexumError, RequestRejected, SchemaError, ServerUnavailable
+from .errors import ConfigError, NexumError, RequestRejected, SchemaError, ServerUnavailable, StoreUnavailable
 from .models import Execution, SessionSummary, Status
 
 console = Console()
@@ -41,10 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nexum", description="Nexum server and inspection commands.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    dev = commands.add_parser("dev", help="run the server (SQLite, long-poll task queue)")
+    dev = commands.add_parser("dev", help="run the server (SQLite or PostgreSQL, long-poll task queue)")
     dev.add_argument("--host", help="address to bind (NEXUM_HOST, default 127.0.0.1)")
     dev.add_argument("--port", type=int, help="port, 0 for any free one (NEXUM_PORT, default 50051)")
-    dev.add_argument("--db", help="SQLite file (NEXUM_DB, default .nexum/local.db)")
+    dev.add_argument("--db", help="SQLite file, or postgresql://user@host:port/dbname for several servers "
+                                   "on one database (NEXUM_DB, default .nexum/local.db)")
     dev.add_argument("--lease-seconds", type=float, help="task lease (NEXUM_LEASE_SECONDS, default 30)")
     dev.add_argument("--max-attempts", type=int, help="attempts per execution (NEXUM_MAX_ATTEMPTS, default 3)")
     dev.add_argument("--retry-backoff-seconds", type=float,
@@ -107,8 +108,8 @@ def serve(args: argparse.Namespace) -> None:
         retain=args.retain)
     try:
         store = open_store(settings)
-    except SchemaError as e:
-        errors.print(f"[red]cannot open the database:[/] {e}")
+    except (SchemaError, StoreUnavailable, ConfigError) as e:
+        errors.print(f"[red]cannot open the database:[/] {e}", highlight=False)
         sys.exit(2)
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -125,11 +126,12 @@ def serve(args: argparse.Namespace) -> None:
     url = f"http://{host}:{port}"
 
     def ready() -> None:
+        store.announce(url)
         auth = "bearer token required" if settings.token else "no auth (loopback)"
         retain = f"retain {settings.retain}" if settings.retain else "keep forever"
         console.print(f"Nexum server listening on {url}", highlight=False)
         console.print(f"  page {url}/ui", highlight=False)
-        console.print(f"  db {settings.db_path}  lease {settings.lease_seconds:g}s  max attempts "
+        console.print(f"  db {store.location}  lease {settings.lease_seconds:g}s  max attempts "
                       f"{settings.max_attempts}  {retain}  {auth}", style="dim", highlight=False)
         sys.stdout.flush()
 

@@ -41,7 +41,7 @@ class Settings:
     port: int = DEFAULT_PORT
     """TCP port to listen on."""
     db: str = DEFAULT_DB
-    """Path of the SQLite database file; its folder is created."""
+    """Path of the SQLite database file (its folder is created), or a `postgresql://` URL."""
     token: str | None = None
     """When set, every request but /health needs `Authorization: Bearer <token>`."""
     lease_seconds: float = LEASE_SECONDS

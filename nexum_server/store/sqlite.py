@@ -24,6 +24,7 @@ from ..errors import (
 )
 from ..models import CallSummary, Execution, SessionSummary, Status, Task, WorkflowRef, describe_input
 from .base import SCHEMA_VERSION, CallKey, ClaimOutcome, SessionRun, StartOutcome, Store
+from .lock import ServerLock
 from .sqlite_sql import (
     ADD_HITS,
     ADDED_COLUMNS,
@@ -49,14 +50,17 @@ from .sqlite_sql import (
     NEXT_LEASE_EXPIRY,
     RELEASE,
     RENEW_SESSION,
+    RUN_GONE,
     SCHEMA,
     SCHEMA_STATE,
     SELECT_EXECUTION,
     SELECT_LIVE,
     SELECT_SESSION_RUN,
     SESSION_LIVE,
+    SESSION_RUN_GONE,
     SESSION_RUN_IS,
     TAKE_SESSION,
+    TERMINAL_AMONG,
     SELECT_WORKFLOW,
     SELECT_WORKFLOW_ANY,
 )
@@ -73,12 +77,15 @@ class SQLiteStore(Store):
     # "database is locked" (another process holds the file), "disk I/O error", a full disk.
     unavailable_errors = (sqlite3.OperationalError,)
 
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: Any, lock: bool = False) -> None:
         super().__init__(settings)
         self._db: sqlite3.Connection | None = None
         self._readers = threading.local()
         self._reader_connections: list[sqlite3.Connection] = []
         self._read_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nexum-store-read")
+        self._lock_file = lock
+        """Hold the file for this server alone (`lock.py`); tests open several stores on one file."""
+        self._lock: ServerLock | None = None
 
     async def read(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -108,6 +115,10 @@ class SQLiteStore(Store):
         super().shutdown()
 
     @property
+    def location(self) -> str:
+        return str(self.settings.db_path)
+
+    @property
     def db(self) -> sqlite3.Connection:
         assert self._db is not None, "store is not open"
         return self._db
@@ -115,6 +126,8 @@ class SQLiteStore(Store):
     def open(self) -> None:
         path = self.settings.db_path
         path.parent.mkdir(parents=True, exist_ok=True)
+        if self._lock_file:
+            self._lock = ServerLock(path)
         # Autocommit mode: each method opens its own transaction with BEGIN IMMEDIATE, so a writer
         # takes the lock before reading what it will change.
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -170,11 +183,17 @@ class SQLiteStore(Store):
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+    def announce(self, url: str) -> None:
+        if self._lock is not None:
+            self._lock.announce(url)
 
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
             self._db = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _tx(self) -> sqlite3.Connection:
         return _Transaction(self.db)  # type: ignore[return-value]
@@ -217,6 +236,9 @@ class SQLiteStore(Store):
                         limit: int) -> list[Execution]:
         params = {"session_id": session_id, "status": status.value if status else None, "key": key, "limit": limit}
         return [_execution(row) for row in self.db.execute(LIST_EXECUTIONS, params)]
+
+    def terminal_among(self, execution_ids: list[str]) -> list[str]:
+        return [row[0] for row in self.db.execute(TERMINAL_AMONG, (json.dumps(execution_ids),))]
 
     def cancel_execution(self, execution_id: str, now: float) -> Execution:
         with self._tx():
@@ -306,6 +328,12 @@ class SQLiteStore(Store):
     def end_session_run(self, session_id: str, token: str) -> None:
         with self._tx():
             self.db.execute(END_SESSION_RUN, {"session_id": session_id, "token": token})
+
+    def run_gone(self, session_id: str, token: str, now: float) -> list[Execution]:
+        params = {"session_id": session_id, "token": token, "now": now}
+        with self._tx():
+            self.db.execute(SESSION_RUN_GONE, params)
+            return [_execution(row) for row in self.db.execute(RUN_GONE, params).fetchall()]
 
     def claim_for_run(self, execution_id: str, session_id: str, token: str, lease_seconds: float,
                       now: float) -> Task | None:
