@@ -29,6 +29,8 @@ class CompletedCache:
     def __init__(self, entries: int = CACHE_ENTRIES) -> None:
         self.entries = entries
         self._items: OrderedDict[Key, Execution] = OrderedDict()
+        self._keys: dict[str, Key] = {}
+        """Execution id to call key, for deletions another server announces by id."""
 
     def get(self, workflow_id: str, session_id: str, key: str) -> Execution | None:
         found = self._items.get((workflow_id, session_id, key))
@@ -38,7 +40,15 @@ class CompletedCache:
 
     def discard(self, workflow_id: str, session_id: str, key: str) -> None:
         """The execution was deleted (forgotten or retained away): its call must run again."""
-        self._items.pop((workflow_id, session_id, key), None)
+        gone = self._items.pop((workflow_id, session_id, key), None)
+        if gone is not None:
+            self._keys.pop(gone.id, None)
+
+    def discard_id(self, execution_id: str) -> None:
+        """Another server deleted the execution."""
+        k = self._keys.pop(execution_id, None)
+        if k is not None:
+            self._items.pop(k, None)
 
     def put(self, execution: Execution) -> None:
         if (execution.status is not Status.COMPLETED or self.entries <= 0
@@ -47,8 +57,9 @@ class CompletedCache:
         k = (execution.workflow_id, execution.session_id, execution.key)
         self._items[k] = execution
         self._items.move_to_end(k)
+        self._keys[execution.id] = k
         while len(self._items) > self.entries:
-            self._items.popitem(last=False)
+            self._keys.pop(self._items.popitem(last=False)[1].id, None)
 
 
 def _size(value: object) -> int:

@@ -270,6 +270,8 @@ class QueueService:
                         self.notifier.tasks_ready()
                     elif change.kind == "done" and change.execution_id:
                         self.notifier.ended_elsewhere(change.execution_id)
+                    elif change.kind == "deleted" and change.execution_id:
+                        self.completed.discard_id(change.execution_id)
             except Exception as e:  # the database went away: try again, a little later each time
                 log.warning("not following other servers' changes (%s: %s); reconnecting in %.1f s",
                             type(e).__name__, str(e).strip(), delay)

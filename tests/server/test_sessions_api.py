@@ -222,3 +222,23 @@ def test_a_bad_retention_period_is_refused_naming_the_key(tmp_path: Path) -> Non
                              "--retain", "30 days"], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert "NEXUM_RETAIN='30 days' is not a retention period" in " ".join(result.stderr.split())
+
+
+def test_forget_on_one_server_reaches_the_cache_of_another_on_the_same_postgresql(
+        start_server: StartServer, connect: Callable[..., Api], postgres_url: str, session_id: str) -> None:
+    one, two = start_server(db=postgres_url), start_server(db=postgres_url)
+    first, second = connect(one), connect(two)
+    done = finish(first, session_id, "a")
+    assert second.start(session_id, "a", expect=200)["cached"]  # now in the second server's memory too
+    assert second.start(session_id, "a", expect=200)["cached"]
+
+    assert first.http.delete(f"/v1/sessions/{session_id}").json()["deleted"] == 1
+    deadline = time.monotonic() + DEADLINE
+    while True:  # the deletion reaches the second server as a notification, moments after the commit
+        started = second.http.post("/v1/executions", json={**REF.model_dump(), "session_id": session_id,
+                                                           "key": "a", "input": {"key": "a"}})
+        if started.status_code == 201:
+            break
+        assert started.json()["id"] == done["id"] and time.monotonic() < deadline, "still served from memory"
+        time.sleep(CHECK_EVERY)
+    assert started.json()["id"] != done["id"]
