@@ -259,6 +259,8 @@ class SessionPage(BaseModel):
     """Newest activity first."""
     next_cursor: str | None = None
     """Pass as `cursor` for the next page; null on the last one."""
+    server_time: float
+    """The server's clock when it answered: "how long ago" is measured against it, not the reader's."""
 
 
 class CallSummary(BaseModel):
@@ -294,6 +296,8 @@ class CallPage(BaseModel):
     calls: list[CallSummary]
     """Newest first."""
     next_cursor: str | None = None
+    server_time: float
+    """The server's clock when it answered."""
 
 
 class ForgetResult(BaseModel):

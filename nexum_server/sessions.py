@@ -29,7 +29,6 @@ from fastapi.responses import FileResponse, Response
 
 from .errors import InvalidValue, NotFound
 from .models import CallPage, ErrorBody, ForgetResult, SessionPage, SessionSummary
-from .store import Store
 from .store.base import CallKey
 
 if TYPE_CHECKING:
@@ -154,7 +153,7 @@ async def list_sessions(request: Request, contains: Annotated[str | None, Query(
     after = _decode_session_cursor(cursor) if cursor else None
     rows = await service.store.read(service.store.list_sessions, limit, after, contains)
     next_cursor = _encode_session_cursor(rows[-1]) if len(rows) == limit else None
-    return SessionPage(sessions=rows, next_cursor=next_cursor)
+    return SessionPage(sessions=rows, next_cursor=next_cursor, server_time=time.time())
 
 
 @router.get("/v1/sessions/{session_id:path}", response_model=SessionSummary, tags=["sessions"], responses=ERRORS)
@@ -188,7 +187,8 @@ async def list_calls(request: Request, session_id: Annotated[str, Query(min_leng
     await _fresh_counts(service)
     before = _decode_call_cursor(cursor) if cursor else None
     calls, next_before = await service.store.read(service.store.list_calls, session_id, limit, before)
-    return CallPage(calls=calls, next_cursor=None if next_before is None else str(next_before))
+    return CallPage(calls=calls, next_cursor=None if next_before is None else str(next_before),
+                    server_time=time.time())
 
 
 @router.get("/ui", include_in_schema=False)

@@ -8,7 +8,7 @@ const SESSIONS_PAGE = 50;
 const CALLS_PAGE = 200;
 const TOKEN_KEY = "nexum-token";
 
-const state = { sessionPages: 1, callPages: 1, timer: null, busy: false, again: false, filter: "" };
+const state = { sessionPages: 1, callPages: 1, timer: null, busy: false, again: false, filter: "", skew: 0 };
 const $ = (id) => document.getElementById(id);
 
 // --- DOM: elements built from text, never from markup ---------------------------------------------
@@ -46,8 +46,12 @@ function seconds(s) {
   return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
 }
 
+// The server's clock, as of its last answer: times are compared with it, never with this machine's.
+function serverNow() { return Date.now() / 1000 + state.skew; }
+function keepServerTime(page) { state.skew = page.server_time - Date.now() / 1000; }
+
 function ago(ts) {
-  const s = Date.now() / 1000 - ts;
+  const s = serverNow() - ts;
   if (s < 5) return "just now";
   if (s < 120) return `${Math.round(s)} s ago`;
   if (s < 7200) return `${Math.round(s / 60)} min ago`;
@@ -106,6 +110,7 @@ function callHref(session, id) { return `${sessionHref(session)}/calls/${encodeU
 async function renderSessions() {
   const limit = Math.min(SESSIONS_PAGE * state.sessionPages, 500);
   const page = await api(`/v1/sessions?${query({ limit, contains: state.filter })}`);
+  keepServerTime(page);
   const rows = page.sessions.map((s) => {
     const row = el("tr", { className: "link", "data-session": s.session_id },
       el("td", { className: "mono wrap" }, el("a", { href: sessionHref(s.session_id) }, s.session_id)),
@@ -139,6 +144,7 @@ async function renderSession(sessionId) {
     summary = null;
   }
   const page = await api(`/v1/calls?${query({ session_id: sessionId, limit })}`);
+  keepServerTime(page);
   const counts = summary ? [
     fact("Calls", summary.calls), fact("Cached hits", summary.cached_hits), fact("Executed", summary.completed),
     fact("Failed", summary.failed), fact("Running", summary.running), fact("Waiting", summary.pending),
@@ -158,7 +164,7 @@ async function renderSession(sessionId) {
       el("td", null, statusBadge(c.status)),
       el("td", { className: "n" }, `${c.attempts} / ${c.max_attempts}`),
       el("td", { className: "n" }, between(c.created_at, c.started_at)),
-      el("td", { className: "n" }, c.status === "RUNNING" ? seconds(Date.now() / 1000 - c.started_at) + "…"
+      el("td", { className: "n" }, c.status === "RUNNING" ? seconds(serverNow() - c.started_at) + "…"
         : between(c.started_at, c.completed_at)),
       el("td", { className: "mono" }, c.worker_id || ""),
       el("td", { className: "n" }, c.hits),
