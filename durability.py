@@ -413,6 +413,8 @@ class NexumDurability(BaseDurabilityCapability[AgentDepsT]):
             try:
                 await run.client.hold_presence(run.session)
                 pause = PRESENCE_RETRY_SECONDS
+            except RequestRejected:
+                return  # another run took the session: this one has nothing left to hold
             except Exception as e:  # the server is away: hold again once it is back
                 log.debug("presence connection lost: %s", e)
                 pause = min(pause * 2, 2.0)

@@ -52,6 +52,9 @@ class QueueService:
         if self._store is None:
             self._store = await asyncio.to_thread(open_store, self.settings)
         self.loop = asyncio.get_running_loop()
+        renewed = await self.store.run(self.store.on_server_start, time.time())
+        if renewed:
+            log.info("renewed the leases of %d running task(s): their workers can still report", renewed)
         self._background.append(asyncio.create_task(self.reap_leases()))
         if self.store.shared:
             self._background.append(asyncio.create_task(self.follow_other_servers()))
@@ -224,7 +227,9 @@ class QueueService:
 
         A killed agent's connection closes at once, so what it held is claimable by the next run
         at once, rather than when its leases run out. A server shutting down lets go without that.
+        Only the session's current run may hold it (`SessionTakenOver` otherwise, at once).
         """
+        await self.renew_session(session_id, run_token)
         closing = asyncio.ensure_future(self.notifier.wait_closing())
         gone = asyncio.ensure_future(disconnected)
         try:

@@ -28,9 +28,10 @@ TABLE_ROWS = (
     "Per-call latency", "bare round trip, GET /health", "cached call", "cold overhead (cold - direct)",
     "polling-pattern call", "Throughput, end to end", "tool alone, in process", "Nexum, 1 worker",
     "Nexum, 2 workers", "Targets", "cold overhead p99", "throughput, 1 server + 1 worker",
+    "blocking bare round trip, GET /health", "blocking cached call", "throughput, 2 workers / 1 worker",
 )
-LATENCIES = ("bare_round_trip_ms", "cached_call_ms", "direct_tool_ms", "cold_call_ms", "cold_outside_worker_ms",
-             "polling_call_ms")
+LATENCIES = ("bare_round_trip_ms", "cached_call_ms", "bare_round_trip_blocking_ms", "cached_call_blocking_ms",
+             "direct_tool_ms", "cold_call_ms", "cold_outside_worker_ms", "polling_call_ms")
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def test_json_has_the_machine_and_every_figure(bench: tuple[str, dict[str, Any]]
     assert {"p50", "p95", "p99"} <= set(calls["cold_overhead_ms"]) and {"p50"} <= set(calls["polling_overhead_ms"])
     assert [r["workers"] for r in calls["throughput"]] == [0, 1, 2]
     assert all(r["calls"] > 0 and r["calls_per_second"] > 0 for r in calls["throughput"])
-    assert len(calls["targets"]) == 5
+    assert len(calls["targets"]) == 7
     assert all(t["met"] in (True, False, None) and t["goal"] and t["measured"] for t in calls["targets"])
 
 
