@@ -426,7 +426,7 @@ class PostgresStore(Store):
                     origin, _, change = notice.payload.partition(" ")
                     kind, _, execution_id = change.partition(" ")
                     # Our own changes woke our own waiters already; anything else on the channel is ignored.
-                    if origin != self.origin and kind in ("ready", "done"):
+                    if origin != self.origin and kind in ("ready", "done", "deleted"):
                         yield Change(kind, execution_id or None)
                 # This server is alive (on the database's clock); a connection that died quietly fails here.
                 await db.execute(sql.SERVER_SEEN, {"origin": self.origin})
