@@ -94,3 +94,15 @@ def test_outside_a_session_the_capability_changes_nothing() -> None:
     agent = Agent(FunctionModel(answer), name="plain", capabilities=[durability])
     assert asyncio.run(agent.run("hello")).output == "plain"
     assert calls == ["asked"] and durability.last_stats is None
+
+
+def test_a_mistyped_tool_or_bad_arguments_fail_at_submission_naming_the_tools() -> None:
+    """Before any request: no server runs here, and none is needed to refuse the call."""
+    import pytest
+
+    from submit_task import InvalidToolCall, call_tool_sync
+
+    with pytest.raises(InvalidToolCall, match="the tools are: web_search, visit_webpage"):
+        call_tool_sync("web_serch", {"query": "x"}, "s")
+    with pytest.raises(InvalidToolCall, match="max_results"):
+        call_tool_sync("web_search", {"query": "x", "max_results": 99}, "s")
