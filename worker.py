@@ -31,7 +31,7 @@ from nexum_server.client import HOLD_SECONDS, NexumClient, run
 from nexum_server.errors import NexumError, RequestRejected, ServerUnavailable
 from nexum_server.models import Status, Task, WorkflowRef
 from nexum_server.retry import retry_async, retryable
-from tools import PermanentToolError, ToolSettings, TransientToolError, run_tool
+from tools import PermanentToolError, ToolSettings, TransientToolError, aclose_clients, run_tool
 from workflow import IR, VERSION_HASH, WORKFLOW_ID, ToolCallInput, ToolCallOutput
 
 log = logging.getLogger("nexum.worker")
@@ -229,7 +229,10 @@ async def serve(args: argparse.Namespace) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, worker.stop)
-        await worker.run()
+        try:
+            await worker.run()
+        finally:
+            await aclose_clients()
 
 
 def main(argv: list[str] | None = None) -> None:

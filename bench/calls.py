@@ -217,6 +217,10 @@ async def throughput(call: Callable[[int], Awaitable[Any]], clients: int, count:
             i, made = made, made + 1
             await call(i)
 
+    async with asyncio.TaskGroup() as group:
+        # Unrecorded, as before the latency measures: connections open, code paths warm.
+        for i in range(clients):
+            group.create_task(call(-1 - i))
     started = time.perf_counter()
     async with asyncio.TaskGroup() as group:
         for _ in range(clients):
@@ -266,6 +270,7 @@ async def measure_calls(stack: Stack, client: NexumClient, config: CallsConfig,
                                config.clients, config.throughput_calls, config.throughput_seconds)
         runs.append({"label": f"Nexum, {workers} worker{'s' if workers > 1 else ''}", "workers": workers, **run})
     figures["throughput"] = runs
+    await tools.aclose_clients()
     figures["targets"] = targets(figures)
     return {k: asdict(v) if isinstance(v, Summary) else v for k, v in figures.items()}
 

@@ -1,10 +1,14 @@
-"""The `nexum` command: run the server (`dev`) and look at executions (`ps`, `show`, `cancel`).
+"""The `nexum` command: run the server (`dev`), look at executions (`ps`, `show`, `cancel`) and
+sessions (`sessions`, `forget`).
 
 Run with:
-    nexum dev                      # http://127.0.0.1:50051, database .nexum/local.db
+    nexum dev                      # http://127.0.0.1:50051 (page at /ui), database .nexum/local.db
+    nexum dev --retain 30d         # also delete executions 30 days after they ended
     nexum ps --session demo        # executions, newest first
     nexum show EXECUTION_ID
     nexum cancel EXECUTION_ID
+    nexum sessions                 # sessions, latest activity first, with their counts
+    nexum forget SESSION           # delete a session's stored calls (asks first; --yes does not)
 """
 
 from __future__ import annotations
@@ -21,11 +25,12 @@ from datetime import datetime
 from dotenv import load_dotenv
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .config import Settings
 from .errors import ConfigError, NexumError, RequestRejected, SchemaError, ServerUnavailable, StoreUnavailable
-from .models import Execution, Status
+from .models import Execution, SessionSummary, Status
 
 console = Console()
 errors = Console(stderr=True)
@@ -48,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--retry-backoff-max-seconds", type=float,
                      help="longest retry delay (NEXUM_RETRY_BACKOFF_MAX_SECONDS, default 60)")
     dev.add_argument("--max-body-bytes", type=int, help="largest request body (NEXUM_MAX_BODY_BYTES, default 1 MiB)")
+    dev.add_argument("--retain", metavar="PERIOD",
+                     help="delete executions this long after they ended, e.g. 30d, 12h, 90m "
+                          "(NEXUM_RETAIN, default: keep forever)")
     dev.add_argument("--access-log", action="store_true", help="log every request")
 
     for name, help_text in (("ps", "list executions"), ("show", "one execution"), ("cancel", "cancel one")):
@@ -59,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--limit", type=int, default=50)
         else:
             sub.add_argument("execution_id")
+
+    sessions = commands.add_parser("sessions", help="list sessions with their counts, latest activity first")
+    sessions.add_argument("--url", help="server URL (NEXUM_URL, default http://127.0.0.1:50051)")
+    sessions.add_argument("--contains", metavar="TEXT", help="only session ids holding TEXT")
+    sessions.add_argument("--limit", type=int, default=50, help="sessions to show (default 50, at most 500)")
+    forget = commands.add_parser("forget", help="delete a session's stored calls: they run again next time")
+    forget.add_argument("--url", help="server URL (NEXUM_URL, default http://127.0.0.1:50051)")
+    forget.add_argument("session_id", metavar="SESSION")
+    forget.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     return parser
 
 
@@ -87,7 +104,8 @@ def serve(args: argparse.Namespace) -> None:
     settings = Settings.from_env(
         host=args.host, port=args.port, db=args.db, lease_seconds=args.lease_seconds,
         max_attempts=args.max_attempts, retry_backoff_seconds=args.retry_backoff_seconds,
-        retry_backoff_max_seconds=args.retry_backoff_max_seconds, max_body_bytes=args.max_body_bytes)
+        retry_backoff_max_seconds=args.retry_backoff_max_seconds, max_body_bytes=args.max_body_bytes,
+        retain=args.retain)
     try:
         store = open_store(settings)
     except (SchemaError, StoreUnavailable, ConfigError) as e:
@@ -110,9 +128,11 @@ def serve(args: argparse.Namespace) -> None:
     def ready() -> None:
         store.announce(url)
         auth = "bearer token required" if settings.token else "no auth (loopback)"
+        retain = f"retain {settings.retain}" if settings.retain else "keep forever"
         console.print(f"Nexum server listening on {url}", highlight=False)
+        console.print(f"  page {url}/ui", highlight=False)
         console.print(f"  db {store.location}  lease {settings.lease_seconds:g}s  max attempts "
-                      f"{settings.max_attempts}  {auth}", style="dim", highlight=False)
+                      f"{settings.max_attempts}  {retain}  {auth}", style="dim", highlight=False)
         sys.stdout.flush()
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -147,8 +167,15 @@ def _uvicorn_server_class() -> type:
 async def inspect(args: argparse.Namespace) -> None:
     from .client import NexumClient
 
+    if args.command == "forget":
+        await forget(args)
+        return
     async with NexumClient(args.url) as client:
-        if args.command == "ps":
+        if args.command == "sessions":
+            if not 1 <= args.limit <= 500:
+                raise ValueError("--limit must be between 1 and 500")
+            show_sessions((await client.sessions(limit=args.limit, contains=args.contains)).sessions)
+        elif args.command == "ps":
             show_table(await client.list(args.session, args.status, limit=args.limit))
         elif args.command == "show":
             try:
@@ -158,6 +185,54 @@ async def inspect(args: argparse.Namespace) -> None:
         else:
             execution = await client.cancel(args.execution_id)
             console.print(f"{execution.id} is {_status(execution.status)}")
+
+
+async def forget(args: argparse.Namespace) -> None:
+    from rich.prompt import Confirm
+
+    from .client import NexumClient
+
+    async with NexumClient(args.url) as client:
+        try:
+            session = await client.session(args.session_id)
+        except RequestRejected as e:
+            raise NexumError(str(e)) from e
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise NexumError(f"not forgetting session {args.session_id!r} without confirmation; "
+                                 "pass --yes to forget it without asking")
+            question = (f"Forget session [bold]{escape(args.session_id)}[/]: delete its {session.calls} stored "
+                        "call(s), so a re-run executes them all again?")
+            if not Confirm.ask(question, console=console, default=False):
+                console.print("nothing deleted")
+                return
+        try:
+            done = await client.forget(args.session_id)
+        except RequestRejected as e:
+            raise NexumError(str(e)) from e
+        console.print(f"session {escape(done.session_id)} forgotten: {done.deleted} execution(s) deleted",
+                      highlight=False)
+
+
+def show_sessions(sessions: list[SessionSummary]) -> None:
+    # The session id is never cut (`nexum forget` needs all of it): a long one folds onto more lines.
+    # "ran": calls executed to a result; "live": running or waiting for a worker or a retry.
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    longest = max((len(s.session_id) for s in sessions), default=7)
+    table.add_column("session", overflow="fold", min_width=min(longest, SESSION_MIN_WIDTH))
+    for name in ("calls", "cached", "ran", "failed", "live"):
+        table.add_column(name, justify="right", no_wrap=True, min_width=len(name))
+    table.add_column("last active", no_wrap=True, min_width=11)
+    table.add_column("saved", justify="right", no_wrap=True, min_width=6)
+    for s in sessions:
+        table.add_row(escape(s.session_id), str(s.calls), str(s.cached_hits), str(s.completed), str(s.failed),
+                      str(s.running + s.pending), datetime.fromtimestamp(s.last_activity).strftime("%m-%d %H:%M"),
+                      f"{s.seconds_saved:.1f}s")
+    console.print(table if sessions else "[dim]no sessions[/]")
+
+
+SESSION_MIN_WIDTH = 17
+"""What the session column keeps at 80 columns; longer ids fold onto more lines, never cut."""
 
 
 def show_table(executions: list[Execution]) -> None:

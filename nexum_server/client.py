@@ -21,10 +21,23 @@ import httpx2
 
 from .config import client_token, client_url
 from .errors import RequestRejected, ServerUnavailable, WaitTimeout
-from .models import Execution, Lease, SessionRunInfo, Status, Task, WorkflowRef
+from .models import (
+    CallPage,
+    Execution,
+    ForgetResult,
+    Lease,
+    SessionPage,
+    SessionRunInfo,
+    SessionSummary,
+    Status,
+    Task,
+    WorkflowRef,
+)
 from .retry import retry_async, retry_sync
 
 HOLD_SECONDS = 30.0
+PRESENCE_HOLD_SECONDS = 7 * 24 * 3600.0
+"""A run's presence request is held for as long as the run lives; this only bounds the read timeout."""
 """How long one long-poll request asks the server to hold it."""
 CONNECT_TIMEOUT = 5.0
 READ_SECONDS = 30.0
@@ -171,6 +184,25 @@ class NexumClient:
         response = await self.request("POST", f"/v1/executions/{execution_id}/cancel")
         return Execution.model_validate_json(response.content)
 
+    async def sessions(self, limit: int = 50, contains: str | None = None, cursor: str | None = None) -> SessionPage:
+        params = {"limit": limit, "contains": contains, "cursor": cursor}
+        response = await self.request("GET", "/v1/sessions", params={k: v for k, v in params.items() if v is not None})
+        return SessionPage.model_validate_json(response.content)
+
+    async def session(self, session_id: str) -> SessionSummary:
+        response = await self.request("GET", f"/v1/sessions/{quote(session_id, safe='')}")
+        return SessionSummary.model_validate_json(response.content)
+
+    async def calls(self, session_id: str, limit: int = 200, cursor: str | None = None) -> CallPage:
+        params = {"session_id": session_id, "limit": limit, "cursor": cursor}
+        response = await self.request("GET", "/v1/calls", params={k: v for k, v in params.items() if v is not None})
+        return CallPage.model_validate_json(response.content)
+
+    async def forget(self, session_id: str) -> ForgetResult:
+        """Delete the session's executions; refused (409) while any of them is pending or running."""
+        response = await self.request("DELETE", f"/v1/sessions/{quote(session_id, safe='')}")
+        return ForgetResult.model_validate_json(response.content)
+
     async def poll(self, worker_id: str, workflows: list[WorkflowRef], wait: float = HOLD_SECONDS,
                    max_tasks: int = 1) -> list[Task]:
         body = {"worker_id": worker_id, "workflows": [w.model_dump() for w in workflows],
@@ -218,13 +250,7 @@ class NexumClient:
         down): while it is open the server knows the run is alive, and learns at once when the
         process ends. Transport errors become `ServerUnavailable`."""
         path = f"/v1/sessions/{quote(run.session_id, safe='')}/runs/{run.run_token}/presence"
-        try:
-            async with self.http.stream("GET", path, timeout=httpx2.Timeout(None, connect=CONNECT_TIMEOUT)) as r:
-                body = await r.aread()
-        except httpx2.TransportError as e:
-            raise ServerUnavailable(f"lost the presence connection to {self.url}: {e}") from e
-        if r.status_code >= 400:
-            raise RequestRejected(r.status_code, body, f"GET {path} answered {r.status_code}")
+        await self.request("GET", path, hold=PRESENCE_HOLD_SECONDS)
 
     async def end_session_run(self, run: SessionRunInfo) -> None:
         await self.request("DELETE", f"/v1/sessions/{quote(run.session_id, safe='')}/runs/{run.run_token}")

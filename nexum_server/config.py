@@ -8,6 +8,7 @@ is already set), and both beat the default. A bad value fails loudly, naming the
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -25,6 +26,8 @@ RETRY_BACKOFF_MAX_SECONDS = 60.0
 MAX_BODY_BYTES = 1024 * 1024
 MAX_WAIT_SECONDS = 60.0
 """Longest a long-poll request is held; clients ask again for longer waits."""
+RETAIN_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+"""Units of a retention period: `30d`, `12h`, `90m`, `45s`."""
 SQLITE_SYNCHRONOUS = "NORMAL"
 """WAL with NORMAL survives a crash of the process; FULL also survives a power cut, at a cost."""
 
@@ -55,6 +58,8 @@ class Settings:
     """Longest a long-poll request is held."""
     sqlite_synchronous: str = SQLITE_SYNCHRONOUS
     """SQLite `synchronous` pragma: NORMAL or FULL."""
+    retain: str | None = None
+    """Delete terminal executions this long after they ended, e.g. `30d`; unset keeps them forever."""
 
     def __post_init__(self) -> None:
         for name in ("lease_seconds", "retry_backoff_seconds", "retry_backoff_max_seconds", "max_wait_seconds"):
@@ -68,6 +73,12 @@ class Settings:
             raise ConfigError("NEXUM_PORT must be between 0 and 65535")
         if self.sqlite_synchronous.upper() not in ("NORMAL", "FULL"):
             raise ConfigError("NEXUM_SQLITE_SYNCHRONOUS must be NORMAL or FULL")
+        parse_duration("NEXUM_RETAIN", self.retain)
+
+    @property
+    def retain_seconds(self) -> float | None:
+        """The retention period in seconds; None keeps everything."""
+        return parse_duration("NEXUM_RETAIN", self.retain)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -90,6 +101,17 @@ class Settings:
     def backoff(self, attempt: int) -> float:
         """Seconds to wait before retrying after failed attempt number `attempt` (1-based)."""
         return min(self.retry_backoff_seconds * 2 ** (attempt - 1), self.retry_backoff_max_seconds)
+
+
+def parse_duration(key: str, text: str | None) -> float | None:
+    """Seconds in `30d`, `12h`, `90m` or `45s`; None for no value."""
+    if text is None or text == "":
+        return None
+    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text.lower())
+    if found is None or float(found.group(1)) <= 0:
+        raise ConfigError(f"{key}={text!r} is not a retention period: use a positive number and a unit, "
+                          "e.g. 30d, 12h, 90m or 45s (leave it unset to keep everything)")
+    return float(found.group(1)) * RETAIN_UNITS[found.group(2)]
 
 
 def _parse(key: str, raw: str, type_name: object) -> object:

@@ -34,6 +34,14 @@ PROJECT_VARIABLES = ("NEXUM_", "SEARCH_BACKEND", "SEARXNG_URL", "SESSION_ID", "O
                      "GOOGLE_API_KEY", "ANTHROPIC_API_KEY")
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    """Said once per run: whether the page tests (tests/ui) can run here."""
+    from tests.ui.browser import missing
+
+    reason = missing()
+    return f"page tests: skipped, {reason}" if reason else "page tests: headless Debian chromium"
+
+
 @pytest.fixture(autouse=True)
 def _no_model_requests_and_clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
