@@ -220,6 +220,35 @@ def test_concurrent_claims_from_two_connections_never_lease_a_task_twice(
     assert store.count_by_status()[Status.RUNNING] == total
 
 
+def test_leases_expired_by_several_stores_at_once_are_each_expired_and_counted_once(
+        make_store: StoreFactory, store: Store) -> None:
+    total = 40
+    for i in range(total):
+        start(store, key=f"k{i}")
+    store.claim("w1", [REF], total, LEASE, T0)
+    others = [make_store() for _ in range(3)]  # as other servers would, each on its own thread
+    barrier = threading.Barrier(len(others) + 1)
+    seen: list[list[Execution]] = []
+    errors: list[BaseException] = []
+
+    def expire(target: Store) -> None:
+        try:
+            barrier.wait()
+            seen.append(target._executor.submit(target.expire_leases, T0 + LEASE).result()[0])
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=expire, args=(target,)) for target in [store, *others]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    expired = [e.id for batch in seen for e in batch]
+    assert len(expired) == total and len(set(expired)) == total
+    assert store.count_by_status()[Status.PENDING] == total
+
+
 # --- leases ------------------------------------------------------------------------------------
 
 def test_expired_lease_is_requeued_then_failed_when_attempts_are_used_up(make_store: StoreFactory) -> None:
