@@ -348,7 +348,13 @@ class NexumDurability(BaseDurabilityCapability[AgentDepsT]):
         self.url = url
         self.client = client
         self.on_unit = on_unit
-        self.last_stats: RunStats | None = None
+        # Shared with the copy the agent binds, so the caller's object sees its runs' figures.
+        self._last_stats: list[RunStats | None] = [None]
+
+    @property
+    def last_stats(self) -> RunStats | None:
+        """What the last run in a session replayed and ran."""
+        return self._last_stats[0]
 
     @property
     def in_durable_context(self) -> bool:
@@ -370,14 +376,9 @@ class NexumDurability(BaseDurabilityCapability[AgentDepsT]):
             token = _RUN.set(run)
             try:
                 return await super().wrap_run(ctx, handler=handler)
-            except asyncio.CancelledError:
-                if run.lost:
-                    raise SessionTakenOver(f"session {self.session_id!r} was taken over by a newer run; "
-                                           "this run stopped") from None
-                raise
             finally:
                 _RUN.reset(token)
-                self.last_stats = run.stats
+                self._last_stats[0] = run.stats
 
     @contextlib.asynccontextmanager
     async def _session_run(self) -> AsyncIterator[_Run]:
@@ -391,8 +392,7 @@ class NexumDurability(BaseDurabilityCapability[AgentDepsT]):
             log.warning("took session %s over from a run still live (%s); that run is stopped",
                         self.session_id, info.previous_holder)
         run = _Run(info, client, self.on_unit)
-        main = asyncio.current_task()
-        renew = asyncio.create_task(self._renew(run, main))
+        renew = asyncio.create_task(self._renew(run))
         presence = asyncio.create_task(self._presence(run))
         try:
             yield run
@@ -424,18 +424,19 @@ class NexumDurability(BaseDurabilityCapability[AgentDepsT]):
             await asyncio.sleep(pause)
 
     @staticmethod
-    async def _renew(run: _Run, main: asyncio.Task[Any] | None) -> None:
+    async def _renew(run: _Run) -> None:
+        """Keep the run's session lease. Once another run took the session this one is not cut
+        short mid-unit (it finishes what it holds); its next start is refused instead."""
         while True:
             await asyncio.sleep(run.session.lease_seconds / 3)
             try:
                 await run.client.renew_session(run.session)
             except RequestRejected as e:
-                if e.error_code != "session_taken_over" or main is None:
-                    raise
-                run.lost = True
-                main.cancel()
-                return
-            except Exception as e:  # the server is away: the run's own calls wait it out
+                if e.error_code == "session_taken_over":
+                    run.lost = True
+                    return
+                log.warning("renewing the session run failed: %s", e)
+            except ServerUnavailable as e:  # the server is away: the run's own calls wait it out
                 log.debug("session renewal failed: %s", e)
 
 
