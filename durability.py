@@ -67,7 +67,7 @@ from pydantic_ai.tools import AgentDepsT, RunContext
 from pydantic_ai.toolsets import AbstractToolset, ToolsetTool, WrapperToolset
 
 from nexum_server.client import NexumClient, reconnecting
-from nexum_server.errors import RequestRejected, ServerUnavailable, SessionTakenOver
+from nexum_server.errors import RequestRejected, ServerUnavailable, SessionTakenOver, WaitTimeout
 from nexum_server.models import Execution, SessionRunInfo, Status, Task
 from submit_task import DEFAULT_TIMEOUT, ToolCallFailed, call_tool, shared_client
 from workflow import AGENT_IR, AGENT_VERSION_HASH, AGENT_WORKFLOW_ID, canonical_json, unit_key
@@ -228,9 +228,15 @@ async def _start(run: _Run, key: str, input: Any, deadline: float) -> Execution:
 
 
 async def _heartbeat(client: NexumClient, task: Task, every: float) -> None:
+    """Keep the lease of a unit the run is running; a server away for a while is waited out."""
     while True:
         await asyncio.sleep(every)
-        await client.heartbeat(task)
+        try:
+            await client.heartbeat(task)
+        except ServerUnavailable as e:
+            log.debug("heartbeat failed, the server is away: %s", e)
+        except RequestRejected:
+            return  # the lease is over: the report will say so
 
 
 async def run_unit(run: _Run, key: str, input: Any, body: Callable[[], Awaitable[object]],
@@ -248,6 +254,9 @@ async def run_unit(run: _Run, key: str, input: Any, body: Callable[[], Awaitable
             break
         # Another holder runs it (the server held this start up to HOLD_SECONDS), or its attempt
         # ended FAILED, CANCELLED or back to PENDING: start again, which claims or creates anew.
+        if time.monotonic() >= deadline:
+            raise WaitTimeout(f"execution {execution.id} is still held by {execution.worker_id} after "
+                              f"{timeout:g} s; it stays on the server, resume the session to try again")
     task = execution.claimed
     beat = asyncio.create_task(_heartbeat(run.client, task, run.session.lease_seconds / 3))
     try:
