@@ -5,9 +5,9 @@ session, each unit of a run is one execution of the session on the Nexum server,
 sha256 of a projection of the unit that is the same in every process:
 
 - a **model request** (`pydantic-agent-step`, run by the agent itself): the model's name, the
-  message history with timestamps, run ids and conversation ids removed and tool-call ids numbered
-  in order of appearance, the model settings and the request parameters (tool definitions, output
-  mode). An edited prompt, instructions, tool or model gives a new key;
+  message history with timestamps, run ids and conversation ids removed, tool-call ids numbered
+  in order of appearance and parallel tool results in the order of their calls, the model settings
+  and the request parameters (tool definitions, output mode). An edited prompt, instructions, tool or model gives a new key;
 - a **tool call**: its name, its arguments as canonical JSON and its occurrence in the run (the
   second identical call, or a call repeated after `ModelRetry`, is its own execution). Tools marked
   `RUN_IN_WORKER` run in `worker.py` (`pydantic-tool-call`, through `WorkerToolset`); any other
@@ -183,13 +183,28 @@ def _without_volatile(value: Any, call_ids: dict[str, str]) -> Any:
     return value
 
 
+def _in_call_order(message: Any) -> Any:
+    """A request's tool results in the order of their calls, not of their completion: parallel calls
+    finish in any order, and the same results must give the same key."""
+    parts = message.get("parts") if isinstance(message, dict) and message.get("kind") == "request" else None
+    if not parts:
+        return message
+    slots = [i for i, part in enumerate(parts) if isinstance(part, dict) and "tool_call_id" in part]
+    ordered = sorted((parts[i] for i in slots), key=lambda part: int(str(part["tool_call_id"]).split("-")[-1]))
+    reordered = list(parts)
+    for slot, part in zip(slots, ordered, strict=True):
+        reordered[slot] = part
+    return {**message, "parts": reordered}
+
+
 def model_request_projection(model_name: str, messages: list[Any], model_settings: Any,
                              parameters: ModelRequestParameters) -> dict[str, Any]:
     """What a model request's key is the sha256 of (see the module docstring)."""
     call_ids: dict[str, str] = {}
+    history = _without_volatile(ModelMessagesTypeAdapter.dump_python(messages, mode="json"), call_ids)
     return {
         "model": model_name,
-        "messages": _without_volatile(ModelMessagesTypeAdapter.dump_python(messages, mode="json"), call_ids),
+        "messages": [_in_call_order(message) for message in history],
         "settings": _without_volatile(TypeAdapter(Any).dump_python(model_settings or {}, mode="json"), call_ids),
         "parameters": _without_volatile(_REQUEST_PARAMETERS.dump_python(parameters, mode="json"), call_ids),
     }
