@@ -34,6 +34,8 @@ from .models import Execution, SessionSummary, Status
 
 console = Console()
 errors = Console(stderr=True)
+LISTEN_BACKLOG = 2048
+"""Connections the kernel queues while the server is busy (uvicorn's default)."""
 STATUS_STYLE = {"PENDING": "yellow", "RUNNING": "cyan", "COMPLETED": "green", "FAILED": "red", "CANCELLED": "dim"}
 
 
@@ -121,6 +123,9 @@ def serve(args: argparse.Namespace) -> None:
         errors.print(f"[red]cannot listen on {settings.host}:{settings.port}:[/] {e.strerror}. "
                       "Is another `nexum dev` running? Use --port to pick another port.")
         sys.exit(2)
+    # Listening before the ready line is printed (uvicorn listens only after the app's start-up):
+    # a client that connects as soon as it reads the line queues in the backlog, never refused.
+    sock.listen(LISTEN_BACKLOG)
     port = sock.getsockname()[1]
     host = f"[{settings.host}]" if family == socket.AF_INET6 else settings.host
     url = f"http://{host}:{port}"
