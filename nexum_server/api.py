@@ -216,8 +216,10 @@ def create_app(settings: Settings, store: Store | None = None,
     @app.get("/v1/executions", response_model=ExecutionList, tags=["executions"], responses=ERRORS)
     async def list_executions(session_id: str | None = None, status: Status | None = None,
                               key: str | None = None,
-                              limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> ExecutionList:
-        rows = await server.store.run(server.store.list_executions, session_id, status, key, limit)
+                              limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+                              id_prefix: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+                              ) -> ExecutionList:
+        rows = await server.store.run(server.store.list_executions, session_id, status, key, limit, id_prefix)
         return ExecutionList(executions=rows)
 
     @app.post("/v1/executions/{execution_id}/cancel", response_model=Execution, tags=["executions"],

@@ -14,13 +14,15 @@ from typing import Any, TypeVar
 
 import httpx2
 
-from .config import client_token, client_url
+from .config import ClientSettings
 from .errors import RequestRejected, ServerUnavailable, WaitTimeout
 from .models import Execution, Lease, Status, Task, WorkflowRef
 
 HOLD_SECONDS = 30.0
 """How long one long-poll request asks the server to hold it."""
 CONNECT_TIMEOUT = 5.0
+CHECK_TIMEOUT = 1.0
+"""How long an entry point's first check of the server may take before it gives up."""
 RECONNECT_FIRST_SECONDS = 0.1
 RECONNECT_MAX_SECONDS = 2.0
 """Cap of the doubling pause between attempts to reach a server that went away (e.g. a restart)."""
@@ -51,8 +53,12 @@ GATEWAY_ERRORS = frozenset({502, 503, 504})
 class NexumClient:
     def __init__(self, url: str | None = None, token: str | None = None, *,
                  http: httpx2.AsyncClient | None = None, max_connections: int = 100) -> None:
-        self.url = (url or client_url()).rstrip("/")
-        token = token if token is not None else client_token()
+        settings = ClientSettings.from_env(url=url, token=token)
+        self.url = settings.url
+        self.url_origin = ClientSettings.origin("url", {"url": url})
+        """Where the URL came from (`--url`, `NEXUM_URL in the environment`, `... in .env`, `default`)."""
+        self.has_token = bool(settings.token)
+        token = settings.token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         limits = httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         # Read timeouts are set per request from the long-poll hold; the default covers short calls.
@@ -80,10 +86,7 @@ class NexumClient:
                 f"cannot reach the Nexum server at {self.url} ({type(e).__name__}: {e or 'no answer'}); "
                 "start it with `nexum dev`, or set NEXUM_URL") from e
         if response.status_code >= 400:
-            try:
-                body: Any = response.json()
-            except ValueError:
-                body = response.text
+            body = _body(response)
             if response.status_code in GATEWAY_ERRORS:
                 # The server's own 503 (a busy database) says so; otherwise a proxy in front of it
                 # cannot reach it. Either way the same request may succeed a little later.
@@ -98,6 +101,26 @@ class NexumClient:
 
     async def health(self) -> dict[str, Any]:
         return (await self.request("GET", "/health")).json()
+
+    async def check(self, timeout: float = CHECK_TIMEOUT) -> None:
+        """Fail fast, in one line, when the server is not there or will not take our token.
+
+        Entry points call this first, so a wrong URL costs a second, not a wait in a retry loop.
+        The request is an authenticated one, so a missing or wrong token shows up here too.
+        """
+        where = f"{self.url} (from {self.url_origin})"
+        try:
+            response = await self.http.get("/v1/executions", params={"limit": 1}, timeout=timeout)
+        except httpx2.TransportError as e:
+            raise ServerUnavailable(f"no Nexum server answers at {where}: {_reason(e)}. Start one with "
+                                    "`nexum dev`, or point NEXUM_URL or --url at yours") from e
+        body = _body(response)
+        if response.status_code == 401:
+            raise RequestRejected(401, body, f"the Nexum server at {where} refused the request: "
+                                  f"{body['error']['message'] if _has_error(body) else body}")
+        if response.status_code >= 400 or not (isinstance(body, dict) and "executions" in body):
+            raise ServerUnavailable(f"something answers at {where}, but not as a Nexum server does "
+                                    f"(HTTP {response.status_code}); is NEXUM_URL right?")
 
     async def register_workflow(self, workflow_id: str, version_hash: str, ir: dict[str, Any]) -> str:
         body = {"workflow_id": workflow_id, "version_hash": version_hash, "ir": ir}
@@ -136,9 +159,9 @@ class NexumClient:
         return execution
 
     async def list(self, session_id: str | None = None, status: Status | str | None = None,
-                   key: str | None = None, limit: int = 50) -> list[Execution]:
+                   key: str | None = None, limit: int = 50, id_prefix: str | None = None) -> list[Execution]:
         params = {"session_id": session_id, "status": Status(status).value if status else None,
-                  "key": key, "limit": limit}
+                  "key": key, "limit": limit, "id_prefix": id_prefix}
         response = await self.request("GET", "/v1/executions",
                                       params={k: v for k, v in params.items() if v is not None})
         return [Execution.model_validate(e) for e in response.json()["executions"]]
@@ -176,6 +199,23 @@ class NexumClient:
         response = await self.request("POST", f"/v1/tasks/{task.task_id}/release",
                                       json={"lease_token": task.lease_token})
         return Execution.model_validate_json(response.content)
+
+
+def _body(response: httpx2.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
+
+
+def _reason(error: httpx2.TransportError) -> str:
+    """A transport error in a few words: `connection refused`, `timed out after 1 s`, ..."""
+    if isinstance(error, httpx2.TimeoutException):
+        return "no answer in time"
+    text = str(error) or type(error).__name__
+    if "refused" in text.lower():
+        return "connection refused"
+    return text
 
 
 def _has_error(body: Any) -> bool:

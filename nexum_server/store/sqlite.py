@@ -131,8 +131,9 @@ class SQLiteStore(Store):
         return _execution(row)
 
     def list_executions(self, session_id: str | None, status: Status | None, key: str | None,
-                        limit: int) -> list[Execution]:
-        params = {"session_id": session_id, "status": status.value if status else None, "key": key, "limit": limit}
+                        limit: int, id_prefix: str | None = None) -> list[Execution]:
+        params = {"session_id": session_id, "status": status.value if status else None, "key": key, "limit": limit,
+                  "id_prefix": id_prefix}
         return [_execution(row) for row in self.db.execute(LIST_EXECUTIONS, params)]
 
     def cancel_execution(self, execution_id: str, now: float) -> Execution:
