@@ -24,7 +24,7 @@ import tools
 from demo import Reporter, build_agent
 from nexum_server.client import NexumClient
 from submit_task import ToolCallOutcome, call_tool
-from tests.fixtures.web import WebFixture
+from nexum_devtools.web import WebFixture
 from tools import ToolError
 from workflow import VISIT_WEBPAGE
 

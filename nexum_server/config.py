@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from dotenv import dotenv_values
-from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, PositiveInt, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
@@ -41,6 +41,10 @@ SQLITE_SYNCHRONOUS = "NORMAL"
 SEARCH_BACKEND = "duckduckgo"
 PAGE_MAX_CHARS = 8000
 FETCH_TIMEOUT_SECONDS = 20.0
+
+
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+"""A positive, finite number of seconds."""
 
 
 class _Settings(BaseSettings):
@@ -121,17 +125,17 @@ class Settings(_Settings):
     """Path of the SQLite database file; its folder is created."""
     token: str | None = Field(None, repr=False)
     """When set, every request but /health needs `Authorization: Bearer <token>`."""
-    lease_seconds: PositiveFloat = LEASE_SECONDS
+    lease_seconds: Seconds = LEASE_SECONDS
     """How long a claimed task belongs to its worker without a heartbeat."""
     max_attempts: PositiveInt = MAX_ATTEMPTS
     """Attempts per execution before it is FAILED (expired leases count as attempts)."""
-    retry_backoff_seconds: PositiveFloat = RETRY_BACKOFF_SECONDS
+    retry_backoff_seconds: Seconds = RETRY_BACKOFF_SECONDS
     """Delay before the first retry; doubles with every further attempt."""
-    retry_backoff_max_seconds: PositiveFloat = RETRY_BACKOFF_MAX_SECONDS
+    retry_backoff_max_seconds: Seconds = RETRY_BACKOFF_MAX_SECONDS
     """Upper bound of the retry delay."""
     max_body_bytes: int = Field(MAX_BODY_BYTES, ge=1024)
     """Largest request body accepted; larger ones get 413."""
-    max_wait_seconds: PositiveFloat = MAX_WAIT_SECONDS
+    max_wait_seconds: Seconds = MAX_WAIT_SECONDS
     """Longest a long-poll request is held."""
     sqlite_synchronous: Literal["NORMAL", "FULL"] = SQLITE_SYNCHRONOUS
     """SQLite `synchronous` pragma: NORMAL or FULL."""
@@ -173,7 +177,7 @@ class ToolSettings(_Settings):
     """Base URL of the SearXNG instance; operator-chosen, so not SSRF-guarded."""
     page_max_chars: PositiveInt = PAGE_MAX_CHARS
     """Page text kept before `[Content truncated]`."""
-    fetch_timeout: PositiveFloat = FETCH_TIMEOUT_SECONDS
+    fetch_timeout: Seconds = FETCH_TIMEOUT_SECONDS
     """Seconds per HTTP request (safe_download caps connecting at 5 s)."""
     allow_private_urls: bool = False
     """Let pages on loopback/private addresses be fetched (the stand-in web is on loopback)."""

@@ -11,10 +11,10 @@ from pathlib import Path
 import pydantic_ai.models
 import pytest
 
-from tests.fixtures.web import WebFixture, run_web_fixture, tools_env
-from tests.procs import DOTENV_KEYS, WORKER_READY, NexumServer, Proc, server_env
+from nexum_devtools.web import WebFixture, run_web_fixture, tools_env
+from nexum_devtools.procs import DOTENV_KEYS, WORKER_READY, NexumServer, Proc, server_env
 
-PROJECT_VARIABLES = ("NEXUM_", "SEARCH_BACKEND", "SEARXNG_URL", "SESSION_ID", "OPENAI_API_KEY", "GEMINI_API_KEY",
+PROJECT_VARIABLES = ("NEXUM_", "SESSION_ID", "OPENAI_API_KEY", "GEMINI_API_KEY",
                      "GOOGLE_API_KEY", "ANTHROPIC_API_KEY")
 
 

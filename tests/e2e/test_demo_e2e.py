@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 from nexum_server.client import NexumClient
 from nexum_server.models import Status
 from tests.e2e.helpers import CACHED, DEMO_TIMEOUT, EXECUTED, GatedWeb, WebRequests, closed_port, demo_env, run_demo
-from tests.fixtures.web import WebFixture, search_results, tools_env
-from tests.procs import NexumServer, Proc, running
+from nexum_devtools.web import WebFixture, search_results, tools_env
+from nexum_devtools.procs import NexumServer, Proc, running
 from workflow import VISIT_WEBPAGE, WEB_SEARCH
 
 OFFLINE_ANSWER = "Offline extractive model, not a language model."

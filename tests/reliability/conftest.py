@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from nexum_server.client import NexumClient
-from tests.procs import NexumServer
+from nexum_devtools.procs import NexumServer
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 from nexum_server.client import NexumClient
 from nexum_server.models import Status
-from tests.fixtures.web import WebFixture
-from tests.procs import NexumServer, Proc
+from nexum_devtools.web import WebFixture
+from nexum_devtools.procs import NexumServer, Proc
 from tests.reliability.faults import token, until
 from workflow import VISIT_WEBPAGE, WEB_SEARCH
 

@@ -11,8 +11,8 @@ from nexum_server.client import NexumClient
 from nexum_server.models import Status
 from offline_model import planned_model
 from submit_task import call_tool
-from tests.fixtures.web import WebFixture
-from tests.procs import NexumServer, Proc
+from nexum_devtools.web import WebFixture
+from nexum_devtools.procs import NexumServer, Proc
 from tests.reliability.faults import executions_of, hits, token
 from workflow import VISIT_WEBPAGE
 

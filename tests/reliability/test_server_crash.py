@@ -19,8 +19,8 @@ from pathlib import Path
 from nexum_server.client import NexumClient
 from nexum_server.models import Execution, Status
 from submit_task import ToolCallOutcome, call_tool
-from tests.fixtures.web import WebFixture
-from tests.procs import WORKER_READY, NexumServer, Proc
+from nexum_devtools.web import WebFixture
+from nexum_devtools.procs import WORKER_READY, NexumServer, Proc
 from tests.reliability.faults import token, until
 from workflow import VISIT_WEBPAGE
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from nexum_server.store import SCHEMA_VERSION
-from tests.procs import ROOT, NexumServer
+from nexum_devtools.procs import ROOT, NexumServer
 from tests.server.conftest import Api
 
 COMMAND_TIMEOUT = 30
