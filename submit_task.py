@@ -7,6 +7,9 @@ a worker has written the result back); nothing here sleeps or polls.
 Run with:
     nexum dev & python worker.py &
     python submit_task.py web_search '{"query": "durable execution"}' --session demo
+
+Exit codes: 0 the result is printed, 1 the call failed (or bad input), 2 the server cannot be
+reached or refused the token.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from typing import Any
 from nexum_server.client import NexumClient, reconnecting
 from nexum_server.errors import NexumError, RequestRejected, ServerUnavailable, WaitTimeout
 from nexum_server.models import Execution, Status
-from workflow import IR, VERSION_HASH, WORKFLOW_ID, ToolCallInput, ToolCallOutput, tool_call_key
+from nexum_server.config import DEFAULT_URL
+from workflow import IR, TOOL_NAMES, VERSION_HASH, WORKFLOW_ID, ToolCallInput, ToolCallOutput, tool_call_key
 
 log = logging.getLogger("nexum.submit")
 
@@ -130,24 +134,38 @@ def submit_tool_call(tool_name: str, tool_args: dict[str, Any], session_id: str 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("tool_name")
-    parser.add_argument("tool_args", help="arguments as a JSON object")
-    parser.add_argument("--session", default="default")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=f"Reads NEXUM_URL (default {DEFAULT_URL}) and NEXUM_TOKEN from the environment or from .env "
+               "in the current directory. Exit codes: 0 done, 1 the call failed, 2 no server (or refused token).")
+    parser.add_argument("tool_name", metavar="TOOL", help="the tool to run: " + ", ".join(TOOL_NAMES))
+    parser.add_argument("tool_args", metavar="ARGS",
+                        help='its arguments as a JSON object, e.g. \'{"query": "durable execution"}\'')
+    parser.add_argument("--session", default="default",
+                        help="session id: the same call in the same session runs once (default: default)")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                        help=f"seconds to wait for the result (default {DEFAULT_TIMEOUT:g})")
+    parser.add_argument("--url", help=f"server URL (NEXUM_URL, default {DEFAULT_URL})")
     args = parser.parse_args(argv)
     try:
         tool_args = json.loads(args.tool_args)
     except json.JSONDecodeError as e:
-        parser.error(f"tool_args is not valid JSON ({e}); pass an object like '{{\"query\": \"...\"}}'")
+        parser.error(f"ARGS is not valid JSON ({e}); pass an object like '{{\"query\": \"...\"}}'")
     if not isinstance(tool_args, dict):
-        parser.error("tool_args must be a JSON object, like '{\"query\": \"...\"}'")
+        parser.error("ARGS must be a JSON object, like '{\"query\": \"...\"}'")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
-        print(submit_tool_call(args.tool_name, tool_args, args.session, args.timeout))
+        print(asyncio.run(_submit(args, tool_args)))
     except NexumError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2 if isinstance(e, ServerUnavailable) else 1)
+        refused = isinstance(e, RequestRejected) and e.status == 401
+        sys.exit(2 if isinstance(e, ServerUnavailable) or refused else 1)
+
+
+async def _submit(args: argparse.Namespace, tool_args: dict[str, Any]) -> str:
+    async with NexumClient(args.url) as client:
+        await client.check()
+        return await submit_tool_call_async(args.tool_name, tool_args, args.session, args.timeout, client=client)
 
 
 if __name__ == "__main__":

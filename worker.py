@@ -8,7 +8,8 @@ and are then handed back to the server, so another worker can take them at once.
 
 Run with:
     nexum dev                                  # terminal 1
-    python worker.py [--concurrency 8]         # terminal 2
+    python worker.py [--concurrency 8]         # terminal 2, searching the real web
+    nexum-web python worker.py                 # terminal 2, on the stand-in web (no internet needed)
 """
 
 from __future__ import annotations
@@ -19,15 +20,15 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 from typing import Any
 
-from dotenv import load_dotenv
-
 from nexum_server.client import HOLD_SECONDS, NexumClient
+from nexum_server.config import DEFAULT_URL, ToolSettings
 from nexum_server.errors import NexumError, RequestRejected, ServerUnavailable
 from nexum_server.models import Status, Task, WorkflowRef
-from tools import PermanentToolError, ToolSettings, TransientToolError, run_tool
+from tools import PermanentToolError, TransientToolError, run_tool
 from workflow import IR, VERSION_HASH, WORKFLOW_ID, ToolCallInput, ToolCallOutput
 
 log = logging.getLogger("nexum.worker")
@@ -45,11 +46,12 @@ REF = WorkflowRef(workflow_id=WORKFLOW_ID, version_hash=VERSION_HASH)
 
 class Worker:
     def __init__(self, client: NexumClient, concurrency: int = CONCURRENCY, worker_id: str | None = None,
-                 grace_seconds: float = GRACE_SECONDS) -> None:
+                 grace_seconds: float = GRACE_SECONDS, tools: ToolSettings | None = None) -> None:
         self.client = client
         self.concurrency = concurrency
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.grace_seconds = grace_seconds
+        self.tools = tools
         self.stopping = asyncio.Event()
         self.running: dict[str, asyncio.Task[None]] = {}
         self._slot_free = asyncio.Event()
@@ -57,8 +59,9 @@ class Worker:
     async def run(self) -> None:
         """Register, then poll until `stop()`; then drain or hand back what is in flight."""
         await self._with_reconnect(lambda: self.client.register_workflow(WORKFLOW_ID, VERSION_HASH, IR))
-        print(f"worker {self.worker_id} ready: polling {self.client.url}, concurrency {self.concurrency}",
-              flush=True)
+        search = f", search: {self.tools.describe()}" if self.tools else ""
+        print(f"worker {self.worker_id} ready: polling {self.client.url}, concurrency {self.concurrency}{search}. "
+              "Ctrl-C stops it.", flush=True)
         while not self.stopping.is_set():
             await self.run_once()
         await self._drain()
@@ -94,23 +97,24 @@ class Worker:
                 result = result[:MAX_RESULT_CHARS] + f"\n\n[result cut by the worker at {MAX_RESULT_CHARS} characters]"
             execution = await self._report(self.client.complete, task, ToolCallOutput(result=result).model_dump())
             refused = execution is not None and execution.status is not Status.COMPLETED
-            outcome = f"failed: {execution.error}" if refused else "completed"
+            verb, detail = ("failed", f": {execution.error}") if refused else ("completed", "")
         except (TransientToolError, PermanentToolError) as e:
             retryable = isinstance(e, TransientToolError)
             execution = await self._report(self.client.fail, task, str(e), retryable)
             will_retry = execution is not None and not execution.status.terminal
-            outcome = f"{'retrying' if will_retry else 'failed'}: {e}"
+            verb, detail = "failed", f"{', the server will retry it' if will_retry else ''}: {e}"
         except asyncio.CancelledError:
             await self._report(self.client.release, task)
-            outcome = "handed back (worker stopping)"
+            verb, detail = "handed back", " (worker stopping; another worker can take it now)"
         except Exception as e:  # a bug in a tool must not take the worker down
             log.exception("task %s crashed", task.task_id)
             await self._report(self.client.fail, task, f"worker error: {type(e).__name__}: {e}", False)
-            outcome = f"failed: {type(e).__name__}"
+            verb, detail = "failed", f": {type(e).__name__}"
         finally:
             self.running.pop(task.task_id, None)
             self._slot_free.set()
-        log.info("%s %s in %.2fs (attempt %d)", label, outcome, time.perf_counter() - started, task.attempt)
+        log.info("%s %s after %.2f s (attempt %d)%s", label, verb, time.perf_counter() - started, task.attempt,
+                 detail)
 
     async def _report(self, method: Any, task: Task, *args: Any) -> Any:
         """Send a report, retrying while the server is away and the lease may still be ours."""
@@ -174,9 +178,19 @@ class Worker:
         return None
 
     def stop(self) -> None:
+        """First call: take no new work, give calls in flight the grace period. Second: hand them back now."""
         if not self.stopping.is_set():
-            log.info("stopping: no new work; %d call(s) in flight", len(self.running))
+            count = len(self.running)
+            if count:
+                log.info("stopping: no new work; waiting up to %g s for %s in flight, then handing back what "
+                         "is left (Ctrl-C again: hand back now)", self.grace_seconds, _calls(count))
+            else:
+                log.info("stopping: no calls in flight")
             self.stopping.set()
+        elif self.running:
+            log.info("handing back %s now", _calls(len(self.running)))
+            for task in self.running.values():
+                task.cancel()
 
     async def _drain(self) -> None:
         if self.running:
@@ -197,30 +211,53 @@ def _server_trouble(error: Exception) -> bool:
     return isinstance(error, ServerUnavailable) or (isinstance(error, RequestRejected) and error.status >= 500)
 
 
-def _short(args: dict[str, Any], width: int = 50) -> str:
+def _calls(count: int) -> str:
+    return f"{count} call{'' if count == 1 else 's'}"
+
+
+def _short(args: dict[str, Any], width: int = 70) -> str:
+    """The arguments on one line; a long one loses its middle, since URLs differ at their ends."""
     text = ", ".join(repr(v) for v in args.values())
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return text if len(text) <= width else f"{text[: width // 2 - 1]}…{text[-(width // 2):]}"
 
 
 async def serve(args: argparse.Namespace) -> None:
     # A small pool: httpx2 checks every pooled connection on each request, so a pool sized to a
     # high --concurrency costs more CPU than the few extra parallel reports it would allow.
     async with NexumClient(args.url, max_connections=min(args.concurrency, 16) + 2) as client:
-        worker = Worker(client, args.concurrency, args.worker_id, args.grace_seconds)
+        await client.check()
+        worker = Worker(client, args.concurrency, args.worker_id, args.grace_seconds, args.tools)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, worker.stop)
         await worker.run()
 
 
+HELP_EPILOG = f"""\
+The worker reads these variables, from the environment or from .env in the current directory:
+  NEXUM_URL                 the server (default {DEFAULT_URL}; --url wins)
+  NEXUM_TOKEN               the server's token, if it was started with one
+  NEXUM_SEARCH_BACKEND      duckduckgo (default, the real web) or searxng
+  NEXUM_SEARXNG_URL         the SearXNG instance, required with searxng
+  NEXUM_ALLOW_PRIVATE_URLS  1 lets pages on loopback/private addresses be read
+  NEXUM_PAGE_MAX_CHARS, NEXUM_FETCH_TIMEOUT   page text kept, seconds per request
+Without internet, `nexum-web python worker.py` runs it against a stand-in web.
+
+Ctrl-C or SIGTERM: no new work; calls in flight get --grace-seconds, then are handed back.
+A second Ctrl-C hands them back at once. Exit codes: 0 stopped, 2 bad settings or no server."""
+
+
 def main(argv: list[str] | None = None) -> None:
-    load_dotenv()
-    parser = argparse.ArgumentParser(description="Run tool calls for the Nexum server.")
-    parser.add_argument("--url", help="server URL (NEXUM_URL, default http://127.0.0.1:50051)")
-    parser.add_argument("--concurrency", type=int, default=CONCURRENCY, help="tool calls at once (default 8)")
-    parser.add_argument("--worker-id", help="name shown in `nexum ps` (default host-pid)")
+    parser = argparse.ArgumentParser(description="Run the tool calls the Nexum server queues, and report "
+                                     "their results.", epilog=HELP_EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", help=f"server URL (NEXUM_URL, default {DEFAULT_URL})")
+    parser.add_argument("--concurrency", type=int, default=CONCURRENCY,
+                        help=f"tool calls at once (default {CONCURRENCY})")
+    parser.add_argument("--worker-id", help="name shown in `nexum show` (default HOST-PID)")
     parser.add_argument("--grace-seconds", type=float, default=GRACE_SECONDS,
-                        help="on shutdown, time for calls in flight before they are handed back")
+                        help=f"on Ctrl-C, how long calls in flight may finish before they are handed back "
+                             f"(default {GRACE_SECONDS:g})")
     args = parser.parse_args(argv)
     if args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
@@ -230,10 +267,10 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         # A misconfigured tool would fail every call for good: refuse to start instead.
-        ToolSettings.from_env()
+        args.tools = ToolSettings.from_env()
         asyncio.run(serve(args))
     except NexumError as e:
-        log.error("%s", e)
+        print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from e
 
 

@@ -6,8 +6,8 @@ Run with:
     nexum show 3f2a                # one execution, by its id or a unique start of it
     nexum cancel 3f2a
 
-Exit codes: 0 done, 1 refused or failed (bad id, bad setting, nothing to cancel), 2 the server
-cannot be reached (or, for `dev`, cannot start).
+Exit codes: 0 done; 1 refused or failed (bad id, bad setting, nothing to cancel); 2 the server
+cannot be reached or refused the token (for `dev`: it cannot start).
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ URL_HELP = f"server URL (NEXUM_URL, default {config.DEFAULT_URL})"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nexum", description="The Nexum server (`nexum dev`) and commands to look at what it stored.",
-        epilog="Exit codes: 0 done, 1 refused or failed, 2 server unreachable (or cannot start).")
+        epilog="Exit codes: 0 done; 1 refused or failed; 2 server unreachable or token refused (`dev`: "
+               "cannot start). Settings come from flags, the environment, then .env in the current directory.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     dev = commands.add_parser("dev", help="run the server", description=DEV_DESCRIPTION,
@@ -99,6 +100,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ServerUnavailable as e:
         errors.print(f"[red]error:[/] {e}", highlight=False)
         sys.exit(2)
+    except RequestRejected as e:
+        errors.print(f"[red]error:[/] {e}", highlight=False)
+        sys.exit(2 if e.status == 401 else 1)
     except (NexumError, ValueError) as e:
         errors.print(f"[red]error:[/] {e}", highlight=False)
         sys.exit(1)
@@ -150,7 +154,7 @@ def _serve(args: argparse.Namespace) -> None:
         auth = "bearer token required" if settings.token else "no token" if exposed else "no token (loopback only)"
         console.print(f"Nexum server listening on {url}", highlight=False)
         console.print(f"  db {settings.db_path}  lease {settings.lease_seconds:g}s  max attempts "
-                      f"{settings.max_attempts}  {auth}  Ctrl-C stops it", style="dim", highlight=False)
+                      f"{settings.max_attempts}  {auth}", style="dim", highlight=False)
         if exposed:
             errors.print(f"[bold red]WARNING:[/] listening on {settings.host}, beyond loopback, with no token: "
                          f"anyone who can reach port {port} can read, start and cancel executions. Set "

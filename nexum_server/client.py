@@ -8,6 +8,7 @@ a server that cannot be reached (a restart) is waited out, with capped backoff (
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -209,13 +210,19 @@ def _body(response: httpx2.Response) -> Any:
 
 
 def _reason(error: httpx2.TransportError) -> str:
-    """A transport error in a few words: `connection refused`, `timed out after 1 s`, ..."""
+    """A transport error in a few words: `connection refused`, `host name not found`, ..."""
     if isinstance(error, httpx2.TimeoutException):
         return "no answer in time"
-    text = str(error) or type(error).__name__
-    if "refused" in text.lower():
-        return "connection refused"
-    return text
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, socket.gaierror):
+            return "host name not found"
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror.lower()
+        cause = cause.__cause__ or cause.__context__
+    return str(error) or type(error).__name__
 
 
 def _has_error(body: Any) -> bool:
