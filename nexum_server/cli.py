@@ -241,6 +241,8 @@ def print_json(value: object) -> None:
 
 PS_FIXED = {"id": 32, "status": 9, "try": 3, "took": 6}
 """Columns `nexum ps` never cuts (an id is 32 hex digits; CANCELLED is the longest status)."""
+PS_TOOK_FROM_WIDTH = 100
+"""Below this width the `took` column gives its room to the call and the error."""
 
 
 def show_table(executions: list[Execution], width: int | None = None, one_session: bool = False) -> None:
@@ -249,12 +251,13 @@ def show_table(executions: list[Execution], width: int | None = None, one_sessio
     # The session column is left out when only one session was asked for, the error column when
     # no execution has an error.
     width = width or console.width
+    fixed = {k: v for k, v in PS_FIXED.items() if k != "took" or width >= PS_TOOK_FROM_WIDTH}
     with_error = any(e.error for e in executions)
-    columns = len(PS_FIXED) + 1 + (not one_session) + with_error
-    flexible = max(width - sum(PS_FIXED.values()) - (columns - 1), 24)
-    session = 0 if one_session else min(20, flexible // 4)
+    columns = len(fixed) + 1 + (not one_session) + with_error
+    flexible = max(width - sum(fixed.values()) - (columns - 1), 24)
+    session = 0 if one_session else max(min(20, flexible // 4), len("session"))
     error = (flexible - session) * 2 // 5 if with_error else 0
-    widths = {**PS_FIXED, "session": session, "call": flexible - session - error, "error": error}
+    widths = {**fixed, "session": session, "call": flexible - session - error, "error": error}
     table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0), header_style="bold")
     names = [name for name, width in widths.items() if width]
     for name in names:
@@ -262,7 +265,7 @@ def show_table(executions: list[Execution], width: int | None = None, one_sessio
                          justify="right" if name in ("try", "took") else "left")
     for e in executions:
         took = f"{e.completed_at - (e.started_at or e.created_at):.2f}s" if e.completed_at else ""
-        cells = {"id": e.id, "status": _status(e.status), "try": str(e.attempts), "took": took,
+        cells: dict[str, str] = {"id": e.id, "status": _status(e.status), "try": str(e.attempts), "took": took,
                  "session": escape(e.session_id), "call": escape(_short_input(e.input)),
                  "error": f"[red]{escape(e.error or '')}[/]"}
         table.add_row(*(cells[name] for name in names))

@@ -84,8 +84,8 @@ class NexumClient:
             response = await self.http.request(method, path, json=json, params=params, timeout=timeout)
         except httpx2.TransportError as e:
             raise ServerUnavailable(
-                f"cannot reach the Nexum server at {self.url} ({type(e).__name__}: {e or 'no answer'}); "
-                "start it with `nexum dev`, or set NEXUM_URL") from e
+                f"cannot reach the Nexum server at {self.url} (from {self.url_origin}): {_reason(e)}; "
+                "start it with `nexum dev`, or point NEXUM_URL or --url at yours") from e
         if response.status_code >= 400:
             body = _body(response)
             if response.status_code in GATEWAY_ERRORS:
