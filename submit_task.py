@@ -80,11 +80,15 @@ def shared_client() -> NexumClient:
 
 
 async def call_tool(tool_name: str, tool_args: dict[str, Any], session_id: str = "default",
-                    timeout: float = DEFAULT_TIMEOUT, *, client: NexumClient | None = None) -> ToolCallOutcome:
-    """Run one tool call durably; raises `ToolCallFailed`, `ServerUnavailable` or `WaitTimeout`."""
+                    timeout: float = DEFAULT_TIMEOUT, *, client: NexumClient | None = None,
+                    occurrence: int = 0) -> ToolCallOutcome:
+    """Run one tool call durably; raises `ToolCallFailed`, `ServerUnavailable` or `WaitTimeout`.
+
+    `occurrence` tells apart identical calls of one run: 0 for the first, 1 for the second...
+    """
     client = client or shared_client()
     payload = ToolCallInput(tool_name=tool_name, tool_args=tool_args).model_dump()
-    key = tool_call_key(tool_name, tool_args)
+    key = tool_call_key(tool_name, tool_args, occurrence)
     started = time.perf_counter()
     first_wait = min(timeout, NO_WORKER_WARNING_SECONDS)
 

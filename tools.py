@@ -30,14 +30,15 @@ import httpx2
 from ddgs import DDGS
 from ddgs.exceptions import DDGSException, RatelimitException
 from ddgs.exceptions import TimeoutException as DDGSTimeoutException
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from pydantic_ai.common_tools.duckduckgo import DuckDuckGoSearchTool
 from pydantic_ai.common_tools.web_fetch import WebFetchLocalTool
 from pydantic_ai.exceptions import ModelRetry
 from pydantic_ai.messages import BinaryContent
+from pydantic_ai.toolsets import FunctionToolset
 
 from nexum_server.config import ToolSettings
-from workflow import TOOL_NAMES, VISIT_WEBPAGE, WEB_SEARCH
+from workflow import TOOL_NAMES
 
 T = TypeVar("T")
 DEFAULT_SEARCH_RESULTS = 5
@@ -59,24 +60,6 @@ class PermanentToolError(ToolError):
 Query = Annotated[str, Field(min_length=1)]
 MaxResults = Annotated[int, Field(ge=1, le=MAX_SEARCH_RESULTS)]
 Url = Annotated[str, Field(min_length=1)]
-
-
-class WebSearchArgs(BaseModel):
-    """Arguments of `web_search`, as the model gives them."""
-
-    model_config = ConfigDict(extra="forbid")
-    query: Query
-    """What to search for."""
-    max_results: MaxResults = DEFAULT_SEARCH_RESULTS
-    """Most results to return."""
-
-
-class VisitWebpageArgs(BaseModel):
-    """Arguments of `visit_webpage`, as the model gives them."""
-
-    model_config = ConfigDict(extra="forbid")
-    url: Url
-    """The http(s) address of the page."""
 
 
 class SearchResult(BaseModel):
@@ -105,6 +88,13 @@ class _SearxngPage(BaseModel):
 
 
 _SEARCH_RESULTS = TypeAdapter(list[SearchResult])
+
+RUN_IN_WORKER = {"nexum": {"run": "worker"}}
+"""Tool metadata: the call is submitted to the Nexum server and run by `worker.py`, not in the agent."""
+TOOLSET: FunctionToolset[Any] = FunctionToolset(id="research", docstring_format="google",
+                                                 require_parameter_descriptions=True)
+"""The research tools, declared once: the model sees these signatures, bounds and docstrings, and
+the worker validates and runs calls with the same functions (`run_tool`)."""
 
 ddgs_client_factory: Callable[[], Any] = DDGS
 """Makes the DuckDuckGo client (anything with `.text(query, max_results=...)`) per search; tests replace it."""
@@ -147,12 +137,13 @@ async def _search_searxng(query: str, max_results: int, settings: ToolSettings) 
     return [SearchResult(title=r.title, url=r.url, snippet=r.content) for r in page.results[:max_results]]
 
 
+@TOOLSET.tool_plain(metadata=RUN_IN_WORKER)
 async def web_search(query: Query, max_results: MaxResults = DEFAULT_SEARCH_RESULTS) -> str:
     """Search the web and return the hits as a JSON list of objects with title, url and snippet.
 
     Args:
-        query: What to search for.
-        max_results: Most results to return.
+        query: What to search for, in a few words.
+        max_results: Most results to return, 1 to 20.
     """
     settings = ToolSettings.from_env()
     search = _search_searxng if settings.search_backend == "searxng" else _search_duckduckgo
@@ -187,11 +178,12 @@ class _BackgroundLoop:
 _fetch_loop = _BackgroundLoop()
 
 
+@TOOLSET.tool_plain(metadata=RUN_IN_WORKER)
 async def visit_webpage(url: Url) -> str:
-    """Fetch a web page and return its text as markdown, cut at a few thousand characters.
+    """Fetch a web page and return its title and text as Markdown, cut at a few thousand characters.
 
     Args:
-        url: The http(s) address of the page.
+        url: The http(s) address of the page, e.g. a URL from web_search.
     """
     settings = ToolSettings.from_env()
     fetch = WebFetchLocalTool(
@@ -207,21 +199,30 @@ async def visit_webpage(url: Url) -> str:
     return f"# {page['title'] or url}\n\nURL: {url}\n\n{page['content']}"
 
 
-TOOLS: dict[str, Callable[..., Awaitable[str]]] = {WEB_SEARCH: web_search, VISIT_WEBPAGE: visit_webpage}
-_TOOL_ARGS: dict[str, type[BaseModel]] = {WEB_SEARCH: WebSearchArgs, VISIT_WEBPAGE: VisitWebpageArgs}
+assert set(TOOLSET.tools) == set(TOOL_NAMES), "workflow.TOOL_NAMES names every tool of TOOLSET"
+
+
+def check_tool_args(tool_name: str, tool_args: dict[str, Any]) -> dict[str, Any]:
+    """The arguments as the tool's own schema validates them; `PermanentToolError` names what is wrong.
+
+    The same validator Pydantic AI runs before calling the tool, so the model, the submitter and
+    the worker all hold a call to one schema: the one built from the tool's signature.
+    """
+    tool = TOOLSET.tools.get(tool_name)
+    if tool is None:
+        raise PermanentToolError(f"unknown tool {tool_name!r}; the tools are: {', '.join(TOOL_NAMES)}")
+    try:
+        return tool.function_schema.validator.validate_python(tool_args)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'arguments'}: {err['msg']}" for err in e.errors())
+        raise PermanentToolError(f"bad arguments for {tool_name}: {problems}") from e
 
 
 async def run_tool(tool_name: str, tool_args: dict[str, Any]) -> str:
     """Run the tool `tool_name` with the model's arguments; every failure is raised as a `ToolError`."""
-    if tool_name not in TOOLS:
-        raise PermanentToolError(f"unknown tool {tool_name!r}; known tools: {', '.join(TOOL_NAMES)}")
-    try:
-        args = _TOOL_ARGS[tool_name].model_validate(tool_args)
-    except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'arguments'}: {err['msg']}" for err in e.errors())
-        raise PermanentToolError(f"bad arguments for {tool_name}: {problems}") from e
+    args = check_tool_args(tool_name, tool_args)
     with _as_tool_errors():
-        return await TOOLS[tool_name](**dict(args))
+        return await TOOLSET.tools[tool_name].function(**args)
 
 
 @contextmanager

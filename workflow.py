@@ -1,9 +1,12 @@
 """The Nexum workflow for one durable tool call, and the names every other module imports.
 
-One workflow, `pydantic-tool-call`, with one EFFECT node, `tool_call`: its input names a tool and
-its arguments, its output is the tool's result as text. The server stores one execution per
-(workflow, session, key), where the key is `tool_call_key(tool_name, tool_args)`, so the same call
-in the same session is executed once and then served from the store.
+`pydantic-tool-call`, with one EFFECT node, `tool_call`: its input names a tool and its arguments,
+its output is the tool's result as text; `worker.py` runs it. The server stores one execution per
+(workflow, session, key), where the key is `tool_call_key(tool_name, tool_args, occurrence)`, so the
+same call in the same session is executed once and then served from the store.
+
+`pydantic-agent-step`, with one EFFECT node run by the agent itself (`durability.py`): a model
+request, or a tool that runs in the agent's process, keyed by `unit_key(projection)`.
 
 Run with:
     python workflow.py        # prints the workflow id, its version hash and its IR
@@ -62,9 +65,27 @@ def canonical_json(value: Any) -> str:
 VERSION_HASH = "sha256:" + hashlib.sha256(canonical_json(IR).encode()).hexdigest()
 
 
-def tool_call_key(tool_name: str, tool_args: dict[str, Any]) -> str:
-    """The full sha256 hex digest of the tool name followed by its arguments as canonical JSON."""
-    return hashlib.sha256((tool_name + canonical_json(tool_args)).encode()).hexdigest()
+def tool_call_key(tool_name: str, tool_args: dict[str, Any], occurrence: int = 0) -> str:
+    """The full sha256 hex digest of the tool name, its arguments as canonical JSON and, from the
+    second identical call of a run on, `#<occurrence>` (0 for the first, 1 for the second...)."""
+    suffix = f"#{occurrence}" if occurrence else ""
+    return hashlib.sha256((tool_name + canonical_json(tool_args) + suffix).encode()).hexdigest()
+
+
+AGENT_WORKFLOW_ID = "pydantic-agent-step"
+"""The executions an agent runs itself: its model requests, and tools that run in its process."""
+AGENT_NODE_ID = "agent_step"
+AGENT_IR: dict[str, Any] = {
+    "workflow_id": AGENT_WORKFLOW_ID,
+    "nodes": [{"id": AGENT_NODE_ID, "kind": "EFFECT", "runs_in": "agent"}],
+    "edges": [],
+}
+AGENT_VERSION_HASH = "sha256:" + hashlib.sha256(canonical_json(AGENT_IR).encode()).hexdigest()
+
+
+def unit_key(projection: Any) -> str:
+    """The full sha256 hex digest of a unit's key projection as canonical JSON (see durability.py)."""
+    return hashlib.sha256(canonical_json(projection).encode()).hexdigest()
 
 
 def main() -> None:

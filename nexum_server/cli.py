@@ -189,12 +189,12 @@ def _uvicorn_server_class() -> type:
 
         def __init__(self, config: uvicorn.Config, app: object) -> None:
             super().__init__(config)
-            self.nexum = app.state.server  # type: ignore[attr-defined]
+            self.service = app.state.service  # type: ignore[attr-defined]
 
         def handle_exit(self, sig: int, frame: object) -> None:
             super().handle_exit(sig, frame)
-            if self.nexum.loop is not None:
-                self.nexum.loop.call_soon_threadsafe(self.nexum.notifier.close)
+            if self.service.loop is not None:
+                self.service.loop.call_soon_threadsafe(self.service.close_requests)
 
     return NexumUvicorn
 

@@ -12,12 +12,13 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx2
 
 from .config import ClientSettings
 from .errors import RequestRejected, ServerUnavailable, WaitTimeout
-from .models import Execution, Lease, Status, Task, WorkflowRef
+from .models import Execution, Lease, SessionRunInfo, Status, Task, WorkflowRef
 
 HOLD_SECONDS = 30.0
 """How long one long-poll request asks the server to hold it."""
@@ -128,10 +129,16 @@ class NexumClient:
         return (await self.request("POST", "/v1/workflows", json=body)).json()["outcome"]
 
     async def start(self, workflow_id: str, version_hash: str, session_id: str, key: str, input: Any,
-                    wait: float = 0.0) -> Execution:
-        """Start (or find) the execution; with `wait`, the server holds the answer until it is terminal."""
+                    wait: float = 0.0, run_token: str | None = None) -> Execution:
+        """Start (or find) the execution; with `wait`, the server holds the answer until it is terminal.
+
+        With `run_token` (see `take_session`) the execution is leased to the caller when nobody runs
+        it: the answer's `claimed` task is the caller's to run and report.
+        """
         body = {"workflow_id": workflow_id, "version_hash": version_hash, "session_id": session_id,
                 "key": key, "input": input, "wait": wait}
+        if run_token is not None:
+            body["run_token"] = run_token
         response = await self.request("POST", "/v1/executions", json=body, hold=wait)
         return Execution.model_validate_json(response.content)
 
@@ -200,6 +207,21 @@ class NexumClient:
         response = await self.request("POST", f"/v1/tasks/{task.task_id}/release",
                                       json={"lease_token": task.lease_token})
         return Execution.model_validate_json(response.content)
+
+    async def take_session(self, session_id: str, holder: str) -> SessionRunInfo:
+        """Become the session's one live run, taking it over from any other at once."""
+        response = await self.request("POST", f"/v1/sessions/{quote(session_id, safe='')}/runs",
+                                      json={"holder": holder})
+        return SessionRunInfo.model_validate_json(response.content)
+
+    async def renew_session(self, run: SessionRunInfo) -> float:
+        """Extend the run's lease on its session; `RequestRejected` (409) once another run took it."""
+        response = await self.request(
+            "POST", f"/v1/sessions/{quote(run.session_id, safe='')}/runs/{run.run_token}/heartbeat")
+        return response.json()["lease_expires_at"]
+
+    async def end_session_run(self, run: SessionRunInfo) -> None:
+        await self.request("DELETE", f"/v1/sessions/{quote(run.session_id, safe='')}/runs/{run.run_token}")
 
 
 def _body(response: httpx2.Response) -> Any:

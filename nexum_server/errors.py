@@ -7,6 +7,7 @@
     │   └── WorkflowNotFound   start names a workflow version never registered
     ├── InvalidValue           an input or output JSON cannot be stored   -> 422
     ├── LeaseLost              the lease token is stale or the task ended -> 409
+    │   └── SessionTakenOver   a newer run of the session took it over    -> 409
     ├── StoreUnavailable       the database is busy or failing            -> 503
     └── ClientError            raised by the HTTP client only
         ├── ServerUnavailable  the server cannot be reached
@@ -55,6 +56,12 @@ class StoreUnavailable(NexumError):
 
 class LeaseLost(NexumError):
     code = "lease_lost"
+
+
+class SessionTakenOver(LeaseLost):
+    """Another agent run took the session; this run's in-process work is fenced off."""
+
+    code = "session_taken_over"
 
 
 class ClientError(NexumError):

@@ -81,6 +81,35 @@ class StartExecution(WorkflowRef):
     """The execution's input, any JSON value."""
     wait: float = Field(default=0.0, ge=0, le=3600)
     """Hold the response up to this many seconds until the execution is terminal."""
+    run_token: str | None = Field(default=None, min_length=1, max_length=200)
+    """The caller's session run (`POST /v1/sessions/{id}/runs`): lease the execution to the caller
+    instead of a worker. The answer then carries `claimed` when the caller is to run it; when another
+    holder runs it, the request is held like `wait`."""
+
+
+class TakeSession(_Body):
+    """Body of `POST /v1/sessions/{session_id}/runs`."""
+
+    holder: str = Name
+    """Who runs the session, shown to the next run that takes it over (e.g. `demo.py pid 4242 on host`)."""
+
+
+class SessionRunInfo(BaseModel):
+    """A run that took its session."""
+
+    session_id: str
+    run_token: str
+    """Fences the run: in-process starts and reports carry it; a newer run's token replaces it."""
+    lease_seconds: float
+    """Renew within this long (`POST .../heartbeat`); leases of the run's executions are as long."""
+    lease_expires_at: float
+    previous_holder: str | None = None
+    """The live run this one took the session from, if any."""
+
+
+class SessionLease(BaseModel):
+    session_id: str
+    lease_expires_at: float
 
 
 class Execution(BaseModel):
@@ -110,6 +139,8 @@ class Execution(BaseModel):
     lease_expires_at: float | None = None
     cached: bool = False
     """True when a start returned an execution that had already completed."""
+    claimed: Task | None = None
+    """Set when a start with `run_token` leased the execution to the caller: run it, then report."""
 
 
 class ExecutionList(BaseModel):
@@ -192,3 +223,6 @@ class Health(BaseModel):
     status: Literal["ok"]
     version: str
     schema_version: int
+
+
+Execution.model_rebuild()

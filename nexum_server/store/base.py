@@ -24,7 +24,7 @@ from ..models import Execution, Status, Task, WorkflowRef
 P = ParamSpec("P")
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Bumped whenever the tables change; `open()` migrates older files and refuses newer ones."""
 
 
@@ -42,6 +42,17 @@ class ClaimOutcome:
     """Executions whose lease had run out: back to PENDING, or FAILED when no attempt was left."""
     next_due_at: float | None
     """Earliest moment something not claimable now becomes claimable (retry or lease expiry)."""
+
+
+@dataclass(frozen=True)
+class SessionRun:
+    """A run that took its session: `token` fences its in-process executions."""
+
+    session_id: str
+    token: str
+    lease_expires_at: float
+    previous_holder: str | None
+    """The run that held the session until now, if its lease had not run out (a live run)."""
 
 
 class Store(ABC):
@@ -135,3 +146,28 @@ class Store(ABC):
 
     @abstractmethod
     def count_by_status(self) -> dict[Status, int]: ...
+
+    @abstractmethod
+    def take_session(self, session_id: str, holder: str, lease_seconds: float, now: float) -> SessionRun:
+        """Make a new run the session's current run, at once, whatever held it before.
+
+        From here on only the new token may claim the session's in-process executions; those a
+        previous run held become claimable by the new run immediately (`claim_for_run`).
+        """
+
+    @abstractmethod
+    def renew_session(self, session_id: str, token: str, lease_seconds: float, now: float) -> float:
+        """Extend the run's lease on its session; `SessionTakenOver` once another run took it."""
+
+    @abstractmethod
+    def end_session_run(self, session_id: str, token: str) -> None:
+        """The run finished: forget it (a no-op once another run took the session)."""
+
+    @abstractmethod
+    def claim_for_run(self, execution_id: str, session_id: str, token: str, lease_seconds: float,
+                      now: float) -> Task | None:
+        """Lease an in-process execution to the session's current run.
+
+        Claims it when PENDING, or RUNNING for a previous run of the session; `None` when it is
+        terminal or held by the current run. `SessionTakenOver` when `token` is not current.
+        """

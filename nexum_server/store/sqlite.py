@@ -7,15 +7,17 @@ import sqlite3
 import uuid
 from typing import Any
 
-from ..errors import InvalidValue, LeaseLost, NotFound, SchemaError, WorkflowNotFound
+from ..errors import InvalidValue, LeaseLost, NotFound, SchemaError, SessionTakenOver, WorkflowNotFound
 from ..models import Execution, Status, Task, WorkflowRef
-from .base import SCHEMA_VERSION, ClaimOutcome, StartOutcome, Store
+from .base import SCHEMA_VERSION, ClaimOutcome, SessionRun, StartOutcome, Store
 from .sqlite_sql import (
     ANYTHING_TO_CLAIM,
     CANCEL,
     CLAIM,
+    CLAIM_FOR_RUN,
     COMPLETE,
     COUNT_BY_STATUS,
+    END_SESSION_RUN,
     EXPIRE_LEASES,
     FAIL,
     HEARTBEAT,
@@ -25,10 +27,14 @@ from .sqlite_sql import (
     NEXT_DUE,
     NEXT_LEASE_EXPIRY,
     RELEASE,
+    RENEW_SESSION,
     SCHEMA,
     SCHEMA_STATE,
     SELECT_EXECUTION,
     SELECT_LIVE,
+    SELECT_SESSION_RUN,
+    SESSION_RUN_IS,
+    TAKE_SESSION,
     SELECT_WORKFLOW,
     SELECT_WORKFLOW_ANY,
 )
@@ -65,8 +71,9 @@ class SQLiteStore(Store):
                 raise SchemaError(f"{path}: SQLite refused WAL mode (got {mode}); use a local file system")
             db.execute(f"PRAGMA synchronous = {self.settings.sqlite_synchronous.upper()}")
             db.execute("PRAGMA foreign_keys = ON")
-            if version == 0:
-                # IF NOT EXISTS: another server may create the schema between our check and our lock.
+            if version < SCHEMA_VERSION:
+                # IF NOT EXISTS: another server may create the schema between our check and our lock;
+                # an older file gains the tables it lacks.
                 db.executescript(f"BEGIN IMMEDIATE; {SCHEMA}; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
         except sqlite3.DatabaseError as e:
             db.close()
@@ -203,6 +210,37 @@ class SQLiteStore(Store):
         for status, count in self.db.execute(COUNT_BY_STATUS):
             counts[Status(status)] = count
         return counts
+
+    def take_session(self, session_id: str, holder: str, lease_seconds: float, now: float) -> SessionRun:
+        token = uuid.uuid4().hex
+        with self._tx():
+            previous = self.db.execute(SELECT_SESSION_RUN, (session_id,)).fetchone()
+            self.db.execute(TAKE_SESSION, {"session_id": session_id, "token": token, "holder": holder,
+                                           "now": now, "lease_seconds": lease_seconds})
+        live = previous is not None and previous["lease_expires_at"] > now
+        return SessionRun(session_id, token, now + lease_seconds, previous["holder"] if live else None)
+
+    def renew_session(self, session_id: str, token: str, lease_seconds: float, now: float) -> float:
+        with self._tx():
+            row = self.db.execute(RENEW_SESSION, {"session_id": session_id, "token": token, "now": now,
+                                                  "lease_seconds": lease_seconds}).fetchone()
+        if row is None:
+            raise SessionTakenOver(f"session {session_id!r} was taken over by a newer run")
+        return row[0]
+
+    def end_session_run(self, session_id: str, token: str) -> None:
+        with self._tx():
+            self.db.execute(END_SESSION_RUN, {"session_id": session_id, "token": token})
+
+    def claim_for_run(self, execution_id: str, session_id: str, token: str, lease_seconds: float,
+                      now: float) -> Task | None:
+        params = {"id": execution_id, "session_id": session_id, "token": token, "now": now,
+                  "lease_seconds": lease_seconds}
+        with self._tx():
+            row = self.db.execute(CLAIM_FOR_RUN, params).fetchone()
+            if row is None and self.db.execute(SESSION_RUN_IS, params).fetchone() is None:
+                raise SessionTakenOver(f"session {session_id!r} was taken over by a newer run")
+        return _task(row) if row is not None else None
 
 
 class _Transaction:

@@ -42,6 +42,14 @@ CREATE UNIQUE INDEX IF NOT EXISTS executions_live_key ON executions (workflow_id
 CREATE INDEX IF NOT EXISTS executions_pending ON executions (scheduled_at) WHERE status = 'PENDING';
 CREATE INDEX IF NOT EXISTS executions_leased ON executions (lease_expires_at) WHERE status = 'RUNNING';
 CREATE INDEX IF NOT EXISTS executions_session ON executions (session_id, seq);
+-- The one live agent run of each session: its token fences the run's in-process executions.
+CREATE TABLE IF NOT EXISTS session_runs (
+    session_id       TEXT PRIMARY KEY,
+    run_token        TEXT NOT NULL,
+    holder           TEXT NOT NULL,
+    started_at       REAL NOT NULL,
+    lease_expires_at REAL NOT NULL
+);
 """
 
 # One statement, so both are read from one snapshot while another server may be creating the schema.
@@ -169,3 +177,38 @@ WHERE id = :id AND status = 'RUNNING' AND lease_token = :token
 RETURNING {COLUMNS}
 """
 COUNT_BY_STATUS = "SELECT status, count(*) FROM executions GROUP BY status"
+
+# A new run always takes the session: the previous run, live or dead, is fenced from here on.
+SELECT_SESSION_RUN = "SELECT holder, lease_expires_at FROM session_runs WHERE session_id = ?"
+TAKE_SESSION = """
+INSERT INTO session_runs (session_id, run_token, holder, started_at, lease_expires_at)
+VALUES (:session_id, :token, :holder, :now, :now + :lease_seconds)
+ON CONFLICT (session_id) DO UPDATE
+SET run_token = excluded.run_token, holder = excluded.holder, started_at = excluded.started_at,
+    lease_expires_at = excluded.lease_expires_at
+"""
+RENEW_SESSION = """
+UPDATE session_runs SET lease_expires_at = :now + :lease_seconds
+WHERE session_id = :session_id AND run_token = :token
+RETURNING lease_expires_at
+"""
+END_SESSION_RUN = "DELETE FROM session_runs WHERE session_id = :session_id AND run_token = :token"
+SESSION_RUN_IS = "SELECT 1 FROM session_runs WHERE session_id = :session_id AND run_token = :token"
+# The current run of the session claims an in-process execution: one it never had, or one a
+# previous run of the session held (that run is fenced, so it is re-claimed at once instead of
+# waiting out its lease). Its worker_id names the run, `run:<token>`.
+CLAIM_FOR_RUN = f"""
+UPDATE executions
+SET status = 'RUNNING',
+    attempts = attempts + 1,
+    lease_token = lower(hex(randomblob(16))),
+    lease_expires_at = :now + :lease_seconds,
+    worker_id = 'run:' || :token,
+    started_at = COALESCE(started_at, :now),
+    updated_at = :now
+WHERE id = :id
+  AND EXISTS (SELECT 1 FROM session_runs WHERE session_id = :session_id AND run_token = :token)
+  AND (status = 'PENDING'
+       OR (status = 'RUNNING' AND worker_id LIKE 'run:%' AND worker_id <> 'run:' || :token))
+RETURNING {COLUMNS}
+"""

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from submit_task import ToolCallOutcome
+from durability import UnitEvent
 from nexum_devtools.web import WebFixture
 from nexum_devtools.procs import ROOT
 from workflow import VISIT_WEBPAGE, WEB_SEARCH
@@ -27,6 +27,8 @@ DEMO_TIMEOUT = 60.0
 """Upper bound for one `demo.py` run; against the local fixture one takes about a second."""
 EXECUTED = re.compile(r"^  (web_search|visit_webpage)\(.*\)  executed\b", re.MULTILINE)
 CACHED = re.compile(r"^  (web_search|visit_webpage)\(.*\)  cached\b", re.MULTILINE)
+MODEL_MADE = re.compile(r"^  model request  executed\b", re.MULTILINE)
+MODEL_REPLAYED = re.compile(r"^  model request  cached\b", re.MULTILINE)
 """The demo's line for one tool call; the marks after the words (✓, ⚡) are checked where they matter."""
 
 
@@ -65,19 +67,27 @@ def made_by(request: dict[str, str], tool_name: str, tool_args: dict[str, Any]) 
 class CallRecord:
     tool_name: str
     tool_args: dict[str, Any]
-    outcome: ToolCallOutcome | None
+    outcome: UnitEvent | None
+    """The call as it ended, None when it failed."""
     error: str | None
 
 
 class Calls(list[CallRecord]):
-    """A `build_agent(on_call=...)` reporter that keeps every call in order."""
+    """A `build_agent(on_unit=...)` reporter that keeps every tool call in order, and the model requests."""
 
-    def __call__(self, tool_name: str, tool_args: dict[str, Any], outcome: ToolCallOutcome | None,
-                 error: str | None) -> None:
-        self.append(CallRecord(tool_name, dict(tool_args), outcome, error))
+    def __init__(self) -> None:
+        super().__init__()
+        self.model_requests: list[UnitEvent] = []
+
+    def __call__(self, event: UnitEvent) -> None:
+        if event.kind == "model":
+            self.model_requests.append(event)
+            return
+        self.append(CallRecord(event.name, dict(event.args or {}), event if event.error is None else None,
+                               event.error))
 
     @property
-    def outcomes(self) -> list[ToolCallOutcome]:
+    def outcomes(self) -> list[UnitEvent]:
         return [c.outcome for c in self if c.outcome is not None]
 
 

@@ -29,7 +29,7 @@ from submit_task import call_tool
 from tests.e2e.helpers import Calls, WebRequests
 from nexum_devtools.web import WebFixture
 from nexum_devtools.procs import Proc
-from workflow import VISIT_WEBPAGE, WEB_SEARCH, tool_call_key
+from workflow import VISIT_WEBPAGE, WEB_SEARCH, WORKFLOW_ID, tool_call_key
 
 PROMPT = "Research durable execution."
 SLOW_SECONDS = 0.5
@@ -47,9 +47,18 @@ def research_plan(web_url: str, token: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 async def run_agent(model: Model, session_id: str, client: NexumClient, calls: Calls) -> list[ModelMessage]:
-    agent = build_agent(model, session_id, client=client, on_call=calls)
+    agent = build_agent(model, session_id, client=client, on_unit=calls)
     result = await agent.run(PROMPT)
     return result.all_messages()
+
+
+async def tool_executions(client: NexumClient, session_id: str) -> list[Any]:
+    """The session's tool-call executions (its model requests are executions of another workflow)."""
+    return [e for e in await client.list(session_id=session_id) if e.workflow_id == WORKFLOW_ID]
+
+
+def _text(event: Any) -> str:
+    return event.execution.result["result"]
 
 
 def keys(pairs: Any) -> list[str]:
@@ -76,7 +85,7 @@ async def test_first_run_executes_each_call_once_and_a_rerun_is_served_from_the_
     for name, args in plan:
         assert web_requests.for_call(name, args, since=mark) == 1, (name, args)
     assert len(web_requests.since(mark)) == len(plan)
-    stored = await client.list(session_id=session_id)
+    stored = await tool_executions(client, session_id)
     assert sorted(e.key for e in stored) == keys(plan)
     assert {(e.status, e.attempts) for e in stored} == {(Status.COMPLETED, 1)}
 
@@ -89,8 +98,8 @@ async def test_first_run_executes_each_call_once_and_a_rerun_is_served_from_the_
     assert len(again.outcomes) == 4
     assert all(o.cached and o.execution.cached for o in again.outcomes)
     assert {o.execution.id for o in again.outcomes} == {o.execution.id for o in first.outcomes}
-    assert {o.result for o in again.outcomes} == {o.result for o in first.outcomes}
-    assert len(await client.list(session_id=session_id)) == len(plan)
+    assert {_text(o) for o in again.outcomes} == {_text(o) for o in first.outcomes}
+    assert len(await tool_executions(client, session_id)) == len(plan)
 
 
 async def test_another_session_executes_the_same_calls_afresh(
@@ -110,10 +119,10 @@ async def test_another_session_executes_the_same_calls_afresh(
         assert web_requests.for_call(name, args, since=mark) == 1, (name, args)
     first_ids = {o.execution.id for o in first.outcomes}
     assert first_ids.isdisjoint(o.execution.id for o in other.outcomes)
-    assert {e.session_id for e in await client.list(session_id=other_session)} == {other_session}
+    assert {e.session_id for e in await tool_executions(client, other_session)} == {other_session}
 
 
-async def test_two_identical_calls_in_one_response_make_one_request(
+async def test_two_identical_calls_in_one_response_are_two_executions_replayed_in_order(
         worker: Proc, client: NexumClient, web: WebFixture, web_requests: WebRequests, session_id: str) -> None:
     url = f"{web.url}/slow/{session_id}?seconds={SLOW_SECONDS}"
 
@@ -127,14 +136,21 @@ async def test_two_identical_calls_in_one_response_make_one_request(
     calls = Calls()
     await run_agent(FunctionModel(read_twice), session_id, client, calls)
 
-    assert web_requests.for_call(VISIT_WEBPAGE, {"url": url}, since=mark) == 1
+    # A deliberate second identical call is its own execution (its occurrence is part of its key).
+    assert web_requests.for_call(VISIT_WEBPAGE, {"url": url}, since=mark) == 2
     assert len(calls.outcomes) == 2
     one, two = calls.outcomes
-    assert one.execution.id == two.execution.id
-    assert one.result == two.result and one.result.startswith("# ")
-    # Neither was served from a finished execution: both really waited on the one running call.
+    assert one.execution.id != two.execution.id
+    assert _text(one).startswith("# ") and _text(two).startswith("# ")
     assert not one.cached and not two.cached
-    assert len(await client.list(session_id=session_id)) == 1
+    assert len(await tool_executions(client, session_id)) == 2
+
+    mark = web_requests.mark()
+    again = Calls()
+    await run_agent(FunctionModel(read_twice), session_id, client, again)
+    assert web_requests.since(mark) == []
+    assert all(o.cached for o in again.outcomes)
+    assert sorted(o.execution.id for o in again.outcomes) == sorted(o.execution.id for o in calls.outcomes)
 
 
 async def test_two_concurrent_call_tool_make_one_request(
@@ -147,8 +163,8 @@ async def test_two_concurrent_call_tool_make_one_request(
 
     assert web_requests.for_call(WEB_SEARCH, args, since=mark) == 1
     assert one.execution.id == two.execution.id
-    assert one.result == two.result
-    assert len(await client.list(session_id=session_id)) == 1
+    assert _text(one) == _text(two)
+    assert len(await tool_executions(client, session_id)) == 1
 
 
 def tool_failures(messages: list[ModelMessage], tool_name: str) -> list[str]:
@@ -179,7 +195,7 @@ async def test_a_permanent_tool_error_reaches_the_agent_and_is_retried_only_by_a
     assert len(first) == 1 and first[0].outcome is None
     assert first[0].error is not None and "HTTP 404" in first[0].error
     assert web_requests.for_call(VISIT_WEBPAGE, missing, since=mark) == 1
-    [failed] = await client.list(session_id=session_id)
+    [failed] = await tool_executions(client, session_id)
     assert failed.status is Status.FAILED
     assert failed.attempts == 1
     assert failed.error is not None and "HTTP 404" in failed.error
@@ -191,6 +207,6 @@ async def test_a_permanent_tool_error_reaches_the_agent_and_is_retried_only_by_a
     assert "0 returned, 1 failed" in final_text(messages)
     assert len(again) == 1 and again[0].outcome is None
     assert web_requests.for_call(VISIT_WEBPAGE, missing, since=mark) == 1
-    stored = await client.list(session_id=session_id)
+    stored = await tool_executions(client, session_id)
     assert len({e.id for e in stored}) == 2
     assert {(e.status, e.attempts, e.cached) for e in stored} == {(Status.FAILED, 1, False)}

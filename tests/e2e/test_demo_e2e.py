@@ -1,7 +1,8 @@
 """`demo.py` as a user runs it: a subprocess with the offline model, a real server and a real worker.
 
 In the crash test the offline model's two page visits run in parallel; a small gated web holds the
-second page request, so when the demo kills itself after two calls the third is still in flight,
+second page request, so when the demo kills itself after four steps (two model requests, the search
+and the first page) the second page is still in flight,
 and stopping the worker (no grace period) hands it back to the server unfinished for the re-run.
 """
 
@@ -15,10 +16,21 @@ from urllib.parse import urlsplit
 
 from nexum_server.client import NexumClient
 from nexum_server.models import Status
-from tests.e2e.helpers import CACHED, DEMO_TIMEOUT, EXECUTED, GatedWeb, WebRequests, closed_port, demo_env, run_demo
+from tests.e2e.helpers import (
+    CACHED,
+    DEMO_TIMEOUT,
+    EXECUTED,
+    MODEL_MADE,
+    MODEL_REPLAYED,
+    GatedWeb,
+    WebRequests,
+    closed_port,
+    demo_env,
+    run_demo,
+)
 from nexum_devtools.web import WebFixture, search_results, tools_env
 from nexum_devtools.procs import NexumServer, Proc, running
-from workflow import VISIT_WEBPAGE, WEB_SEARCH
+from workflow import VISIT_WEBPAGE, WEB_SEARCH, WORKFLOW_ID
 
 OFFLINE_ANSWER = "Offline extractive model, not a language model."
 """The first words of every offline answer (OFFLINE_LABEL as rich renders its Markdown)."""
@@ -38,9 +50,11 @@ def test_demo_runs_end_to_end_then_serves_the_rerun_from_the_store(
     out = first.stdout
     assert query in out and session_id in out
     assert len(EXECUTED.findall(out)) == 1 + PAGES_READ and not CACHED.findall(out)
-    assert out.count("executed ✓") == 1 + PAGES_READ
+    assert len(MODEL_MADE.findall(out)) == 3 and not MODEL_REPLAYED.findall(out)
+    assert out.count("executed ✓") == 3 + 1 + PAGES_READ
     assert OFFLINE_ANSWER in out
     assert all(url in out for url in pages)
+    assert "3 model requests: 0 replayed, 3 made" in out
     assert "3 tool calls: 0 cached, 3 executed, 0 failed" in out
     assert web_requests.for_call(WEB_SEARCH, {"query": query}, since=mark) == 1
     for url in pages:
@@ -52,7 +66,9 @@ def test_demo_runs_end_to_end_then_serves_the_rerun_from_the_store(
 
     assert again.returncode == 0, again.stdout + again.stderr
     assert len(CACHED.findall(again.stdout)) == 1 + PAGES_READ and not EXECUTED.findall(again.stdout)
-    assert again.stdout.count("cached ⚡") == 1 + PAGES_READ
+    assert len(MODEL_REPLAYED.findall(again.stdout)) == 3 and not MODEL_MADE.findall(again.stdout)
+    assert again.stdout.count("cached ⚡") == 3 + 1 + PAGES_READ
+    assert "3 model requests: 3 replayed, 0 made" in again.stdout
     assert "3 tool calls: 3 cached, 0 executed, 0 failed" in again.stdout
     assert OFFLINE_ANSWER in again.stdout
     assert web_requests.since(mark) == []
@@ -64,16 +80,18 @@ async def test_crash_after_two_calls_then_the_rerun_executes_only_the_unfinished
     with GatedWeb(hold=2) as gated:
         worker = start_worker(server, "--grace-seconds", "0", env=tools_env(gated.url))
 
-        crashed = run_demo(server.url, "--model", "offline", "--session", session_id, "--crash-after", "2", query)
+        # Steps: model request, search, model request, first page (the second is held): then killed.
+        crashed = run_demo(server.url, "--model", "offline", "--session", session_id, "--crash-after", "4", query)
         assert worker.stop() == 0, worker.output
         gated.release()
 
         assert crashed.returncode == -signal.SIGKILL, crashed.stdout + crashed.stderr
-        assert "--crash-after 2: killing this process now" in crashed.stdout
+        assert "--crash-after 4: killing this process now" in crashed.stdout
         assert len(EXECUTED.findall(crashed.stdout)) == 2
+        assert len(MODEL_MADE.findall(crashed.stdout)) == 2
         assert OFFLINE_ANSWER not in crashed.stdout
         async with NexumClient(server.url) as client:
-            stored = await client.list(session_id=session_id)
+            stored = [e for e in await client.list(session_id=session_id) if e.workflow_id == WORKFLOW_ID]
             by_status = {s: [e for e in stored if e.status is s] for s in Status}
             assert len(by_status[Status.COMPLETED]) == 2 and len(by_status[Status.PENDING]) == 1, stored
             [unfinished] = by_status[Status.PENDING]
@@ -91,7 +109,10 @@ async def test_crash_after_two_calls_then_the_rerun_executes_only_the_unfinished
 
         assert len(CACHED.findall(rerun.output)) == 2
         assert len(EXECUTED.findall(rerun.output)) == 1
+        # The model is asked only for the answer it never gave.
+        assert len(MODEL_REPLAYED.findall(rerun.output)) == 2 and len(MODEL_MADE.findall(rerun.output)) == 1
         assert OFFLINE_ANSWER in rerun.output and query in rerun.output
+        assert "3 model requests: 2 replayed, 1 made" in rerun.output
         assert "3 tool calls: 2 cached, 1 executed, 0 failed" in rerun.output
         assert gated.paths[seen:] == [urlsplit(unfinished.input["tool_args"]["url"]).path]
         assert resumed.status is Status.COMPLETED

@@ -16,7 +16,14 @@ from typing import Any
 import pytest
 
 from nexum_server.config import Settings
-from nexum_server.errors import LeaseLost, NotFound, SchemaError, StoreUnavailable, WorkflowNotFound
+from nexum_server.errors import (
+    LeaseLost,
+    NotFound,
+    SchemaError,
+    SessionTakenOver,
+    StoreUnavailable,
+    WorkflowNotFound,
+)
 from nexum_server.models import Execution, Status, WorkflowRef
 from nexum_server.store import SCHEMA_VERSION, SQLiteStore, Store
 
@@ -457,3 +464,59 @@ async def test_a_busy_database_is_store_unavailable_not_a_crash(make_store: Stor
         other.execute("ROLLBACK")
         other.close()
     assert (await store.run(store.start_execution, REF, "s", "k", {}, T0)).created
+
+
+# Session runs: the agent's own (in-process) executions, fenced by the run that holds the session.
+
+
+def test_the_current_run_claims_an_in_process_execution_once(store: Store) -> None:
+    run = store.take_session("s", "agent-1", LEASE, T0)
+    e = start(store)
+    task = store.claim_for_run(e.id, "s", run.token, LEASE, T0)
+    assert task is not None and task.attempt == 1
+    assert store.get_execution(e.id).worker_id == f"run:{run.token}"
+    # Held by the current run: a second claim (a duplicate start) gets nothing and must wait.
+    assert store.claim_for_run(e.id, "s", run.token, LEASE, T0) is None
+    store.complete(task.task_id, task.lease_token, {"answer": 42}, T0 + 1)
+    assert store.claim_for_run(e.id, "s", run.token, LEASE, T0 + 1) is None
+    assert store.get_execution(e.id).result == {"answer": 42}
+
+
+def test_a_new_run_takes_the_session_at_once_and_reclaims_what_the_old_run_held(store: Store) -> None:
+    old = store.take_session("s", "agent-1", LEASE, T0)
+    e = start(store)
+    held = store.claim_for_run(e.id, "s", old.token, LEASE, T0)
+    assert held is not None
+    new = store.take_session("s", "agent-2", LEASE, T0 + 1)
+    assert new.previous_holder == "agent-1" and new.token != old.token
+    # Long before the old lease runs out, the new run holds the unit under a new token.
+    again = store.claim_for_run(e.id, "s", new.token, LEASE, T0 + 1)
+    assert again is not None and again.lease_token != held.lease_token and again.attempt == 2
+    with pytest.raises(LeaseLost):
+        store.complete(held.task_id, held.lease_token, "late answer from the old run", T0 + 2)
+    with pytest.raises(SessionTakenOver):
+        store.renew_session("s", old.token, LEASE, T0 + 2)
+    with pytest.raises(SessionTakenOver):
+        store.claim_for_run(start(store, key="k2").id, "s", old.token, LEASE, T0 + 2)
+    store.complete(again.task_id, again.lease_token, "answer", T0 + 2)
+    assert store.get_execution(e.id).result == "answer"
+
+
+def test_a_dead_run_is_not_named_as_a_live_holder_and_ending_a_run_is_fenced(store: Store) -> None:
+    old = store.take_session("s", "agent-1", LEASE, T0)
+    assert store.renew_session("s", old.token, LEASE, T0 + 5) == T0 + 5 + LEASE
+    new = store.take_session("s", "agent-2", LEASE, T0 + 5 + LEASE + 1)
+    assert new.previous_holder is None
+    store.end_session_run("s", old.token)  # the old run ending late leaves the new one alone
+    assert store.renew_session("s", new.token, LEASE, T0 + 20) == T0 + 20 + LEASE
+    store.end_session_run("s", new.token)
+    assert store.take_session("s", "agent-3", LEASE, T0 + 21).previous_holder is None
+
+
+def test_sessions_are_independent(store: Store) -> None:
+    a = store.take_session("a", "agent-1", LEASE, T0)
+    store.take_session("b", "agent-2", LEASE, T0)
+    assert store.renew_session("a", a.token, LEASE, T0 + 1) == T0 + 1 + LEASE
+    e = start(store, session_id="b")
+    with pytest.raises(SessionTakenOver):
+        store.claim_for_run(e.id, "b", a.token, LEASE, T0 + 1)

@@ -1,0 +1,477 @@
+"""Durable agent runs on a Nexum server: every model request and every tool call is one keyed execution.
+
+`NexumDurability` is a Pydantic AI capability built on `pydantic_ai.durable_exec`. Inside a
+session, each unit of a run is one execution of the session on the Nexum server, keyed by the
+sha256 of a projection of the unit that is the same in every process:
+
+- a **model request** (`pydantic-agent-step`, run by the agent itself): the model's name, the
+  message history with timestamps, run ids and conversation ids removed and tool-call ids numbered
+  in order of appearance, the model settings and the request parameters (tool definitions, output
+  mode). An edited prompt, instructions, tool or model gives a new key;
+- a **tool call**: its name, its arguments as canonical JSON and its occurrence in the run (the
+  second identical call, or a call repeated after `ModelRetry`, is its own execution). Tools marked
+  `RUN_IN_WORKER` run in `worker.py` (`pydantic-tool-call`, through `WorkerToolset`); any other
+  tool runs in the agent's process as a `pydantic-agent-step` execution.
+
+A completed unit comes back from the store in one round trip, with nothing run again; a missing
+one runs and is recorded. So a resumed run asks the model only what it never answered.
+
+A session has one live run. A run takes its session when it starts; a newer run of the same session
+takes it over at once: the units the old run held are re-claimed by the new run immediately (no
+lease to wait out), and the old run's late reports are refused, so each unit keeps exactly one
+recorded result. The old run stops with `SessionTakenOver`. A unit interrupted mid-flight runs again
+(at-least-once execution). Outside a session (`session_id=None`) the capability changes nothing.
+
+Use it (with `nexum dev` and `python worker.py` running):
+
+    agent = Agent(model, name="research", toolsets=[WorkerToolset(TOOLSET)],
+                  capabilities=[NexumDurability(session_id="my-session")])
+    result = await agent.run("What is durable execution?")   # run it again: nothing is asked twice
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import TypeAdapter
+from pydantic_ai import ModelRetry
+from pydantic_ai.durable_exec import (
+    JSON_CODEC,
+    BaseDurabilityCapability,
+    CallableOperationBackend,
+    DurabilityEngineSpec,
+    DurableOperationBackend,
+    DurableOperationId,
+    ModelRequestId,
+    RoleBasedOperationConfig,
+    ToolsetCallToolId,
+)
+from pydantic_ai.durable_exec import JournalOperationNamer
+from pydantic_ai.exceptions import UserError
+from pydantic_ai.messages import ModelMessagesTypeAdapter
+from pydantic_ai.models import Model, ModelRequestParameters
+from pydantic_ai.tools import AgentDepsT, RunContext
+from pydantic_ai.toolsets import AbstractToolset, ToolsetTool, WrapperToolset
+
+from nexum_server.client import NexumClient, reconnecting
+from nexum_server.errors import RequestRejected, SessionTakenOver
+from nexum_server.models import Execution, SessionRunInfo, Status, Task
+from submit_task import DEFAULT_TIMEOUT, ToolCallFailed, call_tool, shared_client
+from workflow import AGENT_IR, AGENT_VERSION_HASH, AGENT_WORKFLOW_ID, canonical_json, unit_key
+
+log = logging.getLogger("nexum.durability")
+
+HOLD_SECONDS = 30.0
+"""How long one start asks the server to hold it while another holder runs the unit."""
+VOLATILE_FIELDS = frozenset({"timestamp", "run_id", "conversation_id"})
+"""Message fields that differ between two runs of the same history; left out of a model request's key."""
+
+UnitKind = Literal["model", "tool"]
+
+
+@dataclass(frozen=True)
+class UnitEvent:
+    """One unit of a run, as it ended: what `on_unit` receives."""
+
+    kind: UnitKind
+    name: str
+    """The model's name, or the tool's."""
+    args: dict[str, Any] | None
+    """A tool call's arguments; None for a model request."""
+    cached: bool
+    """Served from the store: nothing ran."""
+    seconds: float
+    """Wall time of this unit in this run."""
+    saved_seconds: float = 0.0
+    """For a cached unit: how long it took when it ran."""
+    tokens: int = 0
+    """For a model request: the tokens of its response's usage (replayed ones were not spent again)."""
+    error: str | None = None
+    """Why the unit failed (a tool call that used up its attempts), else None."""
+    execution: Execution | None = None
+    """The unit's stored execution (its id, attempts, timings and result)."""
+
+
+@dataclass
+class RunStats:
+    """What a run replayed and what it ran; `NexumDurability.last_stats` after each run."""
+
+    model_replayed: int = 0
+    model_made: int = 0
+    tools_replayed: int = 0
+    tools_run: int = 0
+    tools_failed: int = 0
+    tokens_saved: int = 0
+    seconds_saved: float = 0.0
+
+    def add(self, event: UnitEvent) -> None:
+        if event.kind == "model":
+            self.model_replayed += event.cached
+            self.model_made += not event.cached
+        elif event.error is not None:
+            self.tools_failed += 1
+        else:
+            self.tools_replayed += event.cached
+            self.tools_run += not event.cached
+        if event.cached:
+            self.tokens_saved += event.tokens
+            self.seconds_saved += event.saved_seconds
+
+
+@dataclass
+class _Run:
+    """The state of one agent run in a session, shared by its units through a context variable."""
+
+    session: SessionRunInfo
+    client: NexumClient
+    on_unit: Callable[[UnitEvent], None] | None
+    stats: RunStats = field(default_factory=RunStats)
+    seen: Counter[str] = field(default_factory=Counter)
+    lost: bool = False
+
+    def occurrence(self, tool_name: str, tool_args: dict[str, Any]) -> int:
+        """0 for the first call of this tool with these arguments in the run, then 1, 2...
+
+        Taken when the call is dispatched, before any await, so parallel calls number in the
+        order the model gave them.
+        """
+        key = tool_name + canonical_json(tool_args)
+        self.seen[key] += 1
+        return self.seen[key] - 1
+
+    def report(self, event: UnitEvent) -> None:
+        self.stats.add(event)
+        if self.on_unit is not None:
+            self.on_unit(event)
+
+
+_RUN: ContextVar[_Run | None] = ContextVar("nexum_run", default=None)
+
+
+# --- keys ------------------------------------------------------------------------------------------
+
+_REQUEST_PARAMETERS = TypeAdapter(ModelRequestParameters)
+
+
+def _without_volatile(value: Any, call_ids: dict[str, str]) -> Any:
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if k in VOLATILE_FIELDS:
+                continue
+            if k == "tool_call_id" and isinstance(v, str):
+                v = call_ids.setdefault(v, f"call-{len(call_ids)}")
+            out[k] = _without_volatile(v, call_ids)
+        return out
+    if isinstance(value, list):
+        return [_without_volatile(v, call_ids) for v in value]
+    return value
+
+
+def model_request_projection(model_name: str, messages: list[Any], model_settings: Any,
+                             parameters: ModelRequestParameters) -> dict[str, Any]:
+    """What a model request's key is the sha256 of (see the module docstring)."""
+    call_ids: dict[str, str] = {}
+    return {
+        "model": model_name,
+        "messages": _without_volatile(ModelMessagesTypeAdapter.dump_python(messages, mode="json"), call_ids),
+        "settings": _without_volatile(TypeAdapter(Any).dump_python(model_settings or {}, mode="json"), call_ids),
+        "parameters": _without_volatile(_REQUEST_PARAMETERS.dump_python(parameters, mode="json"), call_ids),
+    }
+
+
+def tool_call_projection(tool_name: str, tool_args: dict[str, Any], occurrence: int) -> dict[str, Any]:
+    """What an in-process tool call's key is the sha256 of."""
+    return {"tool": tool_name, "args": tool_args, "occurrence": occurrence}
+
+
+def model_label(model: Model | str | None) -> str:
+    if isinstance(model, Model):
+        return f"{model.system}:{model.model_name}"
+    return model or "default"
+
+
+# --- running one unit --------------------------------------------------------------------------------
+
+
+async def _start(run: _Run, key: str, input: Any, deadline: float) -> Execution:
+    client, session = run.client, run.session
+
+    async def start() -> Execution:
+        try:
+            return await client.start(AGENT_WORKFLOW_ID, AGENT_VERSION_HASH, session.session_id, key, input,
+                                      wait=HOLD_SECONDS, run_token=session.run_token)
+        except RequestRejected as e:
+            if e.error_code == "session_taken_over":
+                raise SessionTakenOver(str(e)) from e
+            if e.error_code != "workflow_not_found":
+                raise
+            await client.register_workflow(AGENT_WORKFLOW_ID, AGENT_VERSION_HASH, AGENT_IR)
+            return await start()
+
+    return await reconnecting(start, deadline)
+
+
+async def _heartbeat(client: NexumClient, task: Task, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        await client.heartbeat(task)
+
+
+async def run_unit(run: _Run, key: str, input: Any, body: Callable[[], Awaitable[object]],
+                   timeout: float = DEFAULT_TIMEOUT) -> tuple[object, Execution, bool]:
+    """The unit's recorded payload: from the store, or by running `body` and recording it.
+
+    Returns the payload, its execution and whether it was cached.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        execution = await _start(run, key, input, deadline)
+        if execution.status is Status.COMPLETED:
+            return execution.result, execution, execution.cached
+        if execution.claimed is not None:
+            break
+        # Another holder runs it (the server held this start up to HOLD_SECONDS), or its attempt
+        # ended FAILED, CANCELLED or back to PENDING: start again, which claims or creates anew.
+    task = execution.claimed
+    beat = asyncio.create_task(_heartbeat(run.client, task, run.session.lease_seconds / 3))
+    try:
+        payload = await body()
+    except Exception as e:
+        beat.cancel()
+        with contextlib.suppress(Exception):
+            await run.client.fail(task, f"{type(e).__name__}: {e}", retryable=False)
+        raise
+    finally:
+        beat.cancel()
+    try:
+        done = await run.client.complete(task, payload)
+    except RequestRejected as e:
+        if e.status == 409:
+            raise SessionTakenOver(f"this run's result for {key[:12]}… was discarded: {e}") from e
+        raise
+    return payload, done, False
+
+
+# --- the capability ---------------------------------------------------------------------------------
+
+
+class NexumBackend(CallableOperationBackend[dict[str, Any]]):
+    """Runs each model request and in-process tool call as one keyed execution of the session."""
+
+    def __init__(self, capability: NexumDurability[Any]) -> None:
+        config = RoleBasedOperationConfig[dict[str, Any]](model={}, event={}, capability={}, tool={})
+        super().__init__(namer=JournalOperationNamer(capability.name), config=config)
+        self._capability = capability
+
+    async def execute(self, *, operation_id: DurableOperationId, name: str, body: Callable[[], Awaitable[object]],
+                      cache_key: tuple[object, ...], config: dict[str, Any]) -> object:
+        run = _RUN.get()
+        if run is None or not isinstance(operation_id, ModelRequestId | ToolsetCallToolId):
+            # Argument validation, event handlers: deterministic work of the run itself.
+            return await body()
+        started = time.perf_counter()
+        if isinstance(operation_id, ModelRequestId):
+            model_id, messages, settings, parameters = cache_key[:4]
+            label = model_label(self._capability.model_for(model_id))
+            key = unit_key(model_request_projection(label, messages, settings, parameters))  # type: ignore[arg-type]
+            input = {"unit": "model_request", "model": label, "messages": len(messages)}  # type: ignore[arg-type]
+            payload, execution, cached = await run_unit(run, key, input, body)
+            usage = payload.get("usage", {}) if isinstance(payload, dict) else {}
+            run.report(UnitEvent("model", label, None, cached, time.perf_counter() - started,
+                                 _took(execution) if cached else 0.0,
+                                 tokens=usage.get("input_tokens", 0) + usage.get("output_tokens", 0),
+                                 execution=execution))
+            return payload
+        tool_name, tool_args = str(cache_key[0]), dict(cache_key[1])  # type: ignore[call-overload]
+        occurrence = run.occurrence(tool_name, tool_args)
+        key = unit_key(tool_call_projection(tool_name, tool_args, occurrence))
+        input = {"unit": "tool_call", "tool_name": tool_name, "tool_args": tool_args, "occurrence": occurrence}
+        payload, execution, cached = await run_unit(run, key, input, body)
+        run.report(UnitEvent("tool", tool_name, tool_args, cached, time.perf_counter() - started,
+                             _took(execution) if cached else 0.0, execution=execution))
+        return payload
+
+
+def _took(execution: Execution) -> float:
+    return max((execution.completed_at or 0.0) - (execution.started_at or execution.created_at), 0.0)
+
+
+class NexumDurability(BaseDurabilityCapability[AgentDepsT]):
+    """Makes an agent's runs durable in a Nexum session: model requests and tool calls are journaled.
+
+        agent = Agent(model, name="research", toolsets=[WorkerToolset(TOOLSET)],
+                      capabilities=[NexumDurability(session_id="abc")])
+
+    Args:
+        session_id: The session the runs belong to; `None` leaves the agent as it is.
+        url: The Nexum server (default: `NEXUM_URL`, else http://127.0.0.1:8080).
+        client: A client to use instead of one made from `url`.
+        on_unit: Called with a `UnitEvent` as each model request and tool call ends.
+        name: Names the agent's units; defaults to the agent's `name`.
+        models: Other models the run may switch to, by id (as for every durable engine).
+    """
+
+    engine_spec = DurabilityEngineSpec(
+        engine_name="Nexum",
+        durable_unit_noun="execution",
+        durable_container_noun="session",
+        codec=JSON_CODEC,
+        wrapped_toolset_kinds=frozenset({"function"}),
+        toolset_lifecycles={"function": "enter-always"},
+        unsupported_runtime_toolset_kinds=frozenset({"function", "mcp", "dynamic"}),
+        journal_discovery=False,
+        sequential_tools_in_durable_context=False,
+        tool_config_key="nexum",
+    )
+
+    def __init__(self, *, session_id: str | None, url: str | None = None, client: NexumClient | None = None,
+                 on_unit: Callable[[UnitEvent], None] | None = None, name: str | None = None,
+                 models: dict[str, Model] | None = None) -> None:
+        super().__init__(models=models, name=name)
+        self.session_id = session_id
+        self.url = url
+        self.client = client
+        self.on_unit = on_unit
+        self.last_stats: RunStats | None = None
+
+    @property
+    def in_durable_context(self) -> bool:
+        return self.session_id is not None
+
+    def get_durable_operation_backend(self) -> DurableOperationBackend[dict[str, Any]]:
+        return NexumBackend(self)
+
+    def model_for(self, model_id: object) -> Model | str | None:
+        """The model a request names: a registered one, a model string, or the agent's own."""
+        if isinstance(model_id, str):
+            return self._extra_models.get(model_id, model_id)
+        return self.agent.model if self.agent is not None else None  # type: ignore[return-value]
+
+    async def wrap_run(self, ctx: RunContext[AgentDepsT], *, handler: Any) -> Any:
+        if self.session_id is None:
+            return await handler()
+        async with self._session_run() as run:
+            token = _RUN.set(run)
+            try:
+                return await super().wrap_run(ctx, handler=handler)
+            except asyncio.CancelledError:
+                if run.lost:
+                    raise SessionTakenOver(f"session {self.session_id!r} was taken over by a newer run; "
+                                           "this run stopped") from None
+                raise
+            finally:
+                _RUN.reset(token)
+                self.last_stats = run.stats
+
+    @contextlib.asynccontextmanager
+    async def _session_run(self) -> AsyncIterator[_Run]:
+        assert self.session_id is not None
+        owned = self.client is None and self.url is not None
+        client = self.client or (NexumClient(self.url) if owned else shared_client())
+        holder = f"pid {os.getpid()} on {socket.gethostname()}"
+        take = lambda: client.take_session(self.session_id, holder)  # noqa: E731
+        info = await reconnecting(take, time.monotonic() + DEFAULT_TIMEOUT)
+        if info.previous_holder:
+            log.warning("took session %s over from a run still live (%s); that run is stopped",
+                        self.session_id, info.previous_holder)
+        run = _Run(info, client, self.on_unit)
+        main = asyncio.current_task()
+        renew = asyncio.create_task(self._renew(run, main))
+        try:
+            yield run
+        finally:
+            renew.cancel()
+            if not run.lost:
+                with contextlib.suppress(Exception):
+                    await client.end_session_run(info)
+            if owned:
+                await client.aclose()
+
+    @staticmethod
+    async def _renew(run: _Run, main: asyncio.Task[Any] | None) -> None:
+        while True:
+            await asyncio.sleep(run.session.lease_seconds / 3)
+            try:
+                await run.client.renew_session(run.session)
+            except RequestRejected as e:
+                if e.error_code != "session_taken_over" or main is None:
+                    raise
+                run.lost = True
+                main.cancel()
+                return
+            except Exception as e:  # the server is away: the run's own calls wait it out
+                log.debug("session renewal failed: %s", e)
+
+
+# --- tools run by the worker ------------------------------------------------------------------------
+
+
+def runs_in_worker(tool: ToolsetTool[Any]) -> bool:
+    """Whether the tool is marked to run in `worker.py` (`tools.RUN_IN_WORKER`)."""
+    nexum = (tool.tool_def.metadata or {}).get("nexum")
+    return isinstance(nexum, dict) and nexum.get("run") == "worker"
+
+
+@dataclass
+class WorkerToolset(WrapperToolset[AgentDepsT]):
+    """Sends the wrapped toolset's tools marked `RUN_IN_WORKER` to the Nexum server, run by `worker.py`.
+
+    The model sees the wrapped tools' own schemas, and Pydantic AI validates each call against them
+    before it is submitted. In a `NexumDurability` run the call joins the run's session; on its own,
+    `session_id` gives the session (tool calls durable, model requests not).
+    """
+
+    session_id: str | None = None
+    client: NexumClient | None = None
+    on_unit: Callable[[UnitEvent], None] | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    _seen: dict[str, Counter[str]] = field(default_factory=dict, repr=False)
+
+    async def call_tool(self, name: str, tool_args: dict[str, Any], ctx: RunContext[AgentDepsT],
+                        tool: ToolsetTool[AgentDepsT]) -> Any:
+        if not runs_in_worker(tool):
+            return await super().call_tool(name, tool_args, ctx, tool)
+        run = _RUN.get()
+        session_id = run.session.session_id if run is not None else self.session_id
+        if session_id is None:
+            raise UserError("WorkerToolset needs a session: pass session_id=..., or give the agent "
+                            "NexumDurability(session_id=...)")
+        occurrence = run.occurrence(name, tool_args) if run is not None else self._occurrence(ctx, name, tool_args)
+        client = self.client or (run.client if run is not None else None)
+        report = run.report if run is not None else (self.on_unit or (lambda event: None))
+        started = time.perf_counter()
+        try:
+            outcome = await call_tool(name, tool_args, session_id, self.timeout, client=client,
+                                      occurrence=occurrence)
+        except ToolCallFailed as e:
+            report(UnitEvent("tool", name, tool_args, False, time.perf_counter() - started,
+                             error=str(e.execution.error or e), execution=e.execution))
+            raise ModelRetry(str(e)) from e
+        report(UnitEvent("tool", name, tool_args, outcome.cached, outcome.seconds,
+                         outcome.tool_seconds if outcome.cached else 0.0, execution=outcome.execution))
+        return outcome.result
+
+    def _occurrence(self, ctx: RunContext[Any], name: str, tool_args: dict[str, Any]) -> int:
+        seen = self._seen.setdefault(ctx.run_id or "", Counter())
+        while len(self._seen) > 64:  # runs long finished
+            del self._seen[next(iter(self._seen))]
+        key = name + canonical_json(tool_args)
+        seen[key] += 1
+        return seen[key] - 1
+
+    def visit_and_replace(self, visitor: Callable[[AbstractToolset[AgentDepsT]], AbstractToolset[AgentDepsT]]
+                          ) -> AbstractToolset[AgentDepsT]:
+        return WorkerToolset(self.wrapped.visit_and_replace(visitor), session_id=self.session_id,
+                             client=self.client, on_unit=self.on_unit, timeout=self.timeout)
+

@@ -1,0 +1,241 @@
+"""The queue service: what the HTTP routes ask for, on top of the store.
+
+`QueueService` owns the store, the wake-up notifier, the completed-results cache and the metrics.
+Every store call goes through `store.run`, off the event loop; every state change it learns of is
+counted and announced here, so the routes in `api.py` only validate and serialise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .cache import CompletedCache
+from .config import Settings
+from .errors import LeaseLost
+from .metrics import Metrics
+from .models import Execution, PollTasks, RegisterWorkflow, SessionRunInfo, StartExecution, Status, Task
+from .notifier import Notifier
+from .store import Store, StartOutcome
+
+log = logging.getLogger("nexum.service")
+
+
+class QueueService:
+    """Durable executions and their long-poll task queue, as one server serves them."""
+
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        self.settings = settings
+        self._store = store
+        self.notifier = Notifier()
+        self.metrics = Metrics()
+        self.completed = CompletedCache()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        """The event loop serving requests, for wake-ups from signal handlers."""
+        self._reaper: asyncio.Task[None] | None = None
+
+    @property
+    def store(self) -> Store:
+        assert self._store is not None, "the service is not started"
+        return self._store
+
+    async def start(self, open_store: Callable[[Settings], Store]) -> None:
+        """Open the store (unless one was given) and start expiring leases on time."""
+        if self._store is None:
+            self._store = await asyncio.to_thread(open_store, self.settings)
+        self.loop = asyncio.get_running_loop()
+        self._reaper = asyncio.create_task(self.reap_leases())
+
+    async def stop(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            await asyncio.gather(self._reaper, return_exceptions=True)
+        if self._store is not None:
+            await asyncio.to_thread(self._store.shutdown)
+
+    def close_requests(self) -> None:
+        """Shutdown began: release every held long-poll now."""
+        self.notifier.close()
+
+    def cap_wait(self, wait: float) -> float:
+        return min(wait, self.settings.max_wait_seconds)
+
+    # Executions
+
+    async def register(self, body: RegisterWorkflow) -> str:
+        return await self.store.run(self.store.register_workflow, body, body.ir, time.time())
+
+    async def start_execution(self, body: StartExecution) -> tuple[Execution, bool]:
+        """The execution of the call, held until terminal for up to `body.wait`; and whether it is new."""
+        hit = self.completed.get(body.workflow_id, body.session_id, body.key)
+        if hit is not None:
+            self.metrics.cache_hits.inc()
+            return hit.model_copy(update={"cached": True}), False
+        outcome: StartOutcome = await self.store.run(
+            self.store.start_execution, body, body.session_id, body.key, body.input, time.time())
+        execution = outcome.execution
+        if outcome.created:
+            self.metrics.started.inc()
+            if body.run_token is None:
+                self.notifier.tasks_ready()
+        elif execution.status is Status.COMPLETED:
+            self.metrics.cache_hits.inc()
+            self.completed.put(execution)
+            execution = execution.model_copy(update={"cached": True})
+        if body.run_token is not None and not execution.status.terminal:
+            task = await self.store.run(self.store.claim_for_run, execution.id, body.session_id, body.run_token,
+                                        self.settings.lease_seconds, time.time())
+            if task is not None:
+                self.metrics.claims.inc()
+                claimed = execution.model_copy(update={
+                    "status": Status.RUNNING, "attempts": task.attempt, "lease_expires_at": task.lease_expires_at,
+                    "worker_id": f"run:{body.run_token}", "claimed": task})
+                return claimed, outcome.created
+        return await self.await_terminal(execution, body.wait), outcome.created
+
+    async def get_execution(self, execution_id: str, wait: float = 0.0) -> Execution:
+        execution = await self.store.run(self.store.get_execution, execution_id)
+        return await self.await_terminal(execution, wait)
+
+    async def list_executions(self, session_id: str | None, status: Status | None, key: str | None,
+                              limit: int, id_prefix: str | None = None) -> list[Execution]:
+        return await self.store.run(self.store.list_executions, session_id, status, key, limit, id_prefix)
+
+    async def cancel(self, execution_id: str) -> Execution:
+        execution = await self.store.run(self.store.cancel_execution, execution_id, time.time())
+        if execution.status is Status.CANCELLED:
+            self.metrics.cancelled.inc()
+            self.notifier.terminal(execution)
+        return execution
+
+    async def await_terminal(self, execution: Execution, wait: float) -> Execution:
+        """Hold until the execution is terminal or `wait` runs out; never polls the store."""
+        if wait <= 0 or execution.status.terminal:
+            return execution
+        with self.metrics.held.labels("execution_wait").track_inprogress():
+            future = self.notifier.waiter(execution.id)
+            done = await self.notifier.wait_terminal(future, execution.id, self.cap_wait(wait))
+        if done is not None:
+            return done
+        return await self.store.run(self.store.get_execution, execution.id)
+
+    async def counts(self) -> dict[Status, int]:
+        return await self.store.run(self.store.count_by_status)
+
+    # Tasks
+
+    async def poll(self, body: PollTasks, disconnected: Callable[[], Awaitable[bool]]) -> list[Task]:
+        """Claim up to `body.max_tasks` tasks, held up to `body.wait` until some are ready; [] if none."""
+        with self.metrics.held.labels("task_poll").track_inprogress():
+            return await self._poll(body, disconnected)
+
+    async def _poll(self, body: PollTasks, disconnected: Callable[[], Awaitable[bool]]) -> list[Task]:
+        deadline = time.monotonic() + self.cap_wait(body.wait)
+        while True:
+            # Registered before the claim reads the store, so a task started after that read wakes us.
+            woken = self.notifier.poller()
+            outcome = await self.store.run(self.store.claim, body.worker_id, body.workflows,
+                                           body.max_tasks, self.settings.lease_seconds, time.time())
+            self.expired(outcome.expired)
+            if outcome.tasks:
+                self.notifier.drop_poller(woken)
+                self.metrics.claims.inc(len(outcome.tasks))
+                return outcome.tasks
+            timeout = deadline - time.monotonic()
+            if outcome.next_due_at is not None:
+                timeout = min(timeout, max(outcome.next_due_at - time.time(), 0.0) + 0.001)
+            if timeout <= 0 or not await self.notifier.wait_for_tasks(woken, timeout):
+                if time.monotonic() >= deadline:
+                    self.notifier.drop_poller(woken)
+                    return []
+            if self.notifier.closing:
+                return []
+            if await disconnected():
+                # A worker that went away must not be leased a task it will never run.
+                return []
+
+    async def heartbeat(self, task_id: str, lease_token: str) -> float:
+        """Extend the lease; its new expiry."""
+        return await self.store.run(self.store.heartbeat, task_id, lease_token,
+                                    self.settings.lease_seconds, time.time())
+
+    async def complete(self, task_id: str, lease_token: str, output: Any) -> Execution:
+        return self._reported(await self._report(self.store.complete, task_id, lease_token, output, time.time()))
+
+    async def fail(self, task_id: str, lease_token: str, error: str, retryable: bool) -> Execution:
+        return self._reported(await self._report(self.store.fail, task_id, lease_token, error, retryable,
+                                                 time.time()))
+
+    async def release(self, task_id: str, lease_token: str) -> Execution:
+        execution = await self._report(self.store.release, task_id, lease_token, time.time())
+        self.notifier.tasks_ready()
+        return execution
+
+    async def _report(self, method: Callable[..., Execution], *args: Any) -> Execution:
+        try:
+            return await self.store.run(method, *args)
+        except LeaseLost:
+            self.metrics.stale_reports.inc()
+            raise
+
+    def _reported(self, execution: Execution) -> Execution:
+        """Count and announce the outcome of a worker's report."""
+        if execution.status is Status.COMPLETED:
+            self.metrics.completed.inc()
+            self.completed.put(execution)
+        elif execution.status is Status.FAILED:
+            self.metrics.failed.inc()
+        elif execution.status is Status.PENDING:
+            self.metrics.retries.inc()
+            self.notifier.tasks_ready()
+        if execution.status.terminal:
+            self.notifier.terminal(execution)
+        return execution
+
+    # Session runs
+
+    async def take_session(self, session_id: str, holder: str) -> SessionRunInfo:
+        run = await self.store.run(self.store.take_session, session_id, holder, self.settings.lease_seconds,
+                                   time.time())
+        return SessionRunInfo(session_id=session_id, run_token=run.token, lease_seconds=self.settings.lease_seconds,
+                              lease_expires_at=run.lease_expires_at, previous_holder=run.previous_holder)
+
+    async def renew_session(self, session_id: str, run_token: str) -> float:
+        return await self.store.run(self.store.renew_session, session_id, run_token, self.settings.lease_seconds,
+                                    time.time())
+
+    async def end_session_run(self, session_id: str, run_token: str) -> None:
+        await self.store.run(self.store.end_session_run, session_id, run_token)
+
+    # Leases
+
+    def expired(self, executions: list[Execution]) -> None:
+        """Count and announce tasks whose lease ran out: requeued, or FAILED on the last attempt."""
+        for execution in executions:
+            self.metrics.lease_expiries.inc()
+            if execution.status.terminal:
+                self.metrics.failed.inc()
+                self.notifier.terminal(execution)
+        if any(not execution.status.terminal for execution in executions):
+            self.notifier.tasks_ready()
+
+    async def reap_leases(self) -> None:
+        """Expire leases on time even when no worker polls, so an abandoned call ends FAILED.
+
+        Sleeps until the earliest lease runs out; a lease granted meanwhile runs out later than
+        `lease_seconds` from now, so waking at least that often misses none.
+        """
+        while True:
+            delay = self.settings.lease_seconds
+            try:
+                expired, next_expiry = await self.store.run(self.store.expire_leases, time.time())
+            except Exception:  # a busy or failing disk must not stop lease expiry for good
+                log.exception("expiring leases failed; trying again in %.1f s", delay)
+            else:
+                self.expired(expired)
+                if next_expiry is not None:
+                    delay = min(delay, max(next_expiry - time.time(), 0.0) + 0.01)
+            await asyncio.sleep(delay)
