@@ -74,8 +74,13 @@ def pick_model(name: str | None) -> tuple[Model | str, str]:
             name = OPENAI_MODEL
         else:
             name = "offline"
+    think = float(os.environ.get("NEXUM_OFFLINE_THINK_SECONDS") or 0)
     if name == "offline":
-        return offline_model(), "offline (quotes pages; not a language model: set an API key or --model)"
+        return (offline_model(think_seconds=think),
+                "offline (quotes pages; not a language model: set an API key or --model)")
+    if name == "offline-varying":
+        return (offline_model(3, vary=True, think_seconds=think),
+                "offline-varying (words its search differently in every process, like a real model)")
     return name, name
 
 
@@ -160,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("query")
     parser.add_argument("--session", default=os.environ.get("SESSION_ID"), help="session id (SESSION_ID)")
     parser.add_argument("--model", default=os.environ.get("NEXUM_MODEL"),
-                        help="any Pydantic AI model name, or 'offline' (NEXUM_MODEL)")
+                        help="any Pydantic AI model name, 'offline', or 'offline-varying' (NEXUM_MODEL)")
     parser.add_argument("--crash-after", type=int, metavar="N",
                         help="kill this process after N steps (model requests and tool calls)")
     args = parser.parse_args(argv)

@@ -16,10 +16,13 @@ sha256 of a projection of the unit that is the same in every process:
 A completed unit comes back from the store in one round trip, with nothing run again; a missing
 one runs and is recorded. So a resumed run asks the model only what it never answered.
 
-A session has one live run. A run takes its session when it starts; a newer run of the same session
-takes it over at once: the units the old run held are re-claimed by the new run immediately (no
-lease to wait out), and the old run's late reports are refused, so each unit keeps exactly one
-recorded result. The old run stops with `SessionTakenOver`. A unit interrupted mid-flight runs again
+A session has one live run. A run takes its session when it starts, and holds a presence connection
+to the server while it lives. A newer run of the same session takes it over at once:
+- if the old run's process is gone (killed, crashed: its connection closed), what it held is
+  claimable at once, so a resume never waits out a lease; a late report from it is refused;
+- if the old run is still alive, it finishes the unit it is in the middle of (the new run waits for
+  that result instead of asking again) and then stops with `SessionTakenOver`.
+Each unit keeps exactly one recorded result. A unit interrupted mid-flight runs again
 (at-least-once execution). Outside a session (`session_id=None`) the capability changes nothing.
 
 Use it (with `nexum dev` and `python worker.py` running):
@@ -73,6 +76,8 @@ log = logging.getLogger("nexum.durability")
 
 HOLD_SECONDS = 30.0
 """How long one start asks the server to hold it while another holder runs the unit."""
+PRESENCE_RETRY_SECONDS = 0.1
+"""First pause before holding the presence connection again after the server let go of it."""
 VOLATILE_FIELDS = frozenset({"timestamp", "run_id", "conversation_id"})
 """Message fields that differ between two runs of the same history; left out of a model request's key."""
 
@@ -388,15 +393,30 @@ class NexumDurability(BaseDurabilityCapability[AgentDepsT]):
         run = _Run(info, client, self.on_unit)
         main = asyncio.current_task()
         renew = asyncio.create_task(self._renew(run, main))
+        presence = asyncio.create_task(self._presence(run))
         try:
             yield run
         finally:
             renew.cancel()
+            presence.cancel()
             if not run.lost:
                 with contextlib.suppress(Exception):
                     await client.end_session_run(info)
             if owned:
                 await client.aclose()
+
+    @staticmethod
+    async def _presence(run: _Run) -> None:
+        """Hold the run's presence connection for as long as the run lives, across server restarts."""
+        pause = PRESENCE_RETRY_SECONDS
+        while True:
+            try:
+                await run.client.hold_presence(run.session)
+                pause = PRESENCE_RETRY_SECONDS
+            except Exception as e:  # the server is away: hold again once it is back
+                log.debug("presence connection lost: %s", e)
+                pause = min(pause * 2, 2.0)
+            await asyncio.sleep(pause)
 
     @staticmethod
     async def _renew(run: _Run, main: asyncio.Task[Any] | None) -> None:

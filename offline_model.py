@@ -18,7 +18,9 @@ the same response, and both need an agent with `web_search(query, max_results)` 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -39,6 +41,9 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from workflow import VISIT_WEBPAGE, WEB_SEARCH
 
 OFFLINE_MODEL_NAME = "offline"
+SEARCH_WORDINGS = ("{} explained", "{} overview", "about {}", "{} in practice", "{} guide", "{} basics",
+                   "learn {}", "{} introduction")
+"""How a varying offline model may word its search; each model picks one."""
 PLANNED_MODEL_NAME = "planned"
 OFFLINE_LABEL = (
     "**Offline extractive model, not a language model.** The text below is quoted from the search "
@@ -57,24 +62,32 @@ _LIST_MARKER = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
-def offline_model(pages_to_read: int = 2) -> FunctionModel:
+def offline_model(pages_to_read: int = 2, *, vary: bool = False, think_seconds: float = 0.0) -> FunctionModel:
     """A model that searches for the prompt, reads the top `pages_to_read` results and quotes them.
 
     Turn 1 calls `web_search(query=<prompt>)`; turn 2 calls `visit_webpage` for the first
     `pages_to_read` distinct result URLs, all in one response; turn 3 answers. A failed or empty
     search ends the run at turn 2 with an answer saying why nothing was found; a page that failed is
     listed under the sources with its reason. There is never a fourth turn.
+
+    With `vary`, each model words its search its own way (`<prompt> explained`, `<prompt> overview`,
+    ...), picked at random when it is made: like a language model at a temperature above 0, two
+    processes asking the same thing make different calls, and read different pages. Each answer
+    takes `think_seconds`, as a real model's would.
     """
     if pages_to_read < 0:
         raise ValueError(f"pages_to_read must be 0 or more, got {pages_to_read}")
+    wording = random.Random().choice(SEARCH_WORDINGS) if vary else "{}"
 
     async def offline(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         _require_text_agent(info, OFFLINE_MODEL_NAME, {WEB_SEARCH, VISIT_WEBPAGE})
+        if think_seconds > 0:
+            await asyncio.sleep(think_seconds)
         run = _current_run(messages)
         prompt = _prompt_text(messages, run)
         turn = sum(isinstance(m, ModelResponse) for m in run)
         if turn == 0 and prompt:
-            return ModelResponse(parts=[ToolCallPart(WEB_SEARCH, {"query": prompt})])
+            return ModelResponse(parts=[ToolCallPart(WEB_SEARCH, {"query": wording.format(prompt)})])
         results, failure = _search_outcome(run)
         if turn == 1 and failure is None and results and pages_to_read > 0:
             urls = _unique_urls(results)[:pages_to_read]

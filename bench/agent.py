@@ -16,14 +16,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic_ai import Agent, ModelRetry
+from pydantic_ai import Agent, ModelRetry, RunContext
 from pydantic_ai.models import Model
+from pydantic_ai.toolsets import ToolsetTool, WrapperToolset
 from rich.table import Table
 
 import tools
-from demo import Reporter, build_agent
+from demo import build_agent
+from durability import UnitEvent
 from nexum_server.client import NexumClient
-from submit_task import ToolCallOutcome, call_tool
+from submit_task import call_tool
 from nexum_devtools.web import WebFixture
 from tools import ToolError
 from workflow import VISIT_WEBPAGE
@@ -53,36 +55,52 @@ class AgentRun:
     failed: int = 0
     web_requests: int | None = None
     """Requests the web fixture served during the run; None when the real web was used."""
+    model_requests: int = 0
+    """Model requests of the run (Nexum agent only: replayed or made)."""
+    model_made: int = 0
+    """Model requests actually sent to the model (the others were replayed from the store)."""
+
+
+@dataclass
+class CountingToolset(WrapperToolset[None]):
+    """The tools run here, every time, counted in `run`; a failure becomes a retry prompt, as the
+    Nexum agent's failed calls do."""
+
+    run: AgentRun | None = None
+
+    async def call_tool(self, name: str, tool_args: dict[str, Any], ctx: RunContext[None],
+                        tool: ToolsetTool[None]) -> Any:
+        assert self.run is not None
+        self.run.tool_calls += 1
+        try:
+            result = await tools.run_tool(name, tool_args)
+        except ToolError as e:
+            self.run.failed += 1
+            raise ModelRetry(str(e)) from e
+        self.run.executed += 1
+        return result
 
 
 def build_plain_agent(model: Model | str, run: AgentRun) -> Agent[None, str]:
     """The same agent with no Nexum: each tool call runs here, every time; counted in `run`."""
+    return build_agent(model, None, toolset=CountingToolset(tools.TOOLSET, run=run))
 
-    async def direct(tool_name: str, tool_args: dict[str, Any]) -> str:
+
+def _nexum_recorder(run: AgentRun) -> Callable[[UnitEvent], None]:
+    def on_unit(event: UnitEvent) -> None:
+        if event.kind == "model":
+            run.model_requests += 1
+            run.model_made += not event.cached
+            return
         run.tool_calls += 1
-        try:
-            result = await tools.run_tool(tool_name, tool_args)
-        except ToolError as e:
+        if event.error is not None:
             run.failed += 1
-            # The Nexum agent turns a failed call into a retry prompt; so does this one.
-            raise ModelRetry(str(e)) from e
-        run.executed += 1
-        return result
-
-    return build_agent(model, "plain", call=direct)
-
-
-def _nexum_recorder(run: AgentRun) -> Reporter:
-    def on_call(tool: str, args: dict[str, Any], outcome: ToolCallOutcome | None, error: str | None) -> None:
-        run.tool_calls += 1
-        if outcome is None:
-            run.failed += 1
-        elif outcome.cached:
+        elif event.cached:
             run.cached += 1
         else:
             run.executed += 1
 
-    return on_call
+    return on_unit
 
 
 async def run_once(scenario: str, agent_name: str, model: Model | str, query: str, client: NexumClient,
@@ -91,7 +109,7 @@ async def run_once(scenario: str, agent_name: str, model: Model | str, query: st
     if session is None:
         agent = build_plain_agent(model, run)
     else:
-        agent = build_agent(model, session, client=client, on_call=_nexum_recorder(run))
+        agent = build_agent(model, session, client=client, on_unit=_nexum_recorder(run))
     if web is not None:
         await asyncio.to_thread(web.reset)
     started = time.perf_counter()

@@ -198,6 +198,20 @@ async def renew_session(session_id: str, run_token: str, service: Service) -> Se
     return SessionLease(session_id=session_id, lease_expires_at=await service.renew_session(session_id, run_token))
 
 
+@router.get("/v1/sessions/{session_id}/runs/{run_token}/presence", status_code=204, tags=["sessions"],
+            responses=ERRORS, response_class=Response)
+async def presence(session_id: str, run_token: str, request: Request, service: Service) -> Response:
+    """Held open by a live run for as long as it runs. When the connection closes (the agent's process
+    ended or was killed) the run is gone: what it held is claimable by the session's next run at once."""
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    await service.hold_presence(session_id, run_token, disconnected())
+    return Response(status_code=204)
+
+
 @router.delete("/v1/sessions/{session_id}/runs/{run_token}", status_code=204, tags=["sessions"],
                responses=ERRORS)
 async def end_session_run(session_id: str, run_token: str, service: Service) -> Response:

@@ -29,7 +29,7 @@ from rich.table import Table
 
 from . import config
 from .config import Settings
-from .errors import ConfigError, NexumError, RequestRejected, SchemaError, ServerUnavailable
+from .errors import ConfigError, NexumError, RequestRejected, SchemaError, ServerUnavailable, StoreUnavailable
 from .models import Execution, Status
 
 console = Console()
@@ -38,7 +38,8 @@ STATUS_STYLE = {"PENDING": "yellow", "RUNNING": "cyan", "COMPLETED": "green", "F
 
 
 DEV_DESCRIPTION = """\
-Run the Nexum server: an HTTP API on a SQLite file, with a long-poll task queue for workers.
+Run the Nexum server: an HTTP API on a SQLite file (or PostgreSQL, for several servers on one
+database), with a long-poll task queue for workers.
 
 Every flag has a NEXUM_* variable of the same name (--lease-seconds is NEXUM_LEASE_SECONDS), read
 from the environment or from .env in the current directory; a flag beats both. The token is the
@@ -60,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, kind, text in (
             ("--host", str, f"address to bind; beyond loopback, set NEXUM_TOKEN (default {config.DEFAULT_HOST})"),
             ("--port", int, f"port, 0 for any free one (default {config.DEFAULT_PORT})"),
-            ("--db", str, f"SQLite file; its folder is created (default {config.DEFAULT_DB})"),
+            ("--db", str, f"SQLite file (its folder is created), or postgresql://user@host:port/dbname "
+                          f"for several servers on one database (default {config.DEFAULT_DB})"),
             ("--lease-seconds", float, f"how long a claimed task is a worker's without a heartbeat "
                                        f"(default {config.LEASE_SECONDS:g})"),
             ("--max-attempts", int, f"attempts per execution before it is FAILED (default {config.MAX_ATTEMPTS})"),
@@ -131,8 +133,8 @@ def _serve(args: argparse.Namespace) -> None:
         sys.exit(2)
     try:
         store = open_store(settings)
-    except SchemaError as e:
-        errors.print(f"[red]cannot open the database:[/] {e}")
+    except (SchemaError, StoreUnavailable, ConfigError) as e:
+        errors.print(f"[red]cannot open the database:[/] {e}", highlight=False)
         sys.exit(2)
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -151,9 +153,10 @@ def _serve(args: argparse.Namespace) -> None:
     exposed = not settings.token and not _is_loopback(settings.host)
 
     def ready() -> None:
+        store.announce(url)
         auth = "bearer token required" if settings.token else "no token" if exposed else "no token (loopback only)"
         console.print(f"Nexum server listening on {url}", highlight=False)
-        console.print(f"  db {settings.db_path}  lease {settings.lease_seconds:g}s  max attempts "
+        console.print(f"  db {store.location}  lease {settings.lease_seconds:g}s  max attempts "
                       f"{settings.max_attempts}  {auth}", style="dim", highlight=False)
         if exposed:
             errors.print(f"[bold red]WARNING:[/] listening on {settings.host}, beyond loopback, with no token: "

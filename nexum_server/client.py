@@ -220,6 +220,17 @@ class NexumClient:
             "POST", f"/v1/sessions/{quote(run.session_id, safe='')}/runs/{run.run_token}/heartbeat")
         return response.json()["lease_expires_at"]
 
+    async def hold_presence(self, run: SessionRunInfo) -> None:
+        """Keep the run's presence request open until the server lets go of it (it is shutting
+        down): while it is open the server knows the run is alive, and learns at once when the
+        process ends. Transport errors become `ServerUnavailable`."""
+        path = f"/v1/sessions/{quote(run.session_id, safe='')}/runs/{run.run_token}/presence"
+        try:
+            async with self.http.stream("GET", path, timeout=httpx2.Timeout(None, connect=CONNECT_TIMEOUT)) as r:
+                await r.aread()
+        except httpx2.TransportError as e:
+            raise ServerUnavailable(f"lost the presence connection to {self.url}: {e}") from e
+
     async def end_session_run(self, run: SessionRunInfo) -> None:
         await self.request("DELETE", f"/v1/sessions/{quote(run.session_id, safe='')}/runs/{run.run_token}")
 

@@ -122,7 +122,7 @@ class Settings(_Settings):
     port: int = Field(DEFAULT_PORT, ge=0, le=65535)
     """TCP port to listen on; 0 picks a free one."""
     db: str = DEFAULT_DB
-    """Path of the SQLite database file; its folder is created."""
+    """Path of the SQLite database file (its folder is created), or a `postgresql://` URL."""
     token: str | None = Field(None, repr=False)
     """When set, every request but /health needs `Authorization: Bearer <token>`."""
     lease_seconds: Seconds = LEASE_SECONDS

@@ -4,6 +4,10 @@ Everything here runs on the server's event loop, so checking and registering are
 respect to notifications. A request registers its future *before* it reads the store; a change
 committed after that read is always followed by a notification that resolves the future. An
 execution that became terminal just before its waiter registered is found in `recent`.
+
+With several servers on one database, changes committed by another server arrive as that
+database's notifications (`QueueService.follow_other_servers`): `tasks_ready()` for new work, and
+`ended_elsewhere()` for an execution that became terminal there, whose waiters then read it.
 """
 
 from __future__ import annotations
@@ -22,17 +26,23 @@ class Notifier:
         self._pollers: set[asyncio.Future[None]] = set()
         self._waiters: dict[str, set[asyncio.Future[Execution]]] = {}
         self._recent: OrderedDict[str, Execution] = OrderedDict()
+        self._ended_elsewhere: OrderedDict[str, None] = OrderedDict()
         self.closing = False
+        self._closed = asyncio.Event()
 
     def close(self) -> None:
         """The server is shutting down: release every held request now, so none holds up the exit."""
         self.closing = True
+        self._closed.set()
         self.tasks_ready()
         waiters, self._waiters = self._waiters, {}
         for futures in waiters.values():
             for future in futures:
                 if not future.done():
                     future.set_result(None)  # type: ignore[arg-type]
+
+    async def wait_closing(self) -> None:
+        await self._closed.wait()
 
     def tasks_ready(self) -> None:
         """New claimable work: wake every held poll so each tries to claim."""
@@ -72,12 +82,34 @@ class Notifier:
             if not future.done():
                 future.set_result(execution)
 
+    def requeued(self, execution: Execution) -> None:
+        """A held execution went back to PENDING (its holder is gone): wake its waiters, so a
+        duplicate start held on it claims it now instead of at the end of its wait."""
+        for future in self._waiters.pop(execution.id, ()):
+            if not future.done():
+                future.set_result(execution)
+
+    def ended_elsewhere(self, execution_id: str) -> None:
+        """Another server made the execution terminal: its waiters here stop waiting and read it."""
+        self._ended_elsewhere[execution_id] = None
+        self._ended_elsewhere.move_to_end(execution_id)
+        while len(self._ended_elsewhere) > RECENT_TERMINAL:
+            self._ended_elsewhere.popitem(last=False)
+        for future in self._waiters.pop(execution_id, ()):
+            if not future.done():
+                future.set_result(None)  # type: ignore[arg-type]
+
+    def waited_ids(self) -> list[str]:
+        """Executions someone is waiting on."""
+        return list(self._waiters)
+
     def waiter(self, execution_id: str) -> asyncio.Future[Execution]:
-        """A future resolved with the execution once it is terminal (at once if it just was)."""
+        """A future resolved with the execution once it is terminal (at once if it just was) or
+        requeued, or with None once it ended on another server (the waiter then reads it)."""
         future: asyncio.Future[Execution] = asyncio.get_running_loop().create_future()
         if execution_id in self._recent:
             future.set_result(self._recent[execution_id])
-        elif self.closing:
+        elif execution_id in self._ended_elsewhere or self.closing:
             future.set_result(None)  # type: ignore[arg-type]
         else:
             self._waiters.setdefault(execution_id, set()).add(future)

@@ -23,6 +23,10 @@ from .store import Store, StartOutcome
 
 log = logging.getLogger("nexum.service")
 
+RECONNECT_MIN_SECONDS = 0.25
+RECONNECT_MAX_SECONDS = 5.0
+"""Backoff of the connection that follows other servers' changes, while the database is away."""
+
 
 class QueueService:
     """Durable executions and their long-poll task queue, as one server serves them."""
@@ -35,7 +39,7 @@ class QueueService:
         self.completed = CompletedCache()
         self.loop: asyncio.AbstractEventLoop | None = None
         """The event loop serving requests, for wake-ups from signal handlers."""
-        self._reaper: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
 
     @property
     def store(self) -> Store:
@@ -47,12 +51,14 @@ class QueueService:
         if self._store is None:
             self._store = await asyncio.to_thread(open_store, self.settings)
         self.loop = asyncio.get_running_loop()
-        self._reaper = asyncio.create_task(self.reap_leases())
+        self._background.append(asyncio.create_task(self.reap_leases()))
+        if self.store.shared:
+            self._background.append(asyncio.create_task(self.follow_other_servers()))
 
     async def stop(self) -> None:
-        if self._reaper is not None:
-            self._reaper.cancel()
-            await asyncio.gather(self._reaper, return_exceptions=True)
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         if self._store is not None:
             await asyncio.to_thread(self._store.shutdown)
 
@@ -210,17 +216,70 @@ class QueueService:
     async def end_session_run(self, session_id: str, run_token: str) -> None:
         await self.store.run(self.store.end_session_run, session_id, run_token)
 
+    async def hold_presence(self, session_id: str, run_token: str, disconnected: Awaitable[Any]) -> None:
+        """Hold a live run's presence request until its connection closes: then the run is gone.
+
+        A killed agent's connection closes at once, so what it held is claimable by the next run
+        at once, rather than when its leases run out. A server shutting down lets go without that.
+        """
+        closing = asyncio.ensure_future(self.notifier.wait_closing())
+        gone = asyncio.ensure_future(disconnected)
+        try:
+            await asyncio.wait({closing, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closing.cancel()
+            gone.cancel()
+        if self.notifier.closing:
+            return
+        requeued = await self.store.run(self.store.run_gone, session_id, run_token, time.time())
+        self.expired(requeued, lease=False)
+
     # Leases
 
-    def expired(self, executions: list[Execution]) -> None:
-        """Count and announce tasks whose lease ran out: requeued, or FAILED on the last attempt."""
+    def expired(self, executions: list[Execution], lease: bool = True) -> None:
+        """Count and announce tasks whose holder is gone (`lease`: its lease ran out): requeued, or
+        FAILED on the last attempt."""
         for execution in executions:
-            self.metrics.lease_expiries.inc()
+            if lease:
+                self.metrics.lease_expiries.inc()
             if execution.status.terminal:
                 self.metrics.failed.inc()
                 self.notifier.terminal(execution)
+            else:
+                self.notifier.requeued(execution)
         if any(not execution.status.terminal for execution in executions):
             self.notifier.tasks_ready()
+
+    async def follow_other_servers(self) -> None:
+        """Wake this server's long-polls for what other servers on the same database commit.
+
+        The store's notifications carry the changes; a re-check on every reconnect and every few
+        seconds covers any notification lost with a dropped connection. Reconnects by itself.
+        """
+        delay = RECONNECT_MIN_SECONDS
+        while True:
+            try:
+                async for change in self.store.changes():
+                    delay = RECONNECT_MIN_SECONDS
+                    if change is None:
+                        await self.recheck()
+                    elif change.kind == "ready":
+                        self.notifier.tasks_ready()
+                    elif change.kind == "done" and change.execution_id:
+                        self.notifier.ended_elsewhere(change.execution_id)
+            except Exception as e:  # the database went away: try again, a little later each time
+                log.warning("not following other servers' changes (%s: %s); reconnecting in %.1f s",
+                            type(e).__name__, str(e).strip(), delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX_SECONDS)
+
+    async def recheck(self) -> None:
+        """Held requests look again: polls claim, waiters whose execution ended elsewhere read it."""
+        self.notifier.tasks_ready()
+        waited = self.notifier.waited_ids()
+        if waited:
+            for execution_id in await self.store.run(self.store.terminal_among, waited):
+                self.notifier.ended_elsewhere(execution_id)
 
     async def reap_leases(self) -> None:
         """Expire leases on time even when no worker polls, so an abandoned call ends FAILED.

@@ -11,8 +11,24 @@ from pathlib import Path
 import pydantic_ai.models
 import pytest
 
+from nexum_devtools.postgres import PostgresMissing, ThrowawayPostgres, find_bindir
 from nexum_devtools.web import WebFixture, run_web_fixture, tools_env
 from nexum_devtools.procs import DOTENV_KEYS, WORKER_READY, NexumServer, Proc, server_env
+
+CI = pytest.StashKey[bool]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Read before any test runs: the autouse fixture below scrubs every NEXUM_ variable.
+    config.stash[CI] = os.environ.get("NEXUM_CI") == "1"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    try:
+        return f"postgresql: {find_bindir()} (a throwaway cluster starts for the tests that need it)"
+    except PostgresMissing as e:
+        return f"postgresql: MISSING, its tests {'fail (NEXUM_CI=1)' if config.stash[CI] else 'are skipped'}: {e}"
+
 
 PROJECT_VARIABLES = ("NEXUM_", "SESSION_ID", "OPENAI_API_KEY", "GEMINI_API_KEY",
                      "GOOGLE_API_KEY", "ANTHROPIC_API_KEY")
@@ -29,6 +45,31 @@ def _no_model_requests_and_clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     # or another port into them. The project reads an empty value as unset.
     for name in DOTENV_KEYS:
         monkeypatch.setenv(name, "")
+
+
+@pytest.fixture(scope="session")
+def postgres(pytestconfig: pytest.Config) -> Iterator[ThrowawayPostgres]:
+    """A throwaway PostgreSQL for the whole run; skipped where PostgreSQL is not installed, but a
+    failure in CI (`NEXUM_CI=1`), so CI never skips these tests silently."""
+    try:
+        cluster = ThrowawayPostgres()
+    except PostgresMissing as e:
+        if pytestconfig.stash[CI]:
+            pytest.fail(f"NEXUM_CI=1 and {e}")
+        pytest.skip(str(e))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.remove()
+
+
+@pytest.fixture
+def postgres_url(postgres: ThrowawayPostgres) -> Iterator[str]:
+    """A new empty database on the throwaway PostgreSQL, dropped after the test."""
+    url = postgres.create_database()
+    yield url
+    postgres.drop_database(url)
 
 
 @pytest.fixture

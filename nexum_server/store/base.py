@@ -4,7 +4,7 @@ A store owns its connection(s) and the thread(s) that use them: the API layer ne
 method on the event loop, it goes through `await store.run(method, ...)`, so a slow disk never
 stalls other requests. Every method is one transaction; every state change is one guarded
 statement, so a lost race shows up as zero rows changed (a `LeaseLost` or a re-read), never as two
-results. `SQLiteStore` is the implementation today; a PostgreSQL store implements the same contract.
+results. `SQLiteStore` (one server per file) and `PostgresStore` (several servers on one database) implement it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
@@ -62,6 +62,8 @@ class Store(ABC):
     """Worker threads of the store's executor; SQLite serialises writers anyway."""
     unavailable_errors: tuple[type[Exception], ...] = ()
     """The driver's errors that mean "busy or unreachable, try later", answered as 503."""
+    shared = False
+    """True when several servers may use the database at once: each follows the others' `changes()`."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -83,6 +85,19 @@ class Store(ABC):
         """Close the store from outside its executor, after in-flight calls finish."""
         self._executor.submit(self.close).result()
         self._executor.shutdown(wait=True)
+
+    @property
+    @abstractmethod
+    def location(self) -> str:
+        """Where the data is, for messages: a file path, or a URL without its password."""
+
+    def announce(self, url: str) -> None:
+        """The server listens at `url` (a SQLite store names it to a second server on its file)."""
+
+    async def changes(self) -> AsyncIterator[Any]:
+        """Changes other servers commit, for a `shared` store (see `PostgresStore.changes`)."""
+        raise NotImplementedError(f"{type(self).__name__} is used by one server only")
+        yield  # an async generator, like the implementations
 
     @abstractmethod
     def open(self) -> None:
@@ -114,6 +129,10 @@ class Store(ABC):
         id_prefix: str | None = None,
     ) -> list[Execution]:
         """Newest first; `id_prefix` keeps those whose id starts with it (`nexum show` takes a prefix)."""
+
+    @abstractmethod
+    def terminal_among(self, execution_ids: list[str]) -> list[str]:
+        """Those of `execution_ids` that are terminal (a re-check for waiters on other servers' work)."""
 
     @abstractmethod
     def cancel_execution(self, execution_id: str, now: float) -> Execution:
@@ -151,8 +170,8 @@ class Store(ABC):
     def take_session(self, session_id: str, holder: str, lease_seconds: float, now: float) -> SessionRun:
         """Make a new run the session's current run, at once, whatever held it before.
 
-        From here on only the new token may claim the session's in-process executions; those a
-        previous run held become claimable by the new run immediately (`claim_for_run`).
+        From here on only the new token may claim the session's in-process executions. What a
+        previous run holds stays its own until it reports, or until it is gone (`run_gone`).
         """
 
     @abstractmethod
@@ -164,10 +183,15 @@ class Store(ABC):
         """The run finished: forget it (a no-op once another run took the session)."""
 
     @abstractmethod
+    def run_gone(self, session_id: str, token: str, now: float) -> list[Execution]:
+        """The run's process is gone: what it held goes back to PENDING at once (FAILED on its last
+        attempt), and the run no longer counts as live. Returns those executions."""
+
+    @abstractmethod
     def claim_for_run(self, execution_id: str, session_id: str, token: str, lease_seconds: float,
                       now: float) -> Task | None:
-        """Lease an in-process execution to the session's current run.
+        """Lease a PENDING in-process execution to the session's current run.
 
-        Claims it when PENDING, or RUNNING for a previous run of the session; `None` when it is
-        terminal or held by the current run. `SessionTakenOver` when `token` is not current.
+        `None` when it is terminal or someone holds it (a live previous run finishes what it holds).
+        `SessionTakenOver` when `token` is not the session's current run.
         """

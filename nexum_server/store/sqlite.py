@@ -10,6 +10,7 @@ from typing import Any
 from ..errors import InvalidValue, LeaseLost, NotFound, SchemaError, SessionTakenOver, WorkflowNotFound
 from ..models import Execution, Status, Task, WorkflowRef
 from .base import SCHEMA_VERSION, ClaimOutcome, SessionRun, StartOutcome, Store
+from .lock import ServerLock
 from .sqlite_sql import (
     ANYTHING_TO_CLAIM,
     CANCEL,
@@ -28,13 +29,16 @@ from .sqlite_sql import (
     NEXT_LEASE_EXPIRY,
     RELEASE,
     RENEW_SESSION,
+    RUN_GONE,
     SCHEMA,
     SCHEMA_STATE,
     SELECT_EXECUTION,
     SELECT_LIVE,
     SELECT_SESSION_RUN,
+    SESSION_RUN_GONE,
     SESSION_RUN_IS,
     TAKE_SESSION,
+    TERMINAL_AMONG,
     SELECT_WORKFLOW,
     SELECT_WORKFLOW_ANY,
 )
@@ -46,9 +50,16 @@ class SQLiteStore(Store):
     # "database is locked" (another process holds the file), "disk I/O error", a full disk.
     unavailable_errors = (sqlite3.OperationalError,)
 
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: Any, lock: bool = False) -> None:
         super().__init__(settings)
         self._db: sqlite3.Connection | None = None
+        self._lock_file = lock
+        """Hold the file for this server alone (`lock.py`); tests open several stores on one file."""
+        self._lock: ServerLock | None = None
+
+    @property
+    def location(self) -> str:
+        return str(self.settings.db_path)
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -58,6 +69,8 @@ class SQLiteStore(Store):
     def open(self) -> None:
         path = self.settings.db_path
         path.parent.mkdir(parents=True, exist_ok=True)
+        if self._lock_file:
+            self._lock = ServerLock(path)
         # Autocommit mode: each method opens its own transaction with BEGIN IMMEDIATE, so a writer
         # takes the lock before reading what it will change.
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -95,10 +108,17 @@ class SQLiteStore(Store):
                               f"knows up to {SCHEMA_VERSION}): upgrade this server or use another --db")
         return version
 
+    def announce(self, url: str) -> None:
+        if self._lock is not None:
+            self._lock.announce(url)
+
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
             self._db = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _tx(self) -> sqlite3.Connection:
         return _Transaction(self.db)  # type: ignore[return-value]
@@ -142,6 +162,9 @@ class SQLiteStore(Store):
         params = {"session_id": session_id, "status": status.value if status else None, "key": key, "limit": limit,
                   "id_prefix": id_prefix}
         return [_execution(row) for row in self.db.execute(LIST_EXECUTIONS, params)]
+
+    def terminal_among(self, execution_ids: list[str]) -> list[str]:
+        return [row[0] for row in self.db.execute(TERMINAL_AMONG, (json.dumps(execution_ids),))]
 
     def cancel_execution(self, execution_id: str, now: float) -> Execution:
         with self._tx():
@@ -231,6 +254,12 @@ class SQLiteStore(Store):
     def end_session_run(self, session_id: str, token: str) -> None:
         with self._tx():
             self.db.execute(END_SESSION_RUN, {"session_id": session_id, "token": token})
+
+    def run_gone(self, session_id: str, token: str, now: float) -> list[Execution]:
+        params = {"session_id": session_id, "token": token, "now": now}
+        with self._tx():
+            self.db.execute(SESSION_RUN_GONE, params)
+            return [_execution(row) for row in self.db.execute(RUN_GONE, params).fetchall()]
 
     def claim_for_run(self, execution_id: str, session_id: str, token: str, lease_seconds: float,
                       now: float) -> Task | None:

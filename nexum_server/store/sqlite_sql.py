@@ -89,6 +89,10 @@ WHERE (:session_id IS NULL OR session_id = :session_id)
   AND (:id_prefix IS NULL OR substr(id, 1, length(:id_prefix)) = :id_prefix)
 ORDER BY seq DESC LIMIT :limit
 """
+TERMINAL_AMONG = """
+SELECT id FROM executions
+WHERE id IN (SELECT value FROM json_each(?)) AND status IN ('COMPLETED', 'FAILED', 'CANCELLED')
+"""
 CANCEL = f"""
 UPDATE executions
 SET status = 'CANCELLED', lease_token = NULL, lease_expires_at = NULL, completed_at = :now, updated_at = :now
@@ -194,9 +198,9 @@ RETURNING lease_expires_at
 """
 END_SESSION_RUN = "DELETE FROM session_runs WHERE session_id = :session_id AND run_token = :token"
 SESSION_RUN_IS = "SELECT 1 FROM session_runs WHERE session_id = :session_id AND run_token = :token"
-# The current run of the session claims an in-process execution: one it never had, or one a
-# previous run of the session held (that run is fenced, so it is re-claimed at once instead of
-# waiting out its lease). Its worker_id names the run, `run:<token>`.
+# The current run of the session claims an in-process execution nobody holds. One that a run which
+# is gone held was put back to PENDING by RUN_GONE; one a live previous run holds is finished by it.
+# Its worker_id names the run, `run:<token>`.
 CLAIM_FOR_RUN = f"""
 UPDATE executions
 SET status = 'RUNNING',
@@ -206,9 +210,22 @@ SET status = 'RUNNING',
     worker_id = 'run:' || :token,
     started_at = COALESCE(started_at, :now),
     updated_at = :now
-WHERE id = :id
+WHERE id = :id AND status = 'PENDING'
   AND EXISTS (SELECT 1 FROM session_runs WHERE session_id = :session_id AND run_token = :token)
-  AND (status = 'PENDING'
-       OR (status = 'RUNNING' AND worker_id LIKE 'run:%' AND worker_id <> 'run:' || :token))
 RETURNING {COLUMNS}
+"""
+# The run's process is gone (its presence connection closed): what it held is claimable at once,
+# or FAILED when that was the last attempt, as when a lease runs out.
+RUN_GONE = f"""
+UPDATE executions
+SET status = CASE WHEN attempts >= max_attempts THEN 'FAILED' ELSE 'PENDING' END,
+    completed_at = CASE WHEN attempts >= max_attempts THEN :now END,
+    error = 'the agent run holding it ended on attempt ' || attempts || ' of ' || max_attempts,
+    scheduled_at = :now, lease_token = NULL, lease_expires_at = NULL, updated_at = :now
+WHERE session_id = :session_id AND status = 'RUNNING' AND worker_id = 'run:' || :token
+RETURNING {COLUMNS}
+"""
+SESSION_RUN_GONE = """
+UPDATE session_runs SET lease_expires_at = min(lease_expires_at, :now)
+WHERE session_id = :session_id AND run_token = :token
 """

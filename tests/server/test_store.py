@@ -10,14 +10,17 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from nexum_server.config import Settings
 from nexum_server.errors import (
     LeaseLost,
+    NexumError,
     NotFound,
     SchemaError,
     SessionTakenOver,
@@ -26,20 +29,23 @@ from nexum_server.errors import (
 )
 from nexum_server.models import Execution, Status, WorkflowRef
 from nexum_server.store import SCHEMA_VERSION, SQLiteStore, Store
+from nexum_server.store import postgres
+from nexum_server.store.postgres import PostgresStore
 
 REF = WorkflowRef(workflow_id="wf", version_hash="sha256:abc")
 OTHER = WorkflowRef(workflow_id="other", version_hash="sha256:def")
 IR = {"nodes": [{"id": "n1", "kind": "EFFECT"}]}
 T0 = 1_700_000_000.0
 LEASE = 10.0
-BACKENDS = {"sqlite": SQLiteStore}
+BACKENDS: dict[str, type[Store]] = {"sqlite": SQLiteStore, "postgresql": PostgresStore}
 
 
 class StoreFactory:
     """`make_store(**settings)`: an open store on the test's database; several may share it."""
 
-    def __init__(self, backend: type[Store], db: Path) -> None:
-        self.backend = backend
+    def __init__(self, name: str, db: str) -> None:
+        self.name = name
+        self.backend = BACKENDS[name]
         self.db = db
         self.opened: list[Store] = []
 
@@ -56,7 +62,9 @@ class StoreFactory:
 
 @pytest.fixture(params=sorted(BACKENDS))
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
-    factory = StoreFactory(BACKENDS[request.param], tmp_path / "nexum.db")
+    """A new database per test: a SQLite file, or a database on the throwaway PostgreSQL."""
+    db = request.getfixturevalue("postgres_url") if request.param == "postgresql" else str(tmp_path / "nexum.db")
+    factory = StoreFactory(request.param, db)
     yield factory
     for store in factory.opened:
         store.shutdown()
@@ -150,6 +158,17 @@ def test_list_filters_and_orders_newest_first(store: Store) -> None:
     assert [e.id for e in store.list_executions(None, Status.RUNNING, None, 50)] == [ids[0]]
     assert [e.id for e in store.list_executions(None, None, "k4", 50)] == [ids[4]]
     assert store.list_executions("nobody", None, None, 50) == []
+
+
+def test_list_finds_executions_by_the_start_of_their_id(store: Store) -> None:
+    ids = [start(store, key=f"k{i}", now=T0 + i).id for i in range(20)]
+    target = ids[7]
+    assert [e.id for e in store.list_executions(None, None, None, 50, id_prefix=target)] == [target]
+    shared = [i for i in ids if i.startswith(target[:1])]
+    assert [e.id for e in store.list_executions(None, None, None, 50, id_prefix=target[:1])] == shared[::-1]
+    # Characters LIKE would treat as wildcards match only themselves.
+    assert store.list_executions(None, None, None, 50, id_prefix="%") == []
+    assert store.list_executions(None, None, None, 50, id_prefix="_") == []
 
 
 # --- claims ------------------------------------------------------------------------------------
@@ -367,7 +386,7 @@ def test_cancel_of_a_finished_execution_raises_and_unknown_is_not_found(store: S
         store.cancel_execution("nope", T0)
 
 
-# --- the database file -------------------------------------------------------------------------
+# --- the database -------------------------------------------------------------------------------
 
 def test_data_survives_closing_and_reopening(make_store: StoreFactory, store: Store) -> None:
     start(store)
@@ -379,7 +398,7 @@ def test_data_survives_closing_and_reopening(make_store: StoreFactory, store: St
     assert reopened.register_workflow(REF, IR, T0) == "IDENTICAL"
 
 
-def test_several_stores_may_create_a_new_file_at_once(make_store: StoreFactory) -> None:
+def test_several_stores_may_create_a_new_database_at_once(make_store: StoreFactory) -> None:
     barrier = threading.Barrier(6)
     errors: list[BaseException] = []
 
@@ -398,71 +417,110 @@ def test_several_stores_may_create_a_new_file_at_once(make_store: StoreFactory) 
     assert errors == []
 
 
-def _sqlite_file(path: Path, *statements: str) -> None:
-    db = sqlite3.connect(path)
-    for statement in statements:
-        db.execute(statement)
-    db.commit()
-    db.close()
-
-
-def _journal_mode(path: Path) -> str:
-    db = sqlite3.connect(path)
-    try:
-        return db.execute("PRAGMA journal_mode").fetchone()[0]
-    finally:
+def _write(factory: StoreFactory, *statements: str) -> None:
+    """Prepare the test's database directly, as another program would have left it."""
+    if factory.name == "sqlite":
+        db = sqlite3.connect(factory.db)
+        for statement in statements:
+            db.execute(statement)
+        db.commit()
         db.close()
+    else:
+        with psycopg.connect(factory.db, autocommit=True) as pg:
+            for statement in statements:
+                pg.execute(statement)
 
 
-def test_a_file_from_a_newer_server_is_refused_naming_it(tmp_path: Path) -> None:
-    path = tmp_path / "newer.db"
-    _sqlite_file(path, "CREATE TABLE future (x)", f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    store = SQLiteStore(Settings(db=str(path)))
-    with pytest.raises(SchemaError, match="newer Nexum server") as refused:
+def _tables(factory: StoreFactory) -> list[str]:
+    """The tables a store would own, and whether the SQLite file was switched to WAL (a write)."""
+    if factory.name == "sqlite":
+        db = sqlite3.connect(factory.db)
+        try:
+            names = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1")]
+            return [*names, f"journal={db.execute('PRAGMA journal_mode').fetchone()[0]}"]
+        finally:
+            db.close()
+    with psycopg.connect(factory.db) as pg:
+        return [row[0] for row in pg.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'nexum' ORDER BY 1")]
+
+
+def _refused(factory: StoreFactory) -> BaseException:
+    store = factory.backend(Settings(db=factory.db))
+    with pytest.raises(NexumError) as refused:
         store.start()
     store.shutdown()
-    assert str(path) in str(refused.value)
-    assert _journal_mode(path) == "delete"
+    assert store.location in str(refused.value)
+    return refused.value
 
 
-def test_a_foreign_sqlite_file_is_refused_and_left_untouched(tmp_path: Path) -> None:
-    path = tmp_path / "foreign.db"
-    _sqlite_file(path, "CREATE TABLE customers (name TEXT)", "INSERT INTO customers VALUES ('ada')")
-    store = SQLiteStore(Settings(db=str(path)))
-    with pytest.raises(SchemaError, match="not a Nexum database") as refused:
-        store.start()
-    store.shutdown()
-    assert str(path) in str(refused.value)
-    assert _journal_mode(path) == "delete"
-    db = sqlite3.connect(path)
-    assert db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall() == [("customers",)]
-    db.close()
+NEWER = {"sqlite": ("CREATE TABLE future (x)", f"PRAGMA user_version = {SCHEMA_VERSION + 1}"),
+         "postgresql": ("CREATE SCHEMA nexum", "CREATE TABLE nexum.schema_version (version integer NOT NULL)",
+                        f"INSERT INTO nexum.schema_version VALUES ({SCHEMA_VERSION + 1})")}
+FOREIGN = {"sqlite": ("CREATE TABLE customers (name TEXT)", "INSERT INTO customers VALUES ('ada')"),
+           "postgresql": ("CREATE SCHEMA nexum", "CREATE TABLE nexum.customers (name text)",
+                          "INSERT INTO nexum.customers VALUES ('ada')")}
 
 
-def test_a_file_that_is_not_sqlite_is_refused_with_a_schema_error(tmp_path: Path) -> None:
-    path = tmp_path / "notes.db"
-    path.write_text("these are my notes, not a database\n" * 50)
-    store = SQLiteStore(Settings(db=str(path)))
-    with pytest.raises(SchemaError, match="cannot be used as a SQLite database") as refused:
-        store.start()
-    store.shutdown()
-    assert str(path) in str(refused.value)
-    assert path.read_text().startswith("these are my notes")
+def test_a_database_from_a_newer_server_is_refused_naming_it_and_left_untouched(make_store: StoreFactory) -> None:
+    _write(make_store, *NEWER[make_store.name])
+    before = _tables(make_store)
+    error = _refused(make_store)
+    assert isinstance(error, SchemaError) and "newer Nexum server" in str(error)
+    assert _tables(make_store) == before
 
 
-async def test_a_busy_database_is_store_unavailable_not_a_crash(make_store: StoreFactory, tmp_path: Path) -> None:
+def test_a_foreign_database_is_refused_and_left_untouched(make_store: StoreFactory) -> None:
+    _write(make_store, *FOREIGN[make_store.name])
+    before = _tables(make_store)
+    error = _refused(make_store)
+    assert isinstance(error, SchemaError) and "not a Nexum database" in str(error)
+    assert _tables(make_store) == before
+
+
+def test_a_database_that_cannot_be_opened_is_refused_with_a_clear_error(
+        make_store: StoreFactory, tmp_path: Path) -> None:
+    if make_store.name == "sqlite":
+        Path(make_store.db).write_text("these are my notes, not a database\n" * 50)
+        expected, message = SchemaError, "cannot be used as a SQLite database"
+    else:
+        make_store.db = make_store.db.rsplit("/", 1)[0] + "/no_such_database"
+        expected, message = StoreUnavailable, 'database "no_such_database" does not exist'
+    error = _refused(make_store)
+    assert isinstance(error, expected) and message in str(error), error
+    if make_store.name == "sqlite":
+        assert Path(make_store.db).read_text().startswith("these are my notes")
+
+
+@contextmanager
+def _write_lock_held_elsewhere(factory: StoreFactory) -> Iterator[None]:
+    """Another program holds the write lock: SQLite's "database is locked", PostgreSQL's lock timeout."""
+    if factory.name == "sqlite":
+        other = sqlite3.connect(factory.db, isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")
+        try:
+            yield
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+    else:
+        with psycopg.connect(factory.db) as pg:
+            pg.execute("LOCK TABLE nexum.executions IN ACCESS EXCLUSIVE MODE")
+            try:
+                yield
+            finally:
+                pg.rollback()
+
+
+async def test_a_busy_database_is_store_unavailable_not_a_crash(
+        make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(postgres, "LOCK_TIMEOUT", "50ms")
     store = make_store(max_attempts=3, retry_backoff_seconds=1.0, retry_backoff_max_seconds=60.0)
     store.register_workflow(REF, IR, T0)
-    # Another process holding the write lock past the busy timeout is what "database is locked" means.
-    other = sqlite3.connect(tmp_path / "nexum.db", isolation_level=None)
-    other.execute("BEGIN EXCLUSIVE")
-    store.db.execute("PRAGMA busy_timeout = 50")
-    try:
+    if isinstance(store, SQLiteStore):
+        store.db.execute("PRAGMA busy_timeout = 50")
+    with _write_lock_held_elsewhere(make_store):
         with pytest.raises(StoreUnavailable, match="try again"):
             await store.run(store.start_execution, REF, "s", "k", {}, T0)
-    finally:
-        other.execute("ROLLBACK")
-        other.close()
     assert (await store.run(store.start_execution, REF, "s", "k", {}, T0)).created
 
 
@@ -482,24 +540,50 @@ def test_the_current_run_claims_an_in_process_execution_once(store: Store) -> No
     assert store.get_execution(e.id).result == {"answer": 42}
 
 
-def test_a_new_run_takes_the_session_at_once_and_reclaims_what_the_old_run_held(store: Store) -> None:
+def test_a_new_run_takes_the_session_at_once_and_a_live_old_run_finishes_what_it_holds(store: Store) -> None:
     old = store.take_session("s", "agent-1", LEASE, T0)
     e = start(store)
     held = store.claim_for_run(e.id, "s", old.token, LEASE, T0)
     assert held is not None
     new = store.take_session("s", "agent-2", LEASE, T0 + 1)
     assert new.previous_holder == "agent-1" and new.token != old.token
-    # Long before the old lease runs out, the new run holds the unit under a new token.
-    again = store.claim_for_run(e.id, "s", new.token, LEASE, T0 + 1)
-    assert again is not None and again.lease_token != held.lease_token and again.attempt == 2
-    with pytest.raises(LeaseLost):
-        store.complete(held.task_id, held.lease_token, "late answer from the old run", T0 + 2)
+    # The old run is fenced: nothing new, no renewal. What it holds is still its own to report.
     with pytest.raises(SessionTakenOver):
         store.renew_session("s", old.token, LEASE, T0 + 2)
     with pytest.raises(SessionTakenOver):
         store.claim_for_run(start(store, key="k2").id, "s", old.token, LEASE, T0 + 2)
+    assert store.claim_for_run(e.id, "s", new.token, LEASE, T0 + 2) is None
+    store.complete(held.task_id, held.lease_token, "answer", T0 + 2)
+    assert store.get_execution(e.id).result == "answer"
+
+
+def test_what_a_gone_run_held_is_claimable_at_once_and_its_late_report_refused(store: Store) -> None:
+    old = store.take_session("s", "agent-1", LEASE, T0)
+    e = start(store)
+    held = store.claim_for_run(e.id, "s", old.token, LEASE, T0)
+    assert held is not None
+    new = store.take_session("s", "agent-2", LEASE, T0 + 1)
+    [requeued] = store.run_gone("s", old.token, T0 + 1)
+    assert requeued.id == e.id and requeued.status is Status.PENDING
+    # Long before the old lease would run out, the new run holds the unit under a new token.
+    again = store.claim_for_run(e.id, "s", new.token, LEASE, T0 + 1)
+    assert again is not None and again.lease_token != held.lease_token and again.attempt == 2
+    with pytest.raises(LeaseLost):
+        store.complete(held.task_id, held.lease_token, "late answer from the old run", T0 + 2)
     store.complete(again.task_id, again.lease_token, "answer", T0 + 2)
     assert store.get_execution(e.id).result == "answer"
+    assert store.run_gone("s", new.token, T0 + 3) == []
+    assert store.take_session("s", "agent-3", LEASE, T0 + 3).previous_holder is None
+
+
+def test_a_gone_run_on_its_last_attempt_fails_the_execution(make_store: StoreFactory) -> None:
+    store = make_store(max_attempts=1)
+    store.register_workflow(REF, IR, T0)
+    run = store.take_session("s", "agent-1", LEASE, T0)
+    e = start(store)
+    assert store.claim_for_run(e.id, "s", run.token, LEASE, T0) is not None
+    [failed] = store.run_gone("s", run.token, T0 + 1)
+    assert failed.status is Status.FAILED and "attempt 1 of 1" in (failed.error or "")
 
 
 def test_a_dead_run_is_not_named_as_a_live_holder_and_ending_a_run_is_fenced(store: Store) -> None:

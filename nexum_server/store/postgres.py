@@ -1,0 +1,315 @@
+"""The PostgreSQL store: several servers on one database, each with a pool of connections.
+
+Calls arrive on the store's executor threads (as with SQLite), each borrowing a connection from a
+psycopg pool for one method. Connections are in autocommit mode: most methods are one statement,
+which PostgreSQL runs as its own transaction; the few that read then change open one explicitly.
+The wake-ups other servers need travel as notifications (`LISTEN`/`NOTIFY`) sent by the changing
+statement itself, read by `changes()` on one more connection held by the event loop.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg.rows import dict_row, tuple_row
+from psycopg_pool import ConnectionPool
+
+from ..errors import ConfigError, LeaseLost, NotFound, SchemaError, SessionTakenOver, StoreUnavailable, WorkflowNotFound
+from ..models import Execution, Status, Task, WorkflowRef
+from . import postgres_sql as sql
+from .base import SCHEMA_VERSION, ClaimOutcome, SessionRun, StartOutcome, Store
+from .sqlite import _dump, _execution, _task  # rows decode the same way on both backends
+
+CONNECTIONS = 8
+"""Pool size, and threads of the store's executor: one connection per call in flight."""
+CONNECT_TIMEOUT_SECONDS = 5
+"""How long opening one connection may take before the database counts as unreachable."""
+POOL_WAIT_SECONDS = 2.0
+"""How long a call waits for a pooled connection (the database is down) before it is answered 503."""
+LOCK_TIMEOUT = "5s"
+"""Longest a statement waits for a lock held by another connection (as SQLite's busy timeout)."""
+RECHECK_SECONDS = 1.0
+"""How often `changes()` yields a re-check: the longest a lost notification delays a wake-up."""
+START_RETRIES = 3
+"""A start whose live execution ended between its insert and its read tries again this often."""
+KEEPALIVE = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
+"""TCP keepalives, so a database host that vanished is noticed within about 11 s."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """A change another server committed: `ready` (a task became claimable) or `done` (terminal)."""
+
+    kind: str
+    execution_id: str | None = None
+
+
+def is_postgres_url(db: str) -> bool:
+    return urlsplit(db).scheme in ("postgresql", "postgres")
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for logs and messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class PostgresStore(Store):
+    """The store on a PostgreSQL database, in the schema `nexum`."""
+
+    threads = CONNECTIONS
+    # Connection refused or lost, admin shutdown, lock timeout, no pooled connection in time.
+    unavailable_errors = (psycopg.OperationalError,)
+    shared = True
+
+    def __init__(self, settings: Any) -> None:
+        super().__init__(settings)
+        self.url: str = settings.db
+        self.origin = uuid.uuid4().hex[:16]
+        """Names this server in the notifications it sends, so it can skip its own."""
+        self._pool: ConnectionPool | None = None
+        try:
+            psycopg.conninfo.conninfo_to_dict(self.url)
+        except psycopg.ProgrammingError as e:
+            raise ConfigError(f"NEXUM_DB={redacted(self.url)!r} is not a valid PostgreSQL URL: {e}") from e
+
+    @property
+    def location(self) -> str:
+        return redacted(self.url)
+
+    @property
+    def pool(self) -> ConnectionPool:
+        assert self._pool is not None, "store is not open"
+        return self._pool
+
+    def _connect_args(self) -> dict[str, Any]:
+        return {"autocommit": True, "row_factory": dict_row, "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+                "options": f"-c lock_timeout={LOCK_TIMEOUT}", **KEEPALIVE}
+
+    def open(self) -> None:
+        try:
+            with psycopg.connect(self.url, **self._connect_args()) as db:
+                self._create_schema(db)
+        except psycopg.OperationalError as e:
+            raise StoreUnavailable(f"cannot use the PostgreSQL database at {self.location}: "
+                                   f"{str(e).strip()}") from e
+        pool = ConnectionPool(self.url, min_size=1, max_size=CONNECTIONS, timeout=POOL_WAIT_SECONDS,
+                              kwargs=self._connect_args(), open=False, name="nexum")
+        pool.open(wait=True, timeout=CONNECT_TIMEOUT_SECONDS)
+        self._pool = pool
+
+    def _create_schema(self, db: psycopg.Connection[Any]) -> None:
+        """Create or migrate the tables under an advisory lock; `SchemaError` for a schema not ours."""
+        with db.transaction():
+            db.execute(sql.SCHEMA_LOCK)
+            state = db.execute(sql.SCHEMA_STATE).fetchone()
+            assert state is not None
+            version = _scalar(db, sql.SELECT_SCHEMA_VERSION) if state["versioned"] else 0
+            if state["tables"] and not state["versioned"]:
+                raise SchemaError(f"{self.location}: the schema `nexum` holds tables but no schema version, so "
+                                  "it is not a Nexum database; point --db at another database")
+            if version > SCHEMA_VERSION:
+                raise SchemaError(f"{self.location} was written by a newer Nexum server (schema {version}; this "
+                                  f"server knows up to {SCHEMA_VERSION}): upgrade this server or use another --db")
+            if version < SCHEMA_VERSION:
+                db.execute(sql.SCHEMA)
+                db.execute(sql.CLEAR_SCHEMA_VERSION)
+                db.execute(sql.SET_SCHEMA_VERSION, (SCHEMA_VERSION,))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    @contextmanager
+    def _db(self) -> Iterator[psycopg.Connection[Any]]:
+        with self.pool.connection() as db:
+            yield db
+
+    @contextmanager
+    def _tx(self) -> Iterator[psycopg.Connection[Any]]:
+        with self.pool.connection() as db, db.transaction():
+            yield db
+
+    def register_workflow(self, ref: WorkflowRef, ir: dict[str, Any], now: float) -> str:
+        with self._db() as db:
+            if db.execute(sql.SELECT_WORKFLOW, (ref.workflow_id, ref.version_hash)).fetchone() is not None:
+                return "IDENTICAL"
+            known = db.execute(sql.SELECT_WORKFLOW_ANY, (ref.workflow_id,)).fetchone()
+            inserted = db.execute(sql.INSERT_WORKFLOW, (ref.workflow_id, ref.version_hash, _dump(ir), now)).fetchone()
+        if inserted is None:  # another server registered the same version just now
+            return "IDENTICAL"
+        return "CHANGED" if known else "NEW"
+
+    def start_execution(self, ref: WorkflowRef, session_id: str, key: str, input: Any, now: float) -> StartOutcome:
+        live = (ref.workflow_id, session_id, key)
+        with self._db() as db:
+            # The common case on a re-run is a hit: a read answers it. The UNIQUE index, not this
+            # read, is what keeps a call to one live execution.
+            row = db.execute(sql.SELECT_LIVE, live).fetchone()
+            if row is not None:
+                return StartOutcome(_execution(row), created=False)
+            params = {"id": uuid.uuid4().hex, "workflow_id": ref.workflow_id, "version_hash": ref.version_hash,
+                      "session_id": session_id, "key": key, "input": _dump(input),
+                      "max_attempts": self.settings.max_attempts, "now": now, "origin": self.origin}
+            for _ in range(START_RETRIES):
+                row = db.execute(sql.INSERT_EXECUTION, params).fetchone()
+                if row is not None:
+                    return StartOutcome(_execution(row), created=True)
+                # Another start holds the key; read what it made, in a snapshot taken after it committed.
+                row = db.execute(sql.SELECT_LIVE, live).fetchone()
+                if row is not None:
+                    return StartOutcome(_execution(row), created=False)
+                if db.execute(sql.SELECT_WORKFLOW, (ref.workflow_id, ref.version_hash)).fetchone() is None:
+                    raise WorkflowNotFound(f"workflow {ref.workflow_id!r} version {ref.version_hash!r} is not "
+                                           "registered; register it with POST /v1/workflows first")
+        raise StoreUnavailable(f"the execution of {key!r} kept ending while it was started; try again")
+
+    def get_execution(self, execution_id: str) -> Execution:
+        with self._db() as db:
+            row = db.execute(sql.SELECT_EXECUTION, (execution_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no execution with id {execution_id!r}")
+        return _execution(row)
+
+    def list_executions(self, session_id: str | None, status: Status | None, key: str | None,
+                        limit: int, id_prefix: str | None = None) -> list[Execution]:
+        params = {"session_id": session_id, "status": status.value if status else None, "key": key, "limit": limit,
+                  "id_prefix": id_prefix}
+        with self._db() as db:
+            return [_execution(row) for row in db.execute(sql.LIST_EXECUTIONS, params)]
+
+    def terminal_among(self, execution_ids: list[str]) -> list[str]:
+        with self._db() as db:
+            return [row["id"] for row in db.execute(sql.TERMINAL_AMONG, (execution_ids,))]
+
+    def cancel_execution(self, execution_id: str, now: float) -> Execution:
+        with self._db() as db:
+            row = db.execute(sql.CANCEL, {"id": execution_id, "now": now, "origin": self.origin}).fetchone()
+        if row is not None:
+            return _execution(row)
+        current = self.get_execution(execution_id)
+        if current.status is Status.CANCELLED:
+            return current
+        raise LeaseLost(f"execution {execution_id} is already {current.status.value}; nothing to cancel")
+
+    def claim(self, worker_id: str, workflows: list[WorkflowRef], limit: int, lease_seconds: float,
+              now: float) -> ClaimOutcome:
+        params = {"now": now, "lease_seconds": lease_seconds, "worker_id": worker_id, "limit": limit,
+                  "workflow_ids": [w.workflow_id for w in workflows], "hashes": [w.version_hash for w in workflows],
+                  "origin": self.origin}
+        with self._db() as db:
+            if not _scalar(db, sql.ANYTHING_TO_CLAIM, params):
+                return ClaimOutcome(tasks=[], expired=[], next_due_at=_scalar(db, sql.NEXT_DUE, params))
+            with db.transaction():
+                expired = [_execution(r) for r in db.execute(sql.EXPIRE_LEASES, params).fetchall()]
+                rows = db.execute(sql.CLAIM, params).fetchall()
+                next_due = _scalar(db, sql.NEXT_DUE, params)
+        return ClaimOutcome(tasks=[_task(row) for row in rows], expired=expired, next_due_at=next_due)
+
+    def expire_leases(self, now: float) -> tuple[list[Execution], float | None]:
+        with self._tx() as db:
+            expired = [_execution(r) for r in db.execute(sql.EXPIRE_LEASES, {"now": now, "origin": self.origin})]
+            next_expiry = _scalar(db, sql.NEXT_LEASE_EXPIRY)
+        return expired, next_expiry
+
+    def heartbeat(self, task_id: str, lease_token: str, lease_seconds: float, now: float) -> float:
+        with self._db() as db:
+            row = db.execute(sql.HEARTBEAT, {"id": task_id, "token": lease_token, "now": now,
+                                             "lease_seconds": lease_seconds}).fetchone()
+        if row is None:
+            self._lease_lost(task_id)
+        return row["lease_expires_at"]  # type: ignore[index]
+
+    def complete(self, task_id: str, lease_token: str, output: Any, now: float) -> Execution:
+        return self._finish(sql.COMPLETE, {"id": task_id, "token": lease_token, "now": now, "output": _dump(output)})
+
+    def fail(self, task_id: str, lease_token: str, error: str, retryable: bool, now: float) -> Execution:
+        return self._finish(sql.FAIL, {"id": task_id, "token": lease_token, "now": now, "error": error,
+                                       "retryable": retryable, "backoff": self.settings.retry_backoff_seconds,
+                                       "backoff_max": self.settings.retry_backoff_max_seconds})
+
+    def release(self, task_id: str, lease_token: str, now: float) -> Execution:
+        return self._finish(sql.RELEASE, {"id": task_id, "token": lease_token, "now": now})
+
+    def _finish(self, statement: str, params: dict[str, Any]) -> Execution:
+        with self._db() as db:
+            row = db.execute(statement, {**params, "origin": self.origin}).fetchone()
+        if row is None:
+            self._lease_lost(params["id"])
+        return _execution(row)
+
+    def _lease_lost(self, task_id: str) -> None:
+        current = self.get_execution(task_id)
+        if current.status is Status.RUNNING:
+            raise LeaseLost(f"task {task_id}: the lease token is stale (the task was claimed again, "
+                            f"attempt {current.attempts})")
+        raise LeaseLost(f"task {task_id} is {current.status.value}; its lease is over")
+
+    def count_by_status(self) -> dict[Status, int]:
+        counts = {status: 0 for status in Status}
+        with self._db() as db:
+            for row in db.execute(sql.COUNT_BY_STATUS).fetchall():
+                counts[Status(row["status"])] = row["count"]
+        return counts
+
+    def take_session(self, session_id: str, holder: str, lease_seconds: float, now: float) -> SessionRun:
+        token = uuid.uuid4().hex
+        with self._db() as db:
+            row = db.execute(sql.TAKE_SESSION, {"session_id": session_id, "token": token, "holder": holder,
+                                                "now": now, "lease_seconds": lease_seconds}).fetchone()
+        assert row is not None
+        live = row["holder"] is not None and row["lease_expires_at"] > now
+        return SessionRun(session_id, token, now + lease_seconds, row["holder"] if live else None)
+
+    def renew_session(self, session_id: str, token: str, lease_seconds: float, now: float) -> float:
+        with self._db() as db:
+            row = db.execute(sql.RENEW_SESSION, {"session_id": session_id, "token": token, "now": now,
+                                                 "lease_seconds": lease_seconds}).fetchone()
+        if row is None:
+            raise SessionTakenOver(f"session {session_id!r} was taken over by a newer run")
+        return row["lease_expires_at"]  # type: ignore[no-any-return]
+
+    def end_session_run(self, session_id: str, token: str) -> None:
+        with self._db() as db:
+            db.execute(sql.END_SESSION_RUN, {"session_id": session_id, "token": token})
+
+    def claim_for_run(self, execution_id: str, session_id: str, token: str, lease_seconds: float,
+                      now: float) -> Task | None:
+        params = {"id": execution_id, "session_id": session_id, "token": token, "now": now,
+                  "lease_seconds": lease_seconds}
+        with self._tx() as db:
+            row = db.execute(sql.CLAIM_FOR_RUN, params).fetchone()
+            if row is None and db.execute(sql.SESSION_RUN_IS, params).fetchone() is None:
+                raise SessionTakenOver(f"session {session_id!r} was taken over by a newer run")
+        return _task(row) if row is not None else None
+
+    async def changes(self) -> AsyncIterator[Change | None]:
+        """Other servers' changes as they commit, and `None` once connected and then every
+        `RECHECK_SECONDS`: the caller re-checks what it waits for, so a notification lost with a
+        dropped connection costs at most one interval. Raises when the connection is lost."""
+        async with await psycopg.AsyncConnection.connect(
+                self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS, **KEEPALIVE) as db:
+            await db.execute(f"LISTEN {sql.CHANNEL}")
+            yield None
+            while True:
+                async for notice in db.notifies(timeout=RECHECK_SECONDS):
+                    origin, kind, *rest = notice.payload.split(" ")
+                    if origin != self.origin:
+                        yield Change(kind, rest[0] if rest else None)
+                await db.execute("SELECT 1")  # a connection that died quietly fails here
+                yield None
+
+
+def _scalar(db: psycopg.Connection[Any], statement: str, params: Any = None) -> Any:
+    row = db.cursor(row_factory=tuple_row).execute(statement, params).fetchone()
+    return None if row is None else row[0]

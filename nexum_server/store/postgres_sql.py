@@ -1,0 +1,273 @@
+"""The PostgreSQL store's SQL, every statement in one place; `postgres.py` runs them.
+
+The tables live in their own schema, `nexum`, so a database shared with other applications keeps
+theirs untouched. Statements mirror `sqlite_sql.py`; the differences are the dialect's: claims and
+lease expiry pick their rows with `FOR UPDATE SKIP LOCKED` (several servers claim at once without
+waiting on each other or taking a row twice), and every change another server may be waiting for
+sends a notification (`pg_notify`) in the same statement, delivered when it commits.
+
+Notification payloads on `CHANNEL`: `<origin> ready` (a task became claimable) and
+`<origin> done <execution id>` (an execution became terminal). `origin` names the sending server,
+which ignores its own: it has already woken its own waiters.
+"""
+
+from __future__ import annotations
+
+CHANNEL = "nexum"
+LIVE = "('PENDING', 'RUNNING', 'COMPLETED')"
+TERMINAL = "('COMPLETED', 'FAILED', 'CANCELLED')"
+# Two servers starting on a new database create the schema one after the other.
+SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('nexum schema'))"
+
+SCHEMA = f"""
+CREATE SCHEMA IF NOT EXISTS nexum;
+CREATE TABLE IF NOT EXISTS nexum.schema_version (
+    version integer NOT NULL
+);
+CREATE TABLE IF NOT EXISTS nexum.workflows (
+    workflow_id  text NOT NULL,
+    version_hash text NOT NULL,
+    ir           text NOT NULL,
+    created_at   double precision NOT NULL,
+    PRIMARY KEY (workflow_id, version_hash)
+);
+CREATE TABLE IF NOT EXISTS nexum.executions (
+    seq              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id               text NOT NULL UNIQUE,
+    workflow_id      text NOT NULL,
+    version_hash     text NOT NULL,
+    node_id          text NOT NULL,
+    session_id       text NOT NULL,
+    key              text NOT NULL,
+    input            text NOT NULL,
+    status           text NOT NULL,
+    attempts         integer NOT NULL DEFAULT 0,
+    max_attempts     integer NOT NULL,
+    result           text,
+    error            text,
+    worker_id        text,
+    lease_token      text,
+    lease_expires_at double precision,
+    scheduled_at     double precision NOT NULL,
+    created_at       double precision NOT NULL,
+    updated_at       double precision NOT NULL,
+    started_at       double precision,
+    completed_at     double precision,
+    FOREIGN KEY (workflow_id, version_hash) REFERENCES nexum.workflows (workflow_id, version_hash)
+);
+-- At most one live execution per call: the idempotency guarantee lives here, not in code.
+CREATE UNIQUE INDEX IF NOT EXISTS executions_live_key ON nexum.executions (workflow_id, session_id, key)
+    WHERE status IN {LIVE};
+CREATE INDEX IF NOT EXISTS executions_pending ON nexum.executions (scheduled_at, seq) WHERE status = 'PENDING';
+CREATE INDEX IF NOT EXISTS executions_leased ON nexum.executions (lease_expires_at) WHERE status = 'RUNNING';
+CREATE INDEX IF NOT EXISTS executions_session ON nexum.executions (session_id, seq);
+-- The one live agent run of each session: its token fences the run's in-process executions.
+CREATE TABLE IF NOT EXISTS nexum.session_runs (
+    session_id       text PRIMARY KEY,
+    run_token        text NOT NULL,
+    holder           text NOT NULL,
+    started_at       double precision NOT NULL,
+    lease_expires_at double precision NOT NULL
+);
+"""
+
+# Read inside the schema lock: whether the schema exists, what it holds, and its version.
+SCHEMA_STATE = """
+SELECT (SELECT count(*) FROM pg_tables WHERE schemaname = 'nexum') AS tables,
+       (SELECT count(*) FROM pg_tables WHERE schemaname = 'nexum' AND tablename = 'schema_version') AS versioned
+"""
+SELECT_SCHEMA_VERSION = "SELECT coalesce(max(version), 0) FROM nexum.schema_version"
+CLEAR_SCHEMA_VERSION = "DELETE FROM nexum.schema_version"
+SET_SCHEMA_VERSION = "INSERT INTO nexum.schema_version VALUES (%s)"
+
+COLUMNS = (
+    "id, workflow_id, version_hash, node_id, session_id, key, input, status, attempts, max_attempts, result, "
+    "error, worker_id, lease_token, lease_expires_at, scheduled_at, created_at, updated_at, "
+    "started_at, completed_at"
+)
+NEW_TOKEN = "replace(gen_random_uuid()::text, '-', '')"
+# The workflows a worker runs, as two parallel arrays.
+WORKFLOWS_IN = "(workflow_id, version_hash) IN (SELECT * FROM unnest(%(workflow_ids)s::text[], %(hashes)s::text[]))"
+NOTIFY_READY = f"pg_notify('{CHANNEL}', %(origin)s || ' ready')"
+NOTIFY_DONE = f"pg_notify('{CHANNEL}', %(origin)s || ' done ' || id)"
+# Per returned row: a terminal one wakes its waiters, a requeued one wakes pollers.
+NOTIFY_OUTCOME = (f"CASE WHEN status IN {TERMINAL} THEN {NOTIFY_DONE} "
+                  f"WHEN status = 'PENDING' THEN {NOTIFY_READY} END")
+
+SELECT_WORKFLOW = "SELECT 1 FROM nexum.workflows WHERE workflow_id = %s AND version_hash = %s"
+SELECT_WORKFLOW_ANY = "SELECT 1 FROM nexum.workflows WHERE workflow_id = %s LIMIT 1"
+INSERT_WORKFLOW = """
+INSERT INTO nexum.workflows (workflow_id, version_hash, ir, created_at) VALUES (%s, %s, %s, %s)
+ON CONFLICT DO NOTHING
+RETURNING 1
+"""
+
+# Selecting from `workflows` makes an unregistered version insert nothing, and names the node.
+INSERT_EXECUTION = f"""
+WITH inserted AS (
+    INSERT INTO nexum.executions (id, workflow_id, version_hash, node_id, session_id, key, input, status,
+                                  max_attempts, scheduled_at, created_at, updated_at)
+    SELECT %(id)s, workflow_id, version_hash, ir::json -> 'nodes' -> 0 ->> 'id', %(session_id)s, %(key)s,
+           %(input)s, 'PENDING', %(max_attempts)s, %(now)s, %(now)s, %(now)s
+    FROM nexum.workflows WHERE workflow_id = %(workflow_id)s AND version_hash = %(version_hash)s
+    ON CONFLICT (workflow_id, session_id, key) WHERE status IN {LIVE} DO NOTHING
+    RETURNING {COLUMNS})
+SELECT *, {NOTIFY_READY} AS notified FROM inserted
+"""
+SELECT_LIVE = f"""
+SELECT {COLUMNS} FROM nexum.executions
+WHERE workflow_id = %s AND session_id = %s AND key = %s AND status IN {LIVE}
+"""
+SELECT_EXECUTION = f"SELECT {COLUMNS} FROM nexum.executions WHERE id = %s"
+LIST_EXECUTIONS = f"""
+SELECT {COLUMNS} FROM nexum.executions
+WHERE (%(session_id)s::text IS NULL OR session_id = %(session_id)s)
+  AND (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(key)s::text IS NULL OR key = %(key)s)
+  AND (%(id_prefix)s::text IS NULL OR left(id, length(%(id_prefix)s)) = %(id_prefix)s)
+ORDER BY seq DESC LIMIT %(limit)s
+"""
+TERMINAL_AMONG = f"SELECT id FROM nexum.executions WHERE id = ANY(%s) AND status IN {TERMINAL}"
+CANCEL = f"""
+WITH cancelled AS (
+    UPDATE nexum.executions
+    SET status = 'CANCELLED', lease_token = NULL, lease_expires_at = NULL, completed_at = %(now)s,
+        updated_at = %(now)s
+    WHERE id = %(id)s AND status IN ('PENDING', 'RUNNING')
+    RETURNING {COLUMNS})
+SELECT *, {NOTIFY_DONE} AS notified FROM cancelled
+"""
+
+# Runs before every claim, in the same transaction, and on its own on a timer. Each server may
+# run it at the same moment: rows another server is expiring are skipped (it counts them), and a
+# row that is no longer RUNNING with an expired lease when its lock is taken is re-checked and left.
+EXPIRE_LEASES = f"""
+WITH due AS (
+    SELECT seq FROM nexum.executions
+    WHERE status = 'RUNNING' AND lease_expires_at <= %(now)s
+    FOR UPDATE SKIP LOCKED
+), expired AS (
+    UPDATE nexum.executions e
+    SET status = CASE WHEN e.attempts >= e.max_attempts THEN 'FAILED' ELSE 'PENDING' END,
+        completed_at = CASE WHEN e.attempts >= e.max_attempts THEN %(now)s END,
+        error = 'lease expired on attempt ' || e.attempts || ' of ' || e.max_attempts || ' (worker '
+                || COALESCE(e.worker_id, '?') || ' stopped or hung without reporting)',
+        scheduled_at = %(now)s, lease_token = NULL, lease_expires_at = NULL, updated_at = %(now)s
+    FROM due WHERE e.seq = due.seq
+    RETURNING e.*)
+SELECT {COLUMNS}, {NOTIFY_OUTCOME} AS notified FROM expired
+"""
+# One statement claims: rows locked by another server's claim are skipped, not waited for, and a
+# row is locked before it is changed, so two workers can never hold the same task. Every claimed
+# row gets its own new random lease token.
+CLAIM = f"""
+WITH candidates AS (
+    SELECT seq FROM nexum.executions
+    WHERE status = 'PENDING' AND scheduled_at <= %(now)s AND {WORKFLOWS_IN}
+    ORDER BY scheduled_at, seq
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE nexum.executions e
+    SET status = 'RUNNING',
+        attempts = e.attempts + 1,
+        lease_token = {NEW_TOKEN},
+        lease_expires_at = %(now)s + %(lease_seconds)s,
+        worker_id = %(worker_id)s,
+        started_at = COALESCE(e.started_at, %(now)s),
+        updated_at = %(now)s
+    FROM candidates WHERE e.seq = candidates.seq
+    RETURNING e.*)
+SELECT {COLUMNS} FROM claimed ORDER BY scheduled_at, seq
+"""
+# Most polls find nothing (a worker re-polls as soon as it has taken work): a read answers them
+# without opening a transaction.
+ANYTHING_TO_CLAIM = f"""
+SELECT EXISTS (
+           SELECT 1 FROM nexum.executions
+           WHERE status = 'PENDING' AND scheduled_at <= %(now)s AND {WORKFLOWS_IN})
+    OR EXISTS (SELECT 1 FROM nexum.executions WHERE status = 'RUNNING' AND lease_expires_at <= %(now)s)
+"""
+NEXT_LEASE_EXPIRY = "SELECT min(lease_expires_at) FROM nexum.executions WHERE status = 'RUNNING'"
+NEXT_DUE = """
+SELECT least(
+    (SELECT min(scheduled_at) FROM nexum.executions WHERE status = 'PENDING' AND scheduled_at > %(now)s),
+    (SELECT min(lease_expires_at) FROM nexum.executions WHERE status = 'RUNNING'))
+"""
+HEARTBEAT = """
+UPDATE nexum.executions SET lease_expires_at = %(now)s + %(lease_seconds)s, updated_at = %(now)s
+WHERE id = %(id)s AND status = 'RUNNING' AND lease_token = %(token)s
+RETURNING lease_expires_at
+"""
+COMPLETE = f"""
+WITH completed AS (
+    UPDATE nexum.executions
+    SET status = 'COMPLETED', result = %(output)s, error = NULL, lease_token = NULL, lease_expires_at = NULL,
+        completed_at = %(now)s, updated_at = %(now)s
+    WHERE id = %(id)s AND status = 'RUNNING' AND lease_token = %(token)s
+    RETURNING {COLUMNS})
+SELECT *, {NOTIFY_DONE} AS notified FROM completed
+"""
+FAIL = f"""
+WITH failed AS (
+    UPDATE nexum.executions
+    SET status = CASE WHEN %(retryable)s AND attempts < max_attempts THEN 'PENDING' ELSE 'FAILED' END,
+        scheduled_at = %(now)s + least(%(backoff)s * (1 << (attempts - 1)), %(backoff_max)s),
+        completed_at = CASE WHEN %(retryable)s AND attempts < max_attempts THEN NULL ELSE %(now)s END,
+        error = %(error)s, lease_token = NULL, lease_expires_at = NULL, updated_at = %(now)s
+    WHERE id = %(id)s AND status = 'RUNNING' AND lease_token = %(token)s
+    RETURNING {COLUMNS})
+SELECT *, {NOTIFY_OUTCOME} AS notified FROM failed
+"""
+RELEASE = f"""
+WITH released AS (
+    UPDATE nexum.executions
+    SET status = 'PENDING', attempts = attempts - 1, scheduled_at = %(now)s, worker_id = NULL,
+        lease_token = NULL, lease_expires_at = NULL, updated_at = %(now)s
+    WHERE id = %(id)s AND status = 'RUNNING' AND lease_token = %(token)s
+    RETURNING {COLUMNS})
+SELECT *, {NOTIFY_READY} AS notified FROM released
+"""
+COUNT_BY_STATUS = "SELECT status, count(*) FROM nexum.executions GROUP BY status"
+
+# A new run always takes the session: the previous run, live or dead, is fenced from here on.
+# The old row is read under the row lock the upsert takes, so two runs taking one session at once
+# each see the one before them.
+TAKE_SESSION = """
+WITH previous AS (
+    SELECT holder, lease_expires_at FROM nexum.session_runs WHERE session_id = %(session_id)s FOR UPDATE
+), taken AS (
+    INSERT INTO nexum.session_runs (session_id, run_token, holder, started_at, lease_expires_at)
+    VALUES (%(session_id)s, %(token)s, %(holder)s, %(now)s, %(now)s + %(lease_seconds)s)
+    ON CONFLICT (session_id) DO UPDATE
+    SET run_token = excluded.run_token, holder = excluded.holder, started_at = excluded.started_at,
+        lease_expires_at = excluded.lease_expires_at
+    RETURNING 1)
+SELECT (SELECT holder FROM previous) AS holder, (SELECT lease_expires_at FROM previous) AS lease_expires_at,
+       (SELECT count(*) FROM taken) AS taken
+"""
+RENEW_SESSION = """
+UPDATE nexum.session_runs SET lease_expires_at = %(now)s + %(lease_seconds)s
+WHERE session_id = %(session_id)s AND run_token = %(token)s
+RETURNING lease_expires_at
+"""
+END_SESSION_RUN = "DELETE FROM nexum.session_runs WHERE session_id = %(session_id)s AND run_token = %(token)s"
+SESSION_RUN_IS = "SELECT 1 FROM nexum.session_runs WHERE session_id = %(session_id)s AND run_token = %(token)s"
+# The current run of the session claims an in-process execution: one it never had, or one a
+# previous run of the session held (that run is fenced, so it is re-claimed at once instead of
+# waiting out its lease). Its worker_id names the run, `run:<token>`.
+CLAIM_FOR_RUN = f"""
+UPDATE nexum.executions
+SET status = 'RUNNING',
+    attempts = attempts + 1,
+    lease_token = {NEW_TOKEN},
+    lease_expires_at = %(now)s + %(lease_seconds)s,
+    worker_id = 'run:' || %(token)s,
+    started_at = COALESCE(started_at, %(now)s),
+    updated_at = %(now)s
+WHERE id = %(id)s
+  AND EXISTS (SELECT 1 FROM nexum.session_runs WHERE session_id = %(session_id)s AND run_token = %(token)s)
+  AND (status = 'PENDING'
+       OR (status = 'RUNNING' AND worker_id LIKE 'run:%%' AND worker_id <> 'run:' || %(token)s))
+RETURNING {COLUMNS}
+"""
