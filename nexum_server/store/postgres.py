@@ -283,6 +283,12 @@ class PostgresStore(Store):
         with self._db() as db:
             db.execute(sql.END_SESSION_RUN, {"session_id": session_id, "token": token})
 
+    def run_gone(self, session_id: str, token: str, now: float) -> list[Execution]:
+        params = {"session_id": session_id, "token": token, "now": now, "origin": self.origin}
+        with self._tx() as db:
+            db.execute(sql.SESSION_RUN_GONE, params)
+            return [_execution(r) for r in db.execute(sql.RUN_GONE, params).fetchall()]
+
     def claim_for_run(self, execution_id: str, session_id: str, token: str, lease_seconds: float,
                       now: float) -> Task | None:
         params = {"id": execution_id, "session_id": session_id, "token": token, "now": now,

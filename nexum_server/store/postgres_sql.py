@@ -253,9 +253,9 @@ RETURNING lease_expires_at
 """
 END_SESSION_RUN = "DELETE FROM nexum.session_runs WHERE session_id = %(session_id)s AND run_token = %(token)s"
 SESSION_RUN_IS = "SELECT 1 FROM nexum.session_runs WHERE session_id = %(session_id)s AND run_token = %(token)s"
-# The current run of the session claims an in-process execution: one it never had, or one a
-# previous run of the session held (that run is fenced, so it is re-claimed at once instead of
-# waiting out its lease). Its worker_id names the run, `run:<token>`.
+# The current run of the session claims an in-process execution nobody holds. One that a run which
+# is gone held was put back to PENDING by RUN_GONE; one a live previous run holds is finished by it.
+# Its worker_id names the run, `run:<token>`. FOR SHARE: a takeover committing meanwhile is waited for.
 CLAIM_FOR_RUN = f"""
 UPDATE nexum.executions
 SET status = 'RUNNING',
@@ -265,9 +265,25 @@ SET status = 'RUNNING',
     worker_id = 'run:' || %(token)s,
     started_at = COALESCE(started_at, %(now)s),
     updated_at = %(now)s
-WHERE id = %(id)s
-  AND EXISTS (SELECT 1 FROM nexum.session_runs WHERE session_id = %(session_id)s AND run_token = %(token)s)
-  AND (status = 'PENDING'
-       OR (status = 'RUNNING' AND worker_id LIKE 'run:%%' AND worker_id <> 'run:' || %(token)s))
+WHERE id = %(id)s AND status = 'PENDING'
+  AND EXISTS (SELECT 1 FROM nexum.session_runs WHERE session_id = %(session_id)s AND run_token = %(token)s
+              FOR SHARE)
 RETURNING {COLUMNS}
+"""
+# The run's process is gone (its presence connection closed): what it held is claimable at once,
+# or FAILED when that was the last attempt, as when a lease runs out.
+RUN_GONE = f"""
+WITH gone AS (
+    UPDATE nexum.executions
+    SET status = CASE WHEN attempts >= max_attempts THEN 'FAILED' ELSE 'PENDING' END,
+        completed_at = CASE WHEN attempts >= max_attempts THEN %(now)s END,
+        error = 'the agent run holding it ended on attempt ' || attempts || ' of ' || max_attempts,
+        scheduled_at = %(now)s, lease_token = NULL, lease_expires_at = NULL, updated_at = %(now)s
+    WHERE session_id = %(session_id)s AND status = 'RUNNING' AND worker_id = 'run:' || %(token)s
+    RETURNING *)
+SELECT {COLUMNS}, {NOTIFY_OUTCOME} AS notified FROM gone
+"""
+SESSION_RUN_GONE = """
+UPDATE nexum.session_runs SET lease_expires_at = LEAST(lease_expires_at, %(now)s)
+WHERE session_id = %(session_id)s AND run_token = %(token)s
 """
