@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -105,14 +106,20 @@ async def call_tool(tool_name: str, tool_args: dict[str, Any], session_id: str =
     # A start is keyed, so repeating it while the server restarts finds the same execution.
     execution = await reconnecting(start, time.monotonic() + timeout)
     if not execution.status.terminal:
-        if execution.status is Status.PENDING and execution.attempts == 0:
+        unclaimed = execution.status is Status.PENDING and execution.attempts == 0
+        if unclaimed and timeout > first_wait:
             log.warning("no worker has picked up %s after %g s: is `python worker.py` running against %s? "
                         "Still waiting (timeout %.0f s).", tool_name, first_wait, client.url, timeout)
         try:
             execution = await client.wait(execution, timeout - (time.perf_counter() - started))
         except WaitTimeout as e:
+            hint = ""
+            with contextlib.suppress(NexumError):
+                latest = await client.get(execution.id)
+                if latest.status is Status.PENDING and latest.attempts == 0:
+                    hint = f"; no worker picked it up: is `python worker.py` running against {client.url}?"
             raise WaitTimeout(f"{tool_name} did not finish within its timeout of {timeout:g} s "
-                              f"(execution {execution.id}); it stays queued on the server") from e
+                              f"(execution {execution.id}); it stays queued on the server{hint}") from e
     if execution.status is not Status.COMPLETED:
         raise ToolCallFailed(execution)
     output = ToolCallOutput.model_validate(execution.result)

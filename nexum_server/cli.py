@@ -6,8 +6,8 @@ Run with:
     nexum show 3f2a                # one execution, by its id or a unique start of it
     nexum cancel 3f2a
 
-Exit codes: 0 done; 1 refused or failed (bad id, bad setting, nothing to cancel); 2 the server
-cannot be reached or refused the token (for `dev`: it cannot start).
+Exit codes: 0 done; 1 refused or failed (no such id, nothing to cancel); 2 cannot start: a bad
+setting, no server at the URL, or the token refused (for `dev`: also a port in use, a bad database).
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ URL_HELP = f"server URL (NEXUM_URL, default {config.DEFAULT_URL})"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nexum", description="The Nexum server (`nexum dev`) and commands to look at what it stored.",
-        epilog="Exit codes: 0 done; 1 refused or failed; 2 server unreachable or token refused (`dev`: "
-               "cannot start). Settings come from flags, the environment, then .env in the current directory.")
+        epilog="Exit codes: 0 done; 1 refused or failed; 2 cannot start (bad setting, no server, token "
+               "refused). Settings come from flags, then the environment, then .env in the current directory.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     dev = commands.add_parser("dev", help="run the server", description=DEV_DESCRIPTION,
@@ -102,9 +102,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ServerUnavailable as e:
         errors.print(f"[red]error:[/] {e}", highlight=False)
         sys.exit(2)
-    except RequestRejected as e:
+    except (RequestRejected, ConfigError) as e:
         errors.print(f"[red]error:[/] {e}", highlight=False)
-        sys.exit(2 if e.status == 401 else 1)
+        sys.exit(1 if isinstance(e, RequestRejected) and e.status != 401 else 2)
     except (NexumError, ValueError) as e:
         errors.print(f"[red]error:[/] {e}", highlight=False)
         sys.exit(1)

@@ -8,7 +8,7 @@ from (`ConfigError`). `.env.example` lists every key.
     Settings         nexum dev                       NEXUM_HOST, NEXUM_PORT, NEXUM_DB, NEXUM_TOKEN, ...
     ClientSettings   every client of the server      NEXUM_URL, NEXUM_TOKEN
     ToolSettings     the tools the worker runs       NEXUM_SEARCH_BACKEND, NEXUM_SEARXNG_URL, ...
-    AgentSettings    demo.py                         NEXUM_MODEL, SESSION_ID, the model providers' keys
+    AgentSettings    demo.py                         NEXUM_MODEL, SESSION_ID, the model providers' keys, ...
 """
 
 from __future__ import annotations
@@ -210,6 +210,8 @@ class AgentSettings(_Settings):
     """Any Pydantic AI model name, or `offline`; unset: picked from the API key present."""
     session_id: str | None = Field(None, validation_alias="SESSION_ID")
     """The session whose completed tool calls a run reuses."""
+    offline_think_seconds: float = Field(0.0, ge=0, allow_inf_nan=False)
+    """The offline stand-in models' time per answer, like a real model's latency."""
     google_api_key: str | None = Field(None, validation_alias="GOOGLE_API_KEY", repr=False)
     gemini_api_key: str | None = Field(None, validation_alias="GEMINI_API_KEY", repr=False)
     openai_api_key: str | None = Field(None, validation_alias="OPENAI_API_KEY", repr=False)
