@@ -106,3 +106,11 @@ def test_the_agent_reads_session_id_and_keys_without_the_prefix(in_tmp: Path, mo
     import os
 
     assert os.environ["OPENAI_API_KEY"] == "sk-test"
+
+
+def test_env_example_lists_every_setting_and_nothing_else() -> None:
+    from nexum_devtools.procs import DOTENV_KEYS
+
+    keys = {cls.key(field) for cls in (Settings, ClientSettings, ToolSettings, AgentSettings)
+            for field in cls.model_fields}
+    assert set(DOTENV_KEYS) == keys
