@@ -8,8 +8,8 @@ Run with:
     nexum dev & python worker.py &
     python submit_task.py web_search '{"query": "durable execution"}' --session demo
 
-Exit codes: 0 the result is printed, 1 the call failed (or bad input), 2 the server cannot be
-reached or refused the token.
+Exit codes: 0 the result is printed; 1 the call failed (or bad input); 2 cannot start (a bad
+setting, no server at the URL, a refused token); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nexum_server.client import NexumClient, reconnecting
-from nexum_server.errors import NexumError, RequestRejected, ServerUnavailable, WaitTimeout
+from nexum_server.errors import ConfigError, NexumError, RequestRejected, ServerUnavailable, WaitTimeout
 from nexum_server.models import Execution, Status
 from nexum_server.config import DEFAULT_URL
 from workflow import IR, TOOL_NAMES, VERSION_HASH, WORKFLOW_ID, ToolCallInput, ToolCallOutput, tool_call_key
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         epilog=f"Reads NEXUM_URL (default {DEFAULT_URL}) and NEXUM_TOKEN from the environment or from .env "
-               "in the current directory. Exit codes: 0 done, 1 the call failed, 2 no server (or refused token).")
+               "in the current directory. Exit codes: 0 done, 1 the call failed, 2 cannot start (bad setting, no server, token refused), 130 Ctrl-C.")
     parser.add_argument("tool_name", metavar="TOOL", help="the tool to run: " + ", ".join(TOOL_NAMES))
     parser.add_argument("tool_args", metavar="ARGS",
                         help='its arguments as a JSON object, e.g. \'{"query": "durable execution"}\'')
@@ -170,7 +170,10 @@ def main(argv: list[str] | None = None) -> None:
     except NexumError as e:
         print(f"error: {e}", file=sys.stderr)
         refused = isinstance(e, RequestRejected) and e.status == 401
-        sys.exit(2 if isinstance(e, ServerUnavailable) or refused else 1)
+        sys.exit(2 if isinstance(e, ServerUnavailable | ConfigError) or refused else 1)
+    except KeyboardInterrupt:
+        print("interrupted: the call stays on the server; the same command gets its result later", file=sys.stderr)
+        sys.exit(130)
 
 
 async def _submit(args: argparse.Namespace, tool_args: dict[str, Any]) -> str:

@@ -99,6 +99,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             serve(args)
         else:
             asyncio.run(inspect(args))
+    except KeyboardInterrupt:
+        errors.print("interrupted")
+        sys.exit(130)
     except ServerUnavailable as e:
         errors.print(f"[red]error:[/] {e}", highlight=False)
         sys.exit(2)
