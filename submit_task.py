@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         epilog=f"Reads NEXUM_URL (default {DEFAULT_URL}) and NEXUM_TOKEN from the environment or from .env "
-               "in the current directory. Exit codes: 0 done, 1 the call failed, 2 cannot start (bad setting, no server, token refused), 130 Ctrl-C.")
+               "in the current directory. Exit codes: 0 done, 1 the call failed, 2 cannot start (bad setting, "
+               "no server, token refused), 130 Ctrl-C.")
     parser.add_argument("tool_name", metavar="TOOL", help="the tool to run: " + ", ".join(TOOL_NAMES))
     parser.add_argument("tool_args", metavar="ARGS",
                         help='its arguments as a JSON object, e.g. \'{"query": "durable execution"}\'')

@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
             ("--max-attempts", int, f"attempts per execution before it is FAILED (default {config.MAX_ATTEMPTS})"),
             ("--retry-backoff-seconds", float, f"first retry delay, doubling with each attempt "
                                                f"(default {config.RETRY_BACKOFF_SECONDS:g})"),
-            ("--retry-backoff-max-seconds", float, f"longest retry delay (default {config.RETRY_BACKOFF_MAX_SECONDS:g})"),
+            ("--retry-backoff-max-seconds", float,
+             f"longest retry delay (default {config.RETRY_BACKOFF_MAX_SECONDS:g})"),
             ("--max-body-bytes", int, f"largest request body; larger get 413 (default {config.MAX_BODY_BYTES})"),
             ("--max-wait-seconds", float, f"longest a long-poll is held (default {config.MAX_WAIT_SECONDS:g})"),
             ("--sqlite-synchronous", str.upper, f"NORMAL survives a crash, FULL also a power cut "
