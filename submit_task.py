@@ -43,8 +43,8 @@ class ToolCallFailed(NexumError):
 
     def __init__(self, execution: Execution) -> None:
         reason = execution.error or execution.status.value.lower()
-        super().__init__(f"{execution.input.get('tool_name')} failed after {execution.attempts} "
-                         f"attempt(s): {reason}")
+        attempts = f"{execution.attempts} attempt{'' if execution.attempts == 1 else 's'}"
+        super().__init__(f"{execution.input.get('tool_name')} failed after {attempts}: {reason}")
         self.execution = execution
 
 

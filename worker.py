@@ -201,8 +201,8 @@ class Worker:
                 # Hand-backs retry while the server is away; past this, their leases expire instead.
                 _, lost = await asyncio.wait(late, timeout=HANDBACK_SECONDS)
                 if lost:
-                    log.warning("%d call(s) not handed back (server unreachable); they run again once "
-                                "their lease expires", len(lost))
+                    log.warning("%s not handed back (server unreachable); they run again once "
+                                "their lease expires", _calls(len(lost)))
         log.info("worker %s stopped", self.worker_id)
 
 
