@@ -118,8 +118,12 @@ class NexumClient:
                                     "`nexum dev`, or point NEXUM_URL or --url at yours") from e
         body = _body(response)
         if response.status_code == 401:
-            raise RequestRejected(401, body, f"the Nexum server at {where} refused the request: "
+            raise RequestRejected(401, body, f"the Nexum server at {where} refused the request (HTTP 401): "
                                   f"{body['error']['message'] if _has_error(body) else body}")
+        if response.status_code >= 500:
+            reason = body["error"]["message"] if _has_error(body) else "no reason given"
+            raise ServerUnavailable(f"the Nexum server at {where} answers, but is in trouble "
+                                    f"(HTTP {response.status_code}: {reason}); try again shortly")
         if response.status_code >= 400 or not (isinstance(body, dict) and "executions" in body):
             raise ServerUnavailable(f"something answers at {where}, but not as a Nexum server does "
                                     f"(HTTP {response.status_code}); is NEXUM_URL right?")

@@ -115,6 +115,10 @@ class _FailingHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
 
+    def do_GET(self) -> None:
+        # The worker's start-up check lists executions; this server has none.
+        return self._send(200, {"executions": []})
+
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         if self.path == "/v1/workflows":
