@@ -8,7 +8,9 @@ planned model makes `--tool-calls` distinct calls to a local web fixture with ad
 also counts the requests that reach it. `--model NAME` or `--live` use a real model and the web.
 
 Per-call cost (`--calls`): the bare round trip, a cached call, the overhead of a cold call, the
-upstream polling pattern and throughput, each next to its target.
+upstream polling pattern and throughput, each next to its target; then a cached call, a cold call
+and throughput on each backend: SQLite, and PostgreSQL with one and with two servers (a throwaway
+PostgreSQL, when the machine has one).
 
 It starts the web fixture, `nexum dev` on a temporary database and `worker.py`, on free loopback
 ports (or uses the server at `--nexum-url`), and stops all it started, on Ctrl-C too.
@@ -34,6 +36,7 @@ from rich.console import Console
 
 from bench.agent import agent_figures, agent_table, run_scenarios
 from bench.calls import CallsConfig, calls_tables, measure_calls
+from bench.scaling import backends_table, measure_backends
 from bench.stack import Stack, scoped_env, start_stack
 from bench.stats import machine
 from demo import pick_model
@@ -78,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     calls.add_argument("--workers", type=_counts, metavar="W,...", help="worker counts for throughput (1,2)")
     calls.add_argument("--throughput-calls", type=int, metavar="N", help="most calls per throughput run (2000)")
     calls.add_argument("--throughput-seconds", type=float, metavar="S", help="longest throughput run (5)")
+    calls.add_argument("--no-backends", dest="backends", action="store_false",
+                       help="skip the same calls on SQLite and on PostgreSQL with 1 and 2 servers")
     stack = parser.add_argument_group("processes")
     stack.add_argument("--nexum-url", metavar="URL",
                        help="use this running server instead of starting one (stop its own workers first)")
@@ -135,6 +140,10 @@ async def run(args: argparse.Namespace, stack: Stack, model: str | None) -> dict
             results["calls"] = await measure_calls(stack, client, config, report)
             for table in calls_tables(results["calls"]):
                 console.print(table)
+            if args.backends:
+                console.print("[bold]Backends[/]")
+                results["backends"] = await measure_backends(stack, config, report)
+                console.print(backends_table(results["backends"]))
     return results
 
 

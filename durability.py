@@ -67,7 +67,7 @@ from pydantic_ai.tools import AgentDepsT, RunContext
 from pydantic_ai.toolsets import AbstractToolset, ToolsetTool, WrapperToolset
 
 from nexum_server.client import NexumClient, reconnecting
-from nexum_server.errors import RequestRejected, SessionTakenOver
+from nexum_server.errors import RequestRejected, ServerUnavailable, SessionTakenOver
 from nexum_server.models import Execution, SessionRunInfo, Status, Task
 from submit_task import DEFAULT_TIMEOUT, ToolCallFailed, call_tool, shared_client
 from workflow import AGENT_IR, AGENT_VERSION_HASH, AGENT_WORKFLOW_ID, canonical_json, unit_key
@@ -413,8 +413,13 @@ class NexumDurability(BaseDurabilityCapability[AgentDepsT]):
             try:
                 await run.client.hold_presence(run.session)
                 pause = PRESENCE_RETRY_SECONDS
-            except Exception as e:  # the server is away: hold again once it is back
+            except RequestRejected:
+                return  # another run took the session: this one has nothing left to hold
+            except ServerUnavailable as e:  # the server is away: hold again once it is back
                 log.debug("presence connection lost: %s", e)
+                pause = min(pause * 2, 2.0)
+            except Exception:
+                log.warning("holding the run's presence failed; trying again", exc_info=True)
                 pause = min(pause * 2, 2.0)
             await asyncio.sleep(pause)
 

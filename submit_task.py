@@ -16,19 +16,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import sys
+import threading
 import time
 import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from nexum_server.client import NexumClient, reconnecting
+from nexum_server.client import NexumClient, NexumSyncClient
+from nexum_server.client import run as client_run
+from nexum_server.config import DEFAULT_URL
 from nexum_server.errors import ConfigError, NexumError, RequestRejected, ServerUnavailable, WaitTimeout
 from nexum_server.models import Execution, Status
-from nexum_server.config import DEFAULT_URL
+from nexum_server.retry import retry_async, retry_sync
 from workflow import IR, TOOL_NAMES, VERSION_HASH, WORKFLOW_ID, ToolCallInput, ToolCallOutput, tool_call_key
 
 log = logging.getLogger("nexum.submit")
@@ -69,6 +71,8 @@ class ToolCallOutcome:
 
 
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, NexumClient] = weakref.WeakKeyDictionary()
+_sync_client: NexumSyncClient | None = None
+_sync_client_lock = threading.Lock()
 
 
 def shared_client() -> NexumClient:
@@ -80,6 +84,54 @@ def shared_client() -> NexumClient:
     return client
 
 
+def shared_sync_client() -> NexumSyncClient:
+    """The process's blocking keep-alive client, shared by every thread (created on first use)."""
+    global _sync_client
+    with _sync_client_lock:
+        if _sync_client is None:
+            _sync_client = NexumSyncClient()
+        return _sync_client
+
+
+class _Call:
+    """One submission's fixed parts, shared by the async and the blocking path."""
+
+    def __init__(self, tool_name: str, tool_args: dict[str, Any], session_id: str, timeout: float,
+                 occurrence: int = 0) -> None:
+        self.tool_name = tool_name
+        self.args = (WORKFLOW_ID, VERSION_HASH, session_id, tool_call_key(tool_name, tool_args, occurrence),
+                     ToolCallInput(tool_name=tool_name, tool_args=tool_args).model_dump())
+        self.timeout = timeout
+        self.first_wait = min(timeout, NO_WORKER_WARNING_SECONDS)
+        self.started = time.perf_counter()
+        self.deadline = time.monotonic() + timeout
+
+    def remaining(self) -> float:
+        return self.timeout - (time.perf_counter() - self.started)
+
+    def warn_if_unclaimed(self, execution: Execution, url: str) -> None:
+        if _unclaimed(execution) and self.timeout > self.first_wait:
+            log.warning("no worker has picked up %s after %g s: is `python worker.py` running against %s? "
+                        "Still waiting (timeout %.0f s).", self.tool_name, self.first_wait, url, self.timeout)
+
+    def timed_out(self, error: WaitTimeout, execution: Execution, url: str) -> WaitTimeout:
+        latest = error.execution if isinstance(error.execution, Execution) else execution
+        hint = f"; no worker picked it up: is `python worker.py` running against {url}?"
+        hint = hint if _unclaimed(latest) else ""
+        return WaitTimeout(f"{self.tool_name} did not finish within its timeout of {self.timeout:g} s "
+                           f"(execution {execution.id}); it stays queued on the server{hint}", latest)
+
+    def outcome(self, execution: Execution) -> ToolCallOutcome:
+        if execution.status is not Status.COMPLETED:
+            raise ToolCallFailed(execution)
+        output = ToolCallOutput.model_validate(execution.result)
+        return ToolCallOutcome(output.result, execution.cached, time.perf_counter() - self.started, execution)
+
+
+def _unclaimed(execution: Execution) -> bool:
+    return execution.status is Status.PENDING and execution.attempts == 0
+
+
 async def call_tool(tool_name: str, tool_args: dict[str, Any], session_id: str = "default",
                     timeout: float = DEFAULT_TIMEOUT, *, client: NexumClient | None = None,
                     occurrence: int = 0) -> ToolCallOutcome:
@@ -88,42 +140,52 @@ async def call_tool(tool_name: str, tool_args: dict[str, Any], session_id: str =
     `occurrence` tells apart identical calls of one run: 0 for the first, 1 for the second...
     """
     client = client or shared_client()
-    payload = ToolCallInput(tool_name=tool_name, tool_args=tool_args).model_dump()
-    key = tool_call_key(tool_name, tool_args, occurrence)
-    started = time.perf_counter()
-    first_wait = min(timeout, NO_WORKER_WARNING_SECONDS)
+    call = _Call(tool_name, tool_args, session_id, timeout, occurrence)
 
     async def start() -> Execution:
         try:
-            return await client.start(WORKFLOW_ID, VERSION_HASH, session_id, key, payload, wait=first_wait)
+            return await client.start(*call.args, wait=call.first_wait)
         except RequestRejected as e:
             if e.error_code != "workflow_not_found":
                 raise
             # First call against a fresh server: register the workflow, then start as usual.
             await client.register_workflow(WORKFLOW_ID, VERSION_HASH, IR)
-            return await client.start(WORKFLOW_ID, VERSION_HASH, session_id, key, payload, wait=first_wait)
+            return await client.start(*call.args, wait=call.first_wait)
 
     # A start is keyed, so repeating it while the server restarts finds the same execution.
-    execution = await reconnecting(start, time.monotonic() + timeout)
+    execution = await retry_async(start, deadline=call.deadline)
     if not execution.status.terminal:
-        unclaimed = execution.status is Status.PENDING and execution.attempts == 0
-        if unclaimed and timeout > first_wait:
-            log.warning("no worker has picked up %s after %g s: is `python worker.py` running against %s? "
-                        "Still waiting (timeout %.0f s).", tool_name, first_wait, client.url, timeout)
+        call.warn_if_unclaimed(execution, client.url)
         try:
-            execution = await client.wait(execution, timeout - (time.perf_counter() - started))
+            execution = await client.wait(execution, call.remaining())
         except WaitTimeout as e:
-            hint = ""
-            with contextlib.suppress(NexumError):
-                latest = await client.get(execution.id)
-                if latest.status is Status.PENDING and latest.attempts == 0:
-                    hint = f"; no worker picked it up: is `python worker.py` running against {client.url}?"
-            raise WaitTimeout(f"{tool_name} did not finish within its timeout of {timeout:g} s "
-                              f"(execution {execution.id}); it stays queued on the server{hint}") from e
-    if execution.status is not Status.COMPLETED:
-        raise ToolCallFailed(execution)
-    output = ToolCallOutput.model_validate(execution.result)
-    return ToolCallOutcome(output.result, execution.cached, time.perf_counter() - started, execution)
+            raise call.timed_out(e, execution, client.url) from e
+    return call.outcome(execution)
+
+
+def call_tool_sync(tool_name: str, tool_args: dict[str, Any], session_id: str = "default",
+                   timeout: float = DEFAULT_TIMEOUT, *, client: NexumSyncClient | None = None) -> ToolCallOutcome:
+    """The blocking twin of `call_tool`, safe from any number of threads at once."""
+    client = client or shared_sync_client()
+    call = _Call(tool_name, tool_args, session_id, timeout)
+
+    def start() -> Execution:
+        try:
+            return client.start(*call.args, wait=call.first_wait)
+        except RequestRejected as e:
+            if e.error_code != "workflow_not_found":
+                raise
+            client.register_workflow(WORKFLOW_ID, VERSION_HASH, IR)
+            return client.start(*call.args, wait=call.first_wait)
+
+    execution = retry_sync(start, deadline=call.deadline)
+    if not execution.status.terminal:
+        call.warn_if_unclaimed(execution, client.url)
+        try:
+            execution = client.wait(execution, call.remaining())
+        except WaitTimeout as e:
+            raise call.timed_out(e, execution, client.url) from e
+    return call.outcome(execution)
 
 
 async def submit_tool_call_async(tool_name: str, tool_args: dict[str, Any], session_id: str = "default",
@@ -132,16 +194,10 @@ async def submit_tool_call_async(tool_name: str, tool_args: dict[str, Any], sess
     return (await call_tool(tool_name, tool_args, session_id, timeout, client=client)).result
 
 
-_runner: asyncio.Runner | None = None
-
-
 def submit_tool_call(tool_name: str, tool_args: dict[str, Any], session_id: str = "default",
-                     timeout: float = DEFAULT_TIMEOUT) -> str:
-    """Blocking form for scripts; one event loop (and so one keep-alive client) per process."""
-    global _runner
-    if _runner is None:
-        _runner = asyncio.Runner()
-    return _runner.run(submit_tool_call_async(tool_name, tool_args, session_id, timeout))
+                     timeout: float = DEFAULT_TIMEOUT, *, client: NexumSyncClient | None = None) -> str:
+    """Blocking form for scripts and sync tools; safe from any number of threads at once."""
+    return call_tool_sync(tool_name, tool_args, session_id, timeout, client=client).result
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -167,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("ARGS must be a JSON object, like '{\"query\": \"...\"}'")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
-        print(asyncio.run(_submit(args, tool_args)))
+        print(client_run(_submit(args, tool_args)))
     except NexumError as e:
         print(f"error: {e}", file=sys.stderr)
         refused = isinstance(e, RequestRejected) and e.status == 401
@@ -180,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
 async def _submit(args: argparse.Namespace, tool_args: dict[str, Any]) -> str:
     async with NexumClient(args.url) as client:
         await client.check()
-        return await submit_tool_call_async(args.tool_name, tool_args, args.session, args.timeout, client=client)
+        return (await call_tool(args.tool_name, tool_args, args.session, args.timeout, client=client)).result
 
 
 if __name__ == "__main__":

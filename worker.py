@@ -1,10 +1,13 @@
 """The worker: long-polls the Nexum server for tool calls, runs them, writes the results back.
 
-Up to `--concurrency` calls run at once. A long call keeps its lease with heartbeats; a transient
-failure (timeout, connection error, 5xx, rate limit) is reported as retryable so the server retries
-it with backoff, a permanent one is not. If the server goes away the worker reconnects with capped
-backoff. Ctrl-C or SIGTERM stops it taking work; calls in flight get a short grace period to finish
-and are then handed back to the server, so another worker can take them at once.
+Up to `--concurrency` calls run at once. A long call keeps its lease with heartbeats, timed on the
+worker's own monotonic clock from the lease length the task carries; a transient failure (timeout,
+connection error, 5xx, rate limit) is reported as retryable so the server retries it with backoff,
+a permanent one is not. If the server goes away the worker polls and reports again under the retry
+policy of `nexum_server/retry.py`; a report keeps being retried until the server answers it, since
+a restarted server gives running tasks a fresh lease. Ctrl-C or SIGTERM stops it taking work; calls
+in flight get a short grace period to finish and are then handed back to the server, so another
+worker can take them at once.
 
 Run with:
     nexum dev                                  # terminal 1
@@ -24,11 +27,12 @@ import sys
 import time
 from typing import Any
 
-from nexum_server.client import HOLD_SECONDS, NexumClient
+from nexum_server.client import HOLD_SECONDS, NexumClient, run
 from nexum_server.config import DEFAULT_URL, ToolSettings
 from nexum_server.errors import NexumError, RequestRejected, ServerUnavailable
 from nexum_server.models import Status, Task, WorkflowRef
-from tools import PermanentToolError, TransientToolError, run_tool
+from nexum_server.retry import retry_async, retryable
+from tools import PermanentToolError, TransientToolError, aclose_clients, run_tool
 from workflow import IR, VERSION_HASH, WORKFLOW_ID, ToolCallInput, ToolCallOutput
 
 log = logging.getLogger("nexum.worker")
@@ -38,7 +42,6 @@ GRACE_SECONDS = 10.0
 """On shutdown, how long calls in flight may run before they are handed back."""
 HANDBACK_SECONDS = 5.0
 """On shutdown, how long handing calls back may take before the worker exits anyway."""
-RECONNECT_MAX_SECONDS = 5.0
 MAX_RESULT_CHARS = 200_000
 """Results longer than this are cut (and say so) to stay well inside the server's body limit."""
 REF = WorkflowRef(workflow_id=WORKFLOW_ID, version_hash=VERSION_HASH)
@@ -58,7 +61,8 @@ class Worker:
 
     async def run(self) -> None:
         """Register, then poll until `stop()`; then drain or hand back what is in flight."""
-        await self._with_reconnect(lambda: self.client.register_workflow(WORKFLOW_ID, VERSION_HASH, IR))
+        await self._with_reconnect(lambda: self._until_stopping(
+            self.client.register_workflow(WORKFLOW_ID, VERSION_HASH, IR)))
         search = f", search: {self.tools.describe()}" if self.tools else ""
         print(f"worker {self.worker_id} ready: polling {self.client.url}, concurrency {self.concurrency}{search}. "
               "Ctrl-C stops it.", flush=True)
@@ -75,17 +79,19 @@ class Worker:
             return
         tasks = await self._with_reconnect(
             lambda: self._until_stopping(self.client.poll(self.worker_id, [REF], HOLD_SECONDS, free)))
+        received = time.monotonic()
         for task in tasks or []:
-            self.running[task.task_id] = asyncio.create_task(self.execute(task))
+            self.running[task.task_id] = asyncio.create_task(self.execute(task, LeaseClock(task, received)))
         if tasks:
             # Let the new calls send their first request before this loop sends its next poll.
             await asyncio.sleep(0)
 
-    async def execute(self, task: Task) -> None:
+    async def execute(self, task: Task, lease: LeaseClock | None = None) -> None:
         """Run one claimed task and report its outcome; never raises."""
         started = time.perf_counter()
+        lease = lease or LeaseClock(task, time.monotonic())
         label = f"task {task.task_id}"
-        heartbeat = asyncio.create_task(self._heartbeat(task))
+        heartbeat = asyncio.create_task(self._heartbeat(task, lease))
         try:
             try:
                 call = ToolCallInput.model_validate(task.input)
@@ -96,8 +102,12 @@ class Worker:
             if len(result) > MAX_RESULT_CHARS:
                 result = result[:MAX_RESULT_CHARS] + f"\n\n[result cut by the worker at {MAX_RESULT_CHARS} characters]"
             execution = await self._report(self.client.complete, task, ToolCallOutput(result=result).model_dump())
-            refused = execution is not None and execution.status is not Status.COMPLETED
-            verb, detail = ("failed", f": {execution.error}") if refused else ("completed", "")
+            if execution is None:
+                verb, detail = "discarded", " (its report was refused: the lease is no longer this worker's)"
+            elif execution.status is not Status.COMPLETED:
+                verb, detail = "failed", f": {execution.error}"
+            else:
+                verb, detail = "completed", ""
         except (TransientToolError, PermanentToolError) as e:
             retryable = isinstance(e, TransientToolError)
             execution = await self._report(self.client.fail, task, str(e), retryable)
@@ -117,54 +127,49 @@ class Worker:
                  detail)
 
     async def _report(self, method: Any, task: Task, *args: Any) -> Any:
-        """Send a report, retrying while the server is away and the lease may still be ours."""
-        delay = 0.1
-        while True:
-            try:
-                return await method(task, *args)
-            except (ServerUnavailable, RequestRejected) as e:
-                if _server_trouble(e):
-                    if time.time() > task.lease_expires_at + HOLD_SECONDS:
-                        log.warning("task %s: server unreachable until the lease ran out; result dropped",
-                                    task.task_id)
-                        return None
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, RECONNECT_MAX_SECONDS)
-                    continue
-                assert isinstance(e, RequestRejected)
-                if e.status == 413 and method == self.client.complete:
-                    # Sending it again cannot make the result smaller: fail the call now, saying why,
-                    # rather than leave it RUNNING until its lease runs out and then run it again.
-                    return await self._report(self.client.fail, task, f"result too large to store: {e}", False)
-                # 409: the lease ran out and the task went to another worker, whose result will count.
-                log.warning("task %s: report refused (%s)", task.task_id, e)
-                return None
+        """Send a report; None when the server refused it (the lease is no longer ours).
 
-    async def _heartbeat(self, task: Task) -> None:
-        interval = max((task.lease_expires_at - time.time()) / 3, 0.05)
+        While the server is away the report is retried with no deadline: the lease guards it on
+        the server, a restarted server renews running leases, and a report that comes too late is
+        refused there rather than guessed at here.
+        """
+        try:
+            return await retry_async(lambda: method(task, *args), log=log)
+        except RequestRejected as e:
+            if e.status == 413 and method == self.client.complete:
+                # Sending it again cannot make the result smaller: fail the call now, saying why,
+                # rather than leave it RUNNING until its lease runs out and then run it again.
+                return await self._report(self.client.fail, task, f"result too large to store: {e}", False)
+            # 409: the lease ran out and the task went to another worker, whose result will count.
+            log.warning("task %s: report refused (%s)", task.task_id, e)
+            return None
+
+    async def _heartbeat(self, task: Task, lease: LeaseClock) -> None:
+        """Renew the lease every third of its length, timed on this worker's monotonic clock."""
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(lease.seconds / 3)
+            sent = time.monotonic()
             try:
-                lease = await self.client.heartbeat(task)
-                task.lease_expires_at = lease.lease_expires_at
+                await self.client.heartbeat(task)
+                lease.renewed(sent)
             except (ServerUnavailable, RequestRejected) as e:
-                if _server_trouble(e):
+                if retryable(e):
+                    if lease.remaining() < 0:
+                        log.warning("task %s: lease ran out by this worker's clock while the server was "
+                                    "away; a restarted server renews it, otherwise the result is refused",
+                                    task.task_id)
                     continue
                 log.warning("task %s: lease lost (%s); its result will be refused", task.task_id, e)
                 return
 
     async def _with_reconnect(self, call: Any) -> Any:
-        delay = 0.1
-        while not self.stopping.is_set():
-            try:
-                return await call()
-            except (ServerUnavailable, RequestRejected) as e:
-                if not _server_trouble(e):
-                    raise
-                log.warning("%s; retrying in %.1fs", e, delay)
-                await self._until_stopping(asyncio.sleep(delay))
-                delay = min(delay * 2, RECONNECT_MAX_SECONDS)
-        return None
+        """`call()` under the retry policy until it succeeds or the worker is asked to stop."""
+        try:
+            return await retry_async(call, stopping=self.stopping, log=log)
+        except (ServerUnavailable, RequestRejected) as e:
+            if retryable(e) and self.stopping.is_set():
+                return None
+            raise
 
     async def _until_stopping(self, awaitable: Any) -> Any:
         """Await, but give up (returning None) as soon as the worker is asked to stop."""
@@ -206,9 +211,23 @@ class Worker:
         log.info("worker %s stopped", self.worker_id)
 
 
-def _server_trouble(error: Exception) -> bool:
-    """The server is away or failing (a 5xx): the same request may well succeed a little later."""
-    return isinstance(error, ServerUnavailable) or (isinstance(error, RequestRejected) and error.status >= 500)
+class LeaseClock:
+    """A task's lease as this worker sees it: a duration on its own monotonic clock.
+
+    The server's `lease_expires_at` is on the server's wall clock and is never compared with ours.
+    A renewal is timed from when its request left here (the server renewed it later than that); a
+    claim from when its answer arrived, since a long-poll may be held for seconds before it claims.
+    """
+
+    def __init__(self, task: Task, granted: float) -> None:
+        self.seconds = task.lease_seconds
+        self.expires = granted + self.seconds
+
+    def renewed(self, sent: float) -> None:
+        self.expires = sent + self.seconds
+
+    def remaining(self) -> float:
+        return self.expires - time.monotonic()
 
 
 def _calls(count: int) -> str:
@@ -230,7 +249,10 @@ async def serve(args: argparse.Namespace) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, worker.stop)
-        await worker.run()
+        try:
+            await worker.run()
+        finally:
+            await aclose_clients()
 
 
 HELP_EPILOG = f"""\
@@ -244,7 +266,8 @@ The worker reads these variables, from the environment or from .env in the curre
 Without internet, `nexum-web python worker.py` runs it against a stand-in web.
 
 Ctrl-C or SIGTERM: no new work; calls in flight get --grace-seconds, then are handed back.
-A second Ctrl-C hands them back at once. Exit codes: 0 stopped, 2 bad settings or no server."""
+A second Ctrl-C hands them back at once. Exit codes: 0 stopped, 2 cannot start (a bad setting,
+no server at the URL, a refused token)."""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -268,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         # A misconfigured tool would fail every call for good: refuse to start instead.
         args.tools = ToolSettings.from_env()
-        asyncio.run(serve(args))
+        run(serve(args))
     except NexumError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from e

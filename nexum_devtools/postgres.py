@@ -108,7 +108,13 @@ class ThrowawayPostgres:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _interrupt)  # stopped by a supervisor: clean up as on Ctrl-C
+    signal.signal(signal.SIGINT, _interrupt)
     cluster = ThrowawayPostgres()
     try:
         cluster.start()

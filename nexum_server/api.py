@@ -7,6 +7,7 @@ reaches a client as a 500.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from http import HTTPStatus
@@ -22,6 +23,7 @@ from . import __version__
 from .config import Settings
 from .errors import InvalidValue, LeaseLost, NexumError, NotFound, StoreUnavailable
 from .guard import Guard
+from .hotroutes import HotRoutes
 from .jsonbody import StrictJSONRoute
 from .models import (
     CompleteTask,
@@ -86,7 +88,8 @@ def create_app(settings: Settings, store: Store | None = None,
     app.include_router(router)
     app.add_exception_handler(NexumError, nexum_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
-    return Guard(app, token=settings.token, max_body_bytes=settings.max_body_bytes, metrics=service.metrics)
+    return Guard(HotRoutes(app, service, error_answer), token=settings.token, max_body_bytes=settings.max_body_bytes,
+                 metrics=service.metrics)
 
 
 async def _service(request: Request) -> QueueService:
@@ -98,9 +101,16 @@ Service = Annotated[QueueService, Depends(_service)]
 router = APIRouter(route_class=StrictJSONRoute)
 
 
-async def nexum_error(request: Request, exc: NexumError) -> JSONResponse:
+def error_answer(exc: NexumError) -> tuple[int, bytes]:
+    """The status and body of an error the service raised: the one mapping for every route."""
     status = next((code for kind, code in ERROR_STATUS.items() if isinstance(exc, kind)), 400)
-    return JSONResponse({"error": {"code": exc.code, "message": str(exc)}}, status_code=status)
+    body = json.dumps({"error": {"code": exc.code, "message": str(exc)}}, ensure_ascii=False, separators=(",", ":"))
+    return status, body.encode()
+
+
+async def nexum_error(request: Request, exc: NexumError) -> Response:
+    status, body = error_answer(exc)
+    return Response(body, status_code=status, media_type="application/json")
 
 
 async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -174,6 +174,9 @@ class Task(BaseModel):
     lease_token: str
     """Changes on every claim; only its holder may heartbeat, complete or fail the task."""
     lease_expires_at: float
+    """When the lease runs out, on the server's clock (for people; workers time `lease_seconds`)."""
+    lease_seconds: float
+    """Length of the lease and of each renewal: a worker heartbeats well within it, on its own clock."""
 
 
 class TaskBatch(BaseModel):

@@ -15,7 +15,7 @@ from typing import Any
 
 from .cache import CompletedCache
 from .config import Settings
-from .errors import LeaseLost
+from .errors import LeaseLost, StoreUnavailable
 from .metrics import Metrics
 from .models import Execution, PollTasks, RegisterWorkflow, SessionRunInfo, StartExecution, Status, Task
 from .notifier import Notifier
@@ -51,6 +51,9 @@ class QueueService:
         if self._store is None:
             self._store = await asyncio.to_thread(open_store, self.settings)
         self.loop = asyncio.get_running_loop()
+        renewed = await self.store.run(self.store.on_server_start, time.time())
+        if renewed:
+            log.info("renewed the leases of %d running task(s): their workers can still report", renewed)
         self._background.append(asyncio.create_task(self.reap_leases()))
         if self.store.shared:
             self._background.append(asyncio.create_task(self.follow_other_servers()))
@@ -221,7 +224,9 @@ class QueueService:
 
         A killed agent's connection closes at once, so what it held is claimable by the next run
         at once, rather than when its leases run out. A server shutting down lets go without that.
+        Only the session's current run may hold it (`SessionTakenOver` otherwise, at once).
         """
+        await self.renew_session(session_id, run_token)
         closing = asyncio.ensure_future(self.notifier.wait_closing())
         gone = asyncio.ensure_future(disconnected)
         try:
@@ -291,7 +296,9 @@ class QueueService:
             delay = self.settings.lease_seconds
             try:
                 expired, next_expiry = await self.store.run(self.store.expire_leases, time.time())
-            except Exception:  # a busy or failing disk must not stop lease expiry for good
+            except StoreUnavailable as e:  # the database is away: said once a period, without a traceback
+                log.warning("expiring leases failed (%s); trying again in %.1f s", e, delay)
+            except Exception:  # a failing disk or a bug must not stop lease expiry for good
                 log.exception("expiring leases failed; trying again in %.1f s", delay)
             else:
                 self.expired(expired)

@@ -40,9 +40,9 @@ def _no_model_requests_and_clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(PROJECT_VARIABLES):
             monkeypatch.delenv(name)
-    # Blank rather than unset: the processes a test starts call load_dotenv(), which never
-    # overrides a variable that exists, so a developer's own .env cannot leak a token, a model key
-    # or another port into them. The project reads an empty value as unset.
+    # Blank rather than unset: a variable in the environment, even an empty one, hides the same key
+    # in .env (nexum_server/config.py), so a developer's own .env cannot leak a token, a model key
+    # or another port into the processes a test starts. An empty value means the default.
     for name in DOTENV_KEYS:
         monkeypatch.setenv(name, "")
 

@@ -18,19 +18,22 @@ from typing import Any
 
 import pytest
 
+from nexum_devtools.postgres import PostgresMissing, find_bindir
 from nexum_devtools.procs import DOTENV_KEYS, ROOT
 
 TOOL_CALLS = 4
-RUN_TIMEOUT_SECONDS = 90
+RUN_TIMEOUT_SECONDS = 150
 PROJECT_VARIABLES = ("NEXUM_", "SESSION_ID")
 TABLE_ROWS = (
     "Agent runs", "1 cold", "2 re-run", "Pydantic AI + Nexum, new session", "Pydantic AI + Nexum, same session",
     "Per-call latency", "bare round trip, GET /health", "cached call", "cold overhead (cold - direct)",
     "polling-pattern call", "Throughput, end to end", "tool alone, in process", "Nexum, 1 worker",
     "Nexum, 2 workers", "Targets", "cold overhead p99", "throughput, 1 server + 1 worker",
+    "blocking bare round trip, GET /health", "blocking cached call", "throughput, 2 workers / 1 worker",
+    "Backends: the instant tool", "SQLite, 1 server",
 )
-LATENCIES = ("bare_round_trip_ms", "cached_call_ms", "direct_tool_ms", "cold_call_ms", "cold_outside_worker_ms",
-             "polling_call_ms")
+LATENCIES = ("bare_round_trip_ms", "cached_call_ms", "bare_round_trip_blocking_ms", "cached_call_blocking_ms",
+             "direct_tool_ms", "cold_call_ms", "cold_outside_worker_ms", "polling_call_ms")
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +60,7 @@ def test_tables_have_every_row(bench: tuple[str, dict[str, Any]]) -> None:
 
 def test_json_has_the_machine_and_every_figure(bench: tuple[str, dict[str, Any]]) -> None:
     _, figures = bench
-    assert set(figures) == {"machine", "config", "agent", "calls"}
+    assert set(figures) == {"machine", "config", "agent", "calls", "backends"}
     assert {"cpu_count", "cpu_model", "python", "platform"} <= set(figures["machine"])
     assert figures["machine"]["cpu_count"] > 0
     assert {"runs", "cold_overhead_seconds", "rerun_speedup"} <= set(figures["agent"])
@@ -67,8 +70,12 @@ def test_json_has_the_machine_and_every_figure(bench: tuple[str, dict[str, Any]]
     assert {"p50", "p95", "p99"} <= set(calls["cold_overhead_ms"]) and {"p50"} <= set(calls["polling_overhead_ms"])
     assert [r["workers"] for r in calls["throughput"]] == [0, 1, 2]
     assert all(r["calls"] > 0 and r["calls_per_second"] > 0 for r in calls["throughput"])
-    assert len(calls["targets"]) == 5
+    assert len(calls["targets"]) == 7
     assert all(t["met"] in (True, False, None) and t["goal"] and t["measured"] for t in calls["targets"])
+    setups = [(r["backend"], r["servers"]) for r in figures["backends"]]
+    assert setups == [("SQLite", 1), ("PostgreSQL", 1), ("PostgreSQL", 2)] if _has_postgres() else [("SQLite", 1)]
+    for row in figures["backends"]:
+        assert row["cached_call_ms"]["p50"] > 0 and row["cold_call_ms"]["p99"] > 0 and row["calls_per_second"] > 0
 
 
 def test_nexum_rerun_executes_nothing(bench: tuple[str, dict[str, Any]]) -> None:
@@ -96,6 +103,19 @@ def test_started_processes_are_stopped(bench: tuple[str, dict[str, Any]]) -> Non
     # Workers are found by the server URL on their command line (Linux's /proc; elsewhere skipped).
     leftovers = [path for path in Path("/proc").glob("[0-9]*/cmdline") if _reads(path, urls[0])]
     assert not leftovers
+    postgres_ports = re.findall(r"PostgreSQL postgresql://postgres@127\.0\.0\.1:(\d+)/", output)
+    assert len(postgres_ports) == (1 if _has_postgres() else 0), output
+    for port in postgres_ports:
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", int(port)), timeout=2).close()
+
+
+def _has_postgres() -> bool:
+    try:
+        find_bindir()
+    except PostgresMissing:
+        return False
+    return True
 
 
 def _reads(path: Path, text: str) -> bool:

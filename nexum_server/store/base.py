@@ -71,11 +71,15 @@ class Store(ABC):
 
     async def run(self, method: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a store method in the store's executor, off the event loop."""
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, functools.partial(method, *args, **kwargs))
+            return await self._execute(functools.partial(method, *args, **kwargs))
         except self.unavailable_errors as e:
-            raise StoreUnavailable(f"the database cannot be used right now ({e}); try again") from e
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]  # a driver's hints stay in the log
+            raise StoreUnavailable(f"the database cannot be used right now ({reason}); try again") from e
+
+    async def _execute(self, call: Callable[[], T]) -> T:
+        """One hop to the store's executor and back; a store may group calls instead."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     def start(self) -> None:
         """Open the store on its own executor thread."""
@@ -143,6 +147,16 @@ class Store(ABC):
         self, worker_id: str, workflows: list[WorkflowRef], limit: int, lease_seconds: float, now: float
     ) -> ClaimOutcome:
         """Requeue (or fail) tasks whose lease ran out, then lease up to `limit` claimable tasks."""
+
+    @abstractmethod
+    def on_server_start(self, now: float) -> int:
+        """A server starts on this store: give RUNNING tasks (and session runs) a fresh lease if no
+        other server kept the clock.
+
+        No worker can heartbeat while no server is up, so leases must not run out for that time:
+        their workers may still be running or reporting. Returns how many leases were renewed.
+        A store shared by several live servers renews nothing when another one is alive.
+        """
 
     @abstractmethod
     def expire_leases(self, now: float) -> tuple[list[Execution], float | None]:

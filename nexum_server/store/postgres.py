@@ -9,14 +9,17 @@ statement itself, read by `changes()` on one more connection held by the event l
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool
 
@@ -26,16 +29,23 @@ from . import postgres_sql as sql
 from .base import SCHEMA_VERSION, ClaimOutcome, SessionRun, StartOutcome, Store
 from .sqlite import _dump, _execution, _task  # rows decode the same way on both backends
 
+T = TypeVar("T")
+
 CONNECTIONS = 8
 """Pool size, and threads of the store's executor: one connection per call in flight."""
 CONNECT_TIMEOUT_SECONDS = 5
 """How long opening one connection may take before the database counts as unreachable."""
 POOL_WAIT_SECONDS = 2.0
 """How long a call waits for a pooled connection (the database is down) before it is answered 503."""
+RECONNECT_GIVE_UP_SECONDS = 3.0
+"""The pool's reconnection backoff (1 s, 2 s, ...) is abandoned after this, and the next call
+starts a fresh attempt at once: a database back after a long outage is used within seconds."""
 LOCK_TIMEOUT = "5s"
 """Longest a statement waits for a lock held by another connection (as SQLite's busy timeout)."""
 RECHECK_SECONDS = 1.0
 """How often `changes()` yields a re-check: the longest a lost notification delays a wake-up."""
+SERVER_ALIVE_SECONDS = 10.0
+"""A server seen by the database within this long is alive (it checks in every `RECHECK_SECONDS`)."""
 START_RETRIES = 3
 """A start whose live execution ended between its insert and its read tries again this often."""
 KEEPALIVE = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
@@ -77,6 +87,7 @@ class PostgresStore(Store):
         self.origin = uuid.uuid4().hex[:16]
         """Names this server in the notifications it sends, so it can skip its own."""
         self._pool: ConnectionPool | None = None
+        self._local = threading.local()
         try:
             psycopg.conninfo.conninfo_to_dict(self.url)
         except psycopg.ProgrammingError as e:
@@ -93,7 +104,13 @@ class PostgresStore(Store):
 
     def _connect_args(self) -> dict[str, Any]:
         return {"autocommit": True, "row_factory": dict_row, "connect_timeout": CONNECT_TIMEOUT_SECONDS,
-                "options": f"-c lock_timeout={LOCK_TIMEOUT}", **KEEPALIVE}
+                "options": f"-c lock_timeout={LOCK_TIMEOUT}", "application_name": self.application_name,
+                **KEEPALIVE}
+
+    @property
+    def application_name(self) -> str:
+        """Names this server's connections, so a starting server can see which others are alive."""
+        return f"{sql.SERVER_NAME_PREFIX}{self.origin}"
 
     def open(self) -> None:
         try:
@@ -103,7 +120,8 @@ class PostgresStore(Store):
             raise StoreUnavailable(f"cannot use the PostgreSQL database at {self.location}: "
                                    f"{str(e).strip()}") from e
         pool = ConnectionPool(self.url, min_size=1, max_size=CONNECTIONS, timeout=POOL_WAIT_SECONDS,
-                              kwargs=self._connect_args(), open=False, name="nexum")
+                              reconnect_timeout=RECONNECT_GIVE_UP_SECONDS, kwargs=self._connect_args(),
+                              open=False, name="nexum")
         pool.open(wait=True, timeout=CONNECT_TIMEOUT_SECONDS)
         self._pool = pool
 
@@ -127,17 +145,41 @@ class PostgresStore(Store):
 
     def close(self) -> None:
         if self._pool is not None:
+            try:
+                with self._db() as db:
+                    db.execute(sql.SERVER_GONE, {"origin": self.origin})
+            except psycopg.OperationalError:
+                pass  # the database is away: the row ages out instead
             self._pool.close()
             self._pool = None
 
+    async def _execute(self, call: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._in_transaction, call)
+
+    def _in_transaction(self, call: Callable[[], T]) -> T:
+        """Everything `call` does on this thread is one transaction: it commits or it leaves no trace."""
+        with self.pool.connection() as db:
+            self._local.db = db
+            try:
+                with db.transaction():
+                    return call()
+            finally:
+                self._local.db = None
+
     @contextmanager
     def _db(self) -> Iterator[psycopg.Connection[Any]]:
+        """The connection of the call being run here, or one from the pool (autocommit)."""
+        current = getattr(self._local, "db", None)
+        if current is not None:
+            yield current
+            return
         with self.pool.connection() as db:
             yield db
 
     @contextmanager
     def _tx(self) -> Iterator[psycopg.Connection[Any]]:
-        with self.pool.connection() as db, db.transaction():
+        """A transaction: the running call's own, or a new one."""
+        with self._db() as db, _transaction(db):
             yield db
 
     def register_workflow(self, ref: WorkflowRef, ir: dict[str, Any], now: float) -> str:
@@ -151,21 +193,18 @@ class PostgresStore(Store):
         return "CHANGED" if known else "NEW"
 
     def start_execution(self, ref: WorkflowRef, session_id: str, key: str, input: Any, now: float) -> StartOutcome:
+        params = {"id": uuid.uuid4().hex, "workflow_id": ref.workflow_id, "version_hash": ref.version_hash,
+                  "session_id": session_id, "key": key, "input": _dump(input),
+                  "max_attempts": self.settings.max_attempts, "now": now, "origin": self.origin}
         live = (ref.workflow_id, session_id, key)
         with self._db() as db:
-            # The common case on a re-run is a hit: a read answers it. The UNIQUE index, not this
-            # read, is what keeps a call to one live execution.
-            row = db.execute(sql.SELECT_LIVE, live).fetchone()
-            if row is not None:
-                return StartOutcome(_execution(row), created=False)
-            params = {"id": uuid.uuid4().hex, "workflow_id": ref.workflow_id, "version_hash": ref.version_hash,
-                      "session_id": session_id, "key": key, "input": _dump(input),
-                      "max_attempts": self.settings.max_attempts, "now": now, "origin": self.origin}
             for _ in range(START_RETRIES):
+                # Insert first: the UNIQUE index decides (a concurrent start of the key is waited
+                # for, not missed), and a new call costs one statement.
                 row = db.execute(sql.INSERT_EXECUTION, params).fetchone()
                 if row is not None:
                     return StartOutcome(_execution(row), created=True)
-                # Another start holds the key; read what it made, in a snapshot taken after it committed.
+                # The key is taken: read what holds it, in a snapshot taken after that committed.
                 row = db.execute(sql.SELECT_LIVE, live).fetchone()
                 if row is not None:
                     return StartOutcome(_execution(row), created=False)
@@ -208,19 +247,33 @@ class PostgresStore(Store):
                   "workflow_ids": [w.workflow_id for w in workflows], "hashes": [w.version_hash for w in workflows],
                   "origin": self.origin}
         with self._db() as db:
-            if not _scalar(db, sql.ANYTHING_TO_CLAIM, params):
-                return ClaimOutcome(tasks=[], expired=[], next_due_at=_scalar(db, sql.NEXT_DUE, params))
-            with db.transaction():
-                expired = [_execution(r) for r in db.execute(sql.EXPIRE_LEASES, params).fetchall()]
-                rows = db.execute(sql.CLAIM, params).fetchall()
+            pending, lapsed, next_due = db.cursor(row_factory=tuple_row).execute(sql.CLAIMABLE, params).fetchone()  # type: ignore[misc]
+            if not (pending or lapsed):
+                return ClaimOutcome(tasks=[], expired=[], next_due_at=next_due)
+            with _transaction(db):
+                expired = [_execution(row) for row in db.execute(sql.EXPIRE_LEASES, params)] if lapsed else []
+                tasks = [_task(row, lease_seconds) for row in db.execute(sql.CLAIM, params).fetchall()]
                 next_due = _scalar(db, sql.NEXT_DUE, params)
-        return ClaimOutcome(tasks=[_task(row) for row in rows], expired=expired, next_due_at=next_due)
+        return ClaimOutcome(tasks=tasks, expired=expired, next_due_at=next_due)
+
+    def on_server_start(self, now: float) -> int:
+        # Whether another server is alive is judged on the database's clock, never on ours.
+        params = {"origin": self.origin, "now": now, "lease_seconds": self.settings.lease_seconds,
+                  "alive_seconds": SERVER_ALIVE_SECONDS}
+        with self._tx() as db:
+            db.execute(sql.SERVERS_LOCK)
+            others = _scalar(db, sql.OTHER_SERVERS_ALIVE, params)
+            db.execute(sql.SERVER_SEEN, params)
+            if others:
+                return 0  # they kept the clock: their workers heartbeat and their reaper expires on time
+            renewed = db.execute(sql.RENEW_RUNNING_LEASES, params).rowcount
+            db.execute(sql.RENEW_SESSION_LEASES, params)
+        return renewed
 
     def expire_leases(self, now: float) -> tuple[list[Execution], float | None]:
         with self._tx() as db:
-            expired = [_execution(r) for r in db.execute(sql.EXPIRE_LEASES, {"now": now, "origin": self.origin})]
-            next_expiry = _scalar(db, sql.NEXT_LEASE_EXPIRY)
-        return expired, next_expiry
+            expired = [_execution(row) for row in db.execute(sql.EXPIRE_LEASES, {"now": now, "origin": self.origin})]
+            return expired, _scalar(db, sql.NEXT_LEASE_EXPIRY)
 
     def heartbeat(self, task_id: str, lease_token: str, lease_seconds: float, now: float) -> float:
         with self._db() as db:
@@ -297,23 +350,37 @@ class PostgresStore(Store):
             row = db.execute(sql.CLAIM_FOR_RUN, params).fetchone()
             if row is None and db.execute(sql.SESSION_RUN_IS, params).fetchone() is None:
                 raise SessionTakenOver(f"session {session_id!r} was taken over by a newer run")
-        return _task(row) if row is not None else None
+        return _task(row, lease_seconds) if row is not None else None
 
     async def changes(self) -> AsyncIterator[Change | None]:
         """Other servers' changes as they commit, and `None` once connected and then every
         `RECHECK_SECONDS`: the caller re-checks what it waits for, so a notification lost with a
         dropped connection costs at most one interval. Raises when the connection is lost."""
         async with await psycopg.AsyncConnection.connect(
-                self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS, **KEEPALIVE) as db:
+                self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                application_name=self.application_name, **KEEPALIVE) as db:
             await db.execute(f"LISTEN {sql.CHANNEL}")
             yield None
             while True:
                 async for notice in db.notifies(timeout=RECHECK_SECONDS):
-                    origin, kind, *rest = notice.payload.split(" ")
-                    if origin != self.origin:
-                        yield Change(kind, rest[0] if rest else None)
-                await db.execute("SELECT 1")  # a connection that died quietly fails here
+                    origin, _, change = notice.payload.partition(" ")
+                    kind, _, execution_id = change.partition(" ")
+                    # Our own changes woke our own waiters already; anything else on the channel is ignored.
+                    if origin != self.origin and kind in ("ready", "done"):
+                        yield Change(kind, execution_id or None)
+                # This server is alive (on the database's clock); a connection that died quietly fails here.
+                await db.execute(sql.SERVER_SEEN, {"origin": self.origin})
                 yield None
+
+
+@contextmanager
+def _transaction(db: psycopg.Connection[Any]) -> Iterator[None]:
+    """A transaction on `db`, unless it is inside one already (the call's own, see `_in_transaction`)."""
+    if db.info.transaction_status == TransactionStatus.INTRANS:
+        yield
+    else:
+        with db.transaction():
+            yield
 
 
 def _scalar(db: psycopg.Connection[Any], statement: str, params: Any = None) -> Any:

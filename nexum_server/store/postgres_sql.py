@@ -61,6 +61,12 @@ CREATE UNIQUE INDEX IF NOT EXISTS executions_live_key ON nexum.executions (workf
 CREATE INDEX IF NOT EXISTS executions_pending ON nexum.executions (scheduled_at, seq) WHERE status = 'PENDING';
 CREATE INDEX IF NOT EXISTS executions_leased ON nexum.executions (lease_expires_at) WHERE status = 'RUNNING';
 CREATE INDEX IF NOT EXISTS executions_session ON nexum.executions (session_id, seq);
+-- The servers using this database, each checking in on the database's clock: a server that starts
+-- while another is alive leaves the lease clock to it.
+CREATE TABLE IF NOT EXISTS nexum.servers (
+    origin  text PRIMARY KEY,
+    seen_at timestamptz NOT NULL
+);
 -- The one live agent run of each session: its token fences the run's in-process executions.
 CREATE TABLE IF NOT EXISTS nexum.session_runs (
     session_id       text PRIMARY KEY,
@@ -180,14 +186,38 @@ WITH candidates AS (
     RETURNING e.*)
 SELECT {COLUMNS} FROM claimed ORDER BY scheduled_at, seq
 """
-# Most polls find nothing (a worker re-polls as soon as it has taken work): a read answers them
-# without opening a transaction.
-ANYTHING_TO_CLAIM = f"""
-SELECT EXISTS (
-           SELECT 1 FROM nexum.executions
-           WHERE status = 'PENDING' AND scheduled_at <= %(now)s AND {WORKFLOWS_IN})
-    OR EXISTS (SELECT 1 FROM nexum.executions WHERE status = 'RUNNING' AND lease_expires_at <= %(now)s)
+# Most polls find nothing (a worker re-polls as soon as it has taken work): one read answers them,
+# with when to look again, without a transaction. It also says whether any lease has run out.
+CLAIMABLE = f"""
+SELECT EXISTS (SELECT 1 FROM nexum.executions
+               WHERE status = 'PENDING' AND scheduled_at <= %(now)s AND {WORKFLOWS_IN}),
+       EXISTS (SELECT 1 FROM nexum.executions WHERE status = 'RUNNING' AND lease_expires_at <= %(now)s),
+       least(
+           (SELECT min(scheduled_at) FROM nexum.executions WHERE status = 'PENDING' AND scheduled_at > %(now)s),
+           (SELECT min(lease_expires_at) FROM nexum.executions WHERE status = 'RUNNING'))
 """
+SERVERS_LOCK = "SELECT pg_advisory_xact_lock(hashtext('nexum servers'))"
+OTHER_SERVERS_ALIVE = """
+SELECT count(*) FROM nexum.servers
+WHERE origin <> %(origin)s AND seen_at > clock_timestamp() - make_interval(secs => %(alive_seconds)s)
+"""
+SERVER_SEEN = """
+INSERT INTO nexum.servers (origin, seen_at) VALUES (%(origin)s, clock_timestamp())
+ON CONFLICT (origin) DO UPDATE SET seen_at = excluded.seen_at
+"""
+SERVER_GONE = "DELETE FROM nexum.servers WHERE origin = %(origin)s"
+# A server starting while no other is alive: no worker could heartbeat meanwhile, so the lease clock
+# must not have run. Never shortens a lease.
+RENEW_RUNNING_LEASES = """
+UPDATE nexum.executions SET lease_expires_at = greatest(lease_expires_at, %(now)s + %(lease_seconds)s),
+    updated_at = %(now)s
+WHERE status = 'RUNNING'
+"""
+RENEW_SESSION_LEASES = """
+UPDATE nexum.session_runs SET lease_expires_at = greatest(lease_expires_at, %(now)s + %(lease_seconds)s)
+"""
+SERVER_NAME_PREFIX = "nexum-server "
+"""`application_name` of every connection a server opens, then the server's origin id."""
 NEXT_LEASE_EXPIRY = "SELECT min(lease_expires_at) FROM nexum.executions WHERE status = 'RUNNING'"
 NEXT_DUE = """
 SELECT least(

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ..errors import InvalidValue, LeaseLost, NotFound, SchemaError, SessionTakenOver, WorkflowNotFound
 from ..models import Execution, Status, Task, WorkflowRef
 from .base import SCHEMA_VERSION, ClaimOutcome, SessionRun, StartOutcome, Store
+from .group import GroupCommit
 from .lock import ServerLock
 from .sqlite_sql import (
     ANYTHING_TO_CLAIM,
@@ -28,6 +30,8 @@ from .sqlite_sql import (
     NEXT_DUE,
     NEXT_LEASE_EXPIRY,
     RELEASE,
+    RENEW_RUNNING_LEASES,
+    RENEW_SESSION_LEASES,
     RENEW_SESSION,
     RUN_GONE,
     SCHEMA,
@@ -44,6 +48,9 @@ from .sqlite_sql import (
 )
 
 
+T = TypeVar("T")
+
+
 class SQLiteStore(Store):
     """The store on one SQLite file. All calls arrive on the one executor thread."""
 
@@ -56,10 +63,14 @@ class SQLiteStore(Store):
         self._lock_file = lock
         """Hold the file for this server alone (`lock.py`); tests open several stores on one file."""
         self._lock: ServerLock | None = None
+        self._group = GroupCommit(self._executor, lambda: self.db)
 
     @property
     def location(self) -> str:
         return str(self.settings.db_path)
+
+    async def _execute(self, call: Callable[[], T]) -> T:
+        return await self._group.run(call)
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -187,7 +198,16 @@ class SQLiteStore(Store):
             rows = self.db.execute(CLAIM, {"now": now, "lease_seconds": lease_seconds, "worker_id": worker_id,
                                            "workflows": refs, "limit": limit}).fetchall()
             next_due = self.db.execute(NEXT_DUE, {"now": now}).fetchone()[0]
-        return ClaimOutcome(tasks=[_task(row) for row in rows], expired=expired, next_due_at=next_due)
+        return ClaimOutcome(tasks=[_task(row, lease_seconds) for row in rows], expired=expired,
+                            next_due_at=next_due)
+
+    def on_server_start(self, now: float) -> int:
+        # One server per SQLite file, so a starting server is the only one: nobody kept the clock.
+        params = {"now": now, "lease_seconds": self.settings.lease_seconds}
+        with self._tx():
+            cursor = self.db.execute(RENEW_RUNNING_LEASES, params)
+            self.db.execute(RENEW_SESSION_LEASES, params)
+        return cursor.rowcount
 
     def expire_leases(self, now: float) -> tuple[list[Execution], float | None]:
         with self._tx():
@@ -269,7 +289,7 @@ class SQLiteStore(Store):
             row = self.db.execute(CLAIM_FOR_RUN, params).fetchone()
             if row is None and self.db.execute(SESSION_RUN_IS, params).fetchone() is None:
                 raise SessionTakenOver(f"session {session_id!r} was taken over by a newer run")
-        return _task(row) if row is not None else None
+        return _task(row, lease_seconds) if row is not None else None
 
 
 class _Transaction:
@@ -313,9 +333,10 @@ def _execution(row: sqlite3.Row) -> Execution:
     )
 
 
-def _task(row: sqlite3.Row) -> Task:
+def _task(row: sqlite3.Row, lease_seconds: float) -> Task:
     return Task.model_construct(
         task_id=row["id"], execution_id=row["id"], workflow_id=row["workflow_id"],
         version_hash=row["version_hash"], node_id=row["node_id"], input=json.loads(row["input"]),
         attempt=row["attempts"], lease_token=row["lease_token"], lease_expires_at=row["lease_expires_at"],
+        lease_seconds=lease_seconds,
     )

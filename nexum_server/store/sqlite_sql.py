@@ -145,6 +145,15 @@ SELECT EXISTS (
                  FROM json_each(:workflows)))
     OR EXISTS (SELECT 1 FROM executions WHERE status = 'RUNNING' AND lease_expires_at <= :now)
 """
+# A server starting on a file no other server uses: while none was up, no worker could heartbeat,
+# so the lease clock must not have run. Never shortens a lease.
+RENEW_RUNNING_LEASES = """
+UPDATE executions SET lease_expires_at = max(lease_expires_at, :now + :lease_seconds), updated_at = :now
+WHERE status = 'RUNNING'
+"""
+RENEW_SESSION_LEASES = """
+UPDATE session_runs SET lease_expires_at = max(lease_expires_at, :now + :lease_seconds)
+"""
 NEXT_LEASE_EXPIRY = "SELECT min(lease_expires_at) FROM executions WHERE status = 'RUNNING'"
 NEXT_DUE = """
 SELECT min(t) FROM (

@@ -7,15 +7,18 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 import submit_task
-from nexum_server.client import NexumClient
+from nexum_server.client import NexumClient, NexumSyncClient
 from nexum_server.errors import WaitTimeout
 from nexum_server.models import Status
-from submit_task import call_tool
+from submit_task import call_tool, submit_tool_call
 from tests.e2e.helpers import WebRequests
 from nexum_devtools.web import WebFixture, search_results
 from nexum_devtools.procs import ROOT, NexumServer, Proc
@@ -78,3 +81,40 @@ async def test_without_a_worker_call_tool_warns_then_times_out(
     [pending] = await client.list(session_id=session_id)
     assert pending.status is Status.PENDING and pending.attempts == 0
     assert web_requests.since(mark) == []
+
+
+THREADS = 60
+KEYS = 30
+
+
+def test_blocking_submit_is_safe_from_many_threads_at_once(
+        server: NexumServer, worker: Proc, web: WebFixture, web_requests: WebRequests, session_id: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # What a user's sync tool does when the model asks for many tools at once: Pydantic AI runs
+    # each in a thread, and each calls the process's one blocking client.
+    monkeypatch.setenv("NEXUM_URL", server.url)
+    monkeypatch.setattr(submit_task, "_sync_client", None)
+    queries = [f"threads {session_id} {i}" for i in range(KEYS)]
+    asked = queries + queries
+    together = threading.Barrier(THREADS, timeout=30)
+    mark = web_requests.mark()
+
+    def ask(query: str) -> str:
+        together.wait()
+        return submit_tool_call(WEB_SEARCH, {"query": query}, session_id, timeout=60)
+
+    try:
+        with ThreadPoolExecutor(THREADS) as pool:
+            answers = list(pool.map(ask, asked, timeout=90))
+    finally:
+        if submit_task._sync_client is not None:
+            submit_task._sync_client.close()
+
+    for query, answer in zip(asked, answers, strict=True):
+        assert [hit["url"] for hit in json.loads(answer)] == [r["url"] for r in search_results(query, web.url)[:5]]
+    with NexumSyncClient(server.url) as client:
+        executions = client.request("GET", "/v1/executions", params={"session_id": session_id,
+                                                                    "limit": 1000}).json()["executions"]
+    assert len(executions) == KEYS and {e["status"] for e in executions} == {"COMPLETED"}
+    assert Counter(e["input"]["tool_args"]["query"] for e in executions) == Counter(queries)
+    assert sum(web_requests.for_call(WEB_SEARCH, {"query": q}, since=mark) for q in queries) == KEYS

@@ -197,19 +197,20 @@ def test_unknown_ids_get_404(api: httpx2.Client) -> None:
 
 
 async def test_invalid_lease_tokens_get_409_and_change_nothing(fuzz_server: NexumServer, session_id: str) -> None:
-    async with NexumClient(fuzz_server.url) as client:
+    async with NexumClient(fuzz_server.url) as client, httpx2.AsyncClient(base_url=fuzz_server.url,
+                                                                          timeout=30) as http:
         await register(client)
         started = await client.start(WORKFLOW_ID, VERSION_HASH, session_id, token("key"), {"n": 1})
         poll = {"worker_id": token("w"), "workflows": [REF.model_dump()], "wait": 0.2, "max_tasks": 100}
-        claimed = (await client.http.post("/v1/tasks/poll", json=poll)).json()["tasks"]
+        claimed = (await http.post("/v1/tasks/poll", json=poll)).json()["tasks"]
         [task] = [t for t in claimed if t["execution_id"] == started.id]
         for bad in ("0" * 32, task["lease_token"][:-1], "x" * 200):
-            response = await client.http.post(f"/v1/tasks/{task['task_id']}/complete",
+            response = await http.post(f"/v1/tasks/{task['task_id']}/complete",
                                               json={"lease_token": bad, "output": "forged"})
             assert response.status_code == 409, response.text
         current = await client.get(started.id)
         assert (current.status, current.result) == (Status.RUNNING, None)
-        done = await client.http.post(f"/v1/tasks/{task['task_id']}/complete",
+        done = await http.post(f"/v1/tasks/{task['task_id']}/complete",
                                       json={"lease_token": task["lease_token"], "output": "real"})
         assert done.status_code == 200
         assert (await client.get(started.id)).result == "real"

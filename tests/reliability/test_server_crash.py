@@ -11,6 +11,7 @@ import asyncio
 import json
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,9 +20,9 @@ from pathlib import Path
 from nexum_server.client import NexumClient
 from nexum_server.models import Execution, Status
 from submit_task import ToolCallOutcome, call_tool
-from nexum_devtools.web import WebFixture
 from nexum_devtools.procs import WORKER_READY, NexumServer, Proc
-from tests.reliability.faults import token, until
+from nexum_devtools.web import WebFixture
+from tests.reliability.faults import ahits, token, until
 from workflow import VISIT_WEBPAGE
 
 DISTINCT = 180
@@ -85,6 +86,50 @@ async def test_server_killed_under_load_loses_nothing_acknowledged_and_every_cli
     first = {calls[i]: results[i].execution.id for i in range(DISTINCT)}
     for i in range(DISTINCT, len(calls)):
         assert results[i].execution.id == first[calls[i]], "a repeated call made a second execution"
+
+
+OUTAGE_SECONDS = 25.0
+"""How long the server stays down mid-run: five leases of `OUTAGE_LEASE_SECONDS`."""
+OUTAGE_LEASE_SECONDS = 5
+OUTAGE_PAGE_SECONDS = 2.0
+"""Each page finishes while the server is down, so its worker must hold on to the result."""
+
+
+async def test_a_server_down_for_many_leases_mid_run_makes_no_page_fetch_twice(
+        start_server: Callable[..., NexumServer], start_worker: Callable[..., Proc],
+        client_of: Callable[..., NexumClient], web: WebFixture, session_id: str, tmp_path: Path) -> None:
+    db = tmp_path / "outage.db"
+    server = start_server(db=db, lease_seconds=OUTAGE_LEASE_SECONDS)
+    client = client_of(server)
+    worker = start_worker(server)
+    run = token("outage")
+    paths = [f"/slow/{run}-{page}" for page in ("first", "second")]
+
+    async def one(path: str) -> ToolCallOutcome:
+        args = {"url": f"{web.url}{path}?seconds={OUTAGE_PAGE_SECONDS}"}
+        return await call_tool(VISIT_WEBPAGE, args, session_id, CALL_TIMEOUT, client=client)
+
+    waiting = [asyncio.create_task(one(path)) for path in paths]
+
+    async def both_fetching() -> bool:
+        return all(await asyncio.gather(*(ahits(web, path) for path in paths)))
+
+    await until(both_fetching, 30, "the worker fetching both pages")
+    server.kill()
+    down_since = time.monotonic()
+    # Not a wait for anything: the outage's length is the fault under test. Its pages finish
+    # meanwhile and the worker keeps retrying their reports.
+    await asyncio.sleep(OUTAGE_SECONDS)
+    restarted = start_server(db=db, port=server.port, lease_seconds=OUTAGE_LEASE_SECONDS)
+    assert time.monotonic() - down_since >= OUTAGE_SECONDS
+
+    outcomes = await asyncio.wait_for(asyncio.gather(*waiting), CALL_TIMEOUT)
+    assert [await ahits(web, path) for path in paths] == [1, 1], "a page was fetched twice"
+    for path, outcome in zip(paths, outcomes, strict=True):
+        assert outcome.execution.status is Status.COMPLETED and outcome.execution.attempts == 1
+        assert path.rsplit("/", 1)[1].replace("-", " ").title() in outcome.result.splitlines()[0]
+    assert "renewed the leases of 2 running task(s)" in restarted.output
+    assert worker.output.count(") completed in") == 2 and "discarded" not in worker.output, worker.output
 
 
 class FailingNexum(ThreadingHTTPServer):

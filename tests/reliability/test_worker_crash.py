@@ -7,7 +7,10 @@ worker loses its task. Late reports from the dead worker's lease are refused and
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
+
+import httpx2
 
 from nexum_server.client import NexumClient
 from nexum_server.models import Status
@@ -49,14 +52,15 @@ async def test_killed_worker_call_runs_again_after_lease_expiry_and_is_recorded_
 
 async def test_report_with_an_expired_lease_token_is_refused_and_changes_nothing(
         start_server: Callable[..., NexumServer], start_worker: Callable[..., Proc],
-        client_of: Callable[..., NexumClient], web: WebFixture, session_id: str) -> None:
+        client_of: Callable[..., NexumClient], raw_http_of: Callable[..., httpx2.AsyncClient], web: WebFixture,
+        session_id: str) -> None:
     server = start_server(lease_seconds=LEASE_SECONDS)
     client = client_of(server)
     await register(client)
     slug = token("stale")
     path = f"/slow/{slug}"
     args = {"url": f"{web.url}{path}?seconds=1"}
-    http = client.http
+    http = raw_http_of(server)
 
     waiting = asyncio.create_task(call_tool(VISIT_WEBPAGE, args, session_id, CALL_TIMEOUT, client=client))
     # This test plays the worker that claims the task and then dies without a word.
@@ -88,3 +92,25 @@ async def test_report_with_an_expired_lease_token_is_refused_and_changes_nothing
     assert stored.result == outcome.execution.result
     assert stored.completed_at == outcome.execution.completed_at
     assert await ahits(web, path) == 1, "the dead worker never fetched; only the live one did"
+
+
+async def test_a_result_whose_report_is_refused_is_logged_as_discarded_not_completed(
+        start_server: Callable[..., NexumServer], start_worker: Callable[..., Proc],
+        client_of: Callable[..., NexumClient], web: WebFixture, session_id: str) -> None:
+    server = start_server()
+    client = client_of(server)
+    worker = start_worker(server)
+    slug = token("refused")
+    path = f"/slow/{slug}"
+    args = {"url": f"{web.url}{path}?seconds=1"}
+    await register(client)
+    execution = await client.start(REF.workflow_id, REF.version_hash, session_id, "refused", {
+        "tool_name": VISIT_WEBPAGE, "tool_args": args})
+
+    await until(lambda: ahits(web, path), 30, "the worker fetching the page")
+    cancelled = await client.cancel(execution.id)
+    assert cancelled.status is Status.CANCELLED
+    line = await asyncio.to_thread(worker.wait_for, re.compile(r"INFO visit_webpage\(.*?\) (\w+)"))
+
+    assert line.group(1) == "discarded", worker.output
+    assert (await client.get(execution.id)).status is Status.CANCELLED

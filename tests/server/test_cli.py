@@ -285,3 +285,46 @@ def test_dev_on_a_port_in_use_exits_2_and_says_so(server: NexumServer, tmp_path:
     assert "Traceback" not in text
     with server.http() as http:
         assert http.get("/health").status_code == 200  # the first server is unaffected
+
+
+def test_a_second_dev_on_the_same_sqlite_file_exits_at_once_naming_the_first(server: NexumServer) -> None:
+    result = nexum("dev", "--port", "0", "--db", str(server.db))
+    assert result.returncode == 2
+    text = said(result)
+    assert "already served by" in text and server.url in text and f"pid {server.popen.pid}" in text
+    assert "postgresql://" in text and "Traceback" not in text and "listening" not in text
+    with server.http() as http:
+        assert http.get("/health").status_code == 200  # the first server is unaffected
+    server.stop()
+    again = NexumServer(server.db)  # the lock went with the first server
+    again.stop()
+
+
+def test_dev_refuses_a_db_url_of_an_unsupported_scheme(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "nexum_server", "dev", "--port", "0",
+                             "--db", "mysql://root@127.0.0.1:3306/nexum"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=COMMAND_TIMEOUT)
+    assert result.returncode == 2
+    text = said(result)
+    assert "mysql://... is not supported" in text and "postgresql://" in text and "Traceback" not in text
+    assert list(tmp_path.iterdir()) == [], "nothing is created for a refused --db"
+
+
+def test_dev_on_an_unreachable_postgresql_exits_2_naming_it(closed_port: int) -> None:
+    url = f"postgresql://nexum@127.0.0.1:{closed_port}/nexum"
+    result = nexum("dev", "--port", "0", "--db", url)
+    assert result.returncode == 2
+    text = said(result)
+    assert "cannot use the PostgreSQL database" in text and url in "".join(text.split())
+    assert "Traceback" not in text and "listening" not in text
+
+
+def test_dev_on_postgresql_names_the_database_without_its_password(postgres_url: str) -> None:
+    with_password = postgres_url.replace("postgres@", "postgres:s3cret@")  # the cluster trusts loopback
+    server = NexumServer(with_password)  # type: ignore[arg-type]
+    try:
+        server.wait_for(re.compile(r"^\s*db "))
+        assert "s3cret" not in server.output
+        assert "postgres:***@" in "".join(server.output.split())
+    finally:
+        server.stop()

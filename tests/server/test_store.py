@@ -7,6 +7,7 @@ param that builds it.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -266,6 +267,29 @@ def test_heartbeat_extends_the_lease(store: Store) -> None:
     assert store.get_execution(task.task_id).lease_expires_at == T0 + 8 + LEASE
 
 
+def test_a_server_start_gives_running_tasks_a_fresh_lease_and_leaves_the_rest(make_store: StoreFactory) -> None:
+    store = make_store(lease_seconds=LEASE)
+    store.register_workflow(REF, IR, T0)
+    running = start(store, "running")
+    start(store, "pending")
+    done = start(store, "done")
+    task = claim_one(store, T0)
+    assert task.task_id == running.id and task.lease_seconds == LEASE
+    finished = store.claim("w1", [REF], 2, LEASE, T0).tasks
+    [other] = [t for t in finished if t.task_id != done.id]
+    store.complete(done.id, next(t for t in finished if t.task_id == done.id).lease_token, "ok", T0 + 1)
+    store.release(other.task_id, other.lease_token, T0 + 1)
+
+    # The server was away far longer than a lease: on its start, the lease clock starts afresh.
+    restart = T0 + 25 * LEASE
+    assert store.on_server_start(restart) == 1
+    assert store.get_execution(running.id).lease_expires_at == restart + LEASE
+    assert store.claim("w2", [REF], 5, LEASE, restart + LEASE - 1).expired == []
+    assert store.complete(task.task_id, task.lease_token, "late but ours", restart + 1).status is Status.COMPLETED
+    assert store.get_execution(done.id).result == "ok"
+    assert store.on_server_start(restart + 2) == 1, "only the task claimed after the restart is running"
+
+
 REPORTS: dict[str, Callable[[Store, Any, str], Any]] = {
     "complete": lambda store, task, token: store.complete(task.task_id, token, "late", T0 + 30),
     "fail": lambda store, task, token: store.fail(task.task_id, token, "late", True, T0 + 30),
@@ -522,6 +546,57 @@ async def test_a_busy_database_is_store_unavailable_not_a_crash(
         with pytest.raises(StoreUnavailable, match="try again"):
             await store.run(store.start_execution, REF, "s", "k", {}, T0)
     assert (await store.run(store.start_execution, REF, "s", "k", {}, T0)).created
+
+
+async def test_calls_that_arrive_together_each_stand_or_fall_alone(store: Store) -> None:
+    # While one call holds the store, the next ones queue up: a store may run them as one group.
+    release = threading.Event()
+    busy = asyncio.ensure_future(store.run(release.wait, 10))
+    await asyncio.sleep(0)
+    running = start(store, "running")
+    task = claim_one(store, T0)
+
+    calls = [store.run(store.start_execution, REF, "s", f"k{i}", {"i": i}, T0 + 1) for i in range(5)]
+    calls += [store.run(store.start_execution, OTHER, "s", "never", {}, T0 + 1),
+              store.run(store.complete, task.task_id, "stale", "forged", T0 + 1),
+              store.run(store.complete, task.task_id, task.lease_token, "real", T0 + 1)]
+    waiting = asyncio.gather(*calls, return_exceptions=True)
+    await asyncio.sleep(0.05)
+    release.set()
+    outcomes = await waiting
+    await busy
+
+    assert all(o.created for o in outcomes[:5])
+    assert isinstance(outcomes[5], WorkflowNotFound) and isinstance(outcomes[6], LeaseLost)
+    assert outcomes[7].status is Status.COMPLETED and outcomes[7].result == "real"
+    assert sorted(e.key for e in store.list_executions("s", None, None, 100)) == sorted(
+        ["running"] + [f"k{i}" for i in range(5)])
+    assert store.get_execution(running.id).result == "real"
+
+
+async def test_sqlite_groups_calls_and_rolls_back_a_failed_one_alone(tmp_path: Path) -> None:
+    store = SQLiteStore(Settings(db=str(tmp_path / "group.db")))
+    store.start()
+    try:
+        store.register_workflow(REF, IR, T0)
+        release = threading.Event()
+        busy = asyncio.ensure_future(store.run(release.wait, 10))
+        await asyncio.sleep(0)
+
+        def half_done_then_fails() -> None:
+            store.start_execution(REF, "s", "never", {}, T0)
+            raise ValueError("a call that fails after writing")
+
+        calls = [store.run(store.start_execution, REF, "s", f"k{i}", {}, T0) for i in range(3)]
+        waiting = asyncio.gather(*calls[:2], store.run(half_done_then_fails), calls[2], return_exceptions=True)
+        await asyncio.sleep(0.05)
+        release.set()
+        outcomes = await waiting
+        await busy
+        assert isinstance(outcomes[2], ValueError)
+        assert sorted(e.key for e in store.list_executions("s", None, None, 100)) == ["k0", "k1", "k2"]
+    finally:
+        store.shutdown()
 
 
 # Session runs: the agent's own (in-process) executions, fenced by the run that holds the session.

@@ -407,8 +407,24 @@ def test_dns_failure_is_judged_by_the_gaierror_not_its_context() -> None:
 # run_tool
 
 
-def test_tools_cover_the_workflow_names() -> None:
-    assert set(tools.TOOLS) == set(TOOL_NAMES)
+def test_the_toolset_declares_the_workflow_names_once() -> None:
+    assert set(tools.TOOLSET.tools) == set(TOOL_NAMES)
+
+
+async def test_the_model_sees_the_bounds_and_docs_the_worker_enforces() -> None:
+    """One declaration: the schema the model is shown is the one `run_tool` validates with."""
+    from pydantic_ai import Agent
+    from pydantic_ai.models.test import TestModel
+
+    model = TestModel(call_tools=[])
+    await Agent(model, toolsets=[tools.TOOLSET]).run("hello")
+    shown = {t.name: t for t in model.last_model_request_parameters.function_tools}
+    search = shown[WEB_SEARCH].parameters_json_schema["properties"]
+    assert search["max_results"]["minimum"] == 1 and search["max_results"]["maximum"] == tools.MAX_SEARCH_RESULTS
+    assert search["query"]["description"] and shown[VISIT_WEBPAGE].parameters_json_schema["properties"]["url"]
+    assert shown[WEB_SEARCH].metadata == tools.RUN_IN_WORKER
+    with pytest.raises(PermanentToolError, match="max_results"):
+        tools.check_tool_args(WEB_SEARCH, {"query": "x", "max_results": tools.MAX_SEARCH_RESULTS + 10})
 
 
 @pytest.mark.parametrize(
