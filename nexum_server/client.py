@@ -346,8 +346,8 @@ def _timeout(hold: float) -> httpx2.Timeout | Any:
 
 
 def _unreachable(where: str, error: Exception) -> ServerUnavailable:
-    return ServerUnavailable(f"no Nexum server answers at {where}: {_reason(error)}. Start one with "
-                             "`nexum dev`, or point NEXUM_URL or --url at yours")
+    return ServerUnavailable(f"no Nexum server answers at {where}: {_reason(error)} "
+                             "(start one with `nexum dev`, or point NEXUM_URL or --url at yours)")
 
 
 def _reason(error: BaseException) -> str:

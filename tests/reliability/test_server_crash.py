@@ -129,7 +129,7 @@ async def test_a_server_down_for_many_leases_mid_run_makes_no_page_fetch_twice(
         assert outcome.execution.status is Status.COMPLETED and outcome.execution.attempts == 1
         assert path.rsplit("/", 1)[1].replace("-", " ").title() in outcome.result.splitlines()[0]
     assert "renewed the leases of 2 running task(s)" in restarted.output
-    assert worker.output.count(") completed in") == 2 and "discarded" not in worker.output, worker.output
+    assert worker.output.count(") completed after") == 2 and "discarded" not in worker.output, worker.output
 
 
 class FailingNexum(ThreadingHTTPServer):
