@@ -31,6 +31,7 @@ from nexum_server.config import DEFAULT_URL
 from nexum_server.errors import ConfigError, NexumError, RequestRejected, ServerUnavailable, WaitTimeout
 from nexum_server.models import Execution, Status
 from nexum_server.retry import retry_async, retry_sync
+from tools import PermanentToolError, check_tool_args
 from workflow import IR, TOOL_NAMES, VERSION_HASH, WORKFLOW_ID, ToolCallInput, ToolCallOutput, tool_call_key
 
 log = logging.getLogger("nexum.submit")
@@ -93,11 +94,22 @@ def shared_sync_client() -> NexumSyncClient:
         return _sync_client
 
 
+class InvalidToolCall(NexumError, ValueError):
+    """The tool name or its arguments do not match the toolset: nothing was submitted."""
+
+    code = "invalid_tool_call"
+
+
 class _Call:
     """One submission's fixed parts, shared by the async and the blocking path."""
 
     def __init__(self, tool_name: str, tool_args: dict[str, Any], session_id: str, timeout: float,
                  occurrence: int = 0) -> None:
+        try:
+            check_tool_args(tool_name, tool_args)
+        except PermanentToolError as e:
+            # Caught here, not by the worker: a typo must not wait for a worker to store a failure.
+            raise InvalidToolCall(str(e)) from e
         self.tool_name = tool_name
         self.args = (WORKFLOW_ID, VERSION_HASH, session_id, tool_call_key(tool_name, tool_args, occurrence),
                      ToolCallInput(tool_name=tool_name, tool_args=tool_args).model_dump())

@@ -19,9 +19,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import __version__
+from . import __version__, sessions
 from .config import Settings
-from .errors import InvalidValue, LeaseLost, NexumError, NotFound, StoreUnavailable
+from .errors import InvalidValue, LeaseLost, NexumError, NotFound, SessionBusy, StoreUnavailable
 from .guard import Guard
 from .hotroutes import HotRoutes
 from .jsonbody import StrictJSONRoute
@@ -47,8 +47,8 @@ from .models import (
 from .service import QueueService
 from .store import SCHEMA_VERSION, Store, open_store
 
-ERROR_STATUS: dict[type[NexumError], int] = {NotFound: 404, LeaseLost: 409, InvalidValue: 422,
-                                              StoreUnavailable: 503}
+ERROR_STATUS: dict[type[NexumError], int] = {NotFound: 404, LeaseLost: 409, SessionBusy: 409,
+                                              InvalidValue: 422, StoreUnavailable: 503}
 ERRORS = {
     400: {"model": ErrorBody, "description": "Body that cannot be decoded as JSON text at all"},
     401: {"model": ErrorBody, "description": "Missing or wrong bearer token"},
@@ -78,7 +78,8 @@ def create_app(settings: Settings, store: Store | None = None,
         if on_ready is not None:
             on_ready()
         try:
-            yield
+            async with sessions.housekeeping(service):
+                yield
         finally:
             await service.stop()
 
@@ -86,6 +87,7 @@ def create_app(settings: Settings, store: Store | None = None,
                   description="Durable, idempotent executions with a long-poll task queue.")
     app.state.service = service
     app.include_router(router)
+    app.include_router(sessions.router)
     app.add_exception_handler(NexumError, nexum_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
     return Guard(HotRoutes(app, service, error_answer), token=settings.token, max_body_bytes=settings.max_body_bytes,

@@ -1,10 +1,14 @@
-"""The `nexum` command: run the server (`dev`) and look at executions (`ps`, `show`, `cancel`).
+"""The `nexum` command: run the server (`dev`), look at executions (`ps`, `show`, `cancel`) and
+sessions (`sessions`, `forget`).
 
 Run with:
-    nexum dev                      # http://127.0.0.1:50051, database .nexum/local.db
+    nexum dev                      # http://127.0.0.1:50051 (page at /ui), database .nexum/local.db
+    nexum dev --retain 30d         # also delete executions 30 days after they ended
     nexum ps --session demo        # executions, newest first (--json for scripts)
     nexum show 3f2a                # one execution, by its id or a unique start of it
     nexum cancel 3f2a
+    nexum sessions                 # sessions, latest activity first, with their counts
+    nexum forget SESSION           # delete a session's stored calls (asks first; --yes does not)
 
 Exit codes: 0 done; 1 refused or failed (no such id, nothing to cancel); 2 cannot start: a bad
 setting, no server at the URL, or the token refused (for `dev`: also a port in use, a bad database).
@@ -23,6 +27,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -30,7 +35,7 @@ from rich.table import Table
 from . import config
 from .config import Settings
 from .errors import ConfigError, NexumError, RequestRejected, SchemaError, ServerUnavailable, StoreUnavailable
-from .models import Execution, Status
+from .models import Execution, SessionSummary, Status
 
 console = Console()
 errors = Console(stderr=True)
@@ -73,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
             ("--max-body-bytes", int, f"largest request body; larger get 413 (default {config.MAX_BODY_BYTES})"),
             ("--max-wait-seconds", float, f"longest a long-poll is held (default {config.MAX_WAIT_SECONDS:g})"),
             ("--sqlite-synchronous", str.upper, f"NORMAL survives a crash, FULL also a power cut "
-                                                f"(default {config.SQLITE_SYNCHRONOUS})")):
+                                                f"(default {config.SQLITE_SYNCHRONOUS})"),
+            ("--retain", str, "delete executions this long after they ended, e.g. 30d, 12h, 90m "
+                              "(default: keep forever)")):
         key = "NEXUM_" + flag.removeprefix("--").replace("-", "_").upper()
         dev.add_argument(flag, type=kind, help=f"{text}; {key}")
     dev.add_argument("--access-log", action="store_true", help="log every request")
@@ -90,6 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--limit", type=int, default=50, help="most executions to list (default 50)")
         else:
             sub.add_argument("execution_id", metavar="ID", help="the execution id, or a unique start of it")
+
+    sessions = commands.add_parser("sessions", help="list sessions with their counts, latest activity first")
+    sessions.add_argument("--url", help=URL_HELP)
+    sessions.add_argument("--contains", metavar="TEXT", help="only session ids holding TEXT")
+    sessions.add_argument("--limit", type=int, default=50, help="sessions to show (default 50, at most 500)")
+    forget = commands.add_parser("forget", help="delete a session's stored calls: they run again next time")
+    forget.add_argument("--url", help=URL_HELP)
+    forget.add_argument("session_id", metavar="SESSION")
+    forget.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     return parser
 
 
@@ -159,9 +175,11 @@ def _serve(args: argparse.Namespace) -> None:
     def ready() -> None:
         store.announce(url)
         auth = "bearer token required" if settings.token else "no token" if exposed else "no token (loopback only)"
+        retain = f"retain {settings.retain}" if settings.retain else "keep forever"
         console.print(f"Nexum server listening on {url}", highlight=False)
+        console.print(f"  page {url}/ui", highlight=False)
         console.print(f"  db {store.location}  lease {settings.lease_seconds:g}s  max attempts "
-                      f"{settings.max_attempts}  {auth}", style="dim", highlight=False)
+                      f"{settings.max_attempts}  {retain}  {auth}", style="dim", highlight=False)
         if exposed:
             errors.print(f"[bold red]WARNING:[/] listening on {settings.host}, beyond loopback, with no token: "
                          f"anyone who can reach port {port} can read, start and cancel executions. Set "
@@ -209,8 +227,16 @@ def _uvicorn_server_class() -> type:
 async def inspect(args: argparse.Namespace) -> None:
     from .client import NexumClient
 
+    if args.command == "forget":
+        await forget(args)
+        return
     async with NexumClient(args.url) as client:
         await client.check()
+        if args.command == "sessions":
+            if not 1 <= args.limit <= 500:
+                raise ValueError("--limit must be between 1 and 500")
+            show_sessions((await client.sessions(limit=args.limit, contains=args.contains)).sessions)
+            return
         if args.command == "ps":
             executions = await client.list(args.session, args.status, limit=args.limit)
             if args.json:
@@ -244,6 +270,59 @@ async def resolve(client: Any, given: str) -> Execution:
 def print_json(value: object) -> None:
     """JSON on stdout as is: no wrapping, no colour, whatever the terminal."""
     sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+async def forget(args: argparse.Namespace) -> None:
+    from rich.prompt import Confirm
+
+    from .client import NexumClient
+
+    async with NexumClient(args.url) as client:
+        await client.check()
+        try:
+            session = await client.session(args.session_id)
+        except RequestRejected as e:
+            raise NexumError(str(e)) from e
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise NexumError(f"not forgetting session {args.session_id!r} without confirmation; "
+                                 "pass --yes to forget it without asking")
+            question = (f"Forget session [bold]{escape(args.session_id)}[/]: delete its {_count(session.calls, 'stored call')}, "
+                        "so a re-run executes them all again?")
+            if not Confirm.ask(question, console=console, default=False):
+                console.print("nothing deleted")
+                return
+        try:
+            done = await client.forget(args.session_id)
+        except RequestRejected as e:
+            raise NexumError(str(e)) from e
+        console.print(f"session {escape(done.session_id)} forgotten: {_count(done.deleted, 'execution')} deleted",
+                      highlight=False)
+
+
+def show_sessions(sessions: list[SessionSummary]) -> None:
+    # The session id is never cut (`nexum forget` needs all of it): a long one folds onto more lines.
+    # "ran": calls executed to a result; "live": running or waiting for a worker or a retry.
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    longest = max((len(s.session_id) for s in sessions), default=7)
+    table.add_column("session", overflow="fold", min_width=min(longest, SESSION_MIN_WIDTH))
+    for name in ("calls", "cached", "ran", "failed", "live"):
+        table.add_column(name, justify="right", no_wrap=True, min_width=len(name))
+    table.add_column("last active", no_wrap=True, min_width=11)
+    table.add_column("saved", justify="right", no_wrap=True, min_width=6)
+    for s in sessions:
+        table.add_row(escape(s.session_id), str(s.calls), str(s.cached_hits), str(s.completed), str(s.failed),
+                      str(s.running + s.pending), datetime.fromtimestamp(s.last_activity).strftime("%m-%d %H:%M"),
+                      f"{s.seconds_saved:.1f}s")
+    console.print(table if sessions else "[dim]no sessions[/]")
+
+
+SESSION_MIN_WIDTH = 17
+"""What the session column keeps at 80 columns; longer ids fold onto more lines, never cut."""
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 PS_FIXED = {"id": 32, "status": 9, "try": 3, "took": 6}

@@ -23,7 +23,18 @@ import httpx2
 
 from .config import ClientSettings
 from .errors import RequestRejected, ServerUnavailable, WaitTimeout
-from .models import Execution, Lease, SessionRunInfo, Status, Task, WorkflowRef
+from .models import (
+    CallPage,
+    Execution,
+    ForgetResult,
+    Lease,
+    SessionPage,
+    SessionRunInfo,
+    SessionSummary,
+    Status,
+    Task,
+    WorkflowRef,
+)
 from .retry import retry_async, retry_sync
 
 HOLD_SECONDS = 30.0
@@ -204,6 +215,25 @@ class NexumClient:
     async def cancel(self, execution_id: str) -> Execution:
         response = await self.request("POST", f"/v1/executions/{execution_id}/cancel")
         return Execution.model_validate_json(response.content)
+
+    async def sessions(self, limit: int = 50, contains: str | None = None, cursor: str | None = None) -> SessionPage:
+        params = {"limit": limit, "contains": contains, "cursor": cursor}
+        response = await self.request("GET", "/v1/sessions", params={k: v for k, v in params.items() if v is not None})
+        return SessionPage.model_validate_json(response.content)
+
+    async def session(self, session_id: str) -> SessionSummary:
+        response = await self.request("GET", f"/v1/sessions/{quote(session_id, safe='')}")
+        return SessionSummary.model_validate_json(response.content)
+
+    async def calls(self, session_id: str, limit: int = 200, cursor: str | None = None) -> CallPage:
+        params = {"session_id": session_id, "limit": limit, "cursor": cursor}
+        response = await self.request("GET", "/v1/calls", params={k: v for k, v in params.items() if v is not None})
+        return CallPage.model_validate_json(response.content)
+
+    async def forget(self, session_id: str) -> ForgetResult:
+        """Delete the session's executions; refused (409) while any of them is pending or running."""
+        response = await self.request("DELETE", f"/v1/sessions/{quote(session_id, safe='')}")
+        return ForgetResult.model_validate_json(response.content)
 
     async def poll(self, worker_id: str, workflows: list[WorkflowRef], wait: float = HOLD_SECONDS,
                    max_tasks: int = 1) -> list[Task]:

@@ -14,6 +14,7 @@ from (`ConfigError`). `.env.example` lists every key.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -36,6 +37,8 @@ RETRY_BACKOFF_MAX_SECONDS = 60.0
 MAX_BODY_BYTES = 1024 * 1024
 MAX_WAIT_SECONDS = 60.0
 """Longest a long-poll request is held; clients ask again for longer waits."""
+RETAIN_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+"""Units of a retention period: `30d`, `12h`, `90m`, `45s`."""
 SQLITE_SYNCHRONOUS = "NORMAL"
 """WAL with NORMAL survives a crash of the process; FULL also survives a power cut, at a cost."""
 SEARCH_BACKEND = "duckduckgo"
@@ -106,6 +109,16 @@ def _describe(cls: type[_Settings], error: ValidationError, flags: dict[str, Any
     return "; ".join(problems)
 
 
+def _duration(text: str | None) -> float | None:
+    """Seconds in `30d`, `12h`, `90m` or `45s`; None for no value or a malformed one."""
+    if text is None:
+        return None
+    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text.lower())
+    if found is None or float(found.group(1)) <= 0:
+        return None
+    return float(found.group(1)) * RETAIN_UNITS[found.group(2)]
+
+
 def _http_url(value: str | None) -> str | None:
     if value is None:
         return None
@@ -139,11 +152,26 @@ class Settings(_Settings):
     """Longest a long-poll request is held."""
     sqlite_synchronous: Literal["NORMAL", "FULL"] = SQLITE_SYNCHRONOUS
     """SQLite `synchronous` pragma: NORMAL or FULL."""
+    retain: str | None = None
+    """Delete terminal executions this long after they ended, e.g. `30d`; unset keeps them forever."""
 
     @field_validator("sqlite_synchronous", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("retain")
+    @classmethod
+    def _check_retain(cls, value: str | None) -> str | None:
+        if _duration(value) is None and value is not None:
+            raise ValueError("expected a positive number and a unit, e.g. 30d, 12h, 90m or 45s "
+                             "(leave it unset to keep everything)")
+        return value
+
+    @property
+    def retain_seconds(self) -> float | None:
+        """The retention period in seconds; None keeps everything."""
+        return _duration(self.retain)
 
     @property
     def db_path(self) -> Path:

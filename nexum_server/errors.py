@@ -8,6 +8,7 @@
     ├── InvalidValue           an input or output JSON cannot be stored   -> 422
     ├── LeaseLost              the lease token is stale or the task ended -> 409
     │   └── SessionTakenOver   a newer run of the session took it over    -> 409
+    ├── SessionBusy            forget refused: the session has live calls -> 409
     ├── StoreUnavailable       the database is busy or failing            -> 503
     └── ClientError            raised by the HTTP client only
         ├── ServerUnavailable  the server cannot be reached
@@ -62,6 +63,12 @@ class SessionTakenOver(LeaseLost):
     """Another agent run took the session; this run's in-process work is fenced off."""
 
     code = "session_taken_over"
+
+
+class SessionBusy(NexumError):
+    """A session cannot be forgotten while executions in it are PENDING or RUNNING."""
+
+    code = "session_busy"
 
 
 class ClientError(NexumError):

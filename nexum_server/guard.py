@@ -14,7 +14,9 @@ from typing import Any
 from .metrics import Metrics
 
 Scope = dict[str, Any]
-OPEN_PATHS = frozenset({"/health"})
+OPEN_PATHS = frozenset({"/health", "/ui"})
+PAGE_FILES = "/ui/"
+"""The web page's own files are open: the page asks for the token, and the data it reads needs it."""
 
 
 class Guard:
@@ -50,7 +52,8 @@ class Guard:
 
     async def _guarded(self, scope: Scope, receive: Any, send: Any) -> None:
         headers = dict(scope["headers"])
-        if self.token is not None and scope["path"] not in OPEN_PATHS:
+        if (self.token is not None and scope["path"] not in OPEN_PATHS
+                and not scope["path"].startswith(PAGE_FILES)):
             given = headers.get(b"authorization", b"")
             if not hmac.compare_digest(given, self.token):
                 # One code for both (clients branch on it); the message says which of the two it is.

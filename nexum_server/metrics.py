@@ -20,6 +20,8 @@ class Metrics:
         self.lease_expiries = Counter("nexum_lease_expiries", "Leases that ran out before a report", registry=r)
         self.retries = Counter("nexum_retries", "Retryable failures scheduled for another attempt", registry=r)
         self.stale_reports = Counter("nexum_stale_reports", "Reports refused for a stale lease token", registry=r)
+        self.deleted = Counter("nexum_executions_deleted", "Executions deleted: a session forgotten, or retention",
+                               ["reason"], registry=r)
         self.executions = Gauge("nexum_executions", "Executions by status", ["status"], registry=r)
         self.held = Gauge("nexum_held_requests", "Long-poll requests being held: task_poll or execution_wait",
                           ["kind"], registry=r)

@@ -6,6 +6,7 @@ retryable failure and a re-claim after an expired lease are each one more attemp
 
 from __future__ import annotations
 
+import json
 from enum import Enum
 from typing import Any, Literal
 
@@ -226,6 +227,115 @@ class Health(BaseModel):
     status: Literal["ok"]
     version: str
     schema_version: int
+
+
+# --- sessions: what the web page and `nexum sessions` show ------------------------------------------
+
+SUMMARY_CHARS = 160
+"""Longest input summary in a list of calls; the whole input is in the execution itself."""
+
+
+class SessionSummary(BaseModel):
+    """One session's executions, counted. A session is every execution with its `session_id`."""
+
+    session_id: str
+    calls: int
+    """Executions stored for the session (a call started again after FAILED or CANCELLED counts twice)."""
+    completed: int
+    """Executions that ran to a result: executed once, then served from the store."""
+    cached_hits: int
+    """Starts answered with an already COMPLETED result instead of running the call again."""
+    failed: int
+    running: int
+    pending: int
+    """Waiting for a worker, or for a retry."""
+    cancelled: int
+    seconds_saved: float
+    """Tool time saved: for each cached hit, how long the call took when it ran."""
+    first_activity: float
+    last_activity: float
+    """Latest change or cached hit."""
+
+
+class SessionPage(BaseModel):
+    sessions: list[SessionSummary]
+    """Newest activity first."""
+    next_cursor: str | None = None
+    """Pass as `cursor` for the next page; null on the last one."""
+    server_time: float
+    """The server's clock when it answered: "how long ago" is measured against it, not the reader's."""
+
+
+class CallSummary(BaseModel):
+    """One execution in a session's list of calls: what ran, how it went, without the result."""
+
+    id: str
+    workflow_id: str
+    key: str
+    tool: str | None = None
+    """The tool's name when the execution is a tool call (its input names a tool and its arguments)."""
+    args: Any = None
+    """The tool call's arguments."""
+    summary: str
+    """Short text of the input: the arguments of a tool call, or the start of any other input."""
+    status: Status
+    attempts: int
+    max_attempts: int
+    error: str | None = None
+    """The last error, cut to its first characters."""
+    worker_id: str | None = None
+    hits: int
+    """Times a start was answered with this execution's stored result."""
+    created_at: float
+    updated_at: float
+    started_at: float | None = None
+    completed_at: float | None = None
+    next_attempt_at: float | None = None
+    result_chars: int | None = None
+    """Length of the stored result as JSON text; null without a result."""
+
+
+class CallPage(BaseModel):
+    calls: list[CallSummary]
+    """Newest first."""
+    next_cursor: str | None = None
+    server_time: float
+    """The server's clock when it answered."""
+
+
+class ForgetResult(BaseModel):
+    session_id: str
+    deleted: int
+    """Executions deleted."""
+
+
+def describe_input(input_head: str, complete: bool) -> tuple[str | None, Any, str]:
+    """(tool, args, summary) of an execution's input, given its JSON text or the start of it.
+
+    A tool call's input names the tool and its arguments (`tool`/`args`, or `tool_name`/`tool_args`);
+    any other input, e.g. a model request, is summarised: an object as its `name: value` pairs,
+    anything else as its JSON text.
+    """
+    if not complete:
+        return None, None, _cut(input_head + "…")
+    value = json.loads(input_head)
+    if isinstance(value, dict):
+        for tool_key, args_key in (("tool", "args"), ("tool_name", "tool_args")):
+            tool = value.get(tool_key)
+            if isinstance(tool, str):
+                args = value.get(args_key)
+                return tool, args, _cut(_compact(args))
+        return None, None, _cut(", ".join(f"{k}: {v if isinstance(v, str) else _compact(v)}"
+                                          for k, v in value.items()))
+    return None, None, _cut(_compact(value))
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= SUMMARY_CHARS else text[: SUMMARY_CHARS - 1] + "…"
 
 
 Execution.model_rebuild()

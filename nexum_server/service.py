@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .cache import CompletedCache
+from .cache import CompletedCache, HitCounter
 from .config import Settings
 from .errors import LeaseLost, StoreUnavailable
 from .metrics import Metrics
@@ -37,6 +37,7 @@ class QueueService:
         self.notifier = Notifier()
         self.metrics = Metrics()
         self.completed = CompletedCache()
+        self.hits = HitCounter()
         self.loop: asyncio.AbstractEventLoop | None = None
         """The event loop serving requests, for wake-ups from signal handlers."""
         self._background: list[asyncio.Task[None]] = []
@@ -82,6 +83,7 @@ class QueueService:
         hit = self.completed.get(body.workflow_id, body.session_id, body.key)
         if hit is not None:
             self.metrics.cache_hits.inc()
+            self.hits.add(hit.id, time.time())
             return hit.model_copy(update={"cached": True}), False
         outcome: StartOutcome = await self.store.run(
             self.store.start_execution, body, body.session_id, body.key, body.input, time.time())
@@ -92,6 +94,7 @@ class QueueService:
                 self.notifier.tasks_ready()
         elif execution.status is Status.COMPLETED:
             self.metrics.cache_hits.inc()
+            self.hits.add(execution.id, time.time())
             self.completed.put(execution)
             execution = execution.model_copy(update={"cached": True})
         if body.run_token is not None and not execution.status.terminal:
@@ -272,6 +275,8 @@ class QueueService:
                         self.notifier.tasks_ready()
                     elif change.kind == "done" and change.execution_id:
                         self.notifier.ended_elsewhere(change.execution_id)
+                    elif change.kind == "deleted" and change.execution_id:
+                        self.completed.discard_id(change.execution_id)
             except Exception as e:  # the database went away: try again, a little later each time
                 log.warning("not following other servers' changes (%s: %s); reconnecting in %.1f s",
                             type(e).__name__, str(e).strip(), delay)

@@ -23,11 +23,19 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[CI] = os.environ.get("NEXUM_CI") == "1"
 
 
-def pytest_report_header(config: pytest.Config) -> str:
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Said once per run: which system parts the tests found, and what happens to tests that need one missing."""
+    from tests.ui.browser import missing
+
+    outcome = "fail (NEXUM_CI=1)" if config.stash[CI] else "are skipped"
     try:
-        return f"postgresql: {find_bindir()} (a throwaway cluster starts for the tests that need it)"
+        lines = [f"postgresql: {find_bindir()} (a throwaway cluster starts for the tests that need it)"]
     except PostgresMissing as e:
-        return f"postgresql: MISSING, its tests {'fail (NEXUM_CI=1)' if config.stash[CI] else 'are skipped'}: {e}"
+        lines = [f"postgresql: MISSING, its tests {outcome}: {e}"]
+    reason = missing()
+    lines.append(f"page tests (tests/ui): {outcome}: {reason}" if reason else
+                 "page tests (tests/ui): headless Debian chromium")
+    return lines
 
 
 PROJECT_VARIABLES = ("NEXUM_", "SESSION_ID", "OPENAI_API_KEY", "GEMINI_API_KEY",

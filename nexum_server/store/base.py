@@ -19,13 +19,16 @@ from typing import Any, ParamSpec, TypeVar
 
 from ..config import Settings
 from ..errors import StoreUnavailable
-from ..models import Execution, Status, Task, WorkflowRef
+from ..models import CallSummary, Execution, SessionSummary, Status, Task, WorkflowRef
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Bumped whenever the tables change; `open()` migrates older files and refuses newer ones."""
+
+CallKey = tuple[str, str, str]
+"""(workflow_id, session_id, key): what identifies a call, and its cached result."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,10 @@ class Store(ABC):
             reason = (str(e).strip().splitlines() or [type(e).__name__])[0]  # a driver's hints stay in the log
             raise StoreUnavailable(f"the database cannot be used right now ({reason}); try again") from e
 
+    async def read(self, method: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a read that may be slow (the web page's session counts) where it holds up no state
+        change; the store's own executor unless a dialect has a better place."""
+        return await self.run(method, *args, **kwargs)
     async def _execute(self, call: Callable[[], T]) -> T:
         """One hop to the store's executor and back; a store may group calls instead."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
@@ -209,3 +216,35 @@ class Store(ABC):
         `None` when it is terminal or someone holds it (a live previous run finishes what it holds).
         `SessionTakenOver` when `token` is not the session's current run.
         """
+    # --- sessions, forget and retention: the web page, `nexum sessions`, `nexum forget` ------------
+
+    @abstractmethod
+    def add_hits(self, hits: list[tuple[str, int, float]]) -> None:
+        """Add counted cached hits, as (execution_id, hits, time of the last one); gone ids are skipped."""
+
+    @abstractmethod
+    def list_sessions(self, limit: int, after: tuple[float, str] | None, contains: str | None) -> list[SessionSummary]:
+        """Sessions by latest activity, newest first; `after` is the (last_activity, session_id) of
+        the previous page's last row; `contains` keeps session ids holding that text."""
+
+    @abstractmethod
+    def get_session(self, session_id: str) -> SessionSummary:
+        """One session's counts; `NotFound` when nothing is stored under that id."""
+
+    @abstractmethod
+    def list_calls(self, session_id: str, limit: int, before: int | None) -> tuple[list[CallSummary], int | None]:
+        """A session's executions, newest first, without results; and the cursor of the next page
+        (None on the last one). `before` is a cursor this method returned."""
+
+    @abstractmethod
+    def forget_session(self, session_id: str, now: float) -> list[CallKey]:
+        """Delete every execution of the session and return what was deleted.
+
+        Refuses with `SessionBusy`, deleting nothing, while any is PENDING or RUNNING or an agent
+        run holds the session (its lease not run out at `now`): a run in progress would lose
+        results it is about to read. `NotFound` when nothing is stored.
+        """
+
+    @abstractmethod
+    def delete_terminal_before(self, cutoff: float, limit: int) -> list[CallKey]:
+        """Delete up to `limit` terminal executions that ended before `cutoff`, oldest first."""

@@ -23,11 +23,22 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool
 
-from ..errors import ConfigError, LeaseLost, NotFound, SchemaError, SessionTakenOver, StoreUnavailable, WorkflowNotFound
-from ..models import Execution, Status, Task, WorkflowRef
+from ..errors import (
+    ConfigError,
+    LeaseLost,
+    NotFound,
+    SchemaError,
+    SessionBusy,
+    SessionTakenOver,
+    StoreUnavailable,
+    WorkflowNotFound,
+)
+from ..models import CallSummary, Execution, SessionSummary, Status, Task, WorkflowRef
 from . import postgres_sql as sql
-from .base import SCHEMA_VERSION, ClaimOutcome, SessionRun, StartOutcome, Store
-from .sqlite import _dump, _execution, _task  # rows decode the same way on both backends
+from .base import SCHEMA_VERSION, CallKey, ClaimOutcome, SessionRun, StartOutcome, Store
+
+# Rows decode the same way on both backends.
+from .sqlite import CALL_ERROR_CHARS, CALL_INPUT_CHARS, _call, _dump, _execution, _session, _task
 
 T = TypeVar("T")
 
@@ -54,7 +65,8 @@ KEEPALIVE = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "k
 
 @dataclass(frozen=True)
 class Change:
-    """A change another server committed: `ready` (a task became claimable) or `done` (terminal)."""
+    """A change another server committed: `ready` (a task became claimable), `done` (terminal) or
+    `deleted` (a session forgotten, or retention)."""
 
     kind: str
     execution_id: str | None = None
@@ -352,6 +364,55 @@ class PostgresStore(Store):
                 raise SessionTakenOver(f"session {session_id!r} was taken over by a newer run")
         return _task(row, lease_seconds) if row is not None else None
 
+    def add_hits(self, hits: list[tuple[str, int, float]]) -> None:
+        with self._tx() as db:
+            db.cursor().executemany(sql.ADD_HITS, [{"id": i, "hits": n, "at": at} for i, n, at in hits])
+
+    def list_sessions(self, limit: int, after: tuple[float, str] | None, contains: str | None) -> list[SessionSummary]:
+        after_at, after_id = after or (None, None)
+        params = {"limit": limit, "after_at": after_at, "after_id": after_id, "contains": contains or None}
+        with self._db() as db:
+            return [_session(row) for row in db.execute(sql.LIST_SESSIONS, params)]
+
+    def get_session(self, session_id: str) -> SessionSummary:
+        with self._db() as db:
+            row = db.execute(sql.GET_SESSION, (session_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no session {session_id!r}: nothing is stored under that id")
+        return _session(row)
+
+    def list_calls(self, session_id: str, limit: int, before: int | None) -> tuple[list[CallSummary], int | None]:
+        params = {"session_id": session_id, "limit": limit, "before": before,
+                  "input_chars": CALL_INPUT_CHARS, "error_chars": CALL_ERROR_CHARS}
+        with self._db() as db:
+            rows = db.execute(sql.LIST_CALLS, params).fetchall()
+        next_before = rows[-1]["seq"] if len(rows) == limit else None
+        return [_call(row) for row in rows], next_before
+
+    def forget_session(self, session_id: str, now: float) -> list[CallKey]:
+        with self._tx() as db:
+            state = db.execute(sql.SESSION_LIVE, {"session_id": session_id, "now": now}).fetchone()
+            assert state is not None
+            if state["live"]:
+                raise SessionBusy(
+                    f"session {session_id!r} has {state['live']} call(s) still pending or running: a run in "
+                    "progress would lose results it is about to read. Let it finish (or cancel them), then "
+                    "forget again")
+            if state["holder"] is not None:
+                raise SessionBusy(
+                    f"session {session_id!r} is held by a run in progress ({state['holder']}): it would lose "
+                    "results it is about to read. Let it finish, then forget again")
+            rows = db.execute(sql.FORGET_SESSION, {"session_id": session_id, "origin": self.origin}).fetchall()
+        if not rows:
+            raise NotFound(f"no session {session_id!r}: nothing is stored under that id")
+        return [(r["workflow_id"], r["session_id"], r["key"]) for r in rows]
+
+    def delete_terminal_before(self, cutoff: float, limit: int) -> list[CallKey]:
+        with self._db() as db:
+            rows = db.execute(sql.DELETE_TERMINAL_BEFORE,
+                              {"cutoff": cutoff, "limit": limit, "origin": self.origin}).fetchall()
+        return [(r["workflow_id"], r["session_id"], r["key"]) for r in rows]
+
     async def changes(self) -> AsyncIterator[Change | None]:
         """Other servers' changes as they commit, and `None` once connected and then every
         `RECHECK_SECONDS`: the caller re-checks what it waits for, so a notification lost with a
@@ -366,7 +427,7 @@ class PostgresStore(Store):
                     origin, _, change = notice.payload.partition(" ")
                     kind, _, execution_id = change.partition(" ")
                     # Our own changes woke our own waiters already; anything else on the channel is ignored.
-                    if origin != self.origin and kind in ("ready", "done"):
+                    if origin != self.origin and kind in ("ready", "done", "deleted"):
                         yield Change(kind, execution_id or None)
                 # This server is alive (on the database's clock); a connection that died quietly fails here.
                 await db.execute(sql.SERVER_SEEN, {"origin": self.origin})

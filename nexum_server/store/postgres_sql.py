@@ -6,8 +6,9 @@ lease expiry pick their rows with `FOR UPDATE SKIP LOCKED` (several servers clai
 waiting on each other or taking a row twice), and every change another server may be waiting for
 sends a notification (`pg_notify`) in the same statement, delivered when it commits.
 
-Notification payloads on `CHANNEL`: `<origin> ready` (a task became claimable) and
-`<origin> done <execution id>` (an execution became terminal). `origin` names the sending server,
+Notification payloads on `CHANNEL`: `<origin> ready` (a task became claimable),
+`<origin> done <execution id>` (an execution became terminal) and `<origin> deleted <execution id>`
+(a session forgotten, or retention). `origin` names the sending server,
 which ignores its own: it has already woken its own waiters.
 """
 
@@ -67,6 +68,11 @@ CREATE TABLE IF NOT EXISTS nexum.servers (
     origin  text PRIMARY KEY,
     seen_at timestamptz NOT NULL
 );
+-- Cached hits, counted in memory and added in batches (schema 3).
+ALTER TABLE nexum.executions ADD COLUMN IF NOT EXISTS hits integer NOT NULL DEFAULT 0;
+ALTER TABLE nexum.executions ADD COLUMN IF NOT EXISTS last_hit_at double precision;
+-- Retention deletes the oldest terminal executions first, in small batches, without a table scan.
+CREATE INDEX IF NOT EXISTS executions_done ON nexum.executions (completed_at) WHERE completed_at IS NOT NULL;
 -- The one live agent run of each session: its token fences the run's in-process executions.
 CREATE TABLE IF NOT EXISTS nexum.session_runs (
     session_id       text PRIMARY KEY,
@@ -316,4 +322,75 @@ SELECT {COLUMNS}, {NOTIFY_OUTCOME} AS notified FROM gone
 SESSION_RUN_GONE = """
 UPDATE nexum.session_runs SET lease_expires_at = LEAST(lease_expires_at, %(now)s)
 WHERE session_id = %(session_id)s AND run_token = %(token)s
+"""
+
+# --- sessions, forget and retention ---------------------------------------------------------------
+
+# A cached start is answered from memory; its hits are counted there and added here in batches.
+ADD_HITS = """
+UPDATE nexum.executions SET hits = hits + %(hits)s, last_hit_at = greatest(coalesce(last_hit_at, 0), %(at)s)
+WHERE id = %(id)s
+"""
+# One row per session. Tool time saved: each hit of a COMPLETED execution saved the time it ran.
+SESSION_COLUMNS = """
+session_id,
+count(*) AS calls,
+count(*) FILTER (WHERE status = 'COMPLETED') AS completed,
+count(*) FILTER (WHERE status = 'FAILED') AS failed,
+count(*) FILTER (WHERE status = 'RUNNING') AS running,
+count(*) FILTER (WHERE status = 'PENDING') AS pending,
+count(*) FILTER (WHERE status = 'CANCELLED') AS cancelled,
+sum(hits)::bigint AS cached_hits,
+coalesce(sum(hits * (completed_at - started_at)) FILTER (WHERE status = 'COMPLETED'), 0) AS seconds_saved,
+min(created_at) AS first_activity,
+greatest(max(updated_at), coalesce(max(last_hit_at), 0)) AS last_activity
+"""
+LIST_SESSIONS = f"""
+SELECT * FROM (
+    SELECT {SESSION_COLUMNS} FROM nexum.executions
+    WHERE %(contains)s::text IS NULL OR strpos(session_id, %(contains)s) > 0
+    GROUP BY session_id) AS s
+WHERE %(after_at)s::double precision IS NULL OR last_activity < %(after_at)s
+   OR (last_activity = %(after_at)s AND session_id < %(after_id)s)
+ORDER BY last_activity DESC, session_id DESC
+LIMIT %(limit)s
+"""
+GET_SESSION = f"SELECT {SESSION_COLUMNS} FROM nexum.executions WHERE session_id = %s GROUP BY session_id"
+LIST_CALLS = """
+SELECT seq, id, workflow_id, key, substr(input, 1, %(input_chars)s) AS input_head, length(input) AS input_length,
+       status, attempts, max_attempts, substr(error, 1, %(error_chars)s) AS error, worker_id, hits,
+       created_at, updated_at, started_at, completed_at, scheduled_at, length(result) AS result_length
+FROM nexum.executions
+WHERE session_id = %(session_id)s AND (%(before)s::bigint IS NULL OR seq < %(before)s)
+ORDER BY seq DESC
+LIMIT %(limit)s
+"""
+# Live: executions still pending or running, and an agent run holding the session (its lease not run out).
+SESSION_LIVE = """
+SELECT (SELECT count(*) FROM nexum.executions
+        WHERE session_id = %(session_id)s AND status IN ('PENDING', 'RUNNING')) AS live,
+       (SELECT holder FROM nexum.session_runs
+        WHERE session_id = %(session_id)s AND lease_expires_at > %(now)s) AS holder
+"""
+# Every deleted execution is announced (`<origin> deleted <id>`): other servers drop it from their
+# completed-results cache, so its call runs again whichever server it reaches.
+NOTIFY_DELETED = f"pg_notify('{CHANNEL}', %(origin)s || ' deleted ' || id)"
+# Terminal ones only: an execution another server starts meanwhile is not deleted with the others.
+FORGET_SESSION = f"""
+WITH deleted AS (
+    DELETE FROM nexum.executions WHERE session_id = %(session_id)s AND status IN {TERMINAL}
+    RETURNING id, workflow_id, session_id, key)
+SELECT workflow_id, session_id, key, {NOTIFY_DELETED} AS notified FROM deleted
+"""
+DELETE_TERMINAL_BEFORE = f"""
+WITH deleted AS (
+    DELETE FROM nexum.executions
+    WHERE seq IN (
+        SELECT seq FROM nexum.executions
+        WHERE completed_at IS NOT NULL AND completed_at < %(cutoff)s AND status IN {TERMINAL}
+        ORDER BY completed_at
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED)
+    RETURNING id, workflow_id, session_id, key)
+SELECT workflow_id, session_id, key, {NOTIFY_DELETED} AS notified FROM deleted
 """

@@ -2,31 +2,51 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import sqlite3
+import threading
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from ..errors import InvalidValue, LeaseLost, NotFound, SchemaError, SessionTakenOver, WorkflowNotFound
-from ..models import Execution, Status, Task, WorkflowRef
-from .base import SCHEMA_VERSION, ClaimOutcome, SessionRun, StartOutcome, Store
+from ..errors import (
+    InvalidValue,
+    LeaseLost,
+    NotFound,
+    SchemaError,
+    SessionBusy,
+    SessionTakenOver,
+    StoreUnavailable,
+    WorkflowNotFound,
+)
+from ..models import CallSummary, Execution, SessionSummary, Status, Task, WorkflowRef, describe_input
+from .base import SCHEMA_VERSION, CallKey, ClaimOutcome, SessionRun, StartOutcome, Store
 from .group import GroupCommit
 from .lock import ServerLock
 from .sqlite_sql import (
+    ADD_HITS,
+    ADDED_COLUMNS,
     ANYTHING_TO_CLAIM,
     CANCEL,
     CLAIM,
     CLAIM_FOR_RUN,
     COMPLETE,
     COUNT_BY_STATUS,
+    DELETE_TERMINAL_BEFORE,
     END_SESSION_RUN,
     EXPIRE_LEASES,
     FAIL,
+    FORGET_SESSION,
+    GET_SESSION,
     HEARTBEAT,
     INSERT_EXECUTION,
     INSERT_WORKFLOW,
+    LIST_CALLS,
     LIST_EXECUTIONS,
+    LIST_SESSIONS,
     NEXT_DUE,
     NEXT_LEASE_EXPIRY,
     RELEASE,
@@ -39,6 +59,7 @@ from .sqlite_sql import (
     SELECT_EXECUTION,
     SELECT_LIVE,
     SELECT_SESSION_RUN,
+    SESSION_LIVE,
     SESSION_RUN_GONE,
     SESSION_RUN_IS,
     TAKE_SESSION,
@@ -52,7 +73,9 @@ T = TypeVar("T")
 
 
 class SQLiteStore(Store):
-    """The store on one SQLite file. All calls arrive on the one executor thread."""
+    """The store on one SQLite file. All calls arrive on the one executor thread, but for `read()`:
+    the page's counts read on a read-only connection of their own, which in WAL mode never waits
+    for the writer nor makes it wait."""
 
     # "database is locked" (another process holds the file), "disk I/O error", a full disk.
     unavailable_errors = (sqlite3.OperationalError,)
@@ -60,10 +83,40 @@ class SQLiteStore(Store):
     def __init__(self, settings: Any, lock: bool = False) -> None:
         super().__init__(settings)
         self._db: sqlite3.Connection | None = None
+        self._readers = threading.local()
+        self._reader_connections: list[sqlite3.Connection] = []
+        self._read_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nexum-store-read")
         self._lock_file = lock
         """Hold the file for this server alone (`lock.py`); tests open several stores on one file."""
         self._lock: ServerLock | None = None
         self._group = GroupCommit(self._executor, lambda: self.db)
+
+    async def read(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._read_executor, functools.partial(method, *args, **kwargs))
+        except self.unavailable_errors as e:
+            raise StoreUnavailable(f"the database cannot be used right now ({e}); try again") from e
+
+    @property
+    def reader(self) -> sqlite3.Connection:
+        """This thread's read-only connection: the read executor's, or a caller's own in tests."""
+        db = getattr(self._readers, "db", None)
+        if db is None:
+            db = sqlite3.connect(f"{self.settings.db_path.resolve().as_uri()}?mode=ro", uri=True,
+                                 isolation_level=None, check_same_thread=False)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA busy_timeout = 5000")
+            self._readers.db = db
+            self._reader_connections.append(db)
+        return db
+
+    def shutdown(self) -> None:
+        self._read_executor.shutdown(wait=True)
+        for db in self._reader_connections:
+            db.close()
+        self._reader_connections.clear()
+        super().shutdown()
 
     @property
     def location(self) -> str:
@@ -95,10 +148,11 @@ class SQLiteStore(Store):
                 raise SchemaError(f"{path}: SQLite refused WAL mode (got {mode}); use a local file system")
             db.execute(f"PRAGMA synchronous = {self.settings.sqlite_synchronous.upper()}")
             db.execute("PRAGMA foreign_keys = ON")
-            if version < SCHEMA_VERSION:
-                # IF NOT EXISTS: another server may create the schema between our check and our lock;
-                # an older file gains the tables it lacks.
+            if version == 0:
+                # IF NOT EXISTS: another server may create the schema between our check and our lock.
                 db.executescript(f"BEGIN IMMEDIATE; {SCHEMA}; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+            elif version < SCHEMA_VERSION:
+                self._migrate(db)
         except sqlite3.DatabaseError as e:
             db.close()
             raise SchemaError(f"{path} cannot be used as a SQLite database: {e}") from e
@@ -119,6 +173,23 @@ class SQLiteStore(Store):
                               f"knows up to {SCHEMA_VERSION}): upgrade this server or use another --db")
         return version
 
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        """Bring an older file up to SCHEMA_VERSION in one transaction; the version is read again
+        under the write lock, since another server may have migrated it meanwhile."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version < SCHEMA_VERSION:
+                for added_in, script in sorted(ADDED_COLUMNS.items()):
+                    if version < added_in:
+                        _run_script(db, script)
+                _run_script(db, SCHEMA)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
     def announce(self, url: str) -> None:
         if self._lock is not None:
             self._lock.announce(url)
@@ -291,6 +362,54 @@ class SQLiteStore(Store):
                 raise SessionTakenOver(f"session {session_id!r} was taken over by a newer run")
         return _task(row, lease_seconds) if row is not None else None
 
+    def add_hits(self, hits: list[tuple[str, int, float]]) -> None:
+        with self._tx():
+            self.db.executemany(ADD_HITS, [{"id": i, "hits": n, "at": at} for i, n, at in hits])
+
+    def list_sessions(self, limit: int, after: tuple[float, str] | None, contains: str | None) -> list[SessionSummary]:
+        after_at, after_id = after or (None, None)
+        params = {"limit": limit, "after_at": after_at, "after_id": after_id, "contains": contains or None}
+        return [_session(row) for row in self.reader.execute(LIST_SESSIONS, params)]
+
+    def get_session(self, session_id: str) -> SessionSummary:
+        row = self.reader.execute(GET_SESSION, (session_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no session {session_id!r}: nothing is stored under that id")
+        return _session(row)
+
+    def list_calls(self, session_id: str, limit: int, before: int | None) -> tuple[list[CallSummary], int | None]:
+        params = {"session_id": session_id, "limit": limit, "before": before,
+                  "input_chars": CALL_INPUT_CHARS, "error_chars": CALL_ERROR_CHARS}
+        rows = self.reader.execute(LIST_CALLS, params).fetchall()
+        next_before = rows[-1]["seq"] if len(rows) == limit else None
+        return [_call(row) for row in rows], next_before
+
+    def forget_session(self, session_id: str, now: float) -> list[CallKey]:
+        with self._tx():
+            live, holder = self.db.execute(SESSION_LIVE, {"session_id": session_id, "now": now}).fetchone()
+            if live:
+                raise SessionBusy(
+                    f"session {session_id!r} has {live} call(s) still pending or running: a run in progress "
+                    "would lose results it is about to read. Let it finish (or cancel them), then forget again")
+            if holder is not None:
+                raise SessionBusy(
+                    f"session {session_id!r} is held by a run in progress ({holder}): it would lose results "
+                    "it is about to read. Let it finish, then forget again")
+            deleted = [tuple(row) for row in self.db.execute(FORGET_SESSION, (session_id,)).fetchall()]
+        if not deleted:
+            raise NotFound(f"no session {session_id!r}: nothing is stored under that id")
+        return deleted  # type: ignore[return-value]
+
+    def delete_terminal_before(self, cutoff: float, limit: int) -> list[CallKey]:
+        with self._tx():
+            rows = self.db.execute(DELETE_TERMINAL_BEFORE, {"cutoff": cutoff, "limit": limit}).fetchall()
+        return [tuple(row) for row in rows]  # type: ignore[misc]
+
+
+CALL_INPUT_CHARS = 4000
+"""Characters of an input read for a list of calls: a tool call fits whole; longer ones are summarised."""
+CALL_ERROR_CHARS = 1000
+
 
 class _Transaction:
     """`BEGIN IMMEDIATE` ... `COMMIT`, or `ROLLBACK` on any exception."""
@@ -310,6 +429,16 @@ class _Transaction:
         if not self.owner:
             return
         self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def _run_script(db: sqlite3.Connection, script: str) -> None:
+    """Run each statement of `script` inside the caller's transaction (executescript would commit it)."""
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            db.execute(statement)
+            statement = ""
 
 
 def _dump(value: Any) -> str:
@@ -339,4 +468,21 @@ def _task(row: sqlite3.Row, lease_seconds: float) -> Task:
         version_hash=row["version_hash"], node_id=row["node_id"], input=json.loads(row["input"]),
         attempt=row["attempts"], lease_token=row["lease_token"], lease_expires_at=row["lease_expires_at"],
         lease_seconds=lease_seconds,
+    )
+
+
+def _session(row: sqlite3.Row) -> SessionSummary:
+    return SessionSummary.model_construct(**{key: row[key] for key in row.keys()})
+
+
+def _call(row: sqlite3.Row) -> CallSummary:
+    tool, args, summary = describe_input(row["input_head"], row["input_length"] <= CALL_INPUT_CHARS)
+    status = Status(row["status"])
+    return CallSummary.model_construct(
+        id=row["id"], workflow_id=row["workflow_id"], key=row["key"], tool=tool, args=args, summary=summary,
+        status=status, attempts=row["attempts"], max_attempts=row["max_attempts"], error=row["error"],
+        worker_id=row["worker_id"], hits=row["hits"], created_at=row["created_at"], updated_at=row["updated_at"],
+        started_at=row["started_at"], completed_at=row["completed_at"],
+        next_attempt_at=row["scheduled_at"] if status is Status.PENDING else None,
+        result_chars=row["result_length"],
     )

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 LIVE = "('PENDING', 'RUNNING', 'COMPLETED')"
 
+# Retention deletes the oldest terminal executions first, in small batches, without a table scan.
+RETENTION_INDEX = ("CREATE INDEX IF NOT EXISTS executions_done ON executions (completed_at) "
+                   "WHERE completed_at IS NOT NULL")
+
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS workflows (
     workflow_id  TEXT NOT NULL,
@@ -34,6 +38,8 @@ CREATE TABLE IF NOT EXISTS executions (
     updated_at       REAL NOT NULL,
     started_at       REAL,
     completed_at     REAL,
+    hits             INTEGER NOT NULL DEFAULT 0,
+    last_hit_at      REAL,
     FOREIGN KEY (workflow_id, version_hash) REFERENCES workflows (workflow_id, version_hash)
 );
 -- At most one live execution per call: the idempotency guarantee lives here, not in code.
@@ -50,7 +56,17 @@ CREATE TABLE IF NOT EXISTS session_runs (
     started_at       REAL NOT NULL,
     lease_expires_at REAL NOT NULL
 );
+{RETENTION_INDEX};
 """
+
+# Columns added to an existing table, by the schema version that added them: a file older than
+# that gains them, then SCHEMA (all IF NOT EXISTS) adds the tables and indexes it lacks.
+ADDED_COLUMNS = {
+    3: """
+ALTER TABLE executions ADD COLUMN hits INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE executions ADD COLUMN last_hit_at REAL;
+""",
+}
 
 # One statement, so both are read from one snapshot while another server may be creating the schema.
 SCHEMA_STATE = ("SELECT (SELECT user_version FROM pragma_user_version), "
@@ -237,4 +253,63 @@ RETURNING {COLUMNS}
 SESSION_RUN_GONE = """
 UPDATE session_runs SET lease_expires_at = min(lease_expires_at, :now)
 WHERE session_id = :session_id AND run_token = :token
+"""
+
+# --- sessions, forget and retention ---------------------------------------------------------------
+
+# A cached start is answered from memory; its hits are counted there and added here in batches.
+ADD_HITS = """
+UPDATE executions SET hits = hits + :hits, last_hit_at = max(COALESCE(last_hit_at, 0), :at)
+WHERE id = :id
+"""
+# One row per session. Tool time saved: each hit of a COMPLETED execution saved the time it ran.
+SESSION_COLUMNS = f"""
+session_id,
+count(*) AS calls,
+sum(status = 'COMPLETED') AS completed,
+sum(status = 'FAILED') AS failed,
+sum(status = 'RUNNING') AS running,
+sum(status = 'PENDING') AS pending,
+sum(status = 'CANCELLED') AS cancelled,
+sum(hits) AS cached_hits,
+sum(CASE WHEN status = 'COMPLETED' AND started_at IS NOT NULL
+         THEN hits * (completed_at - started_at) ELSE 0 END) AS seconds_saved,
+min(created_at) AS first_activity,
+max(max(updated_at), COALESCE(max(last_hit_at), 0)) AS last_activity
+"""
+LIST_SESSIONS = f"""
+SELECT * FROM (
+    SELECT {SESSION_COLUMNS} FROM executions
+    WHERE :contains IS NULL OR instr(session_id, :contains) > 0
+    GROUP BY session_id)
+WHERE :after_at IS NULL OR last_activity < :after_at OR (last_activity = :after_at AND session_id < :after_id)
+ORDER BY last_activity DESC, session_id DESC
+LIMIT :limit
+"""
+GET_SESSION = f"SELECT {SESSION_COLUMNS} FROM executions WHERE session_id = ? GROUP BY session_id"
+# Inputs are cut to their first characters here: a model request's input can be a whole history,
+# and a list of calls only shows a summary of it.
+LIST_CALLS = """
+SELECT seq, id, workflow_id, key, substr(input, 1, :input_chars) AS input_head, length(input) AS input_length,
+       status, attempts, max_attempts, substr(error, 1, :error_chars) AS error, worker_id, hits,
+       created_at, updated_at, started_at, completed_at, scheduled_at, length(result) AS result_length
+FROM executions
+WHERE session_id = :session_id AND (:before IS NULL OR seq < :before)
+ORDER BY seq DESC
+LIMIT :limit
+"""
+# Live: executions still pending or running, and an agent run holding the session (its lease not run out).
+SESSION_LIVE = """
+SELECT (SELECT count(*) FROM executions WHERE session_id = :session_id AND status IN ('PENDING', 'RUNNING')),
+       (SELECT holder FROM session_runs WHERE session_id = :session_id AND lease_expires_at > :now)
+"""
+FORGET_SESSION = "DELETE FROM executions WHERE session_id = ? RETURNING workflow_id, session_id, key"
+DELETE_TERMINAL_BEFORE = """
+DELETE FROM executions
+WHERE seq IN (
+    SELECT seq FROM executions
+    WHERE completed_at IS NOT NULL AND completed_at < :cutoff AND status IN ('COMPLETED', 'FAILED', 'CANCELLED')
+    ORDER BY completed_at
+    LIMIT :limit)
+RETURNING workflow_id, session_id, key
 """

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
+import select
 import signal
 import socket
 import sqlite3
@@ -328,3 +330,88 @@ def test_dev_on_postgresql_names_the_database_without_its_password(postgres_url:
         assert "postgres:***@" in "".join(server.output.split())
     finally:
         server.stop()
+def on_a_terminal(args: list[str], answer: str) -> str:
+    """Run `nexum ARGS` on a pseudo-terminal, type `answer` once it asks; everything it printed."""
+    main, child = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "nexum_server", *args], cwd=ROOT, stdin=child, stdout=child,
+                            stderr=child)
+    os.close(child)
+    seen = b""
+    answered = False
+    deadline = time.monotonic() + COMMAND_TIMEOUT
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([main], [], [], max(deadline - time.monotonic(), 0))
+            if not ready:
+                break
+            try:
+                chunk = os.read(main, 4096)
+            except OSError:  # the command exited and closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+            if not answered and b"[y/n]" in seen:
+                os.write(main, answer.encode() + b"\r")
+                answered = True
+        assert proc.wait(COMMAND_TIMEOUT) == 0, seen.decode(errors="replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(main)
+    return " ".join(seen.decode(errors="replace").split())
+
+
+def test_sessions_lists_each_session_with_its_counts(server: NexumServer, api: Api, session_id: str) -> None:
+    other = f"{session_id}-zz"
+    api.start(session_id, "a", {"tool_name": "web_search", "tool_args": {"query": "q"}})
+    api.complete(api.poll_one(), {"result": "r"})
+    assert api.start(session_id, "a")["cached"]
+    api.start(other, "k")
+
+    def sessions(*args: str) -> dict[str, list[str]]:
+        result = subprocess.run([sys.executable, "-m", "nexum_server", "sessions", "--url", server.url, *args],
+                                cwd=ROOT, capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
+                                env={**os.environ, "COLUMNS": "120"})  # every id on one line
+        assert result.returncode == 0, said(result)
+        rows = [line.split() for line in result.stdout.splitlines() if line.strip().startswith("test-")]
+        return {row[0]: row[1:6] for row in rows}
+
+    listed = sessions()
+    assert listed[session_id] == ["1", "1", "1", "0", "0"]  # calls, cached, ran, failed, live
+    assert listed[other] == ["1", "0", "0", "0", "1"]
+    assert list(listed) == [other, session_id]  # latest activity first
+    assert list(sessions("--contains", "zz")) == [other]
+
+
+def test_forget_asks_first_and_yes_deletes_the_session(server: NexumServer, api: Api, session_id: str) -> None:
+    done = api.start(session_id, "a")
+    api.complete(api.poll_one(), {"result": "r"})
+
+    unconfirmed = nexum("forget", session_id, "--url", server.url)
+    assert unconfirmed.returncode == 1
+    assert "without confirmation; pass --yes" in said(unconfirmed)
+    assert api.get(done["id"])["status"] == "COMPLETED"
+
+    answered_no = on_a_terminal(["forget", session_id, "--url", server.url], answer="n")
+    assert "Forget session" in answered_no and "nothing deleted" in answered_no
+    assert api.get(done["id"])["status"] == "COMPLETED"
+
+    forgotten = nexum("forget", session_id, "--url", server.url, "--yes")
+    assert forgotten.returncode == 0, said(forgotten)
+    assert f"session {session_id} forgotten: 1 execution deleted" in said(forgotten)
+    assert api.http.get(f"/v1/executions/{done['id']}").status_code == 404
+
+    again = nexum("forget", session_id, "--url", server.url, "--yes")
+    assert again.returncode == 1 and f"no session '{session_id}'" in said(again)
+
+
+def test_forget_of_a_session_with_a_running_call_is_refused_with_the_reason(
+        server: NexumServer, api: Api, session_id: str) -> None:
+    api.start(session_id, "a")
+    api.poll_one()
+    refused = nexum("forget", session_id, "--url", server.url, "--yes")
+    assert refused.returncode == 1
+    assert "1 call(s) still pending or running" in said(refused)
+    assert api.http.get(f"/v1/sessions/{session_id}").json()["running"] == 1

@@ -24,6 +24,7 @@ from nexum_server.errors import (
     NexumError,
     NotFound,
     SchemaError,
+    SessionBusy,
     SessionTakenOver,
     StoreUnavailable,
     WorkflowNotFound,
@@ -228,6 +229,35 @@ def test_concurrent_claims_from_two_connections_never_lease_a_task_twice(
     assert sorted(t.execution_id for t in claimed) == sorted(ids)
     assert len({t.lease_token for t in claimed}) == total
     assert store.count_by_status()[Status.RUNNING] == total
+
+
+def test_leases_expired_by_several_stores_at_once_are_each_expired_and_counted_once(
+        make_store: StoreFactory, store: Store) -> None:
+    total = 40
+    for i in range(total):
+        start(store, key=f"k{i}")
+    store.claim("w1", [REF], total, LEASE, T0)
+    others = [make_store() for _ in range(3)]  # as other servers would, each on its own thread
+    barrier = threading.Barrier(len(others) + 1)
+    seen: list[list[Execution]] = []
+    errors: list[BaseException] = []
+
+    def expire(target: Store) -> None:
+        try:
+            barrier.wait()
+            seen.append(target._executor.submit(target.expire_leases, T0 + LEASE).result()[0])
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=expire, args=(target,)) for target in [store, *others]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    expired = [e.id for batch in seen for e in batch]
+    assert len(expired) == total and len(set(expired)) == total
+    assert store.count_by_status()[Status.PENDING] == total
 
 
 # --- leases ------------------------------------------------------------------------------------
@@ -679,3 +709,179 @@ def test_sessions_are_independent(store: Store) -> None:
     e = start(store, session_id="b")
     with pytest.raises(SessionTakenOver):
         store.claim_for_run(e.id, "b", a.token, LEASE, T0 + 1)
+# --- sessions, forget and retention --------------------------------------------------------------
+
+DAY = 86_400.0
+
+
+def run_to_completion(store: Store, key: str, session_id: str, now: float, took: float = 2.0,
+                      input: Any = None) -> Execution:
+    """Start, claim at `now` and complete `took` seconds later; the COMPLETED execution."""
+    store.start_execution(REF, session_id, key, {"key": key} if input is None else input, now)
+    task = claim_one(store, now)
+    return store.complete(task.task_id, task.lease_token, {"result": key}, now + took)
+
+
+def test_sessions_are_counted_and_listed_by_latest_activity(store: Store) -> None:
+    done = run_to_completion(store, "a", "s1", T0, took=2.0)
+    store.start_execution(REF, "s1", "b", {"key": "b"}, T0 + 5)
+    failed = store.start_execution(REF, "s1", "c", {"key": "c"}, T0 + 6).execution
+    task = claim_one(store, T0 + 6)  # the oldest PENDING one: "b"
+    store.fail(task.task_id, task.lease_token, "boom", False, T0 + 7)
+    store.cancel_execution(failed.id, T0 + 8)
+    run_to_completion(store, "x", "s2", T0 + 20)
+
+    store.add_hits([(done.id, 3, T0 + 30), ("gone", 5, T0 + 31)])
+
+    sessions = store.list_sessions(10, None, None)
+    assert [s.session_id for s in sessions] == ["s1", "s2"]  # s1's hits are its latest activity
+    s1 = sessions[0]
+    assert (s1.calls, s1.completed, s1.failed, s1.cancelled, s1.running, s1.pending) == (3, 1, 1, 1, 0, 0)
+    assert s1.cached_hits == 3
+    assert s1.seconds_saved == pytest.approx(3 * 2.0)
+    assert s1.first_activity == T0 and s1.last_activity == T0 + 30
+    assert store.get_session("s2").calls == 1 and store.get_session("s2").cached_hits == 0
+    with pytest.raises(NotFound, match="no session 'nope'"):
+        store.get_session("nope")
+
+
+def test_hits_add_up_and_keep_the_latest_time(store: Store) -> None:
+    done = run_to_completion(store, "a", "s", T0)
+    store.add_hits([(done.id, 1, T0 + 10)])
+    store.add_hits([(done.id, 2, T0 + 5)])
+    session = store.get_session("s")
+    assert session.cached_hits == 3 and session.last_activity == T0 + 10
+    assert store.list_calls("s", 10, None)[0][0].hits == 3
+
+
+def test_sessions_page_through_without_gaps_or_repeats(store: Store) -> None:
+    for i in range(7):
+        store.start_execution(REF, f"s{i}", "k", None, T0 + i % 3)  # ties in activity, broken by id
+    seen: list[str] = []
+    after = None
+    while True:
+        page = store.list_sessions(3, after, None)
+        seen += [s.session_id for s in page]
+        if len(page) < 3:
+            break
+        after = (page[-1].last_activity, page[-1].session_id)
+    assert sorted(seen) == [f"s{i}" for i in range(7)] and len(seen) == 7
+    activity = [store.get_session(s).last_activity for s in seen]
+    assert activity == sorted(activity, reverse=True)
+    assert [s.session_id for s in store.list_sessions(10, None, "s4")] == ["s4"]
+
+
+def test_calls_of_a_session_name_the_tool_or_summarise_any_other_input(store: Store) -> None:
+    store.start_execution(REF, "s", "t1", {"tool": "web_search", "args": {"query": "durable"}}, T0)
+    store.start_execution(REF, "s", "t2", {"tool_name": "visit_webpage", "tool_args": {"url": "http://x"}}, T0 + 1)
+    store.start_execution(REF, "s", "m", {"messages": ["x" * 10_000]}, T0 + 2)
+    store.start_execution(REF, "other", "o", None, T0 + 3)
+    calls, cursor = store.list_calls("s", 10, None)
+    assert cursor is None
+    assert [c.key for c in calls] == ["m", "t2", "t1"]
+    model, visit, search = calls
+    assert (search.tool, search.args) == ("web_search", {"query": "durable"})
+    assert (visit.tool, visit.args) == ("visit_webpage", {"url": "http://x"})
+    assert model.tool is None and model.summary.startswith('{"messages":["xxx') and len(model.summary) <= 160
+    assert all(c.status is Status.PENDING and c.result_chars is None for c in calls)
+
+    first, cursor = store.list_calls("s", 2, None)
+    rest, end = store.list_calls("s", 2, cursor)
+    assert [c.key for c in first + rest] == ["m", "t2", "t1"] and end is None
+
+
+def test_forget_deletes_a_finished_session_and_a_new_start_runs_again(store: Store) -> None:
+    old = run_to_completion(store, "a", "s", T0)
+    run_to_completion(store, "a", "keep", T0)
+    assert sorted(store.forget_session("s", T0 + 10)) == [(REF.workflow_id, "s", "a")]
+    with pytest.raises(NotFound):
+        store.get_execution(old.id)
+    again = store.start_execution(REF, "s", "a", {"key": "a"}, T0 + 10)
+    assert again.created and again.execution.status is Status.PENDING
+    assert store.get_session("keep").completed == 1
+    with pytest.raises(NotFound, match="no session 'never'"):
+        store.forget_session("never", T0 + 10)
+
+
+@pytest.mark.parametrize("live", ["pending", "running"])
+def test_forget_refuses_a_session_with_live_calls_and_deletes_nothing(store: Store, live: str) -> None:
+    run_to_completion(store, "a", "s", T0)
+    store.start_execution(REF, "s", "b", None, T0 + 1)
+    if live == "running":
+        claim_one(store, T0 + 1)
+    with pytest.raises(SessionBusy, match="1 call.* still pending or running"):
+        store.forget_session("s", T0 + 10)
+    assert store.get_session("s").calls == 2
+
+
+def test_forget_refuses_a_session_an_agent_run_holds_until_its_lease_runs_out(store: Store) -> None:
+    run_to_completion(store, "a", "s", T0)
+    run = store.take_session("s", "agent-1", LEASE, T0 + 1)
+    with pytest.raises(SessionBusy, match="held by a run in progress \\(agent-1\\)"):
+        store.forget_session("s", T0 + 2)
+    assert store.get_session("s").calls == 1
+    assert store.forget_session("s", run.lease_expires_at + 1) == [(REF.workflow_id, "s", "a")]
+
+
+def test_retention_deletes_terminal_executions_older_than_the_cutoff_in_batches(store: Store) -> None:
+    old = [run_to_completion(store, f"old{i}", "s", T0 + i) for i in range(5)]
+    failed = store.start_execution(REF, "s", "f", None, T0 + 10).execution
+    store.cancel_execution(failed.id, T0 + 10)
+    recent = run_to_completion(store, "recent", "s", T0 + 40 * DAY)
+    store.start_execution(REF, "s", "live", None, T0)  # never finished: never retained away
+    cutoff = T0 + 40 * DAY - 30 * DAY
+
+    first = store.delete_terminal_before(cutoff, 4)
+    assert sorted(first) == [(REF.workflow_id, "s", f"old{i}") for i in range(4)]  # the oldest ones
+    second = store.delete_terminal_before(cutoff, 4)
+    assert sorted(k for _, _, k in second) == ["f", "old4"]
+    assert store.delete_terminal_before(cutoff, 4) == []
+    assert {c.key for c in store.list_calls("s", 10, None)[0]} == {"recent", "live"}
+    assert store.get_execution(recent.id).status is Status.COMPLETED
+    again = store.start_execution(REF, "s", "old0", {"key": "old0"}, T0 + 41 * DAY)
+    assert again.created and again.execution.id != old[0].id
+
+
+def test_a_file_of_schema_1_is_migrated_and_keeps_its_executions(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    v1 = SQLiteStore(Settings(db=str(path)))
+    v1.start()
+    v1.register_workflow(REF, IR, T0)
+    kept = v1.start_execution(REF, "s", "k", None, T0).execution
+    v1.db.executescript("BEGIN; DROP INDEX executions_done; ALTER TABLE executions DROP COLUMN hits;"
+                        "ALTER TABLE executions DROP COLUMN last_hit_at; DROP TABLE session_runs;"
+                        "PRAGMA user_version = 1; COMMIT;")
+    v1.shutdown()
+
+    store = SQLiteStore(Settings(db=str(path)))
+    store.start()
+    try:
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert store.get_execution(kept.id).status is Status.PENDING
+        assert store.get_session("s").cached_hits == 0
+        assert store.take_session("s", "run-1", LEASE, T0).token
+    finally:
+        store.shutdown()
+
+
+def test_a_postgres_schema_2_gains_the_hit_counts_and_keeps_its_executions(postgres_url: str) -> None:
+    import psycopg
+
+    old = PostgresStore(Settings(db=postgres_url))
+    old.start()
+    old.register_workflow(REF, IR, T0)
+    kept = old.start_execution(REF, "s", "k", None, T0).execution
+    old.shutdown()
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute("ALTER TABLE nexum.executions DROP COLUMN hits, DROP COLUMN last_hit_at")
+        db.execute("DROP INDEX nexum.executions_done")
+        db.execute("UPDATE nexum.schema_version SET version = 2")
+
+    store = PostgresStore(Settings(db=postgres_url))
+    store.start()
+    try:
+        assert store.get_execution(kept.id).status is Status.PENDING
+        store.add_hits([(kept.id, 2, T0 + 1)])
+        assert store.get_session("s").cached_hits == 2
+    finally:
+        store.shutdown()
