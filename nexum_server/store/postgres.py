@@ -236,8 +236,9 @@ class PostgresStore(Store):
         return _execution(row)
 
     def list_executions(self, session_id: str | None, status: Status | None, key: str | None,
-                        limit: int) -> list[Execution]:
-        params = {"session_id": session_id, "status": status.value if status else None, "key": key, "limit": limit}
+                        limit: int, id_prefix: str | None = None) -> list[Execution]:
+        params = {"session_id": session_id, "status": status.value if status else None, "key": key, "limit": limit,
+                  "id_prefix": id_prefix}
         with self._db() as db:
             return [_execution(row) for row in db.execute(sql.LIST_EXECUTIONS, params)]
 

@@ -28,8 +28,8 @@ from tests.e2e.helpers import (
     demo_env,
     run_demo,
 )
-from tests.fixtures.web import WebFixture, search_results, tools_env
-from tests.procs import NexumServer, Proc, running
+from nexum_devtools.web import WebFixture, search_results, tools_env
+from nexum_devtools.procs import NexumServer, Proc, running
 from workflow import VISIT_WEBPAGE, WEB_SEARCH, WORKFLOW_ID
 
 OFFLINE_ANSWER = "Offline extractive model, not a language model."

@@ -162,6 +162,17 @@ def test_list_filters_and_orders_newest_first(store: Store) -> None:
     assert store.list_executions("nobody", None, None, 50) == []
 
 
+def test_list_finds_executions_by_the_start_of_their_id(store: Store) -> None:
+    ids = [start(store, key=f"k{i}", now=T0 + i).id for i in range(20)]
+    target = ids[7]
+    assert [e.id for e in store.list_executions(None, None, None, 50, id_prefix=target)] == [target]
+    shared = [i for i in ids if i.startswith(target[:1])]
+    assert [e.id for e in store.list_executions(None, None, None, 50, id_prefix=target[:1])] == shared[::-1]
+    # Characters LIKE would treat as wildcards match only themselves.
+    assert store.list_executions(None, None, None, 50, id_prefix="%") == []
+    assert store.list_executions(None, None, None, 50, id_prefix="_") == []
+
+
 # --- claims ------------------------------------------------------------------------------------
 
 def test_claim_leases_oldest_first_with_a_fresh_token_each(store: Store) -> None:
