@@ -1,4 +1,4 @@
-"""Fixtures of the page tests: one headless Chromium for the session, a fresh page per test.
+"""Fixtures of the page tests: one headless Chromium per test module, a fresh page per test.
 
 Without Debian's chromium (or Playwright) the page tests skip with the reason; in CI
 (`NEXUM_CI=1`, set by `.ci/run`) they fail instead, so CI never passes without running them.
@@ -21,8 +21,10 @@ IN_CI = os.environ.get("NEXUM_CI") == "1"
 VIEWPORT = {"width": 1280, "height": 760}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    # Module, not session: Playwright's sync API keeps an event loop running in this thread while it
+    # is open, and every asyncio test collected after the page tests would then fail to start.
     reason = missing()
     if reason is not None:
         if IN_CI:
