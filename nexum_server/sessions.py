@@ -59,7 +59,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "Missing or wrong bearer token"},
     404: {"model": ErrorBody, "description": "Nothing is stored under that session id"},
     409: {"model": ErrorBody, "description": "Forget refused: the session has pending or running calls"},
-    422: {"model": ErrorBody, "description": "A cursor this server did not give"},
+    # Either shape: FastAPI's for a malformed query, ours for a cursor this server did not give.
+    422: {"description": "A malformed query, or a cursor this server did not give",
+          "content": {"application/json": {"schema": {"anyOf": [
+              {"$ref": "#/components/schemas/ErrorBody"}, {"$ref": "#/components/schemas/HTTPValidationError"}]}}}},
     503: {"model": ErrorBody, "description": "The database is busy or failing; try again"},
 }
 
