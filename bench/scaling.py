@@ -24,8 +24,8 @@ from bench.calls import INSTANT_ARGS, CallsConfig, durable, throughput, timed
 from bench.stack import WORKER_GRACE_SECONDS, WORKER_STOP_SECONDS, Stack
 from bench.stats import summarize
 from nexum_devtools.postgres import PostgresMissing, ThrowawayPostgres
-from nexum_server.client import NexumClient
 from nexum_devtools.procs import ROOT, SERVER_READY, WORKER_READY, Proc
+from nexum_server.client import NexumClient
 
 WORKERS = 2
 """Workers in every setup, so the setups differ only in backend and server count."""
