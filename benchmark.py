@@ -7,6 +7,10 @@ same session (every call comes from the store), which shows the speed-up. Offlin
 planned model makes `--tool-calls` distinct calls to a local web fixture with added latency, which
 also counts the requests that reach it. `--model NAME` or `--live` use a real model and the web.
 
+Resume (`--resume`), scenario 3: an agent killed when it asks for its third answer, resumed by a
+new process whose model words its search anew, as a real model does: tool calls journaled alone
+(the original design) against model requests journaled too (`NexumDurability`).
+
 Per-call cost (`--calls`): the bare round trip, a cached call, the overhead of a cold call, the
 upstream polling pattern and throughput, each next to its target; then a cached call, a cold call
 and throughput on each backend: SQLite, and PostgreSQL with one and with two servers (a throwaway
@@ -18,7 +22,8 @@ ports (or uses the server at `--nexum-url`), and stops all it started, on Ctrl-C
 Run with:
     python benchmark.py                                # agent runs, offline, about 20 s
     python benchmark.py --calls --json benchmark.json  # per-call cost, under a minute
-    python benchmark.py --agent --calls --quick        # both parts, small sizes, a few seconds
+    python benchmark.py --resume                       # scenario 3, about 10 s
+    python benchmark.py --agent --resume --calls --quick   # every part, small sizes, a few seconds
     python benchmark.py --model openai:gpt-5-mini      # a real model and the real web
 """
 
@@ -32,16 +37,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dotenv import load_dotenv
 from rich.console import Console
 
 from bench.agent import agent_figures, agent_table, run_scenarios
 from bench.calls import CallsConfig, calls_tables, measure_calls
+from bench.resume import resume_table, run_resumes
 from bench.scaling import backends_table, measure_backends
 from bench.stack import Stack, scoped_env, start_stack
 from bench.stats import machine
 from demo import pick_model
 from nexum_server.client import NexumClient
+from nexum_server.config import AgentSettings
 from nexum_server.errors import NexumError
 from offline_model import default_plan, planned_model
 
@@ -49,11 +55,11 @@ QUERY = "What is durable execution?"
 DEFAULTS: dict[str, Any] = {
     "tool_calls": 10, "batch": 1, "search_latency": 0.3, "page_latency": 0.5, "samples": 200,
     "polling_samples": 30, "clients": 32, "workers": (1, 2), "throughput_calls": 2000,
-    "throughput_seconds": 5.0, "worker_concurrency": 64,
+    "throughput_seconds": 5.0, "worker_concurrency": 64, "model_latency": 0.5,
 }
 QUICK: dict[str, Any] = {
     "tool_calls": 4, "search_latency": 0.01, "page_latency": 0.01, "samples": 20, "polling_samples": 5,
-    "clients": 8, "throughput_calls": 100, "throughput_seconds": 1.0,
+    "clients": 8, "throughput_calls": 100, "throughput_seconds": 1.0, "model_latency": 0.01,
 }
 
 console = Console()
@@ -63,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     part = parser.add_argument_group("what to run (the agent runs when neither is given)")
     part.add_argument("--agent", action="store_true", help="the agent runs, scenarios 1 and 2")
+    part.add_argument("--resume", action="store_true", help="scenario 3: resume after a crash")
     part.add_argument("--calls", action="store_true", help="the per-call cost")
     part.add_argument("--quick", action="store_true", help="small sizes, for a smoke test; flags still win")
     part.add_argument("--json", type=Path, metavar="FILE", help="also write every figure and the machine to FILE")
@@ -73,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--search-latency", type=float, metavar="S", help="fixture delay per search (0.3)")
     agent.add_argument("--page-latency", type=float, metavar="S", help="fixture delay per page (0.5)")
     agent.add_argument("--model", help="a Pydantic AI model name: a real model and the real web")
+    agent.add_argument("--model-latency", type=float, metavar="S",
+                       help="scenario 3: seconds the offline model takes per answer (0.5)")
     agent.add_argument("--live", action="store_true", help="the real model an API key in the environment picks")
     calls = parser.add_argument_group("per-call cost")
     calls.add_argument("--samples", type=int, metavar="N", help="samples per latency measure (200)")
@@ -104,7 +113,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, str | None]:
     for key, default in DEFAULTS.items():
         if getattr(args, key) is None:
             setattr(args, key, QUICK.get(key, default) if args.quick else default)
-    args.agent = args.agent or not args.calls
+    args.agent = args.agent or not (args.calls or args.resume)
     small = [k for k in ("tool_calls", "batch", "samples", "polling_samples", "clients", "throughput_calls",
                          "worker_concurrency") if getattr(args, k) < 1]
     if small or min(args.search_latency, args.page_latency) < 0 or args.throughput_seconds <= 0:
@@ -114,8 +123,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, str | None]:
         model, _ = pick_model(None)
         if not isinstance(model, str):
             parser.error("--live needs GOOGLE_API_KEY, GEMINI_API_KEY or OPENAI_API_KEY (or use --model NAME)")
-    if model and args.calls:
-        parser.error("--calls measures against the local web fixture: run it without --model/--live")
+    if model and (args.calls or args.resume):
+        parser.error("--calls and --resume measure against the local web fixture: run them without --model/--live")
     return args, model
 
 
@@ -133,6 +142,11 @@ async def run(args: argparse.Namespace, stack: Stack, model: str | None) -> dict
             runs = await run_scenarios(agent_model, args.query, client, stack.web, report)
             console.print(agent_table(runs))
             results["agent"] = agent_figures(runs)
+        if args.resume:
+            console.print("[bold]Resume after a crash[/]")
+            resumes = await run_resumes(args.query, client, stack.require_web(), args.model_latency, report)
+            console.print(resume_table(resumes, args.model_latency))
+            results["resume"] = [r.json() for r in resumes]
         if args.calls:
             console.print("[bold]Per-call cost[/]")
             config = CallsConfig(args.samples, args.polling_samples, args.clients, args.workers,
@@ -152,7 +166,8 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    load_dotenv()
+    # Model keys found only in .env go where Pydantic AI's providers look for them.
+    AgentSettings.from_env().export_provider_keys()
     args, model = parse_args(argv)
     if not console.is_terminal:
         # Piped or redirected: no terminal to fit, so do not squeeze the tables into 80 columns.

@@ -12,8 +12,8 @@ import pydantic_ai.models
 import pytest
 
 from nexum_devtools.postgres import PostgresMissing, ThrowawayPostgres, find_bindir
-from tests.fixtures.web import WebFixture, run_web_fixture, tools_env
-from tests.procs import DOTENV_KEYS, WORKER_READY, NexumServer, Proc, server_env
+from nexum_devtools.web import WebFixture, run_web_fixture, tools_env
+from nexum_devtools.procs import DOTENV_KEYS, WORKER_READY, NexumServer, Proc, server_env
 
 CI = pytest.StashKey[bool]()
 
@@ -38,7 +38,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return lines
 
 
-PROJECT_VARIABLES = ("NEXUM_", "SEARCH_BACKEND", "SEARXNG_URL", "SESSION_ID", "OPENAI_API_KEY", "GEMINI_API_KEY",
+PROJECT_VARIABLES = ("NEXUM_", "SESSION_ID", "OPENAI_API_KEY", "GEMINI_API_KEY",
                      "GOOGLE_API_KEY", "ANTHROPIC_API_KEY")
 
 
@@ -48,9 +48,9 @@ def _no_model_requests_and_clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(PROJECT_VARIABLES):
             monkeypatch.delenv(name)
-    # Blank rather than unset: the processes a test starts call load_dotenv(), which never
-    # overrides a variable that exists, so a developer's own .env cannot leak a token, a model key
-    # or another port into them. The project reads an empty value as unset.
+    # Blank rather than unset: a variable in the environment, even an empty one, hides the same key
+    # in .env (nexum_server/config.py), so a developer's own .env cannot leak a token, a model key
+    # or another port into the processes a test starts. An empty value means the default.
     for name in DOTENV_KEYS:
         monkeypatch.setenv(name, "")
 

@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 
 from nexum_devtools.postgres import PostgresMissing, find_bindir
-from tests.procs import DOTENV_KEYS, ROOT
+from nexum_devtools.procs import DOTENV_KEYS, ROOT
 
 TOOL_CALLS = 4
 RUN_TIMEOUT_SECONDS = 150
-PROJECT_VARIABLES = ("NEXUM_", "SEARCH_BACKEND", "SEARXNG_URL", "SESSION_ID")
+PROJECT_VARIABLES = ("NEXUM_", "SESSION_ID")
 TABLE_ROWS = (
     "Agent runs", "1 cold", "2 re-run", "Pydantic AI + Nexum, new session", "Pydantic AI + Nexum, same session",
     "Per-call latency", "bare round trip, GET /health", "cached call", "cold overhead (cold - direct)",
@@ -40,7 +40,7 @@ LATENCIES = ("bare_round_trip_ms", "cached_call_ms", "bare_round_trip_blocking_m
 def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
     """Run the benchmark once for every test here: its output and its JSON figures."""
     figures = tmp_path_factory.mktemp("bench") / "bench.json"
-    command = [sys.executable, "benchmark.py", "--agent", "--calls", "--quick", "--tool-calls", str(TOOL_CALLS),
+    command = [sys.executable, "benchmark.py", "--agent", "--resume", "--calls", "--quick", "--tool-calls", str(TOOL_CALLS),
                "--search-latency", "0.01", "--page-latency", "0.01", "--samples", "10", "--polling-samples", "3",
                "--clients", "4", "--throughput-calls", "20", "--throughput-seconds", "1", "--json", str(figures)]
     # A module fixture runs before the per-test environment scrub, so it scrubs for itself. Wide
@@ -60,7 +60,7 @@ def test_tables_have_every_row(bench: tuple[str, dict[str, Any]]) -> None:
 
 def test_json_has_the_machine_and_every_figure(bench: tuple[str, dict[str, Any]]) -> None:
     _, figures = bench
-    assert set(figures) == {"machine", "config", "agent", "calls", "backends"}
+    assert set(figures) == {"machine", "config", "agent", "resume", "calls", "backends"}
     assert {"cpu_count", "cpu_model", "python", "platform"} <= set(figures["machine"])
     assert figures["machine"]["cpu_count"] > 0
     assert {"runs", "cold_overhead_seconds", "rerun_speedup"} <= set(figures["agent"])
@@ -90,6 +90,18 @@ def test_nexum_rerun_executes_nothing(bench: tuple[str, dict[str, Any]]) -> None
     rerun = runs[("rerun", True)]
     assert rerun["session"] == runs[("cold", True)]["session"]
     assert (rerun["executed"], rerun["cached"], rerun["web_requests"]) == (0, TOOL_CALLS, 0)
+
+
+def test_a_full_journal_resume_asks_the_model_once_and_fetches_nothing(bench: tuple[str, dict[str, Any]]) -> None:
+    _, figures = bench
+    resumes = {r["design"]: r for r in figures["resume"]}
+    assert set(resumes) == {"tool calls only", "full journal"}
+    for r in resumes.values():
+        # Both died at the same point: three model requests asked (the third never answered), 1 + 3 pages read.
+        assert (r["first_model_requests"], r["first_web_requests"]) == (3, 4), r
+    assert (resumes["full journal"]["model_requests"], resumes["full journal"]["web_requests"]) == (1, 0)
+    # The model is asked everything again (and, as it words its search anew, usually reads other pages).
+    assert resumes["tool calls only"]["model_requests"] == 3
 
 
 def test_started_processes_are_stopped(bench: tuple[str, dict[str, Any]]) -> None:
