@@ -1,5 +1,8 @@
 """Fixtures of the page tests: one headless Chromium per test module, a fresh page per test.
 
+Per module, not per session: Playwright's sync API runs an event loop in the main thread while it
+is open, and asyncio tests of later modules could not start theirs.
+
 Without Debian's chromium (or Playwright) the page tests skip with the reason; in CI
 (`NEXUM_CI=1`, set by `.ci/run`) they fail instead, so CI never passes without running them.
 """
@@ -23,8 +26,6 @@ VIEWPORT = {"width": 1280, "height": 760}
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    # Module, not session: Playwright's sync API keeps an event loop running in this thread while it
-    # is open, and every asyncio test collected after the page tests would then fail to start.
     reason = missing()
     if reason is not None:
         if IN_CI:
