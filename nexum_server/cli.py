@@ -39,6 +39,8 @@ from .models import Execution, SessionSummary, Status
 
 console = Console()
 errors = Console(stderr=True)
+LISTEN_BACKLOG = 2048
+"""uvicorn's own default backlog."""
 STATUS_STYLE = {"PENDING": "yellow", "RUNNING": "cyan", "COMPLETED": "green", "FAILED": "red", "CANCELLED": "dim"}
 
 
@@ -161,6 +163,10 @@ def _serve(args: argparse.Namespace) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((settings.host, settings.port))
+        # Listening before the ready line is printed: uvicorn prints it from the app's start-up,
+        # before it serves the socket, and a client quick off the mark would be refused meanwhile.
+        # Connections made in that moment wait in the backlog instead.
+        sock.listen(LISTEN_BACKLOG)
     except OSError as e:
         store.shutdown()
         errors.print(f"[red]cannot listen on {settings.host}:{settings.port}:[/] {e.strerror}. "
