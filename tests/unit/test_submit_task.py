@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import httpx2
@@ -11,6 +12,7 @@ import pytest
 
 from nexum_server.client import NexumClient
 from nexum_server.errors import RequestRejected, ServerUnavailable
+from nexum_server.retry import FIRST_SECONDS, MAX_SECONDS, WAIT
 from submit_task import ToolCallFailed, call_tool, submit_tool_call_async
 from workflow import IR, VERSION_HASH, WEB_SEARCH, WORKFLOW_ID, tool_call_key
 
@@ -129,6 +131,35 @@ async def test_a_start_is_repeated_unchanged_after_a_transport_error() -> None:
     assert server.sent == [("POST", "/v1/executions"), ("POST", "/v1/executions")]
     assert server.body(1) == server.body(0)
     assert outcome.result == "[]"
+
+
+async def test_a_5xx_from_the_server_itself_is_retried_like_an_unreachable_server() -> None:
+    error = {"error": {"code": "internal", "message": "a bug"}}
+    server = Scripted(httpx2.Response(500, json=error), httpx2.Response(503, json=error),
+                      httpx2.Response(201, json=execution()))
+    async with client_for(server) as client:
+        outcome = await call_tool(WEB_SEARCH, ARGS, SESSION, timeout=30, client=client)
+
+    assert server.sent == [("POST", "/v1/executions")] * 3
+    assert outcome.result == "[]"
+
+
+async def test_a_4xx_is_an_answer_and_not_retried() -> None:
+    server = Scripted(httpx2.Response(422, json={"detail": [{"loc": ["body", "key"], "msg": "bad"}]}))
+    async with client_for(server) as client:
+        with pytest.raises(RequestRejected) as raised:
+            await call_tool(WEB_SEARCH, ARGS, SESSION, timeout=30, client=client)
+
+    assert raised.value.status == 422 and server.sent == [("POST", "/v1/executions")]
+
+
+def test_backoff_doubles_with_jitter_up_to_its_cap() -> None:
+    pauses = {n: [WAIT(SimpleNamespace(attempt_number=n)) for _ in range(200)] for n in range(1, 10)}
+    for n, seen in pauses.items():
+        fixed = min(FIRST_SECONDS / 2 * 2 ** (n - 1), MAX_SECONDS / 2)
+        assert all(fixed <= p <= 2 * fixed for p in seen), n
+        assert max(seen) - min(seen) > fixed / 10, f"pause {n} has no jitter"
+    assert max(pauses[9]) <= MAX_SECONDS and min(pauses[9]) >= MAX_SECONDS / 2
 
 
 async def test_a_failed_execution_raises_tool_call_failed_with_the_last_error() -> None:
