@@ -37,7 +37,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dotenv import load_dotenv
 from rich.console import Console
 
 from bench.agent import agent_figures, agent_table, run_scenarios
@@ -48,6 +47,7 @@ from bench.stack import Stack, scoped_env, start_stack
 from bench.stats import machine
 from demo import pick_model
 from nexum_server.client import NexumClient
+from nexum_server.config import AgentSettings
 from nexum_server.errors import NexumError
 from offline_model import default_plan, planned_model
 
@@ -166,7 +166,8 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    load_dotenv()
+    # Model keys found only in .env go where Pydantic AI's providers look for them.
+    AgentSettings.from_env().export_provider_keys()
     args, model = parse_args(argv)
     if not console.is_terminal:
         # Piped or redirected: no terminal to fit, so do not squeeze the tables into 80 columns.

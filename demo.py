@@ -8,9 +8,12 @@ at once: the model is asked only what it never answered, and no page is fetched 
 
 Run with:
     nexum dev                                       # terminal 1
-    python worker.py                                # terminal 2
+    nexum-web python worker.py                      # terminal 2 (or `python worker.py` for the real web)
     python demo.py "What is durable execution?"     # terminal 3
     SESSION_ID=<the session it printed> python demo.py "What is durable execution?"
+
+Exit codes: 0 answered; 1 the model failed, or every tool call failed; 2 cannot start (no server at
+NEXUM_URL, token refused, a bad setting); 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import sys
 import uuid
 from collections.abc import Callable
 
-from dotenv import load_dotenv
+import pydantic_ai
 from pydantic_ai import Agent
 from pydantic_ai.exceptions import AgentRunError, UserError
 from pydantic_ai.models import Model
@@ -35,7 +38,9 @@ from rich.markdown import Markdown
 
 from durability import NexumDurability, UnitEvent, WorkerToolset
 from nexum_server.client import NexumClient
-from nexum_server.errors import NexumError, ServerUnavailable
+from nexum_server.config import AgentSettings
+from nexum_server.errors import ConfigError, NexumError, RequestRejected, ServerUnavailable
+from submit_task import DEFAULT_TIMEOUT
 from offline_model import offline_model
 from tools import TOOLSET
 
@@ -50,7 +55,7 @@ console = Console()
 
 def build_agent(model: Model | str, session_id: str | None, *, client: NexumClient | None = None,
                 on_unit: Callable[[UnitEvent], None] | None = None,
-                toolset: AbstractToolset[None] = TOOLSET) -> Agent[None, str]:
+                toolset: AbstractToolset[None] = TOOLSET, timeout: float = DEFAULT_TIMEOUT) -> Agent[None, str]:
     """The research agent; with a session, durable in Nexum.
 
     In a session, every model request and tool call of a run is an execution of the session on the
@@ -61,20 +66,21 @@ def build_agent(model: Model | str, session_id: str | None, *, client: NexumClie
     if session_id is None:
         return Agent(model, name=AGENT_NAME, instructions=INSTRUCTIONS, toolsets=[toolset], retries=3)
     return Agent(model, name=AGENT_NAME, instructions=INSTRUCTIONS, retries=3,
-                 toolsets=[WorkerToolset(toolset, client=client)],
+                 toolsets=[WorkerToolset(toolset, client=client, timeout=timeout)],
                  capabilities=[NexumDurability(session_id=session_id, client=client, on_unit=on_unit)])
 
 
 def pick_model(name: str | None) -> tuple[Model | str, str]:
     """The model to use and how to describe it: a name, else an API key's default, else offline."""
+    settings = AgentSettings.from_env()
     if not name:
-        if os.environ.get("GOOGLE_API_KEY") or os.environ.get("GEMINI_API_KEY"):
+        if settings.google_api_key or settings.gemini_api_key:
             name = GEMINI_MODEL
-        elif os.environ.get("OPENAI_API_KEY"):
+        elif settings.openai_api_key:
             name = OPENAI_MODEL
         else:
             name = "offline"
-    think = float(os.environ.get("NEXUM_OFFLINE_THINK_SECONDS") or 0)
+    think = settings.offline_think_seconds
     if name == "offline":
         return (offline_model(think_seconds=think),
                 "offline (quotes pages; not a language model: set an API key or --model)")
@@ -109,6 +115,22 @@ class Progress:
             sys.stdout.flush()
             os.kill(os.getpid(), signal.SIGKILL)
 
+    @property
+    def completed(self) -> int:
+        """Steps that completed (executed or replayed): what a re-run of the session gets back."""
+        return sum(e.error is None for e in self.events)
+
+    def all_tools_failed(self) -> list[UnitEvent]:
+        """The failed tool calls, when there were some and none of them succeeded; else []."""
+        tools = [e for e in self.events if e.kind == "tool"]
+        return tools if tools and all(e.error is not None for e in tools) else []
+
+    def resume_hint(self, session_id: str) -> str:
+        if not self.completed:
+            return "Nothing had completed, so there is nothing to resume."
+        return (f"{_plural(self.completed, 'completed step')} stored; resume with SESSION_ID={session_id} "
+                "(the same query).")
+
     def summary(self) -> str:
         models = [e for e in self.events if e.kind == "model"]
         tools = [e for e in self.events if e.kind == "tool"]
@@ -133,55 +155,83 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else f"{text[: width // 2 - 1]}…{text[-(width // 2):]}"
 
 
-async def run(query: str, session_id: str, model_name: str | None, crash_after: int | None) -> int:
+async def run(query: str, session_id: str, model_name: str | None, progress: Progress,
+              timeout: float = DEFAULT_TIMEOUT) -> int:
     model, label = pick_model(model_name)
     async with NexumClient() as client:
         try:
-            await client.health()
-        except ServerUnavailable as e:
-            console.print(f"[red]error:[/] {e}")
+            await client.check()
+        except (ServerUnavailable, RequestRejected) as e:
+            console.print(f"[red]error:[/] {e}", highlight=False)
             return 2
         console.print(f"[bold]Query[/]    {query}\n[bold]Session[/]  {session_id}\n[bold]Model[/]    {label}",
                       highlight=False)
-        progress = Progress(crash_after)
-        agent = build_agent(model, session_id, client=client, on_unit=progress)
+        agent = build_agent(model, session_id, client=client, on_unit=progress, timeout=timeout)
         try:
             with console.status("agent working; its web tools run in the worker", spinner="dots"):
                 result = await agent.run(query)
         except ServerUnavailable as e:
-            console.print(f"[red]error:[/] {e}")
+            console.print(f"[red]error:[/] {e}\n{progress.resume_hint(session_id)}", highlight=False)
             return 2
     console.print()
     console.print(Markdown(result.output))
-    console.print(f"\n[bold]Summary[/]  {progress.summary()}")
+    console.print(f"\n[bold]Summary[/]  {progress.summary()}", highlight=False)
+    if failed := progress.all_tools_failed():
+        console.print(f"[bold red]Every tool call failed[/] ({len(failed)} of {len(failed)}), so the answer above "
+                      f"has no sources behind it. The first error: {failed[0].name}: {failed[0].error}\n"
+                      "The worker's terminal says more. Without internet access, run the worker as "
+                      "`nexum-web python worker.py` (a stand-in web on this machine).", highlight=False)
+        return 1
     console.print(f"Re-run with SESSION_ID={session_id} to replay every completed step from the store.",
                   style="dim", highlight=False)
     return 0
 
 
 def main(argv: list[str] | None = None) -> None:
-    load_dotenv()
-    parser = argparse.ArgumentParser(description="Research agent with durable tool calls.")
-    parser.add_argument("query")
-    parser.add_argument("--session", default=os.environ.get("SESSION_ID"), help="session id (SESSION_ID)")
-    parser.add_argument("--model", default=os.environ.get("NEXUM_MODEL"),
-                        help="any Pydantic AI model name, 'offline', or 'offline-varying' (NEXUM_MODEL)")
+    # Pydantic AI's first-run banner would come between the query and its answer.
+    pydantic_ai.BANNER_ENABLED = False
+    try:
+        settings = AgentSettings.from_env()
+    except ConfigError as e:
+        console.print(f"[red]error:[/] {e}", highlight=False)
+        sys.exit(2)
+    settings.export_provider_keys()
+    parser = argparse.ArgumentParser(
+        description="A research agent whose model requests and tool calls are durable in the Nexum server.",
+        epilog="Reads NEXUM_URL, NEXUM_TOKEN, NEXUM_MODEL, SESSION_ID and the model providers' keys "
+               "(GOOGLE_API_KEY, GEMINI_API_KEY, OPENAI_API_KEY) from the environment or from .env in the "
+               "current directory. Exit codes: 0 answered; 1 the model failed, or every tool call failed; "
+               "2 cannot start (no server, token refused, bad setting); 130 Ctrl-C.")
+    parser.add_argument("query", help='the question to research, in quotes: "What is durable execution?"')
+    parser.add_argument("--session", default=settings.session_id,
+                        help="session id; a run of an existing session replays what completed in it "
+                             "(SESSION_ID, default: a new session)")
+    parser.add_argument("--model", default=settings.model,
+                        help="any Pydantic AI model name, or 'offline' (NEXUM_MODEL, default: picked from the "
+                             "API key present, else offline)")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                        help=f"how long one tool call may wait for the worker (default {DEFAULT_TIMEOUT:g})")
     parser.add_argument("--crash-after", type=int, metavar="N",
                         help="kill this process after N steps (model requests and tool calls)")
     args = parser.parse_args(argv)
+    if args.timeout <= 0:
+        parser.error("--timeout must be a positive number of seconds")
     session_id = args.session or f"session-{uuid.uuid4().hex[:8]}"
     logging.basicConfig(level=logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=console, show_time=False, show_path=False)])
+    progress = Progress(args.crash_after)
     try:
-        sys.exit(asyncio.run(run(args.query, session_id, args.model, args.crash_after)))
+        sys.exit(asyncio.run(run(args.query, session_id, args.model, progress, args.timeout)))
+    except ConfigError as e:
+        console.print(f"[red]error:[/] {e}", highlight=False)
+        sys.exit(2)
     except (NexumError, AgentRunError, UserError) as e:
         # The model failed (bad key, unknown model, out of retries): what ran so far is stored.
-        console.print(f"[red]error:[/] {type(e).__name__}: {e}\nCompleted steps are stored; resume "
-                      f"with SESSION_ID={session_id}", highlight=False)
+        console.print(f"[red]error:[/] {type(e).__name__}: {e}\n{progress.resume_hint(session_id)}",
+                      highlight=False)
         sys.exit(1)
     except KeyboardInterrupt:
-        console.print(f"\n[yellow]interrupted[/]: completed steps are stored; resume with "
-                      f"SESSION_ID={session_id}", highlight=False)
+        console.print(f"\n[yellow]interrupted[/]: {progress.resume_hint(session_id)}", highlight=False)
         sys.exit(130)
 
 

@@ -5,9 +5,9 @@ session, each unit of a run is one execution of the session on the Nexum server,
 sha256 of a projection of the unit that is the same in every process:
 
 - a **model request** (`pydantic-agent-step`, run by the agent itself): the model's name, the
-  message history with timestamps, run ids and conversation ids removed and tool-call ids numbered
-  in order of appearance, the model settings and the request parameters (tool definitions, output
-  mode). An edited prompt, instructions, tool or model gives a new key;
+  message history with timestamps, run ids and conversation ids removed, tool-call ids numbered
+  in order of appearance and parallel tool results in the order of their calls, the model settings
+  and the request parameters (tool definitions, output mode). An edited prompt, instructions, tool or model gives a new key;
 - a **tool call**: its name, its arguments as canonical JSON and its occurrence in the run (the
   second identical call, or a call repeated after `ModelRetry`, is its own execution). Tools marked
   `RUN_IN_WORKER` run in `worker.py` (`pydantic-tool-call`, through `WorkerToolset`); any other
@@ -67,7 +67,7 @@ from pydantic_ai.tools import AgentDepsT, RunContext
 from pydantic_ai.toolsets import AbstractToolset, ToolsetTool, WrapperToolset
 
 from nexum_server.client import NexumClient, reconnecting
-from nexum_server.errors import RequestRejected, ServerUnavailable, SessionTakenOver
+from nexum_server.errors import RequestRejected, ServerUnavailable, SessionTakenOver, WaitTimeout
 from nexum_server.models import Execution, SessionRunInfo, Status, Task
 from submit_task import DEFAULT_TIMEOUT, ToolCallFailed, call_tool, shared_client
 from workflow import AGENT_IR, AGENT_VERSION_HASH, AGENT_WORKFLOW_ID, canonical_json, unit_key
@@ -183,13 +183,28 @@ def _without_volatile(value: Any, call_ids: dict[str, str]) -> Any:
     return value
 
 
+def _in_call_order(message: Any) -> Any:
+    """A request's tool results in the order of their calls, not of their completion: parallel calls
+    finish in any order, and the same results must give the same key."""
+    parts = message.get("parts") if isinstance(message, dict) and message.get("kind") == "request" else None
+    if not parts:
+        return message
+    slots = [i for i, part in enumerate(parts) if isinstance(part, dict) and "tool_call_id" in part]
+    ordered = sorted((parts[i] for i in slots), key=lambda part: int(str(part["tool_call_id"]).split("-")[-1]))
+    reordered = list(parts)
+    for slot, part in zip(slots, ordered, strict=True):
+        reordered[slot] = part
+    return {**message, "parts": reordered}
+
+
 def model_request_projection(model_name: str, messages: list[Any], model_settings: Any,
                              parameters: ModelRequestParameters) -> dict[str, Any]:
     """What a model request's key is the sha256 of (see the module docstring)."""
     call_ids: dict[str, str] = {}
+    history = _without_volatile(ModelMessagesTypeAdapter.dump_python(messages, mode="json"), call_ids)
     return {
         "model": model_name,
-        "messages": _without_volatile(ModelMessagesTypeAdapter.dump_python(messages, mode="json"), call_ids),
+        "messages": [_in_call_order(message) for message in history],
         "settings": _without_volatile(TypeAdapter(Any).dump_python(model_settings or {}, mode="json"), call_ids),
         "parameters": _without_volatile(_REQUEST_PARAMETERS.dump_python(parameters, mode="json"), call_ids),
     }
@@ -228,9 +243,15 @@ async def _start(run: _Run, key: str, input: Any, deadline: float) -> Execution:
 
 
 async def _heartbeat(client: NexumClient, task: Task, every: float) -> None:
+    """Keep the lease of a unit the run is running; a server away for a while is waited out."""
     while True:
         await asyncio.sleep(every)
-        await client.heartbeat(task)
+        try:
+            await client.heartbeat(task)
+        except ServerUnavailable as e:
+            log.debug("heartbeat failed, the server is away: %s", e)
+        except RequestRejected:
+            return  # the lease is over: the report will say so
 
 
 async def run_unit(run: _Run, key: str, input: Any, body: Callable[[], Awaitable[object]],
@@ -248,6 +269,9 @@ async def run_unit(run: _Run, key: str, input: Any, body: Callable[[], Awaitable
             break
         # Another holder runs it (the server held this start up to HOLD_SECONDS), or its attempt
         # ended FAILED, CANCELLED or back to PENDING: start again, which claims or creates anew.
+        if time.monotonic() >= deadline:
+            raise WaitTimeout(f"execution {execution.id} is still held by {execution.worker_id} after "
+                              f"{timeout:g} s; it stays on the server, resume the session to try again")
     task = execution.claimed
     beat = asyncio.create_task(_heartbeat(run.client, task, run.session.lease_seconds / 3))
     try:
@@ -348,7 +372,13 @@ class NexumDurability(BaseDurabilityCapability[AgentDepsT]):
         self.url = url
         self.client = client
         self.on_unit = on_unit
-        self.last_stats: RunStats | None = None
+        # Shared with the copy the agent binds, so the caller's object sees its runs' figures.
+        self._last_stats: list[RunStats | None] = [None]
+
+    @property
+    def last_stats(self) -> RunStats | None:
+        """What the last run in a session replayed and ran."""
+        return self._last_stats[0]
 
     @property
     def in_durable_context(self) -> bool:
@@ -370,14 +400,9 @@ class NexumDurability(BaseDurabilityCapability[AgentDepsT]):
             token = _RUN.set(run)
             try:
                 return await super().wrap_run(ctx, handler=handler)
-            except asyncio.CancelledError:
-                if run.lost:
-                    raise SessionTakenOver(f"session {self.session_id!r} was taken over by a newer run; "
-                                           "this run stopped") from None
-                raise
             finally:
                 _RUN.reset(token)
-                self.last_stats = run.stats
+                self._last_stats[0] = run.stats
 
     @contextlib.asynccontextmanager
     async def _session_run(self) -> AsyncIterator[_Run]:
@@ -391,8 +416,7 @@ class NexumDurability(BaseDurabilityCapability[AgentDepsT]):
             log.warning("took session %s over from a run still live (%s); that run is stopped",
                         self.session_id, info.previous_holder)
         run = _Run(info, client, self.on_unit)
-        main = asyncio.current_task()
-        renew = asyncio.create_task(self._renew(run, main))
+        renew = asyncio.create_task(self._renew(run))
         presence = asyncio.create_task(self._presence(run))
         try:
             yield run
@@ -424,18 +448,19 @@ class NexumDurability(BaseDurabilityCapability[AgentDepsT]):
             await asyncio.sleep(pause)
 
     @staticmethod
-    async def _renew(run: _Run, main: asyncio.Task[Any] | None) -> None:
+    async def _renew(run: _Run) -> None:
+        """Keep the run's session lease. Once another run took the session this one is not cut
+        short mid-unit (it finishes what it holds); its next start is refused instead."""
         while True:
             await asyncio.sleep(run.session.lease_seconds / 3)
             try:
                 await run.client.renew_session(run.session)
             except RequestRejected as e:
-                if e.error_code != "session_taken_over" or main is None:
-                    raise
-                run.lost = True
-                main.cancel()
-                return
-            except Exception as e:  # the server is away: the run's own calls wait it out
+                if e.error_code == "session_taken_over":
+                    run.lost = True
+                    return
+                log.warning("renewing the session run failed: %s", e)
+            except ServerUnavailable as e:  # the server is away: the run's own calls wait it out
                 log.debug("session renewal failed: %s", e)
 
 

@@ -7,6 +7,9 @@ a worker has written the result back); nothing here sleeps or polls.
 Run with:
     nexum dev & python worker.py &
     python submit_task.py web_search '{"query": "durable execution"}' --session demo
+
+Exit codes: 0 the result is printed; 1 the call failed (or bad input); 2 cannot start (a bad
+setting, no server at the URL, a refused token); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -23,10 +26,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from nexum_server.client import NexumClient, NexumSyncClient
-from nexum_server.errors import NexumError, RequestRejected, ServerUnavailable, WaitTimeout
+from nexum_server.client import run as client_run
+from nexum_server.config import DEFAULT_URL
+from nexum_server.errors import ConfigError, NexumError, RequestRejected, ServerUnavailable, WaitTimeout
 from nexum_server.models import Execution, Status
 from nexum_server.retry import retry_async, retry_sync
-from workflow import IR, VERSION_HASH, WORKFLOW_ID, ToolCallInput, ToolCallOutput, tool_call_key
+from tools import PermanentToolError, check_tool_args
+from workflow import IR, TOOL_NAMES, VERSION_HASH, WORKFLOW_ID, ToolCallInput, ToolCallOutput, tool_call_key
 
 log = logging.getLogger("nexum.submit")
 
@@ -40,8 +46,8 @@ class ToolCallFailed(NexumError):
 
     def __init__(self, execution: Execution) -> None:
         reason = execution.error or execution.status.value.lower()
-        super().__init__(f"{execution.input.get('tool_name')} failed after {execution.attempts} "
-                         f"attempt(s): {reason}")
+        attempts = f"{execution.attempts} attempt{'' if execution.attempts == 1 else 's'}"
+        super().__init__(f"{execution.input.get('tool_name')} failed after {attempts}: {reason}")
         self.execution = execution
 
 
@@ -88,11 +94,22 @@ def shared_sync_client() -> NexumSyncClient:
         return _sync_client
 
 
+class InvalidToolCall(NexumError, ValueError):
+    """The tool name or its arguments do not match the toolset: nothing was submitted."""
+
+    code = "invalid_tool_call"
+
+
 class _Call:
     """One submission's fixed parts, shared by the async and the blocking path."""
 
     def __init__(self, tool_name: str, tool_args: dict[str, Any], session_id: str, timeout: float,
                  occurrence: int = 0) -> None:
+        try:
+            check_tool_args(tool_name, tool_args)
+        except PermanentToolError as e:
+            # Caught here, not by the worker: a typo must not wait for a worker to store a failure.
+            raise InvalidToolCall(str(e)) from e
         self.tool_name = tool_name
         self.args = (WORKFLOW_ID, VERSION_HASH, session_id, tool_call_key(tool_name, tool_args, occurrence),
                      ToolCallInput(tool_name=tool_name, tool_args=tool_args).model_dump())
@@ -105,19 +122,26 @@ class _Call:
         return self.timeout - (time.perf_counter() - self.started)
 
     def warn_if_unclaimed(self, execution: Execution, url: str) -> None:
-        if execution.status is Status.PENDING and execution.attempts == 0:
+        if _unclaimed(execution) and self.timeout > self.first_wait:
             log.warning("no worker has picked up %s after %g s: is `python worker.py` running against %s? "
                         "Still waiting (timeout %.0f s).", self.tool_name, self.first_wait, url, self.timeout)
 
-    def timed_out(self, execution: Execution) -> WaitTimeout:
+    def timed_out(self, error: WaitTimeout, execution: Execution, url: str) -> WaitTimeout:
+        latest = error.execution if isinstance(error.execution, Execution) else execution
+        hint = f"; no worker picked it up: is `python worker.py` running against {url}?"
+        hint = hint if _unclaimed(latest) else ""
         return WaitTimeout(f"{self.tool_name} did not finish within its timeout of {self.timeout:g} s "
-                           f"(execution {execution.id}); it stays queued on the server")
+                           f"(execution {execution.id}); it stays queued on the server{hint}", latest)
 
     def outcome(self, execution: Execution) -> ToolCallOutcome:
         if execution.status is not Status.COMPLETED:
             raise ToolCallFailed(execution)
         output = ToolCallOutput.model_validate(execution.result)
         return ToolCallOutcome(output.result, execution.cached, time.perf_counter() - self.started, execution)
+
+
+def _unclaimed(execution: Execution) -> bool:
+    return execution.status is Status.PENDING and execution.attempts == 0
 
 
 async def call_tool(tool_name: str, tool_args: dict[str, Any], session_id: str = "default",
@@ -147,7 +171,7 @@ async def call_tool(tool_name: str, tool_args: dict[str, Any], session_id: str =
         try:
             execution = await client.wait(execution, call.remaining())
         except WaitTimeout as e:
-            raise call.timed_out(execution) from e
+            raise call.timed_out(e, execution, client.url) from e
     return call.outcome(execution)
 
 
@@ -172,7 +196,7 @@ def call_tool_sync(tool_name: str, tool_args: dict[str, Any], session_id: str = 
         try:
             execution = client.wait(execution, call.remaining())
         except WaitTimeout as e:
-            raise call.timed_out(execution) from e
+            raise call.timed_out(e, execution, client.url) from e
     return call.outcome(execution)
 
 
@@ -189,24 +213,42 @@ def submit_tool_call(tool_name: str, tool_args: dict[str, Any], session_id: str 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("tool_name")
-    parser.add_argument("tool_args", help="arguments as a JSON object")
-    parser.add_argument("--session", default="default")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=f"Reads NEXUM_URL (default {DEFAULT_URL}) and NEXUM_TOKEN from the environment or from .env "
+               "in the current directory. Exit codes: 0 done, 1 the call failed, 2 cannot start (bad setting, "
+               "no server, token refused), 130 Ctrl-C.")
+    parser.add_argument("tool_name", metavar="TOOL", help="the tool to run: " + ", ".join(TOOL_NAMES))
+    parser.add_argument("tool_args", metavar="ARGS",
+                        help='its arguments as a JSON object, e.g. \'{"query": "durable execution"}\'')
+    parser.add_argument("--session", default="default",
+                        help="session id: the same call in the same session runs once (default: default)")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                        help=f"seconds to wait for the result (default {DEFAULT_TIMEOUT:g})")
+    parser.add_argument("--url", help=f"server URL (NEXUM_URL, default {DEFAULT_URL})")
     args = parser.parse_args(argv)
     try:
         tool_args = json.loads(args.tool_args)
     except json.JSONDecodeError as e:
-        parser.error(f"tool_args is not valid JSON ({e}); pass an object like '{{\"query\": \"...\"}}'")
+        parser.error(f"ARGS is not valid JSON ({e}); pass an object like '{{\"query\": \"...\"}}'")
     if not isinstance(tool_args, dict):
-        parser.error("tool_args must be a JSON object, like '{\"query\": \"...\"}'")
+        parser.error("ARGS must be a JSON object, like '{\"query\": \"...\"}'")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
-        print(submit_tool_call(args.tool_name, tool_args, args.session, args.timeout))
+        print(client_run(_submit(args, tool_args)))
     except NexumError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2 if isinstance(e, ServerUnavailable) else 1)
+        refused = isinstance(e, RequestRejected) and e.status == 401
+        sys.exit(2 if isinstance(e, ServerUnavailable | ConfigError) or refused else 1)
+    except KeyboardInterrupt:
+        print("interrupted: the call stays on the server; the same command gets its result later", file=sys.stderr)
+        sys.exit(130)
+
+
+async def _submit(args: argparse.Namespace, tool_args: dict[str, Any]) -> str:
+    async with NexumClient(args.url) as client:
+        await client.check()
+        return (await call_tool(args.tool_name, tool_args, args.session, args.timeout, client=client)).result
 
 
 if __name__ == "__main__":

@@ -12,20 +12,18 @@ Every failure becomes one of:
     └── PermanentToolError   will fail the same way again: HTTP 4xx, refused or invalid URL,
                              bad arguments, unknown tool, anything unrecognised
 
-Settings are read from the environment at each call (see `ToolSettings`).
+Settings (`ToolSettings`: search backend, SearXNG URL, private addresses, page size, timeout) are
+read from the environment and `.env` at each call, by the project's one settings module.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import threading
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from math import inf
 from typing import Annotated, Any, TypeVar
 
 import aiohttp
@@ -40,16 +38,12 @@ from pydantic_ai.exceptions import ModelRetry
 from pydantic_ai.messages import BinaryContent
 from pydantic_ai.toolsets import FunctionToolset
 
-from nexum_server.errors import ConfigError
+from nexum_server.config import ToolSettings
 from workflow import TOOL_NAMES
 
 T = TypeVar("T")
-SEARCH_BACKENDS = ("duckduckgo", "searxng")
 DEFAULT_SEARCH_RESULTS = 5
 MAX_SEARCH_RESULTS = 20
-PAGE_MAX_CHARS = 8000
-FETCH_TIMEOUT_SECONDS = 20.0
-_FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
 class ToolError(Exception):
@@ -62,53 +56,6 @@ class TransientToolError(ToolError):
 
 class PermanentToolError(ToolError):
     """The same call will fail the same way."""
-
-
-@dataclass(frozen=True)
-class ToolSettings:
-    """What the tools read from the environment; `from_env` names the key of any bad value."""
-
-    search_backend: str = SEARCH_BACKENDS[0]
-    """`SEARCH_BACKEND`: `duckduckgo` or `searxng`."""
-    searxng_url: str | None = None
-    """`SEARXNG_URL`: base URL of the SearXNG instance; operator-chosen, so not SSRF-guarded."""
-    page_max_chars: int = PAGE_MAX_CHARS
-    """`NEXUM_PAGE_MAX_CHARS`: page text kept before `[Content truncated]`."""
-    fetch_timeout: float = FETCH_TIMEOUT_SECONDS
-    """`NEXUM_FETCH_TIMEOUT`: seconds per HTTP request (safe_download caps connecting at 5 s)."""
-    allow_private_urls: bool = False
-    """`NEXUM_ALLOW_PRIVATE_URLS=1`: let pages on loopback/private addresses be fetched."""
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> ToolSettings:
-        env = os.environ if environ is None else environ
-
-        def read(key: str, default: Any, parse: Callable[[str], Any], expected: str) -> Any:
-            raw = env.get(key, "").strip()
-            if not raw:
-                return default
-            try:
-                value = parse(raw)
-            except ValueError:
-                value = None
-            if value is None:
-                raise ConfigError(f"{key}={raw!r} is invalid: expected {expected}")
-            return value
-
-        return cls(
-            search_backend=read(
-                "SEARCH_BACKEND", cls.search_backend, lambda r: r if r in SEARCH_BACKENDS else None,
-                "one of " + ", ".join(SEARCH_BACKENDS),
-            ),
-            searxng_url=env.get("SEARXNG_URL", "").strip().rstrip("/") or None,
-            page_max_chars=read("NEXUM_PAGE_MAX_CHARS", cls.page_max_chars, _positive(int), "a positive integer"),
-            fetch_timeout=read("NEXUM_FETCH_TIMEOUT", cls.fetch_timeout, _positive(float), "a positive number"),
-            allow_private_urls=read("NEXUM_ALLOW_PRIVATE_URLS", False, lambda r: _FLAGS.get(r.lower()), "1 or 0"),
-        )
-
-
-def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
-    return lambda raw: value if 0 < (value := kind(raw)) < inf else None
 
 
 Query = Annotated[str, Field(min_length=1)]
@@ -212,8 +159,6 @@ async def web_search(query: Query, max_results: MaxResults = DEFAULT_SEARCH_RESU
         max_results: Most results to return, 1 to 20.
     """
     settings = ToolSettings.from_env()
-    if settings.search_backend == "searxng" and not settings.searxng_url:
-        raise ConfigError("SEARCH_BACKEND=searxng needs SEARXNG_URL, e.g. http://127.0.0.1:8888")
     search = _search_searxng if settings.search_backend == "searxng" else _search_duckduckgo
     with _as_tool_errors():
         results = await search(query, max_results, settings)

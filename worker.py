@@ -11,7 +11,8 @@ worker can take them at once.
 
 Run with:
     nexum dev                                  # terminal 1
-    python worker.py [--concurrency 8]         # terminal 2
+    python worker.py [--concurrency 8]         # terminal 2, searching the real web
+    nexum-web python worker.py                 # terminal 2, on the stand-in web (no internet needed)
 """
 
 from __future__ import annotations
@@ -22,16 +23,16 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 from typing import Any
 
-from dotenv import load_dotenv
-
 from nexum_server.client import HOLD_SECONDS, NexumClient, run
+from nexum_server.config import DEFAULT_URL, ToolSettings
 from nexum_server.errors import NexumError, RequestRejected, ServerUnavailable
 from nexum_server.models import Status, Task, WorkflowRef
 from nexum_server.retry import retry_async, retryable
-from tools import PermanentToolError, ToolSettings, TransientToolError, aclose_clients, run_tool
+from tools import PermanentToolError, TransientToolError, aclose_clients, run_tool
 from workflow import IR, VERSION_HASH, WORKFLOW_ID, ToolCallInput, ToolCallOutput
 
 log = logging.getLogger("nexum.worker")
@@ -48,11 +49,12 @@ REF = WorkflowRef(workflow_id=WORKFLOW_ID, version_hash=VERSION_HASH)
 
 class Worker:
     def __init__(self, client: NexumClient, concurrency: int = CONCURRENCY, worker_id: str | None = None,
-                 grace_seconds: float = GRACE_SECONDS) -> None:
+                 grace_seconds: float = GRACE_SECONDS, tools: ToolSettings | None = None) -> None:
         self.client = client
         self.concurrency = concurrency
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.grace_seconds = grace_seconds
+        self.tools = tools
         self.stopping = asyncio.Event()
         self.running: dict[str, asyncio.Task[None]] = {}
         self._slot_free = asyncio.Event()
@@ -61,8 +63,9 @@ class Worker:
         """Register, then poll until `stop()`; then drain or hand back what is in flight."""
         await self._with_reconnect(lambda: self._until_stopping(
             self.client.register_workflow(WORKFLOW_ID, VERSION_HASH, IR)))
-        print(f"worker {self.worker_id} ready: polling {self.client.url}, concurrency {self.concurrency}",
-              flush=True)
+        search = f", search: {self.tools.describe()}" if self.tools else ""
+        print(f"worker {self.worker_id} ready: polling {self.client.url}, concurrency {self.concurrency}{search}. "
+              "Ctrl-C stops it.", flush=True)
         while not self.stopping.is_set():
             await self.run_once()
         await self._drain()
@@ -100,27 +103,28 @@ class Worker:
                 result = result[:MAX_RESULT_CHARS] + f"\n\n[result cut by the worker at {MAX_RESULT_CHARS} characters]"
             execution = await self._report(self.client.complete, task, ToolCallOutput(result=result).model_dump())
             if execution is None:
-                outcome = "discarded (its report was refused: the lease is no longer this worker's)"
+                verb, detail = "discarded", " (its report was refused: the lease is no longer this worker's)"
             elif execution.status is not Status.COMPLETED:
-                outcome = f"failed: {execution.error}"
+                verb, detail = "failed", f": {execution.error}"
             else:
-                outcome = "completed"
+                verb, detail = "completed", ""
         except (TransientToolError, PermanentToolError) as e:
             retryable = isinstance(e, TransientToolError)
             execution = await self._report(self.client.fail, task, str(e), retryable)
             will_retry = execution is not None and not execution.status.terminal
-            outcome = f"{'retrying' if will_retry else 'failed'}: {e}"
+            verb, detail = "failed", f"{', the server will retry it' if will_retry else ''}: {e}"
         except asyncio.CancelledError:
             await self._report(self.client.release, task)
-            outcome = "handed back (worker stopping)"
+            verb, detail = "handed back", " (worker stopping; another worker can take it now)"
         except Exception as e:  # a bug in a tool must not take the worker down
             log.exception("task %s crashed", task.task_id)
             await self._report(self.client.fail, task, f"worker error: {type(e).__name__}: {e}", False)
-            outcome = f"failed: {type(e).__name__}"
+            verb, detail = "failed", f": {type(e).__name__}"
         finally:
             self.running.pop(task.task_id, None)
             self._slot_free.set()
-        log.info("%s %s in %.2fs (attempt %d)", label, outcome, time.perf_counter() - started, task.attempt)
+        log.info("%s %s after %.2f s (attempt %d)%s", label, verb, time.perf_counter() - started, task.attempt,
+                 detail)
 
     async def _report(self, method: Any, task: Task, *args: Any) -> Any:
         """Send a report; None when the server refused it (the lease is no longer ours).
@@ -179,9 +183,19 @@ class Worker:
         return None
 
     def stop(self) -> None:
+        """First call: take no new work, give calls in flight the grace period. Second: hand them back now."""
         if not self.stopping.is_set():
-            log.info("stopping: no new work; %d call(s) in flight", len(self.running))
+            count = len(self.running)
+            if count:
+                log.info("stopping: no new work; waiting up to %g s for %s in flight, then handing back what "
+                         "is left (Ctrl-C again: hand back now)", self.grace_seconds, _calls(count))
+            else:
+                log.info("stopping: no calls in flight")
             self.stopping.set()
+        elif self.running:
+            log.info("handing back %s now", _calls(len(self.running)))
+            for task in self.running.values():
+                task.cancel()
 
     async def _drain(self) -> None:
         if self.running:
@@ -192,8 +206,8 @@ class Worker:
                 # Hand-backs retry while the server is away; past this, their leases expire instead.
                 _, lost = await asyncio.wait(late, timeout=HANDBACK_SECONDS)
                 if lost:
-                    log.warning("%d call(s) not handed back (server unreachable); they run again once "
-                                "their lease expires", len(lost))
+                    log.warning("%s not handed back (server unreachable); they run again once "
+                                "their lease expires", _calls(len(lost)))
         log.info("worker %s stopped", self.worker_id)
 
 
@@ -216,16 +230,22 @@ class LeaseClock:
         return self.expires - time.monotonic()
 
 
-def _short(args: dict[str, Any], width: int = 50) -> str:
+def _calls(count: int) -> str:
+    return f"{count} call{'' if count == 1 else 's'}"
+
+
+def _short(args: dict[str, Any], width: int = 70) -> str:
+    """The arguments on one line; a long one loses its middle, since URLs differ at their ends."""
     text = ", ".join(repr(v) for v in args.values())
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return text if len(text) <= width else f"{text[: width // 2 - 1]}…{text[-(width // 2):]}"
 
 
 async def serve(args: argparse.Namespace) -> None:
     # A small pool: httpx2 checks every pooled connection on each request, so a pool sized to a
     # high --concurrency costs more CPU than the few extra parallel reports it would allow.
     async with NexumClient(args.url, max_connections=min(args.concurrency, 16) + 2) as client:
-        worker = Worker(client, args.concurrency, args.worker_id, args.grace_seconds)
+        await client.check()
+        worker = Worker(client, args.concurrency, args.worker_id, args.grace_seconds, args.tools)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, worker.stop)
@@ -235,14 +255,32 @@ async def serve(args: argparse.Namespace) -> None:
             await aclose_clients()
 
 
+HELP_EPILOG = f"""\
+The worker reads these variables, from the environment or from .env in the current directory:
+  NEXUM_URL                 the server (default {DEFAULT_URL}; --url wins)
+  NEXUM_TOKEN               the server's token, if it was started with one
+  NEXUM_SEARCH_BACKEND      duckduckgo (default, the real web) or searxng
+  NEXUM_SEARXNG_URL         the SearXNG instance, required with searxng
+  NEXUM_ALLOW_PRIVATE_URLS  1 lets pages on loopback/private addresses be read
+  NEXUM_PAGE_MAX_CHARS, NEXUM_FETCH_TIMEOUT   page text kept, seconds per request
+Without internet, `nexum-web python worker.py` runs it against a stand-in web.
+
+Ctrl-C or SIGTERM: no new work; calls in flight get --grace-seconds, then are handed back.
+A second Ctrl-C hands them back at once. Exit codes: 0 stopped, 2 cannot start (a bad setting,
+no server at the URL, a refused token)."""
+
+
 def main(argv: list[str] | None = None) -> None:
-    load_dotenv()
-    parser = argparse.ArgumentParser(description="Run tool calls for the Nexum server.")
-    parser.add_argument("--url", help="server URL (NEXUM_URL, default http://127.0.0.1:50051)")
-    parser.add_argument("--concurrency", type=int, default=CONCURRENCY, help="tool calls at once (default 8)")
-    parser.add_argument("--worker-id", help="name shown in `nexum ps` (default host-pid)")
+    parser = argparse.ArgumentParser(description="Run the tool calls the Nexum server queues, and report "
+                                     "their results.", epilog=HELP_EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", help=f"server URL (NEXUM_URL, default {DEFAULT_URL})")
+    parser.add_argument("--concurrency", type=int, default=CONCURRENCY,
+                        help=f"tool calls at once (default {CONCURRENCY})")
+    parser.add_argument("--worker-id", help="name shown in `nexum show` (default HOST-PID)")
     parser.add_argument("--grace-seconds", type=float, default=GRACE_SECONDS,
-                        help="on shutdown, time for calls in flight before they are handed back")
+                        help=f"on Ctrl-C, how long calls in flight may finish before they are handed back "
+                             f"(default {GRACE_SECONDS:g})")
     args = parser.parse_args(argv)
     if args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
@@ -252,10 +290,10 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         # A misconfigured tool would fail every call for good: refuse to start instead.
-        ToolSettings.from_env()
+        args.tools = ToolSettings.from_env()
         run(serve(args))
     except NexumError as e:
-        log.error("%s", e)
+        print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from e
 
 

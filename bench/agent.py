@@ -26,7 +26,7 @@ from demo import build_agent
 from durability import UnitEvent
 from nexum_server.client import NexumClient
 from submit_task import call_tool
-from tests.fixtures.web import WebFixture
+from nexum_devtools.web import WebFixture
 from tools import ToolError
 from workflow import VISIT_WEBPAGE
 

@@ -31,7 +31,7 @@ from rich.table import Table
 from demo import AGENT_NAME, INSTRUCTIONS, build_agent
 from durability import WorkerToolset
 from nexum_server.client import NexumClient
-from tests.fixtures.web import WebFixture
+from nexum_devtools.web import WebFixture
 from offline_model import offline_model
 from tools import TOOLSET
 

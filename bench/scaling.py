@@ -25,7 +25,7 @@ from bench.stack import WORKER_GRACE_SECONDS, WORKER_STOP_SECONDS, Stack
 from bench.stats import summarize
 from nexum_devtools.postgres import PostgresMissing, ThrowawayPostgres
 from nexum_server.client import NexumClient
-from tests.procs import ROOT, SERVER_READY, WORKER_READY, Proc
+from nexum_devtools.procs import ROOT, SERVER_READY, WORKER_READY, Proc
 
 WORKERS = 2
 """Workers in every setup, so the setups differ only in backend and server count."""

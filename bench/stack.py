@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx2
 
 from nexum_server.errors import ServerUnavailable
-from tests.fixtures.web import WebFixture, run_web_fixture, tools_env
-from tests.procs import ROOT, SERVER_READY, WORKER_READY, Proc
+from nexum_devtools.web import WebFixture, run_web_fixture, tools_env
+from nexum_devtools.procs import ROOT, SERVER_READY, WORKER_READY, Proc
 
 CHECK_TIMEOUT_SECONDS = 5.0
 WORKER_GRACE_SECONDS = 1.0
@@ -90,8 +90,8 @@ class Stack:
         """Point the tools (here and in restarted workers) at the fixture's zero-latency search."""
         count = len(self.workers)
         self.stop_workers()
-        self.tool_env["SEARXNG_URL"] = f"{self.require_web().url}/instant"
-        os.environ["SEARXNG_URL"] = self.tool_env["SEARXNG_URL"]
+        self.tool_env["NEXUM_SEARXNG_URL"] = f"{self.require_web().url}/instant"
+        os.environ["NEXUM_SEARXNG_URL"] = self.tool_env["NEXUM_SEARXNG_URL"]
         self.scale_workers(count)
 
     def stop_workers(self) -> None:
@@ -124,7 +124,7 @@ def _start_server(started: ExitStack) -> tuple[str, int]:
     """`nexum dev` on a free port and a temporary database; returns its URL and process id."""
     directory = Path(started.enter_context(tempfile.TemporaryDirectory(prefix="nexum-bench-")))
     args = [sys.executable, "-m", "nexum_server", "dev", "--port", "0", "--db", str(directory / "bench.db")]
-    # Not `tests.procs.NexumServer`: it waits inside its constructor, so a server that never got
+    # Not `nexum_devtools.procs.NexumServer`: it waits inside its constructor, so a server that never got
     # ready would be left running with nothing holding it to stop.
     server = Proc(args)
     started.callback(server.stop)

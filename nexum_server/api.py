@@ -157,8 +157,10 @@ async def get_execution(execution_id: str, service: Service,
 @router.get("/v1/executions", response_model=ExecutionList, tags=["executions"], responses=ERRORS)
 async def list_executions(service: Service, session_id: str | None = None, status: Status | None = None,
                           key: str | None = None,
-                          limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> ExecutionList:
-    return ExecutionList(executions=await service.list_executions(session_id, status, key, limit))
+                          limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+                          id_prefix: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+                          ) -> ExecutionList:
+    return ExecutionList(executions=await service.list_executions(session_id, status, key, limit, id_prefix))
 
 
 @router.post("/v1/executions/{execution_id}/cancel", response_model=Execution, tags=["executions"],

@@ -4,108 +4,155 @@ sessions (`sessions`, `forget`).
 Run with:
     nexum dev                      # http://127.0.0.1:50051 (page at /ui), database .nexum/local.db
     nexum dev --retain 30d         # also delete executions 30 days after they ended
-    nexum ps --session demo        # executions, newest first
-    nexum show EXECUTION_ID
-    nexum cancel EXECUTION_ID
+    nexum ps --session demo        # executions, newest first (--json for scripts)
+    nexum show 3f2a                # one execution, by its id or a unique start of it
+    nexum cancel 3f2a
     nexum sessions                 # sessions, latest activity first, with their counts
     nexum forget SESSION           # delete a session's stored calls (asks first; --yes does not)
+
+Exit codes: 0 done; 1 refused or failed (no such id, nothing to cancel); 2 cannot start: a bad
+setting, no server at the URL, or the token refused (for `dev`: also a port in use, a bad database).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import logging
 import socket
 import sys
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from dotenv import load_dotenv
 from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from . import config
 from .config import Settings
 from .errors import ConfigError, NexumError, RequestRejected, SchemaError, ServerUnavailable, StoreUnavailable
 from .models import Execution, SessionSummary, Status
 
 console = Console()
 errors = Console(stderr=True)
+LISTEN_BACKLOG = 2048
+"""Connections the kernel queues while the server is busy (uvicorn's default)."""
 STATUS_STYLE = {"PENDING": "yellow", "RUNNING": "cyan", "COMPLETED": "green", "FAILED": "red", "CANCELLED": "dim"}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nexum", description="Nexum server and inspection commands.")
-    commands = parser.add_subparsers(dest="command", required=True)
+DEV_DESCRIPTION = """\
+Run the Nexum server: an HTTP API on a SQLite file (or PostgreSQL, for several servers on one
+database), with a long-poll task queue for workers.
 
-    dev = commands.add_parser("dev", help="run the server (SQLite or PostgreSQL, long-poll task queue)")
-    dev.add_argument("--host", help="address to bind (NEXUM_HOST, default 127.0.0.1)")
-    dev.add_argument("--port", type=int, help="port, 0 for any free one (NEXUM_PORT, default 50051)")
-    dev.add_argument("--db", help="SQLite file, or postgresql://user@host:port/dbname for several servers "
-                                   "on one database (NEXUM_DB, default .nexum/local.db)")
-    dev.add_argument("--lease-seconds", type=float, help="task lease (NEXUM_LEASE_SECONDS, default 30)")
-    dev.add_argument("--max-attempts", type=int, help="attempts per execution (NEXUM_MAX_ATTEMPTS, default 3)")
-    dev.add_argument("--retry-backoff-seconds", type=float,
-                     help="first retry delay, doubling (NEXUM_RETRY_BACKOFF_SECONDS, default 1)")
-    dev.add_argument("--retry-backoff-max-seconds", type=float,
-                     help="longest retry delay (NEXUM_RETRY_BACKOFF_MAX_SECONDS, default 60)")
-    dev.add_argument("--max-body-bytes", type=int, help="largest request body (NEXUM_MAX_BODY_BYTES, default 1 MiB)")
-    dev.add_argument("--retain", metavar="PERIOD",
-                     help="delete executions this long after they ended, e.g. 30d, 12h, 90m "
-                          "(NEXUM_RETAIN, default: keep forever)")
+Every flag has a NEXUM_* variable of the same name (--lease-seconds is NEXUM_LEASE_SECONDS), read
+from the environment or from .env in the current directory; a flag beats both. The token is the
+exception: it is read only from NEXUM_TOKEN, so it never shows in the process list. With a token,
+every request but /health needs `Authorization: Bearer <token>`; without one, keep the server on
+loopback (the default)."""
+URL_HELP = f"server URL (NEXUM_URL, default {config.DEFAULT_URL})"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nexum", description="The Nexum server (`nexum dev`) and commands to look at what it stored.",
+        epilog="Exit codes: 0 done; 1 refused or failed; 2 cannot start (bad setting, no server, token "
+               "refused). Settings come from flags, then the environment, then .env in the current directory.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    dev = commands.add_parser("dev", help="run the server", description=DEV_DESCRIPTION,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    for flag, kind, text in (
+            ("--host", str, f"address to bind; beyond loopback, set NEXUM_TOKEN (default {config.DEFAULT_HOST})"),
+            ("--port", int, f"port, 0 for any free one (default {config.DEFAULT_PORT})"),
+            ("--db", str, f"SQLite file (its folder is created), or postgresql://user@host:port/dbname "
+                          f"for several servers on one database (default {config.DEFAULT_DB})"),
+            ("--lease-seconds", float, f"how long a claimed task is a worker's without a heartbeat "
+                                       f"(default {config.LEASE_SECONDS:g})"),
+            ("--max-attempts", int, f"attempts per execution before it is FAILED (default {config.MAX_ATTEMPTS})"),
+            ("--retry-backoff-seconds", float, f"first retry delay, doubling with each attempt "
+                                               f"(default {config.RETRY_BACKOFF_SECONDS:g})"),
+            ("--retry-backoff-max-seconds", float,
+             f"longest retry delay (default {config.RETRY_BACKOFF_MAX_SECONDS:g})"),
+            ("--max-body-bytes", int, f"largest request body; larger get 413 (default {config.MAX_BODY_BYTES})"),
+            ("--max-wait-seconds", float, f"longest a long-poll is held (default {config.MAX_WAIT_SECONDS:g})"),
+            ("--sqlite-synchronous", str.upper, f"NORMAL survives a crash, FULL also a power cut "
+                                                f"(default {config.SQLITE_SYNCHRONOUS})"),
+            ("--retain", str, "delete executions this long after they ended, e.g. 30d, 12h, 90m "
+                              "(default: keep forever)")):
+        key = "NEXUM_" + flag.removeprefix("--").replace("-", "_").upper()
+        dev.add_argument(flag, type=kind, help=f"{text}; {key}")
     dev.add_argument("--access-log", action="store_true", help="log every request")
 
-    for name, help_text in (("ps", "list executions"), ("show", "one execution"), ("cancel", "cancel one")):
-        sub = commands.add_parser(name, help=help_text)
-        sub.add_argument("--url", help="server URL (NEXUM_URL, default http://127.0.0.1:50051)")
+    for name, help_text in (("ps", "list executions, newest first"),
+                            ("show", "one execution, with its result or error"),
+                            ("cancel", "cancel a PENDING or RUNNING execution")):
+        sub = commands.add_parser(name, help=help_text, description=help_text[:1].upper() + help_text[1:] + ".")
+        sub.add_argument("--url", help=URL_HELP)
+        sub.add_argument("--json", action="store_true", help="print JSON (the API's shape) instead of text")
         if name == "ps":
             sub.add_argument("--session", help="only this session")
-            sub.add_argument("--status", choices=[s.value for s in Status], type=str.upper)
-            sub.add_argument("--limit", type=int, default=50)
+            sub.add_argument("--status", choices=[s.value for s in Status], type=str.upper, help="only this status")
+            sub.add_argument("--limit", type=int, default=50, help="most executions to list (default 50)")
         else:
-            sub.add_argument("execution_id")
+            sub.add_argument("execution_id", metavar="ID", help="the execution id, or a unique start of it")
 
     sessions = commands.add_parser("sessions", help="list sessions with their counts, latest activity first")
-    sessions.add_argument("--url", help="server URL (NEXUM_URL, default http://127.0.0.1:50051)")
+    sessions.add_argument("--url", help=URL_HELP)
     sessions.add_argument("--contains", metavar="TEXT", help="only session ids holding TEXT")
     sessions.add_argument("--limit", type=int, default=50, help="sessions to show (default 50, at most 500)")
     forget = commands.add_parser("forget", help="delete a session's stored calls: they run again next time")
-    forget.add_argument("--url", help="server URL (NEXUM_URL, default http://127.0.0.1:50051)")
+    forget.add_argument("--url", help=URL_HELP)
     forget.add_argument("session_id", metavar="SESSION")
     forget.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    load_dotenv()
     args = build_parser().parse_args(argv)
     try:
         if args.command == "dev":
             serve(args)
         else:
             asyncio.run(inspect(args))
+    except KeyboardInterrupt:
+        errors.print("interrupted")
+        sys.exit(130)
     except ServerUnavailable as e:
-        errors.print(f"[red]error:[/] {e}")
+        errors.print(f"[red]error:[/] {e}", highlight=False)
         sys.exit(2)
+    except (RequestRejected, ConfigError) as e:
+        errors.print(f"[red]error:[/] {e}", highlight=False)
+        sys.exit(1 if isinstance(e, RequestRejected) and e.status != 401 else 2)
     except (NexumError, ValueError) as e:
-        errors.print(f"[red]error:[/] {e}")
+        errors.print(f"[red]error:[/] {e}", highlight=False)
         sys.exit(1)
 
 
 def serve(args: argparse.Namespace) -> None:
+    """Run the server until Ctrl-C or SIGTERM; either ends it in one line, without a traceback."""
+    try:
+        _serve(args)
+    except KeyboardInterrupt:
+        # uvicorn shuts down gracefully on the first Ctrl-C, then raises it again for the caller.
+        console.print("Nexum server stopped.", highlight=False)
+
+
+def _serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from .api import create_app
     from .store import open_store
 
-    settings = Settings.from_env(
-        host=args.host, port=args.port, db=args.db, lease_seconds=args.lease_seconds,
-        max_attempts=args.max_attempts, retry_backoff_seconds=args.retry_backoff_seconds,
-        retry_backoff_max_seconds=args.retry_backoff_max_seconds, max_body_bytes=args.max_body_bytes,
-        retain=args.retain)
+    flags = {name: getattr(args, name, None) for name in Settings.model_fields if name != "token"}
+    try:
+        settings = Settings.from_env(**flags)
+    except ConfigError as e:
+        errors.print(f"[red]error:[/] {e}", highlight=False)
+        sys.exit(2)
     try:
         store = open_store(settings)
     except (SchemaError, StoreUnavailable, ConfigError) as e:
@@ -121,29 +168,47 @@ def serve(args: argparse.Namespace) -> None:
         errors.print(f"[red]cannot listen on {settings.host}:{settings.port}:[/] {e.strerror}. "
                       "Is another `nexum dev` running? Use --port to pick another port.")
         sys.exit(2)
+    # Listening before the ready line is printed (uvicorn listens only after the app's start-up):
+    # a client that connects as soon as it reads the line queues in the backlog, never refused.
+    sock.listen(LISTEN_BACKLOG)
     port = sock.getsockname()[1]
     host = f"[{settings.host}]" if family == socket.AF_INET6 else settings.host
     url = f"http://{host}:{port}"
 
+    exposed = not settings.token and not _is_loopback(settings.host)
+
     def ready() -> None:
         store.announce(url)
-        auth = "bearer token required" if settings.token else "no auth (loopback)"
+        auth = "bearer token required" if settings.token else "no token" if exposed else "no token (loopback only)"
         retain = f"retain {settings.retain}" if settings.retain else "keep forever"
         console.print(f"Nexum server listening on {url}", highlight=False)
         console.print(f"  page {url}/ui", highlight=False)
         console.print(f"  db {store.location}  lease {settings.lease_seconds:g}s  max attempts "
                       f"{settings.max_attempts}  {retain}  {auth}", style="dim", highlight=False)
+        if exposed:
+            errors.print(f"[bold red]WARNING:[/] listening on {settings.host}, beyond loopback, with no token: "
+                         f"anyone who can reach port {port} can read, start and cancel executions. Set "
+                         "NEXUM_TOKEN (environment or .env) and restart, or bind to 127.0.0.1.", highlight=False)
         sys.stdout.flush()
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings, store, on_ready=ready)
     NexumUvicorn = _uvicorn_server_class()
-    config = uvicorn.Config(app, loop="auto", http="auto", access_log=args.access_log,
-                            log_level="warning", timeout_graceful_shutdown=5, lifespan="on")
+    server_config = uvicorn.Config(app, loop="auto", http="auto", access_log=args.access_log,
+                                   log_level="warning", timeout_graceful_shutdown=5, lifespan="on")
     if args.access_log:
         # log_level="warning" quiets uvicorn's start-up chatter, and with it the INFO access lines asked for.
         logging.getLogger("uvicorn.access").setLevel(logging.INFO)
-    NexumUvicorn(config, app).run(sockets=[sock])
+    NexumUvicorn(server_config, app).run(sockets=[sock])
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
 
 
 def _uvicorn_server_class() -> type:
@@ -171,20 +236,45 @@ async def inspect(args: argparse.Namespace) -> None:
         await forget(args)
         return
     async with NexumClient(args.url) as client:
+        await client.check()
         if args.command == "sessions":
             if not 1 <= args.limit <= 500:
                 raise ValueError("--limit must be between 1 and 500")
             show_sessions((await client.sessions(limit=args.limit, contains=args.contains)).sessions)
-        elif args.command == "ps":
-            show_table(await client.list(args.session, args.status, limit=args.limit))
+            return
+        if args.command == "ps":
+            executions = await client.list(args.session, args.status, limit=args.limit)
+            if args.json:
+                print_json({"executions": [e.model_dump(mode="json") for e in executions]})
+            else:
+                show_table(executions, one_session=args.session is not None)
+            return
+        execution = await resolve(client, args.execution_id)
+        if args.command == "cancel":
+            execution = await client.cancel(execution.id)
+        if args.json:
+            print_json(execution.model_dump(mode="json"))
         elif args.command == "show":
-            try:
-                show_one(await client.get(args.execution_id))
-            except RequestRejected as e:
-                raise NexumError(str(e)) from e
+            show_one(execution)
         else:
-            execution = await client.cancel(args.execution_id)
-            console.print(f"{execution.id} is {_status(execution.status)}")
+            console.print(f"{execution.id} is {_status(execution.status)}", highlight=False)
+
+
+async def resolve(client: Any, given: str) -> Execution:
+    """The execution whose id is `given`, or the only one whose id starts with it."""
+    matches = await client.list(id_prefix=given, limit=2)
+    exact = [e for e in matches if e.id == given]
+    if exact or len(matches) == 1:
+        return (exact or matches)[0]
+    if not matches:
+        raise NexumError(f"no execution id starts with {given!r}; `nexum ps` lists them")
+    raise NexumError(f"{given!r} starts more than one execution id ({matches[0].id}, {matches[1].id}, ...); "
+                     "give more of it")
+
+
+def print_json(value: object) -> None:
+    """JSON on stdout as is: no wrapping, no colour, whatever the terminal."""
+    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
 
 
 async def forget(args: argparse.Namespace) -> None:
@@ -193,6 +283,7 @@ async def forget(args: argparse.Namespace) -> None:
     from .client import NexumClient
 
     async with NexumClient(args.url) as client:
+        await client.check()
         try:
             session = await client.session(args.session_id)
         except RequestRejected as e:
@@ -201,8 +292,8 @@ async def forget(args: argparse.Namespace) -> None:
             if not sys.stdin.isatty():
                 raise NexumError(f"not forgetting session {args.session_id!r} without confirmation; "
                                  "pass --yes to forget it without asking")
-            question = (f"Forget session [bold]{escape(args.session_id)}[/]: delete its {session.calls} stored "
-                        "call(s), so a re-run executes them all again?")
+            question = (f"Forget session [bold]{escape(args.session_id)}[/]: delete its {_count(session.calls, 'stored call')}, "
+                        "so a re-run executes them all again?")
             if not Confirm.ask(question, console=console, default=False):
                 console.print("nothing deleted")
                 return
@@ -210,7 +301,7 @@ async def forget(args: argparse.Namespace) -> None:
             done = await client.forget(args.session_id)
         except RequestRejected as e:
             raise NexumError(str(e)) from e
-        console.print(f"session {escape(done.session_id)} forgotten: {done.deleted} execution(s) deleted",
+        console.print(f"session {escape(done.session_id)} forgotten: {_count(done.deleted, 'execution')} deleted",
                       highlight=False)
 
 
@@ -235,20 +326,41 @@ SESSION_MIN_WIDTH = 17
 """What the session column keeps at 80 columns; longer ids fold onto more lines, never cut."""
 
 
-def show_table(executions: list[Execution]) -> None:
-    # One execution, one line: the id is never cut (`nexum show ID` needs all of it); session and
-    # input give way with an ellipsis when the terminal is narrow.
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("id", no_wrap=True, min_width=32)
-    table.add_column("status", no_wrap=True, min_width=9)
-    table.add_column("tries", no_wrap=True, justify="right", min_width=5)
-    table.add_column("took", no_wrap=True, justify="right", min_width=6)
-    table.add_column("session", no_wrap=True, overflow="ellipsis", max_width=16)
-    table.add_column("tool / input", no_wrap=True, overflow="ellipsis")
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+PS_FIXED = {"id": 32, "status": 9, "try": 3, "took": 6}
+"""Columns `nexum ps` never cuts (an id is 32 hex digits; CANCELLED is the longest status)."""
+PS_TOOK_FROM_WIDTH = 100
+"""Below this width the `took` column gives its room to the call and the error."""
+
+
+def show_table(executions: list[Execution], width: int | None = None, one_session: bool = False) -> None:
+    # One execution, one line, at any width from 80 columns: id and status are never cut (`nexum
+    # show` takes the id); session, call and error share what is left, each cut with an ellipsis.
+    # The session column is left out when only one session was asked for, the error column when
+    # no execution has an error.
+    width = width or console.width
+    fixed = {k: v for k, v in PS_FIXED.items() if k != "took" or width >= PS_TOOK_FROM_WIDTH}
+    with_error = any(e.error for e in executions)
+    columns = len(fixed) + 1 + (not one_session) + with_error
+    flexible = max(width - sum(fixed.values()) - (columns - 1), 24)
+    session = 0 if one_session else max(min(20, flexible // 4), len("session"))
+    error = (flexible - session) * 2 // 5 if with_error else 0
+    widths = {**fixed, "session": session, "call": flexible - session - error, "error": error}
+    table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0), header_style="bold")
+    names = [name for name, width in widths.items() if width]
+    for name in names:
+        table.add_column(name, no_wrap=True, overflow="ellipsis", width=widths[name],
+                         justify="right" if name in ("try", "took") else "left")
     for e in executions:
         took = f"{e.completed_at - (e.started_at or e.created_at):.2f}s" if e.completed_at else ""
-        table.add_row(e.id, _status(e.status), str(e.attempts), took, e.session_id, _short_input(e.input))
-    console.print(table if executions else "[dim]no executions[/]")
+        cells: dict[str, str] = {"id": e.id, "status": _status(e.status), "try": str(e.attempts), "took": took,
+                 "session": escape(e.session_id), "call": escape(_short_input(e.input)),
+                 "error": f"[red]{escape(e.error or '')}[/]"}
+        table.add_row(*(cells[name] for name in names))
+    console.print(table if executions else "[dim]no executions[/]", highlight=False, width=width)
 
 
 def show_one(e: Execution) -> None:

@@ -10,7 +10,9 @@ a server that cannot be reached (a restart) is waited out, under the retry polic
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
@@ -19,7 +21,7 @@ from urllib.parse import quote
 import aiohttp
 import httpx2
 
-from .config import client_token, client_url
+from .config import ClientSettings
 from .errors import RequestRejected, ServerUnavailable, WaitTimeout
 from .models import (
     CallPage,
@@ -40,6 +42,8 @@ PRESENCE_HOLD_SECONDS = 7 * 24 * 3600.0
 """A run's presence request is held for as long as the run lives; this only bounds the read timeout."""
 """How long one long-poll request asks the server to hold it."""
 CONNECT_TIMEOUT = 5.0
+CHECK_TIMEOUT = 1.0
+"""How long an entry point's first check of the server may take before it gives up."""
 READ_SECONDS = 30.0
 """Longest wait for an answer beyond what a long-poll asked the server to hold it."""
 
@@ -81,8 +85,11 @@ class NexumClient:
 
     def __init__(self, url: str | None = None, token: str | None = None, *,
                  http: httpx2.AsyncClient | None = None, max_connections: int = 100) -> None:
-        self.url = (url or client_url()).rstrip("/")
-        token = token if token is not None else client_token()
+        settings = ClientSettings.from_env(url=url, token=token)
+        self.url = settings.url
+        self.where = f"{self.url} (from {ClientSettings.origin('url', {'url': url})})"
+        """The URL and where it came from (`--url`, `NEXUM_URL in the environment`, `... in .env`, `default`)."""
+        token = settings.token
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._max_connections = max_connections
         self._httpx = http
@@ -116,7 +123,7 @@ class NexumClient:
                 response: Answer | httpx2.Response = await self._httpx.request(
                     method, path, json=json, params=params, timeout=_timeout(hold))
             except httpx2.TransportError as e:
-                raise _unreachable(self.url, e) from e
+                raise _unreachable(self.where, e) from e
             return _checked(response, self.url, method, path)
         timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_read=hold + READ_SECONDS)
         try:
@@ -124,11 +131,36 @@ class NexumClient:
                                             timeout=timeout) as reply:
                 response = Answer(reply.status, await reply.read())
         except (aiohttp.ClientError, TimeoutError) as e:
-            raise _unreachable(self.url, e) from e
+            raise _unreachable(self.where, e) from e
         return _checked(response, self.url, method, path)
 
     async def health(self) -> dict[str, Any]:
         return (await self.request("GET", "/health")).json()
+
+    async def check(self, timeout: float = CHECK_TIMEOUT) -> None:
+        """Fail fast, in one line, when the server is not there or will not take our token.
+
+        Entry points call this first, so a wrong URL costs a second, not a wait in a retry loop.
+        The request is an authenticated one, so a missing or wrong token shows up here too.
+        """
+        stranger = ServerUnavailable(f"something answers at {self.where}, but not as a Nexum server does; "
+                                     "is NEXUM_URL right?")
+        try:
+            answer = await asyncio.wait_for(self.request("GET", "/v1/executions", params={"limit": 1}), timeout)
+        except TimeoutError as e:
+            raise ServerUnavailable(f"no Nexum server answers at {self.where}: no answer within {timeout:g} s. "
+                                    "Start one with `nexum dev`, or point NEXUM_URL or --url at yours") from e
+        except RequestRejected as e:
+            if e.status == 401:
+                raise RequestRejected(401, e.body, f"the Nexum server at {self.where} refused the request "
+                                      f"(HTTP 401): {_message(e.body)}") from e
+            raise stranger from e
+        try:
+            listed = answer.json()
+        except ValueError:
+            listed = None
+        if not (isinstance(listed, dict) and "executions" in listed):
+            raise stranger
 
     async def register_workflow(self, workflow_id: str, version_hash: str, ir: dict[str, Any]) -> str:
         body = {"workflow_id": workflow_id, "version_hash": version_hash, "ir": ir}
@@ -168,14 +200,14 @@ class NexumClient:
         while not execution.status.terminal:
             if deadline - time.monotonic() <= 0:
                 raise WaitTimeout(f"execution {execution.id} is still {execution.status.value} "
-                                  f"after {timeout:g} s")
+                                  f"after {timeout:g} s", execution)
             execution = await reconnecting(held_get, deadline)
         return execution
 
     async def list(self, session_id: str | None = None, status: Status | str | None = None,
-                   key: str | None = None, limit: int = 50) -> list[Execution]:
+                   key: str | None = None, limit: int = 50, id_prefix: str | None = None) -> list[Execution]:
         params = {"session_id": session_id, "status": Status(status).value if status else None,
-                  "key": key, "limit": limit}
+                  "key": key, "limit": limit, "id_prefix": id_prefix}
         response = await self.request("GET", "/v1/executions",
                                       params={k: v for k, v in params.items() if v is not None})
         return [Execution.model_validate(e) for e in response.json()["executions"]]
@@ -261,8 +293,10 @@ class NexumSyncClient:
     submitter needs, on one `httpx2.Client` whose pool every thread shares, with no event loop."""
 
     def __init__(self, url: str | None = None, token: str | None = None, *, max_connections: int = 100) -> None:
-        self.url = (url or client_url()).rstrip("/")
-        token = token if token is not None else client_token()
+        settings = ClientSettings.from_env(url=url, token=token)
+        self.url = settings.url
+        self.where = f"{self.url} (from {ClientSettings.origin('url', {'url': url})})"
+        token = settings.token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         limits = httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self.http = httpx2.Client(base_url=self.url, headers=headers, limits=limits,
@@ -283,7 +317,7 @@ class NexumSyncClient:
         try:
             response = self.http.request(method, path, json=json, params=params, timeout=_timeout(hold))
         except httpx2.TransportError as e:
-            raise _unreachable(self.url, e) from e
+            raise _unreachable(self.where, e) from e
         return _checked(response, self.url, method, path)
 
     def register_workflow(self, workflow_id: str, version_hash: str, ir: dict[str, Any]) -> str:
@@ -314,7 +348,7 @@ class NexumSyncClient:
         while not execution.status.terminal:
             if deadline - time.monotonic() <= 0:
                 raise WaitTimeout(f"execution {execution.id} is still {execution.status.value} "
-                                  f"after {timeout:g} s")
+                                  f"after {timeout:g} s", execution)
             execution = retry_sync(held_get, deadline=deadline)
         return execution
 
@@ -341,9 +375,23 @@ def _timeout(hold: float) -> httpx2.Timeout | Any:
     return httpx2.Timeout(hold + READ_SECONDS, connect=CONNECT_TIMEOUT) if hold else httpx2.USE_CLIENT_DEFAULT
 
 
-def _unreachable(url: str, error: Exception) -> ServerUnavailable:
-    return ServerUnavailable(f"cannot reach the Nexum server at {url} ({type(error).__name__}: "
-                             f"{error or 'no answer'}); start it with `nexum dev`, or set NEXUM_URL")
+def _unreachable(where: str, error: Exception) -> ServerUnavailable:
+    return ServerUnavailable(f"no Nexum server answers at {where}: {_reason(error)} "
+                             "(start one with `nexum dev`, or point NEXUM_URL or --url at yours)")
+
+
+def _reason(error: BaseException) -> str:
+    """A transport error in a few words: `connection refused`, `host name not found`, ..."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, TimeoutError | httpx2.TimeoutException):
+            return "no answer in time"
+        if isinstance(cause, socket.gaierror) or isinstance(cause, aiohttp.ClientConnectorDNSError):
+            return "host name not found"
+        if isinstance(cause, ConnectionRefusedError) or getattr(cause, "errno", None) == errno.ECONNREFUSED:
+            return "connection refused"
+        cause = cause.__cause__ or cause.__context__
+    return f"{type(error).__name__}: {error or 'no answer'}"
 
 
 def _checked(response: R, url: str, method: str, path: str) -> R:
@@ -363,6 +411,10 @@ def _checked(response: R, url: str, method: str, path: str) -> R:
                                 f"(HTTP {response.status_code}: {reason})")
     message = body["error"]["message"] if _has_error(body) else str(body)
     raise RequestRejected(response.status_code, body, f"{method} {path} answered {response.status_code}: {message}")
+
+
+def _message(body: Any) -> str:
+    return body["error"]["message"] if _has_error(body) else str(body)
 
 
 def _has_error(body: Any) -> bool:

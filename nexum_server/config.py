@@ -1,20 +1,31 @@
-"""Settings of the Nexum server and its clients.
+"""Settings of the Nexum server, its clients, the worker's tools and the demo agent, in one place.
 
-Every tunable is a named constant with its unit, overridable by one `Settings` object: a flag beats
-the environment, the environment beats `.env` (loaded by the entry points, never overriding what
-is already set), and both beat the default. A bad value fails loudly, naming the key.
+Every tunable is a named constant with its unit, overridable by a `pydantic-settings` class: a flag
+beats the environment, the environment beats `.env` (in the current directory), and both beat the
+default. An empty value counts as unset. A bad value fails loudly, naming the key and where it came
+from (`ConfigError`). `.env.example` lists every key.
+
+    Settings         nexum dev                       NEXUM_HOST, NEXUM_PORT, NEXUM_DB, NEXUM_TOKEN, ...
+    ClientSettings   every client of the server      NEXUM_URL, NEXUM_TOKEN
+    ToolSettings     the tools the worker runs       NEXUM_SEARCH_BACKEND, NEXUM_SEARXNG_URL, ...
+    AgentSettings    demo.py                         NEXUM_MODEL, SESSION_ID, the model providers' keys, ...
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+from dotenv import dotenv_values
+from pydantic import AliasChoices, Field, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
 
+ENV_FILE = ".env"
+ENV_PREFIX = "NEXUM_"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 50051
 DEFAULT_DB = ".nexum/local.db"
@@ -30,69 +41,137 @@ RETAIN_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 """Units of a retention period: `30d`, `12h`, `90m`, `45s`."""
 SQLITE_SYNCHRONOUS = "NORMAL"
 """WAL with NORMAL survives a crash of the process; FULL also survives a power cut, at a cost."""
+SEARCH_BACKEND = "duckduckgo"
+PAGE_MAX_CHARS = 8000
+FETCH_TIMEOUT_SECONDS = 20.0
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Server settings; `from_env` reads the `NEXUM_*` environment variable of each field."""
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+"""A positive, finite number of seconds."""
+
+
+class _Settings(BaseSettings):
+    """What every settings class shares: the prefix, `.env`, blank means unset, errors name the key."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=ENV_FILE, env_file_encoding="utf-8",
+                                      extra="ignore", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_is_unset(cls, data: Any) -> Any:
+        # An empty variable in the environment still hides the same key in .env (the tests rely on
+        # that to keep a developer's .env out of their processes), and then means "the default".
+        return {k: v for k, v in data.items() if v != ""} if isinstance(data, dict) else data
+
+    @classmethod
+    def from_env(cls, **flags: Any) -> Self:
+        """The settings from the environment and `.env`, with `flags` that are not None on top."""
+        try:
+            return cls(**{name: value for name, value in flags.items() if value is not None})
+        except ValidationError as e:
+            raise ConfigError(_describe(cls, e, flags)) from None
+
+    @classmethod
+    def key(cls, field: str) -> str:
+        """The variable that sets `field`, e.g. `NEXUM_PORT` for `port`."""
+        alias = cls.model_fields[field].validation_alias
+        if isinstance(alias, AliasChoices):
+            return str(alias.choices[0])
+        return str(alias) if alias else f"{ENV_PREFIX}{field.upper()}"
+
+    @classmethod
+    def origin(cls, field: str, flags: dict[str, Any] | None = None) -> str:
+        """Where the value of `field` comes from: `--flag`, `KEY in the environment`, `KEY in .env`, `default`."""
+        key = cls.key(field)
+        if flags and flags.get(field) is not None:
+            return f"--{field.replace('_', '-')}"
+        if os.environ.get(key):
+            return f"{key} in the environment"
+        if key not in os.environ and dotenv_values(ENV_FILE).get(key):
+            return f"{key} in {ENV_FILE}"
+        return "default"
+
+
+def _describe(cls: type[_Settings], error: ValidationError, flags: dict[str, Any]) -> str:
+    """One line per problem: the key, its value, where it came from, and what is expected."""
+    problems = []
+    for item in error.errors():
+        message = str(item["msg"]).removeprefix("Value error, ")
+        field = str(item["loc"][0]) if item["loc"] else ""
+        if field not in cls.model_fields:
+            problems.append(message)
+            continue
+        where = cls.origin(field, flags)
+        label = where if where.startswith("--") else cls.key(field)
+        source = where.removeprefix(f"{cls.key(field)} ") if where.startswith(cls.key(field)) else ""
+        problems.append(f"{label}={item.get('input')!r}{f' ({source})' if source else ''} is not valid: "
+                        f"{message[:1].lower()}{message[1:]}")
+    return "; ".join(problems)
+
+
+def _duration(text: str | None) -> float | None:
+    """Seconds in `30d`, `12h`, `90m` or `45s`; None for no value or a malformed one."""
+    if text is None:
+        return None
+    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text.lower())
+    if found is None or float(found.group(1)) <= 0:
+        return None
+    return float(found.group(1)) * RETAIN_UNITS[found.group(2)]
+
+
+def _http_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not value.startswith(("http://", "https://")) or len(value) <= len("https://"):
+        raise ValueError("expected an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+class Settings(_Settings):
+    """The server's settings (`nexum dev`); each is also a flag of `nexum dev` but the token."""
 
     host: str = DEFAULT_HOST
-    """Address to bind; loopback unless you mean to expose the server."""
-    port: int = DEFAULT_PORT
-    """TCP port to listen on."""
+    """Address to bind; loopback unless you mean to expose the server (then set a token)."""
+    port: int = Field(DEFAULT_PORT, ge=0, le=65535)
+    """TCP port to listen on; 0 picks a free one."""
     db: str = DEFAULT_DB
     """Path of the SQLite database file (its folder is created), or a `postgresql://` URL."""
-    token: str | None = None
+    token: str | None = Field(None, repr=False)
     """When set, every request but /health needs `Authorization: Bearer <token>`."""
-    lease_seconds: float = LEASE_SECONDS
+    lease_seconds: Seconds = LEASE_SECONDS
     """How long a claimed task belongs to its worker without a heartbeat."""
-    max_attempts: int = MAX_ATTEMPTS
+    max_attempts: PositiveInt = MAX_ATTEMPTS
     """Attempts per execution before it is FAILED (expired leases count as attempts)."""
-    retry_backoff_seconds: float = RETRY_BACKOFF_SECONDS
+    retry_backoff_seconds: Seconds = RETRY_BACKOFF_SECONDS
     """Delay before the first retry; doubles with every further attempt."""
-    retry_backoff_max_seconds: float = RETRY_BACKOFF_MAX_SECONDS
+    retry_backoff_max_seconds: Seconds = RETRY_BACKOFF_MAX_SECONDS
     """Upper bound of the retry delay."""
-    max_body_bytes: int = MAX_BODY_BYTES
+    max_body_bytes: int = Field(MAX_BODY_BYTES, ge=1024)
     """Largest request body accepted; larger ones get 413."""
-    max_wait_seconds: float = MAX_WAIT_SECONDS
+    max_wait_seconds: Seconds = MAX_WAIT_SECONDS
     """Longest a long-poll request is held."""
-    sqlite_synchronous: str = SQLITE_SYNCHRONOUS
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = SQLITE_SYNCHRONOUS
     """SQLite `synchronous` pragma: NORMAL or FULL."""
     retain: str | None = None
     """Delete terminal executions this long after they ended, e.g. `30d`; unset keeps them forever."""
 
-    def __post_init__(self) -> None:
-        for name in ("lease_seconds", "retry_backoff_seconds", "retry_backoff_max_seconds", "max_wait_seconds"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"NEXUM_{name.upper()} must be a positive number of seconds")
-        if self.max_attempts < 1:
-            raise ConfigError("NEXUM_MAX_ATTEMPTS must be at least 1")
-        if self.max_body_bytes < 1024:
-            raise ConfigError("NEXUM_MAX_BODY_BYTES must be at least 1024")
-        if not 0 < self.port < 65536 and self.port != 0:
-            raise ConfigError("NEXUM_PORT must be between 0 and 65535")
-        if self.sqlite_synchronous.upper() not in ("NORMAL", "FULL"):
-            raise ConfigError("NEXUM_SQLITE_SYNCHRONOUS must be NORMAL or FULL")
-        parse_duration("NEXUM_RETAIN", self.retain)
+    @field_validator("sqlite_synchronous", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("retain")
+    @classmethod
+    def _check_retain(cls, value: str | None) -> str | None:
+        if _duration(value) is None and value is not None:
+            raise ValueError("expected a positive number and a unit, e.g. 30d, 12h, 90m or 45s "
+                             "(leave it unset to keep everything)")
+        return value
 
     @property
     def retain_seconds(self) -> float | None:
         """The retention period in seconds; None keeps everything."""
-        return parse_duration("NEXUM_RETAIN", self.retain)
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-        """Settings from `NEXUM_<FIELD>` variables, then `overrides` (flags) that are not None."""
-        environ = os.environ if environ is None else environ
-        values: dict[str, object] = {}
-        for field in fields(cls):
-            key = f"NEXUM_{field.name.upper()}"
-            raw = environ.get(key)
-            if raw is None or raw == "":
-                continue
-            values[field.name] = _parse(key, raw, field.type)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)  # type: ignore[arg-type]
+        return _duration(self.retain)
 
     @property
     def db_path(self) -> Path:
@@ -103,35 +182,71 @@ class Settings:
         return min(self.retry_backoff_seconds * 2 ** (attempt - 1), self.retry_backoff_max_seconds)
 
 
-def parse_duration(key: str, text: str | None) -> float | None:
-    """Seconds in `30d`, `12h`, `90m` or `45s`; None for no value."""
-    if text is None or text == "":
-        return None
-    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text.lower())
-    if found is None or float(found.group(1)) <= 0:
-        raise ConfigError(f"{key}={text!r} is not a retention period: use a positive number and a unit, "
-                          "e.g. 30d, 12h, 90m or 45s (leave it unset to keep everything)")
-    return float(found.group(1)) * RETAIN_UNITS[found.group(2)]
+class ClientSettings(_Settings):
+    """What every client of the server reads: where it is, and the token it wants."""
+
+    url: str = DEFAULT_URL
+    """Base URL of the Nexum server."""
+    token: str | None = Field(None, repr=False)
+    """The server's token, sent as `Authorization: Bearer <token>`."""
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str | None:
+        return _http_url(value)
 
 
-def _parse(key: str, raw: str, type_name: object) -> object:
-    kind = str(type_name)
-    try:
-        if kind.startswith("int"):
-            return int(raw)
-        if kind.startswith("float"):
-            return float(raw)
-    except ValueError:
-        raise ConfigError(f"{key}={raw!r} is not a valid {kind.split(' ')[0]}") from None
-    return raw
+class ToolSettings(_Settings):
+    """What the worker's tools read; an incomplete search configuration is refused here."""
+
+    search_backend: Literal["duckduckgo", "searxng"] = SEARCH_BACKEND
+    """`duckduckgo` (the ddgs library) or `searxng` (needs `searxng_url`)."""
+    searxng_url: str | None = None
+    """Base URL of the SearXNG instance; operator-chosen, so not SSRF-guarded."""
+    page_max_chars: PositiveInt = PAGE_MAX_CHARS
+    """Page text kept before `[Content truncated]`."""
+    fetch_timeout: Seconds = FETCH_TIMEOUT_SECONDS
+    """Seconds per HTTP request (safe_download caps connecting at 5 s)."""
+    allow_private_urls: bool = False
+    """Let pages on loopback/private addresses be fetched (the stand-in web is on loopback)."""
+
+    @field_validator("searxng_url")
+    @classmethod
+    def _check_searxng_url(cls, value: str | None) -> str | None:
+        return _http_url(value)
+
+    @model_validator(mode="after")
+    def _searxng_needs_url(self) -> Self:
+        if self.search_backend == "searxng" and not self.searxng_url:
+            raise ValueError(f"{self.key('search_backend')}=searxng needs {self.key('searxng_url')}, the base URL "
+                             "of a SearXNG instance with the JSON format enabled (e.g. http://127.0.0.1:8888)")
+        return self
+
+    def describe(self) -> str:
+        """Where searches go, for the worker's ready line."""
+        if self.search_backend == "searxng":
+            search = f"SearXNG at {self.searxng_url}"
+        else:
+            search = "DuckDuckGo (ddgs)"
+        return search + ("; private addresses allowed" if self.allow_private_urls else "")
 
 
-def client_url(environ: Mapping[str, str] | None = None) -> str:
-    """The server URL the clients use: `NEXUM_URL`, or the local default."""
-    environ = os.environ if environ is None else environ
-    return (environ.get("NEXUM_URL") or DEFAULT_URL).rstrip("/")
+class AgentSettings(_Settings):
+    """What `demo.py` reads: the model, the session, and the model providers' keys."""
 
+    model: str | None = None
+    """Any Pydantic AI model name, or `offline`; unset: picked from the API key present."""
+    session_id: str | None = Field(None, validation_alias="SESSION_ID")
+    """The session whose completed tool calls a run reuses."""
+    offline_think_seconds: float = Field(0.0, ge=0, allow_inf_nan=False)
+    """The offline stand-in models' time per answer, like a real model's latency."""
+    google_api_key: str | None = Field(None, validation_alias="GOOGLE_API_KEY", repr=False)
+    gemini_api_key: str | None = Field(None, validation_alias="GEMINI_API_KEY", repr=False)
+    openai_api_key: str | None = Field(None, validation_alias="OPENAI_API_KEY", repr=False)
 
-def client_token(environ: Mapping[str, str] | None = None) -> str | None:
-    environ = os.environ if environ is None else environ
-    return environ.get("NEXUM_TOKEN") or None
+    def export_provider_keys(self) -> None:
+        """Put keys found only in `.env` into the environment, where Pydantic AI's providers look."""
+        for field in ("google_api_key", "gemini_api_key", "openai_api_key"):
+            value = getattr(self, field)
+            if value and not os.environ.get(self.key(field)):
+                os.environ[self.key(field)] = value

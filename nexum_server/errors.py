@@ -96,3 +96,8 @@ class RequestRejected(ClientError):
 
 class WaitTimeout(ClientError, TimeoutError):
     code = "wait_timeout"
+
+    def __init__(self, message: str, execution: object = None) -> None:
+        super().__init__(message)
+        self.execution = execution
+        """The execution as last seen, when the wait was for one."""

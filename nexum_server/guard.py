@@ -56,8 +56,10 @@ class Guard:
                 and not scope["path"].startswith(PAGE_FILES)):
             given = headers.get(b"authorization", b"")
             if not hmac.compare_digest(given, self.token):
+                # One code for both (clients branch on it); the message says which of the two it is.
+                problem = "the token sent is wrong" if given else "this server needs a token and none was sent"
                 await _error(send, 401, "unauthorized",
-                             "this server needs `Authorization: Bearer <token>`; set NEXUM_TOKEN for the client",
+                             f"{problem}: set NEXUM_TOKEN for the client to the token `nexum dev` was started with",
                              extra=[(b"www-authenticate", b"Bearer")])
                 return
         length = headers.get(b"content-length")

@@ -113,8 +113,8 @@ class QueueService:
         return await self.await_terminal(execution, wait)
 
     async def list_executions(self, session_id: str | None, status: Status | None, key: str | None,
-                              limit: int) -> list[Execution]:
-        return await self.store.run(self.store.list_executions, session_id, status, key, limit)
+                              limit: int, id_prefix: str | None = None) -> list[Execution]:
+        return await self.store.run(self.store.list_executions, session_id, status, key, limit, id_prefix)
 
     async def cancel(self, execution_id: str) -> Execution:
         execution = await self.store.run(self.store.cancel_execution, execution_id, time.time())

@@ -3,7 +3,7 @@
 Starts `nexum dev` (database `.nexum/demo.db`) and `worker.py` in the background, runs
 `demo.py "QUERY"` in a new session, runs it again in the same session (every call cached), and
 stops what it started. Without internet access (no DNS answer for DuckDuckGo) it says so and uses
-the project's local stand-in web (`tests/fixtures/web.py`: a SearXNG-style search and pages), so
+the project's local stand-in web (`nexum-web`: a SearXNG-style search and pages), so
 the whole pipeline still runs; `--web real` insists on the real web.
 
 Run with:
@@ -20,15 +20,11 @@ import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from nexum_devtools.procs import ROOT, SERVER_READY, WORKER_READY, Proc
+from nexum_devtools.web import READY as WEB_READY
+from nexum_devtools.web import tools_env
 
-from tests.fixtures.web import tools_env  # noqa: E402
-from tests.procs import SERVER_READY, WORKER_READY, Proc  # noqa: E402
-
-WEB_READY = __import__("re").compile(r"READY (http://\S+)")
 DNS_TIMEOUT_SECONDS = 3.0
 
 
@@ -54,9 +50,9 @@ def main(argv: list[str] | None = None) -> None:
     env: dict[str, str] = {}
     try:
         if use_local:
-            print("No internet access here: using the local stand-in web (tests/fixtures/web.py) for search "
-                  "and pages. Pass --web real to use DuckDuckGo.\n", flush=True)
-            web = Proc([sys.executable, "tests/fixtures/web.py", "--port", "0", "--search-latency", "0.3",
+            print("No internet access here: using the local stand-in web (nexum-web) for search and pages. "
+                  "Pass --web real to use DuckDuckGo.\n", flush=True)
+            web = Proc([sys.executable, "-m", "nexum_devtools.web", "--port", "0", "--search-latency", "0.3",
                         "--page-latency", "0.5"], ready=WEB_READY)
             started.append(web)
             assert web.match is not None

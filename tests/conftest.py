@@ -12,8 +12,8 @@ import pydantic_ai.models
 import pytest
 
 from nexum_devtools.postgres import PostgresMissing, ThrowawayPostgres, find_bindir
-from tests.fixtures.web import WebFixture, run_web_fixture, tools_env
-from tests.procs import DOTENV_KEYS, WORKER_READY, NexumServer, Proc, server_env
+from nexum_devtools.web import WebFixture, run_web_fixture, tools_env
+from nexum_devtools.procs import DOTENV_KEYS, WORKER_READY, NexumServer, Proc, server_env
 
 CI = pytest.StashKey[bool]()
 
@@ -23,23 +23,23 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[CI] = os.environ.get("NEXUM_CI") == "1"
 
 
-def pytest_report_header(config: pytest.Config) -> str:
-    try:
-        return f"postgresql: {find_bindir()} (a throwaway cluster starts for the tests that need it)"
-    except PostgresMissing as e:
-        return f"postgresql: MISSING, its tests {'fail (NEXUM_CI=1)' if config.stash[CI] else 'are skipped'}: {e}"
-
-
-PROJECT_VARIABLES = ("NEXUM_", "SEARCH_BACKEND", "SEARXNG_URL", "SESSION_ID", "OPENAI_API_KEY", "GEMINI_API_KEY",
-                     "GOOGLE_API_KEY", "ANTHROPIC_API_KEY")
-
-
-def pytest_report_header(config: pytest.Config) -> str:
-    """Said once per run: whether the page tests (tests/ui) can run here."""
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Said once per run: which system parts the tests found, and what happens to tests that need one missing."""
     from tests.ui.browser import missing
 
+    outcome = "fail (NEXUM_CI=1)" if config.stash[CI] else "are skipped"
+    try:
+        lines = [f"postgresql: {find_bindir()} (a throwaway cluster starts for the tests that need it)"]
+    except PostgresMissing as e:
+        lines = [f"postgresql: MISSING, its tests {outcome}: {e}"]
     reason = missing()
-    return f"page tests: skipped, {reason}" if reason else "page tests: headless Debian chromium"
+    lines.append(f"page tests (tests/ui): {outcome}: {reason}" if reason else
+                 "page tests (tests/ui): headless Debian chromium")
+    return lines
+
+
+PROJECT_VARIABLES = ("NEXUM_", "SESSION_ID", "OPENAI_API_KEY", "GEMINI_API_KEY",
+                     "GOOGLE_API_KEY", "ANTHROPIC_API_KEY")
 
 
 @pytest.fixture(autouse=True)
@@ -48,9 +48,9 @@ def _no_model_requests_and_clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(PROJECT_VARIABLES):
             monkeypatch.delenv(name)
-    # Blank rather than unset: the processes a test starts call load_dotenv(), which never
-    # overrides a variable that exists, so a developer's own .env cannot leak a token, a model key
-    # or another port into them. The project reads an empty value as unset.
+    # Blank rather than unset: a variable in the environment, even an empty one, hides the same key
+    # in .env (nexum_server/config.py), so a developer's own .env cannot leak a token, a model key
+    # or another port into the processes a test starts. An empty value means the default.
     for name in DOTENV_KEYS:
         monkeypatch.setenv(name, "")
 

@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 
 from nexum_devtools.postgres import PostgresMissing, find_bindir
-from tests.procs import DOTENV_KEYS, ROOT
+from nexum_devtools.procs import DOTENV_KEYS, ROOT
 
 TOOL_CALLS = 4
 RUN_TIMEOUT_SECONDS = 150
-PROJECT_VARIABLES = ("NEXUM_", "SEARCH_BACKEND", "SEARXNG_URL", "SESSION_ID")
+PROJECT_VARIABLES = ("NEXUM_", "SESSION_ID")
 TABLE_ROWS = (
     "Agent runs", "1 cold", "2 re-run", "Pydantic AI + Nexum, new session", "Pydantic AI + Nexum, same session",
     "Per-call latency", "bare round trip, GET /health", "cached call", "cold overhead (cold - direct)",

@@ -136,9 +136,10 @@ class Store(ABC):
 
     @abstractmethod
     def list_executions(
-        self, session_id: str | None, status: Status | None, key: str | None, limit: int
+        self, session_id: str | None, status: Status | None, key: str | None, limit: int,
+        id_prefix: str | None = None,
     ) -> list[Execution]:
-        """Newest first."""
+        """Newest first; `id_prefix` keeps those whose id starts with it (`nexum show` takes a prefix)."""
 
     @abstractmethod
     def terminal_among(self, execution_ids: list[str]) -> list[str]:

@@ -63,6 +63,9 @@ KEEPALIVE = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "k
 """TCP keepalives, so a database host that vanished is noticed within about 11 s."""
 
 
+CHANGE_KINDS = ("ready", "done", "deleted")
+
+
 @dataclass(frozen=True)
 class Change:
     """A change another server committed: `ready` (a task became claimable), `done` (terminal) or
@@ -233,8 +236,9 @@ class PostgresStore(Store):
         return _execution(row)
 
     def list_executions(self, session_id: str | None, status: Status | None, key: str | None,
-                        limit: int) -> list[Execution]:
-        params = {"session_id": session_id, "status": status.value if status else None, "key": key, "limit": limit}
+                        limit: int, id_prefix: str | None = None) -> list[Execution]:
+        params = {"session_id": session_id, "status": status.value if status else None, "key": key, "limit": limit,
+                  "id_prefix": id_prefix}
         with self._db() as db:
             return [_execution(row) for row in db.execute(sql.LIST_EXECUTIONS, params)]
 
@@ -426,7 +430,7 @@ class PostgresStore(Store):
                     origin, _, change = notice.payload.partition(" ")
                     kind, _, execution_id = change.partition(" ")
                     # Our own changes woke our own waiters already; anything else on the channel is ignored.
-                    if origin != self.origin and kind in ("ready", "done", "deleted"):
+                    if origin != self.origin and kind in CHANGE_KINDS:
                         yield Change(kind, execution_id or None)
                 # This server is alive (on the database's clock); a connection that died quietly fails here.
                 await db.execute(sql.SERVER_SEEN, {"origin": self.origin})

@@ -136,6 +136,7 @@ SELECT {COLUMNS} FROM nexum.executions
 WHERE (%(session_id)s::text IS NULL OR session_id = %(session_id)s)
   AND (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(key)s::text IS NULL OR key = %(key)s)
+  AND (%(id_prefix)s::text IS NULL OR left(id, length(%(id_prefix)s)) = %(id_prefix)s)
 ORDER BY seq DESC LIMIT %(limit)s
 """
 TERMINAL_AMONG = f"SELECT id FROM nexum.executions WHERE id = ANY(%s) AND status IN {TERMINAL}"

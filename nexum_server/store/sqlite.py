@@ -240,8 +240,9 @@ class SQLiteStore(Store):
         return _execution(row)
 
     def list_executions(self, session_id: str | None, status: Status | None, key: str | None,
-                        limit: int) -> list[Execution]:
-        params = {"session_id": session_id, "status": status.value if status else None, "key": key, "limit": limit}
+                        limit: int, id_prefix: str | None = None) -> list[Execution]:
+        params = {"session_id": session_id, "status": status.value if status else None, "key": key, "limit": limit,
+                  "id_prefix": id_prefix}
         return [_execution(row) for row in self.db.execute(LIST_EXECUTIONS, params)]
 
     def terminal_among(self, execution_ids: list[str]) -> list[str]:

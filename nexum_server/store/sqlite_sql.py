@@ -102,6 +102,7 @@ SELECT {COLUMNS} FROM executions
 WHERE (:session_id IS NULL OR session_id = :session_id)
   AND (:status IS NULL OR status = :status)
   AND (:key IS NULL OR key = :key)
+  AND (:id_prefix IS NULL OR substr(id, 1, length(:id_prefix)) = :id_prefix)
 ORDER BY seq DESC LIMIT :limit
 """
 TERMINAL_AMONG = """

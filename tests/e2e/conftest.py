@@ -8,8 +8,8 @@ import pytest
 
 from nexum_server.client import NexumClient
 from tests.e2e.helpers import WebRequests
-from tests.fixtures.web import WebFixture
-from tests.procs import NexumServer, Proc
+from nexum_devtools.web import WebFixture
+from nexum_devtools.procs import NexumServer, Proc
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from durability import UnitEvent
-from tests.fixtures.web import WebFixture
-from tests.procs import ROOT
+from nexum_devtools.web import WebFixture
+from nexum_devtools.procs import ROOT
 from workflow import VISIT_WEBPAGE, WEB_SEARCH
 
 DEMO_TIMEOUT = 60.0

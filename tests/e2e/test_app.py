@@ -27,8 +27,8 @@ from nexum_server.models import Status
 from offline_model import planned_model
 from submit_task import call_tool
 from tests.e2e.helpers import Calls, WebRequests
-from tests.fixtures.web import WebFixture
-from tests.procs import Proc
+from nexum_devtools.web import WebFixture
+from nexum_devtools.procs import Proc
 from workflow import VISIT_WEBPAGE, WEB_SEARCH, WORKFLOW_ID, tool_call_key
 
 PROMPT = "Research durable execution."

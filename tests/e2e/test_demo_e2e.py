@@ -28,8 +28,8 @@ from tests.e2e.helpers import (
     demo_env,
     run_demo,
 )
-from tests.fixtures.web import WebFixture, search_results, tools_env
-from tests.procs import NexumServer, Proc, running
+from nexum_devtools.web import WebFixture, search_results, tools_env
+from nexum_devtools.procs import NexumServer, Proc, running
 from workflow import VISIT_WEBPAGE, WEB_SEARCH, WORKFLOW_ID
 
 OFFLINE_ANSWER = "Offline extractive model, not a language model."
@@ -69,6 +69,8 @@ def test_demo_runs_end_to_end_then_serves_the_rerun_from_the_store(
     assert len(MODEL_REPLAYED.findall(again.stdout)) == 3 and not MODEL_MADE.findall(again.stdout)
     assert again.stdout.count("cached ⚡") == 3 + 1 + PAGES_READ
     assert "3 model requests: 3 replayed, 0 made" in again.stdout
+    # A replayed response keeps its usage: the tokens it cost the first time were not spent again.
+    assert int(re.search(r"\(([\d,]+) tokens not spent again\)", again.stdout)[1].replace(",", "")) > 0
     assert "3 tool calls: 3 cached, 0 executed, 0 failed" in again.stdout
     assert OFFLINE_ANSWER in again.stdout
     assert web_requests.since(mark) == []

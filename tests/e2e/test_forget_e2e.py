@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 from tests.e2e.helpers import CACHED, EXECUTED, WebRequests, run_demo
-from tests.procs import ROOT, NexumServer, Proc
+from nexum_devtools.procs import ROOT, NexumServer, Proc
 
 COMMAND_TIMEOUT = 30
 
@@ -25,7 +25,7 @@ def test_a_forgotten_session_runs_every_call_again(server: NexumServer, worker: 
     forget = subprocess.run([sys.executable, "-m", "nexum_server", "forget", session_id, "--yes", "--url", server.url],
                             cwd=ROOT, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
     assert forget.returncode == 0, forget.stdout + forget.stderr
-    assert f"session {session_id} forgotten: 6 execution(s) deleted" in " ".join(forget.stdout.split())
+    assert f"session {session_id} forgotten: 6 executions deleted" in " ".join(forget.stdout.split())
 
     mark = web_requests.mark()
     again = run_demo(server.url, "--model", "offline", "--session", session_id, query)

@@ -20,8 +20,8 @@ from nexum_server.errors import WaitTimeout
 from nexum_server.models import Status
 from submit_task import call_tool, submit_tool_call
 from tests.e2e.helpers import WebRequests
-from tests.fixtures.web import WebFixture, search_results
-from tests.procs import ROOT, NexumServer, Proc
+from nexum_devtools.web import WebFixture, search_results
+from nexum_devtools.procs import ROOT, NexumServer, Proc
 from workflow import WEB_SEARCH
 
 SCRIPT_TIMEOUT = 60.0

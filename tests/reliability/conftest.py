@@ -8,7 +8,7 @@ import httpx2
 import pytest
 
 from nexum_server.client import NexumClient
-from tests.procs import NexumServer
+from nexum_devtools.procs import NexumServer
 
 
 @pytest.fixture

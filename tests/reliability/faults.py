@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from nexum_server.client import NexumClient
 from nexum_server.models import Execution, WorkflowRef
-from tests.fixtures.web import WebFixture
+from nexum_devtools.web import WebFixture
 from workflow import IR, VERSION_HASH, WORKFLOW_ID, tool_call_key
 
 T = TypeVar("T")

@@ -11,8 +11,8 @@ from nexum_server.client import NexumClient
 from nexum_server.models import Status
 from offline_model import planned_model
 from submit_task import call_tool
-from tests.fixtures.web import WebFixture
-from tests.procs import NexumServer, Proc
+from nexum_devtools.web import WebFixture
+from nexum_devtools.procs import NexumServer, Proc
 from tests.reliability.faults import executions_of, hits, token
 from workflow import VISIT_WEBPAGE
 
@@ -57,7 +57,7 @@ async def test_always_failing_page_fails_after_max_attempts_shows_the_agent_why_
             for part in message.parts if isinstance(part, ToolReturnPart | RetryPromptPart)]
     [told] = [part.model_response() if isinstance(part, RetryPromptPart) else part.model_response_str()
               for part in seen if part.tool_name == VISIT_WEBPAGE]
-    assert f"failed after {MAX_ATTEMPTS} attempt(s)" in told
+    assert f"failed after {MAX_ATTEMPTS} attempts" in told
     assert "503" in told
     assert hits(web, path) == MAX_ATTEMPTS
     [failed] = await executions_of(client, session_id, VISIT_WEBPAGE, args)

@@ -23,8 +23,8 @@ import tools
 from nexum_server.client import NexumClient
 from nexum_server.errors import RequestRejected
 from submit_task import ToolCallFailed, call_tool
-from tests.fixtures.web import WebFixture
-from tests.procs import ROOT, NexumServer, Proc
+from nexum_devtools.web import WebFixture
+from nexum_devtools.procs import ROOT, NexumServer, Proc
 from tests.reliability.faults import hits, token
 from tools import PermanentToolError
 from workflow import VISIT_WEBPAGE

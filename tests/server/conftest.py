@@ -10,7 +10,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from tests.procs import NexumServer
+from nexum_devtools.procs import NexumServer
 
 WORKFLOW_ID = "wf"
 VERSION_HASH = "sha256:abc"

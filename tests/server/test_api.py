@@ -18,7 +18,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from tests.procs import NexumServer
+from nexum_devtools.procs import NexumServer
 from tests.server.conftest import REF, Api, poll_body, start_body
 
 Connect = Callable[..., Api]

@@ -1,35 +1,39 @@
 """The `nexum` command as a user runs it: `python -m nexum_server ...` as a subprocess.
 
-Output goes through rich at its non-terminal width (80 columns), so messages are compared with
-their whitespace folded; ids must survive that width whole.
+Output goes through rich at 80 columns (`COLUMNS=80`, a small terminal), so messages are compared
+with their whitespace folded; tables must fit that width with ids and statuses whole.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
 import select
+import signal
 import socket
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from nexum_server.store import SCHEMA_VERSION
-from tests.procs import ROOT, NexumServer
+from nexum_devtools.procs import ROOT, NexumServer
 from tests.server.conftest import Api
 
 COMMAND_TIMEOUT = 30
+WIDTH = 80
 
 
-def nexum(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "nexum_server", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=COMMAND_TIMEOUT)
+def nexum(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "COLUMNS": str(WIDTH), "PYTHONIOENCODING": "utf-8", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "nexum_server", *args], cwd=cwd, capture_output=True,
+                          text=True, encoding="utf-8", timeout=COMMAND_TIMEOUT, env=full_env)
 
 
 def said(result: subprocess.CompletedProcess[str]) -> str:
@@ -74,7 +78,26 @@ def test_show_prints_one_execution_and_its_result(server: NexumServer, execution
 
     missing = nexum("show", "no-such-id", "--url", server.url)
     assert missing.returncode == 1
-    assert "404" in said(missing) and "no-such-id" in said(missing)
+    assert "no execution id starts with 'no-such-id'" in said(missing) and "nexum ps" in said(missing)
+
+
+def test_show_and_cancel_take_a_unique_start_of_the_id(server: NexumServer, api: Api, session_id: str) -> None:
+    ids = [api.start(session_id, f"k{n}")["id"] for n in range(40)]
+    # Among 40 random hex ids, some two share a first digit: that digit alone is ambiguous.
+    first = next(i[0] for i in ids if sum(j[0] == i[0] for j in ids) > 1)
+    ambiguous = nexum("show", first, "--url", server.url)
+    assert ambiguous.returncode == 1
+    assert f"'{first}' starts more than one execution id" in said(ambiguous) and "give more of it" in said(ambiguous)
+
+    target = ids[0]
+    prefix = next(target[:n] for n in range(1, 33) if sum(i.startswith(target[:n]) for i in ids) == 1)
+    shown = nexum("show", prefix, "--url", server.url)
+    assert shown.returncode == 0, said(shown)
+    assert target in said(shown) and "PENDING" in said(shown)
+    cancelled = nexum("cancel", prefix, "--url", server.url, "--json")
+    assert cancelled.returncode == 0, said(cancelled)
+    assert json.loads(cancelled.stdout)["id"] == target
+    assert api.get(target)["status"] == "CANCELLED"
 
 
 def test_cancel_cancels_a_pending_execution_and_refuses_a_completed_one(
@@ -99,6 +122,39 @@ def test_the_url_comes_from_nexum_url(server: NexumServer, executions: dict[str,
     assert executions["done"]["id"] in result.stdout
 
 
+def test_ps_fits_80_columns_with_ids_statuses_and_errors(server: NexumServer, api: Api, session_id: str) -> None:
+    long_input = {"tool_name": "visit_webpage", "tool_args": {"url": "http://127.0.0.1/pages/" + "x" * 200}}
+    done = api.start(session_id, "done", long_input)
+    api.complete(api.poll_one(), {"result": "text"})
+    failed = api.start(f"{session_id}-with-a-long-session-name", "failed", long_input)
+    api.report(api.poll_one(), "fail", error="HTTP 404 Not Found for " + "y" * 200, retryable=False)
+    cancelled = api.start(session_id, "cancelled")
+    api.http.post(f"/v1/executions/{cancelled['id']}/cancel").raise_for_status()
+
+    result = nexum("ps", "--url", server.url)
+    assert result.returncode == 0, said(result)
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["id", "status", "try", "session", "call", "error"]  # took: 100 columns and up
+    assert len(lines) == 4 and all(len(line) <= WIDTH for line in lines), lines
+    by_id = {line.split()[0]: line.split() for line in lines[1:]}
+    assert by_id[cancelled["id"]][1] == "CANCELLED"
+    assert by_id[done["id"]][1] == "COMPLETED"
+    assert by_id[failed["id"]][1] == "FAILED" and "HTTP" in by_id[failed["id"]][-2:][0] + by_id[failed["id"]][-1]
+
+    one_session = nexum("ps", "--url", server.url, "--session", session_id)
+    assert one_session.stdout.splitlines()[0].split() == ["id", "status", "try", "call"]
+
+
+def test_ps_json_is_the_api_shape_whatever_the_width(server: NexumServer, api: Api, session_id: str) -> None:
+    failed = api.start(session_id, "failed", {"tool_name": "web_search", "tool_args": {"query": "q" * 300}})
+    api.report(api.poll_one(), "fail", error="e" * 300, retryable=False)
+    result = nexum("ps", "--url", server.url, "--session", session_id, "--json")
+    assert result.returncode == 0, said(result)
+    [execution] = json.loads(result.stdout)["executions"]
+    assert execution["id"] == failed["id"] and execution["status"] == "FAILED"
+    assert execution["error"] == "e" * 300 and execution["input"]["tool_args"]["query"] == "q" * 300
+
+
 @pytest.fixture
 def closed_port() -> Iterator[int]:
     """A loopback port that is bound but not listening, so a connection to it is refused."""
@@ -112,8 +168,87 @@ def test_ps_without_a_server_exits_2_naming_the_url_and_nexum_dev(closed_port: i
     result = nexum("ps", "--url", url)
     assert result.returncode == 2
     text = said(result)
-    assert url in text and "`nexum dev`" in text
-    assert "Traceback" not in text
+    assert f"no Nexum server answers at {url} (from --url): connection refused" in text
+    assert "`nexum dev`" in text and "Traceback" not in text
+
+
+def test_a_missing_token_and_a_wrong_token_get_different_messages(
+        start_server: Callable[..., NexumServer]) -> None:
+    server = start_server(token="s3cret")
+    missing = nexum("ps", "--url", server.url)
+    wrong = nexum("ps", "--url", server.url, env={"NEXUM_TOKEN": "wrong"})
+    assert missing.returncode == wrong.returncode == 2
+    assert "this server needs a token and none was sent" in said(missing)
+    assert "the token sent is wrong" in said(wrong)
+    for result in (missing, wrong):
+        assert "set NEXUM_TOKEN" in said(result) and server.url in said(result)
+        assert "s3cret" not in said(result)
+    assert nexum("ps", "--url", server.url, env={"NEXUM_TOKEN": "s3cret"}).returncode == 0
+
+
+def test_dev_help_describes_the_settings_and_the_token() -> None:
+    result = nexum("dev", "--help")
+    assert result.returncode == 0
+    text = said(result)
+    assert "Run the Nexum server" in text and "NEXUM_TOKEN" in text
+    from nexum_server.config import Settings
+
+    for field in Settings.model_fields:
+        if field != "token":
+            assert f"--{field.replace('_', '-')}" in text and f"NEXUM_{field.upper()}" in text, field
+
+
+def test_dev_refuses_a_bad_setting_naming_it(tmp_path: Path) -> None:
+    result = nexum("dev", "--port", "0", "--db", str(tmp_path / "x.db"), env={"NEXUM_LEASE_SECONDS": "soon"})
+    assert result.returncode == 2
+    assert "NEXUM_LEASE_SECONDS='soon' (in the environment) is not valid" in said(result)
+    assert "Traceback" not in said(result)
+
+
+def test_ctrl_c_stops_dev_in_one_line_without_a_traceback(start_server: Callable[..., NexumServer]) -> None:
+    server = start_server()
+    server.signal(signal.SIGINT)
+    assert server.popen.wait(10) == 0
+    server.stop()  # joins the output reader
+    assert "Nexum server stopped." in server.output
+    assert "Traceback" not in server.output and "KeyboardInterrupt" not in server.output
+
+
+def test_dev_warns_loudly_beyond_loopback_without_a_token(start_server: Callable[..., NexumServer]) -> None:
+    # Bound to every interface on a free port for the moment it takes to read the ready lines;
+    # nothing connects to it but the start-up check on loopback.
+    exposed = start_server(host="0.0.0.0")
+    exposed.wait_for(re.compile("WARNING"))
+    text = " ".join(exposed.output.split())
+    assert "listening on 0.0.0.0, beyond loopback, with no token" in text and "Set NEXUM_TOKEN" in text
+    assert "loopback only" not in text
+    exposed.stop()
+    local = start_server()
+    local.wait_for(re.compile(r"no token \(loopback only\)"))
+    assert "WARNING" not in local.output
+
+
+def test_every_entry_point_reads_dotenv_and_fails_fast_on_a_dead_url(
+        tmp_path: Path, closed_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"http://127.0.0.1:{closed_port}"
+    (tmp_path / ".env").write_text(f"NEXUM_URL={url}\n")
+    monkeypatch.delenv("NEXUM_URL")  # unset, not blank: blank would hide .env
+    commands = {
+        "nexum ps": [sys.executable, "-m", "nexum_server", "ps"],
+        "submit_task.py": [sys.executable, str(ROOT / "submit_task.py"), "web_search", '{"query": "q"}'],
+        "worker.py": [sys.executable, str(ROOT / "worker.py")],
+        "demo.py": [sys.executable, str(ROOT / "demo.py"), "a question"],
+    }
+    for name, command in commands.items():
+        started = time.monotonic()
+        result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, encoding="utf-8",
+                                timeout=COMMAND_TIMEOUT, env={**os.environ, "COLUMNS": str(WIDTH)})
+        took = time.monotonic() - started
+        text = said(result)
+        assert result.returncode == 2, (name, text)
+        assert f"no Nexum server answers at {url} (from NEXUM_URL in .env): connection refused" in text, (name, text)
+        assert "Traceback" not in text, name
+        assert took < 5.0, (name, took)  # the check itself gives up after 1 s; the rest is start-up
 
 
 def test_dev_refuses_a_database_from_a_newer_server(tmp_path: Path) -> None:
@@ -265,7 +400,7 @@ def test_forget_asks_first_and_yes_deletes_the_session(server: NexumServer, api:
 
     forgotten = nexum("forget", session_id, "--url", server.url, "--yes")
     assert forgotten.returncode == 0, said(forgotten)
-    assert f"session {session_id} forgotten: 1 execution(s) deleted" in said(forgotten)
+    assert f"session {session_id} forgotten: 1 execution deleted" in said(forgotten)
     assert api.http.get(f"/v1/executions/{done['id']}").status_code == 404
 
     again = nexum("forget", session_id, "--url", server.url, "--yes")

@@ -23,7 +23,7 @@ from nexum_server.models import Status, WorkflowRef
 from nexum_server.service import QueueService
 from nexum_server.sessions import RETENTION_BATCH, Retention
 from nexum_server.store import SQLiteStore
-from tests.procs import ROOT, NexumServer
+from nexum_devtools.procs import ROOT, NexumServer
 from tests.server.conftest import IR, VERSION_HASH, WORKFLOW_ID, Api
 
 StartServer = Callable[..., NexumServer]
@@ -220,8 +220,9 @@ def test_a_server_with_retention_deletes_ended_calls_and_they_run_again(
 def test_a_bad_retention_period_is_refused_naming_the_key(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "nexum_server", "dev", "--db", str(tmp_path / "n.db"),
                              "--retain", "30 days"], cwd=ROOT, capture_output=True, text=True, timeout=30)
-    assert result.returncode == 1
-    assert "NEXUM_RETAIN='30 days' is not a retention period" in " ".join(result.stderr.split())
+    assert result.returncode == 2  # a bad setting: the server cannot start
+    assert "--retain='30 days' is not valid: expected a positive number and a unit, e.g. 30d" \
+        in " ".join(result.stderr.split())
 
 
 def test_forget_on_one_server_reaches_the_cache_of_another_on_the_same_postgresql(

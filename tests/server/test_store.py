@@ -162,6 +162,17 @@ def test_list_filters_and_orders_newest_first(store: Store) -> None:
     assert store.list_executions("nobody", None, None, 50) == []
 
 
+def test_list_finds_executions_by_the_start_of_their_id(store: Store) -> None:
+    ids = [start(store, key=f"k{i}", now=T0 + i).id for i in range(20)]
+    target = ids[7]
+    assert [e.id for e in store.list_executions(None, None, None, 50, id_prefix=target)] == [target]
+    shared = [i for i in ids if i.startswith(target[:1])]
+    assert [e.id for e in store.list_executions(None, None, None, 50, id_prefix=target[:1])] == shared[::-1]
+    # Characters LIKE would treat as wildcards match only themselves.
+    assert store.list_executions(None, None, None, 50, id_prefix="%") == []
+    assert store.list_executions(None, None, None, 50, id_prefix="_") == []
+
+
 # --- claims ------------------------------------------------------------------------------------
 
 def test_claim_leases_oldest_first_with_a_fresh_token_each(store: Store) -> None:
@@ -218,6 +229,35 @@ def test_concurrent_claims_from_two_connections_never_lease_a_task_twice(
     assert sorted(t.execution_id for t in claimed) == sorted(ids)
     assert len({t.lease_token for t in claimed}) == total
     assert store.count_by_status()[Status.RUNNING] == total
+
+
+def test_leases_expired_by_several_stores_at_once_are_each_expired_and_counted_once(
+        make_store: StoreFactory, store: Store) -> None:
+    total = 40
+    for i in range(total):
+        start(store, key=f"k{i}")
+    store.claim("w1", [REF], total, LEASE, T0)
+    others = [make_store() for _ in range(3)]  # as other servers would, each on its own thread
+    barrier = threading.Barrier(len(others) + 1)
+    seen: list[list[Execution]] = []
+    errors: list[BaseException] = []
+
+    def expire(target: Store) -> None:
+        try:
+            barrier.wait()
+            seen.append(target._executor.submit(target.expire_leases, T0 + LEASE).result()[0])
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=expire, args=(target,)) for target in [store, *others]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    expired = [e.id for batch in seen for e in batch]
+    assert len(expired) == total and len(set(expired)) == total
+    assert store.count_by_status()[Status.PENDING] == total
 
 
 # --- leases ------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from tests.server.conftest import api, connect  # noqa: F401
 from tests.ui.browser import CHROMIUM, CHROMIUM_ARGS, missing
 
 IN_CI = os.environ.get("NEXUM_CI") == "1"
-"""Read at import: the autouse fixture of tests/conftest.py scrubs NEXUM_* variables from each test."""
+"""Read when collected, before the autouse fixture of tests/conftest.py scrubs NEXUM_* variables."""
 VIEWPORT = {"width": 1280, "height": 760}
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tests.e2e.helpers import run_demo
-from tests.procs import NexumServer, Proc
+from nexum_devtools.procs import NexumServer, Proc
 from tests.server.conftest import Api
 
 try:

@@ -1,6 +1,6 @@
 """Unit tests of `tools.py`: both search backends, page fetching, the SSRF guard, error classes.
 
-The web is the local fixture server (`tests/fixtures/web.py`, a subprocess on a free loopback
+The web is the local fixture server (`nexum_devtools/web.py`, a subprocess on a free loopback
 port); DuckDuckGo is replaced at its client boundary. Nothing leaves 127.0.0.1.
 """
 
@@ -19,11 +19,10 @@ from ddgs.exceptions import TimeoutException as DDGSTimeoutException
 from pydantic_ai.exceptions import ModelRetry
 
 import tools
-from tests.fixtures.web import WebFixture, run_web_fixture
+from nexum_devtools.web import WebFixture, run_web_fixture
 from tools import (
     PermanentToolError,
     ToolError,
-    ToolSettings,
     TransientToolError,
     classify_error,
     run_tool,
@@ -32,7 +31,7 @@ from tools import (
 )
 from workflow import TOOL_NAMES, VISIT_WEBPAGE, WEB_SEARCH
 
-ENV_KEYS = ("SEARCH_BACKEND", "SEARXNG_URL", "NEXUM_PAGE_MAX_CHARS", "NEXUM_FETCH_TIMEOUT", "NEXUM_ALLOW_PRIVATE_URLS")
+ENV_KEYS = ("NEXUM_SEARCH_BACKEND", "NEXUM_SEARXNG_URL", "NEXUM_PAGE_MAX_CHARS", "NEXUM_FETCH_TIMEOUT", "NEXUM_ALLOW_PRIVATE_URLS")
 TRUNCATION_MARKER = "\n\n[Content truncated]"
 
 
@@ -60,8 +59,8 @@ def private_ok(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def searxng(monkeypatch: pytest.MonkeyPatch, web: WebFixture) -> WebFixture:
-    monkeypatch.setenv("SEARCH_BACKEND", "searxng")
-    monkeypatch.setenv("SEARXNG_URL", web.url)
+    monkeypatch.setenv("NEXUM_SEARCH_BACKEND", "searxng")
+    monkeypatch.setenv("NEXUM_SEARXNG_URL", web.url)
     web.reset()
     return web
 
@@ -72,30 +71,7 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
-# Settings
-
-
-def test_settings_defaults() -> None:
-    assert ToolSettings.from_env({}) == ToolSettings(
-        search_backend="duckduckgo", searxng_url=None, page_max_chars=8000, fetch_timeout=20.0, allow_private_urls=False
-    )
-
-
-@pytest.mark.parametrize(
-    ("key", "value", "expected"),
-    [
-        ("NEXUM_PAGE_MAX_CHARS", "abc", "positive integer"),
-        ("NEXUM_PAGE_MAX_CHARS", "0", "positive integer"),
-        ("NEXUM_FETCH_TIMEOUT", "-1", "positive number"),
-        ("NEXUM_FETCH_TIMEOUT", "nan", "positive number"),
-        ("NEXUM_ALLOW_PRIVATE_URLS", "maybe", "1 or 0"),
-        ("SEARCH_BACKEND", "bing", "duckduckgo, searxng"),
-    ],
-)
-def test_bad_setting_names_the_key(key: str, value: str, expected: str) -> None:
-    with pytest.raises(ValueError, match=key) as raised:
-        ToolSettings.from_env({key: value})
-    assert expected in str(raised.value)
+# Settings (their parsing is tested in test_config.py)
 
 
 async def test_settings_are_read_at_call_time(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -107,14 +83,14 @@ async def test_settings_are_read_at_call_time(monkeypatch: pytest.MonkeyPatch) -
 
 
 async def test_unknown_search_backend_names_variable_and_choices(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SEARCH_BACKEND", "bing")
-    with pytest.raises(ValueError, match="SEARCH_BACKEND='bing'.*duckduckgo, searxng"):
+    monkeypatch.setenv("NEXUM_SEARCH_BACKEND", "bing")
+    with pytest.raises(ValueError, match="NEXUM_SEARCH_BACKEND='bing'.*'duckduckgo' or 'searxng'"):
         await web_search("anything")
 
 
 async def test_searxng_backend_needs_its_url(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SEARCH_BACKEND", "searxng")
-    with pytest.raises(ValueError, match="SEARXNG_URL"):
+    monkeypatch.setenv("NEXUM_SEARCH_BACKEND", "searxng")
+    with pytest.raises(ValueError, match="NEXUM_SEARXNG_URL"):
         await web_search("anything")
 
 
@@ -144,14 +120,14 @@ async def test_searxng_through_run_tool(searxng: WebFixture) -> None:
 async def test_searxng_http_errors(
     monkeypatch: pytest.MonkeyPatch, searxng: WebFixture, suffix: str, error: type[ToolError]
 ) -> None:
-    monkeypatch.setenv("SEARXNG_URL", searxng.url + suffix)
+    monkeypatch.setenv("NEXUM_SEARXNG_URL", searxng.url + suffix)
     with pytest.raises(error, match="HTTP"):
         await web_search("x")
 
 
 async def test_searxng_unreachable_is_transient(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SEARCH_BACKEND", "searxng")
-    monkeypatch.setenv("SEARXNG_URL", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("NEXUM_SEARCH_BACKEND", "searxng")
+    monkeypatch.setenv("NEXUM_SEARXNG_URL", f"http://127.0.0.1:{closed_port()}")
     with pytest.raises(TransientToolError, match="network error"):
         await web_search("x")
 

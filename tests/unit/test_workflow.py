@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import workflow
-from tests.procs import ROOT
+from nexum_devtools.procs import ROOT
 from workflow import VERSION_HASH, VISIT_WEBPAGE, WEB_SEARCH, canonical_json, tool_call_key
 
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")

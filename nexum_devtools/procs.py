@@ -33,8 +33,8 @@ class Proc:
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None, ready: re.Pattern[str] | None = None,
                  cwd: Path = ROOT) -> None:
-        # Variables the test did not set are blank, not absent: the child's load_dotenv() never
-        # overrides one that exists, so a developer's .env cannot reach a test's processes.
+        # Variables the test did not set are blank, not absent: a variable in the environment, even
+        # an empty one, hides the same key in .env, so a developer's .env cannot reach a test's processes.
         blank = dict.fromkeys(DOTENV_KEYS, "")
         full_env = {**blank, **os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.args = args
