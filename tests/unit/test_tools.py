@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx2
@@ -58,11 +58,12 @@ def private_ok(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def searxng(monkeypatch: pytest.MonkeyPatch, web: WebFixture) -> WebFixture:
+async def searxng(monkeypatch: pytest.MonkeyPatch, web: WebFixture) -> AsyncIterator[WebFixture]:
     monkeypatch.setenv("NEXUM_SEARCH_BACKEND", "searxng")
     monkeypatch.setenv("NEXUM_SEARXNG_URL", web.url)
     web.reset()
-    return web
+    yield web
+    await tools.aclose_clients()  # the test's loop ends next
 
 
 def closed_port() -> int:
@@ -125,7 +126,7 @@ async def test_searxng_http_errors(
         await web_search("x")
 
 
-async def test_searxng_unreachable_is_transient(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_searxng_unreachable_is_transient(monkeypatch: pytest.MonkeyPatch, searxng: WebFixture) -> None:
     monkeypatch.setenv("NEXUM_SEARCH_BACKEND", "searxng")
     monkeypatch.setenv("NEXUM_SEARXNG_URL", f"http://127.0.0.1:{closed_port()}")
     with pytest.raises(TransientToolError, match="network error"):
