@@ -52,6 +52,8 @@ CLIENT_POLL_SECONDS = 0.05
 WORKER_IDLE_POLL_SECONDS = 0.1
 WARMUP_CALLS = 5
 """Unrecorded calls before each latency measure: connections open, code paths warm."""
+THROUGHPUT_WARMUP_ROUNDS = 8
+"""Unrecorded calls per client before each throughput run."""
 MEASURE_SECONDS = 10.0
 """Deadline of each latency measure, whatever its sample count."""
 CALL_TIMEOUT_SECONDS = 30.0
@@ -235,10 +237,15 @@ async def throughput(call: Callable[[int], Awaitable[Any]], clients: int, count:
             i, made = made, made + 1
             await call(i)
 
+    async def warm_loop(first: int) -> None:
+        for i in range(first, first + THROUGHPUT_WARMUP_ROUNDS):
+            await call(-1 - i)
+
     async with asyncio.TaskGroup() as group:
-        # Unrecorded, as before the latency measures: connections open, code paths warm.
-        for i in range(clients):
-            group.create_task(call(-1 - i))
+        # Unrecorded, as before the latency measures: connections open, and every worker (a second
+        # one has just started) has run its code paths once before the clock starts.
+        for c in range(clients):
+            group.create_task(warm_loop(c * THROUGHPUT_WARMUP_ROUNDS))
     before = cpu_seconds(pids) if pids else None
     deadline = time.monotonic() + seconds
     started = time.perf_counter()
