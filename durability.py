@@ -258,13 +258,15 @@ async def run_unit(run: _Run, key: str, input: Any, body: Callable[[], Awaitable
                    timeout: float = DEFAULT_TIMEOUT) -> tuple[object, Execution, bool]:
     """The unit's recorded payload: from the store, or by running `body` and recording it.
 
-    Returns the payload, its execution and whether it was cached.
+    Returns the payload, its execution and whether it came from the store (this run ran nothing).
     """
     deadline = time.monotonic() + timeout
     while True:
         execution = await _start(run, key, input, deadline)
         if execution.status is Status.COMPLETED:
-            return execution.result, execution, execution.cached
+            # Recorded before, or just now by another holder this start waited for: either way this
+            # run did not run it (and asked no model), so it counts as replayed.
+            return execution.result, execution, True
         if execution.claimed is not None:
             break
         # Another holder runs it (the server held this start up to HOLD_SECONDS), or its attempt

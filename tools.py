@@ -19,6 +19,7 @@ read from the environment and `.env` at each call, by the project's one settings
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 import weakref
@@ -38,7 +39,7 @@ from pydantic_ai.exceptions import ModelRetry
 from pydantic_ai.messages import BinaryContent
 from pydantic_ai.toolsets import FunctionToolset
 
-from nexum_server.config import ToolSettings
+from nexum_server.config import ENV_FILE, ToolSettings
 from workflow import TOOL_NAMES
 
 T = TypeVar("T")
@@ -113,6 +114,28 @@ async def _search_duckduckgo(query: str, max_results: int, settings: ToolSetting
     return [SearchResult(title=h["title"], url=h["href"], snippet=h["body"]) for h in hits[:max_results]]
 
 
+_settings_read: tuple[object, ToolSettings] | None = None
+
+
+def tool_settings() -> ToolSettings:
+    """`ToolSettings.from_env()`, read again only when the environment or `.env` changed.
+
+    Reading them costs about half a millisecond of CPU (pydantic-settings parses `.env` on every
+    read): more than an instant search itself, on every call a worker runs.
+    """
+    global _settings_read
+    try:
+        found = os.stat(ENV_FILE)
+        env_file: object = (found.st_ino, found.st_mtime_ns, found.st_size)
+    except OSError:
+        env_file = None
+    key = (os.getcwd(), env_file, frozenset(os.environ.items()))
+    read = _settings_read
+    if read is None or read[0] != key:
+        read = _settings_read = (key, ToolSettings.from_env())
+    return read[1]
+
+
 _searxng_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
     weakref.WeakKeyDictionary())
 
@@ -158,7 +181,7 @@ async def web_search(query: Query, max_results: MaxResults = DEFAULT_SEARCH_RESU
         query: What to search for, in a few words.
         max_results: Most results to return, 1 to 20.
     """
-    settings = ToolSettings.from_env()
+    settings = tool_settings()
     search = _search_searxng if settings.search_backend == "searxng" else _search_duckduckgo
     with _as_tool_errors():
         results = await search(query, max_results, settings)
@@ -198,7 +221,7 @@ async def visit_webpage(url: Url) -> str:
     Args:
         url: The http(s) address of the page, e.g. a URL from web_search.
     """
-    settings = ToolSettings.from_env()
+    settings = tool_settings()
     fetch = WebFetchLocalTool(
         max_content_length=settings.page_max_chars,
         allow_local_urls=settings.allow_private_urls,

@@ -22,10 +22,12 @@ Every loop stops by itself, at a count or a deadline, whichever comes first.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from rich.table import Table
@@ -205,9 +207,25 @@ async def polling_samples(client: NexumClient, args: dict[str, Any], count: int,
             stop.set()
 
 
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float] | None:
+    """CPU time (user + system) each process has used so far; None where /proc is not there (not Linux)."""
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    try:
+        seconds = {}
+        for role, pid in pids.items():
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            seconds[role] = (int(fields[11]) + int(fields[12])) / ticks
+        return seconds
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 async def throughput(call: Callable[[int], Awaitable[Any]], clients: int, count: int,
-                     seconds: float) -> dict[str, Any]:
-    """`clients` loops making calls until `count` have been made or `seconds` have passed."""
+                     seconds: float, pids: dict[str, int] | None = None) -> dict[str, Any]:
+    """`clients` loops making calls until `count` have been made or `seconds` have passed.
+
+    With `pids`, also the CPU time each of those processes spent per call during the run.
+    """
     made = 0
     deadline = time.monotonic() + seconds
 
@@ -221,12 +239,17 @@ async def throughput(call: Callable[[int], Awaitable[Any]], clients: int, count:
         # Unrecorded, as before the latency measures: connections open, code paths warm.
         for i in range(clients):
             group.create_task(call(-1 - i))
+    before = cpu_seconds(pids) if pids else None
     started = time.perf_counter()
     async with asyncio.TaskGroup() as group:
         for _ in range(clients):
             group.create_task(client_loop())
     elapsed = time.perf_counter() - started
-    return {"clients": clients, "calls": made, "seconds": elapsed, "calls_per_second": made / elapsed}
+    after = cpu_seconds(pids) if pids else None
+    cpu = ({role: (after[role] - before[role]) * 1000 / made for role in before}
+           if before is not None and after is not None and made else None)
+    return {"clients": clients, "calls": made, "seconds": elapsed, "calls_per_second": made / elapsed,
+            "cpu_ms_per_call": cpu}
 
 
 async def measure_calls(stack: Stack, client: NexumClient, config: CallsConfig,
@@ -267,7 +290,7 @@ async def measure_calls(stack: Stack, client: NexumClient, config: CallsConfig,
         await asyncio.to_thread(stack.scale_workers, workers)
         report(f"  throughput: {config.clients} clients, {workers} worker(s)")
         run = await throughput(lambda i, w=workers: durable(client, args, f"{prefix}-w{w}-{i}", cached=False),
-                               config.clients, config.throughput_calls, config.throughput_seconds)
+                               config.clients, config.throughput_calls, config.throughput_seconds, stack.pids())
         runs.append({"label": f"Nexum, {workers} worker{'s' if workers > 1 else ''}", "workers": workers, **run})
     figures["throughput"] = runs
     await tools.aclose_clients()
@@ -345,12 +368,24 @@ def calls_tables(figures: dict[str, Any]) -> list[Table]:
         rates.add_row(r["label"], str(r["clients"]), str(r["calls"]), f"{r['seconds']:.2f}",
                       f"{r['calls_per_second']:.0f}")
 
+    measured = [r for r in figures["throughput"] if r.get("cpu_ms_per_call")]
+    cpu = Table(title="CPU per call during the throughput runs (ms, user + system)", title_justify="left",
+                caption="On 2 cores the calls/s a run can reach is at most 2000 / total.", caption_justify="left")
+    cpu.add_column("Run")
+    roles = list(dict.fromkeys(role for r in reversed(measured) for role in r["cpu_ms_per_call"]))
+    for role in [*roles, "total"]:
+        cpu.add_column(role, justify="right")
+    for r in measured:
+        shares = r["cpu_ms_per_call"]
+        cpu.add_row(r["label"], *(f"{shares[role]:.2f}" if role in shares else "" for role in roles),
+                    f"{sum(shares.values()):.2f}")
+
     goals = Table(title="Targets", title_justify="left")
     for name in ("Target", "Goal", "Measured", ""):
         goals.add_column(name)
     for t in figures["targets"]:
         goals.add_row(t["name"], t["goal"], t["measured"], MARKS[t["met"]])
-    return [latency, rates, goals]
+    return [latency, rates, cpu, goals] if measured else [latency, rates, goals]
 
 
 def _ms(value: float) -> str:

@@ -55,6 +55,18 @@ class Stack:
     worker_concurrency: int
     """`--concurrency` of each worker started."""
     workers: list[Proc] = field(default_factory=list)
+    server_pid: int | None = None
+    """The server's process when this stack started it (None for `--nexum-url`)."""
+
+    def pids(self) -> dict[str, int]:
+        """The process of each role on this machine, for CPU accounting; workers numbered."""
+        roles = {"client (benchmark)": os.getpid()}
+        if self.server_pid is not None:
+            roles["server"] = self.server_pid
+        roles.update({f"worker {i + 1}": w.popen.pid for i, w in enumerate(self.workers)})
+        if self.web is not None:
+            roles["stand-in web"] = self.web.process.pid
+        return roles
 
     def require_web(self) -> WebFixture:
         if self.web is None:
@@ -96,25 +108,27 @@ def start_stack(*, nexum_url: str | None, offline: bool, search_latency: float, 
     """
     with ExitStack() as started:
         web = started.enter_context(run_web_fixture(search_latency, page_latency)) if offline else None
+        server_pid = None
         if nexum_url is None:
-            nexum_url = _start_server(started)
+            nexum_url, server_pid = _start_server(started)
         else:
             _check_server(nexum_url)
-        stack = Stack(nexum_url.rstrip("/"), web, tools_env(web.url) if web else {}, worker_concurrency)
+        stack = Stack(nexum_url.rstrip("/"), web, tools_env(web.url) if web else {}, worker_concurrency,
+                      server_pid=server_pid)
         started.callback(stack.stop_workers)
         stack.scale_workers(workers)
         yield stack
 
 
-def _start_server(started: ExitStack) -> str:
-    """`nexum dev` on a free port and a temporary database; returns its URL."""
+def _start_server(started: ExitStack) -> tuple[str, int]:
+    """`nexum dev` on a free port and a temporary database; returns its URL and process id."""
     directory = Path(started.enter_context(tempfile.TemporaryDirectory(prefix="nexum-bench-")))
     args = [sys.executable, "-m", "nexum_server", "dev", "--port", "0", "--db", str(directory / "bench.db")]
     # Not `nexum_devtools.procs.NexumServer`: it waits inside its constructor, so a server that never got
     # ready would be left running with nothing holding it to stop.
     server = Proc(args)
     started.callback(server.stop)
-    return server.wait_for(SERVER_READY).group(1)
+    return server.wait_for(SERVER_READY).group(1), server.popen.pid
 
 
 def _check_server(url: str) -> None:

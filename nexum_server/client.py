@@ -148,8 +148,8 @@ class NexumClient:
         try:
             answer = await asyncio.wait_for(self.request("GET", "/v1/executions", params={"limit": 1}), timeout)
         except TimeoutError as e:
-            raise ServerUnavailable(f"no Nexum server answers at {self.where}: no answer within {timeout:g} s. "
-                                    "Start one with `nexum dev`, or point NEXUM_URL or --url at yours") from e
+            raise ServerUnavailable(f"no Nexum server answers at {self.where}: no answer within {timeout:g} s "
+                                    "(start one with `nexum dev`, or point NEXUM_URL or --url at yours)") from e
         except RequestRejected as e:
             if e.status == 401:
                 raise RequestRejected(401, e.body, f"the Nexum server at {self.where} refused the request "

@@ -254,7 +254,7 @@ class SessionSummary(BaseModel):
     """Tool time saved: for each cached hit, how long the call took when it ran."""
     first_activity: float
     last_activity: float
-    """Latest change or cached hit."""
+    """When the session's newest call started, or its latest cached hit, whichever is later."""
 
 
 class SessionPage(BaseModel):

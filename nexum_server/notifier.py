@@ -23,7 +23,8 @@ RECENT_TERMINAL = 10_000
 
 class Notifier:
     def __init__(self) -> None:
-        self._pollers: set[asyncio.Future[None]] = set()
+        self._pollers: dict[asyncio.Future[None], None] = {}
+        """Held polls, oldest first (a dict keeps insertion order)."""
         self._waiters: dict[str, set[asyncio.Future[Execution]]] = {}
         self._recent: OrderedDict[str, Execution] = OrderedDict()
         self._ended_elsewhere: OrderedDict[str, None] = OrderedDict()
@@ -44,12 +45,25 @@ class Notifier:
     async def wait_closing(self) -> None:
         await self._closed.wait()
 
-    def tasks_ready(self) -> None:
-        """New claimable work: wake every held poll so each tries to claim."""
-        pollers, self._pollers = self._pollers, set()
-        for future in pollers:
+    def tasks_ready(self, count: int | None = None) -> None:
+        """New claimable work: wake `count` held polls, oldest first, or every one of them.
+
+        One new task wakes one poll: waking them all would have every other worker's poll read the
+        store for nothing. A poll that is woken and then leaves without claiming hands the wake-up
+        on (`QueueService._leave`), so none is lost.
+        """
+        if count is None:
+            pollers, self._pollers = self._pollers, {}
+            for future in pollers:
+                if not future.done():
+                    future.set_result(None)
+            return
+        while count > 0 and self._pollers:
+            future = next(iter(self._pollers))
+            del self._pollers[future]
             if not future.done():
                 future.set_result(None)
+                count -= 1
 
     async def wait_for_tasks(self, registered: asyncio.Future[None], timeout: float) -> bool:
         """Wait on a future from `poller()`; True if woken, False on timeout."""
@@ -59,17 +73,17 @@ class Notifier:
         except TimeoutError:
             return False
         finally:
-            self._pollers.discard(registered)
+            self._pollers.pop(registered, None)
 
     def drop_poller(self, registered: asyncio.Future[None]) -> None:
-        self._pollers.discard(registered)
+        self._pollers.pop(registered, None)
 
     def poller(self) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.closing:
             future.set_result(None)
         else:
-            self._pollers.add(future)
+            self._pollers[future] = None
         return future
 
     def terminal(self, execution: Execution) -> None:

@@ -91,7 +91,7 @@ class QueueService:
         if outcome.created:
             self.metrics.started.inc()
             if body.run_token is None:
-                self.notifier.tasks_ready()
+                self.notifier.tasks_ready(1)
         elif execution.status is Status.COMPLETED:
             self.metrics.cache_hits.inc()
             self.hits.add(execution.id, time.time())
@@ -149,11 +149,17 @@ class QueueService:
         while True:
             # Registered before the claim reads the store, so a task started after that read wakes us.
             woken = self.notifier.poller()
-            outcome = await self.store.run(self.store.claim, body.worker_id, body.workflows,
-                                           body.max_tasks, self.settings.lease_seconds, time.time())
+            try:
+                outcome = await self.store.run(self.store.claim, body.worker_id, body.workflows,
+                                               body.max_tasks, self.settings.lease_seconds, time.time())
+            except BaseException:
+                self._leave(woken)
+                raise
             self.expired(outcome.expired)
             if outcome.tasks:
-                self.notifier.drop_poller(woken)
+                self._leave(woken)
+                if len(outcome.tasks) == body.max_tasks:
+                    self.notifier.tasks_ready(1)  # there may be more than this poll could take
                 self.metrics.claims.inc(len(outcome.tasks))
                 return outcome.tasks
             timeout = deadline - time.monotonic()
@@ -161,13 +167,21 @@ class QueueService:
                 timeout = min(timeout, max(outcome.next_due_at - time.time(), 0.0) + 0.001)
             if timeout <= 0 or not await self.notifier.wait_for_tasks(woken, timeout):
                 if time.monotonic() >= deadline:
-                    self.notifier.drop_poller(woken)
+                    self._leave(woken)
                     return []
+            self.notifier.drop_poller(woken)
             if self.notifier.closing:
                 return []
             if await disconnected():
                 # A worker that went away must not be leased a task it will never run.
+                self._leave(woken)
                 return []
+
+    def _leave(self, woken: asyncio.Future[None]) -> None:
+        """A poll ends: a wake-up it got but will not act on goes to the next held poll."""
+        self.notifier.drop_poller(woken)
+        if woken.done() and not self.notifier.closing:
+            self.notifier.tasks_ready(1)
 
     async def heartbeat(self, task_id: str, lease_token: str) -> float:
         """Extend the lease; its new expiry."""
@@ -183,7 +197,7 @@ class QueueService:
 
     async def release(self, task_id: str, lease_token: str) -> Execution:
         execution = await self._report(self.store.release, task_id, lease_token, time.time())
-        self.notifier.tasks_ready()
+        self.notifier.tasks_ready(1)
         return execution
 
     async def _report(self, method: Callable[..., Execution], *args: Any) -> Execution:
@@ -202,7 +216,7 @@ class QueueService:
             self.metrics.failed.inc()
         elif execution.status is Status.PENDING:
             self.metrics.retries.inc()
-            self.notifier.tasks_ready()
+            self.notifier.tasks_ready(1)
         if execution.status.terminal:
             self.notifier.terminal(execution)
         return execution

@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, Response
 
-from .errors import InvalidValue, NotFound
+from .errors import NotFound
 from .models import CallPage, ErrorBody, ForgetResult, SessionPage, SessionSummary
 from .store.base import CallKey
 
@@ -59,7 +60,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "Missing or wrong bearer token"},
     404: {"model": ErrorBody, "description": "Nothing is stored under that session id"},
     409: {"model": ErrorBody, "description": "Forget refused: the session has pending or running calls"},
-    422: {"model": ErrorBody, "description": "A cursor this server did not give"},
     503: {"model": ErrorBody, "description": "The database is busy or failing; try again"},
 }
 
@@ -217,11 +217,18 @@ def _decode_session_cursor(cursor: str) -> tuple[float, str]:
         at, session_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         return float(at), str(session_id)
     except (ValueError, TypeError, binascii.Error) as e:
-        raise InvalidValue("cursor is not one this server gave; leave it out to start from the newest") from e
+        raise _bad_cursor(cursor) from e
 
 
 def _decode_call_cursor(cursor: str) -> int:
     try:
         return int(cursor)
     except ValueError as e:
-        raise InvalidValue("cursor is not one this server gave; leave it out to start from the newest") from e
+        raise _bad_cursor(cursor) from e
+
+
+def _bad_cursor(cursor: str) -> RequestValidationError:
+    # The same 422 as any other bad query parameter, so the documented answer holds.
+    return RequestValidationError([{
+        "type": "value_error", "loc": ("query", "cursor"), "input": cursor,
+        "msg": "cursor is not one this server gave; leave it out to start from the newest"}])

@@ -24,7 +24,7 @@ from ..models import CallSummary, Execution, SessionSummary, Status, Task, Workf
 P = ParamSpec("P")
 T = TypeVar("T")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Bumped whenever the tables change; `open()` migrates older files and refuses newer ones."""
 
 CallKey = tuple[str, str, str]

@@ -73,6 +73,9 @@ ALTER TABLE nexum.executions ADD COLUMN IF NOT EXISTS hits integer NOT NULL DEFA
 ALTER TABLE nexum.executions ADD COLUMN IF NOT EXISTS last_hit_at double precision;
 -- Retention deletes the oldest terminal executions first, in small batches, without a table scan.
 CREATE INDEX IF NOT EXISTS executions_done ON nexum.executions (completed_at) WHERE completed_at IS NOT NULL;
+-- Each session's latest cached hit (schema 4): only the batched writes of hit counts change it.
+CREATE INDEX IF NOT EXISTS executions_hits ON nexum.executions (session_id, last_hit_at)
+    WHERE last_hit_at IS NOT NULL;
 -- The one live agent run of each session: its token fences the run's in-process executions.
 CREATE TABLE IF NOT EXISTS nexum.session_runs (
     session_id       text PRIMARY KEY,
@@ -332,8 +335,8 @@ UPDATE nexum.executions SET hits = hits + %(hits)s, last_hit_at = greatest(coale
 WHERE id = %(id)s
 """
 # One row per session. Tool time saved: each hit of a COMPLETED execution saved the time it ran.
-SESSION_COLUMNS = """
-session_id,
+# Last activity: the session's newest call started, or its latest cached hit.
+SESSION_COUNTS = """
 count(*) AS calls,
 count(*) FILTER (WHERE status = 'COMPLETED') AS completed,
 count(*) FILTER (WHERE status = 'FAILED') AS failed,
@@ -342,20 +345,37 @@ count(*) FILTER (WHERE status = 'PENDING') AS pending,
 count(*) FILTER (WHERE status = 'CANCELLED') AS cancelled,
 sum(hits)::bigint AS cached_hits,
 coalesce(sum(hits * (completed_at - started_at)) FILTER (WHERE status = 'COMPLETED'), 0) AS seconds_saved,
-min(created_at) AS first_activity,
-greatest(max(updated_at), coalesce(max(last_hit_at), 0)) AS last_activity
+min(created_at) AS first_activity
 """
+# As on SQLite: the page's sessions are picked from the indexes, then only their rows are counted.
 LIST_SESSIONS = f"""
-SELECT * FROM (
-    SELECT {SESSION_COLUMNS} FROM nexum.executions
+WITH newest AS (
+    SELECT session_id, max(seq) AS seq FROM nexum.executions
     WHERE %(contains)s::text IS NULL OR strpos(session_id, %(contains)s) > 0
-    GROUP BY session_id) AS s
-WHERE %(after_at)s::double precision IS NULL OR last_activity < %(after_at)s
-   OR (last_activity = %(after_at)s AND session_id < %(after_id)s)
-ORDER BY last_activity DESC, session_id DESC
-LIMIT %(limit)s
+    GROUP BY session_id
+), hit AS (
+    SELECT session_id, max(last_hit_at) AS at FROM nexum.executions WHERE last_hit_at IS NOT NULL
+    GROUP BY session_id
+), activity AS (
+    SELECT newest.session_id, greatest(started.created_at, coalesce(hit.at, 0)) AS last_activity
+    FROM newest JOIN nexum.executions AS started ON started.seq = newest.seq
+    LEFT JOIN hit ON hit.session_id = newest.session_id
+), page AS (
+    SELECT session_id, last_activity FROM activity
+    WHERE %(after_at)s::double precision IS NULL OR last_activity < %(after_at)s
+       OR (last_activity = %(after_at)s AND session_id < %(after_id)s)
+    ORDER BY last_activity DESC, session_id DESC
+    LIMIT %(limit)s
+)
+SELECT page.session_id, {SESSION_COUNTS}, page.last_activity
+FROM page JOIN nexum.executions e ON e.session_id = page.session_id
+GROUP BY page.session_id, page.last_activity
+ORDER BY page.last_activity DESC, page.session_id DESC
 """
-GET_SESSION = f"SELECT {SESSION_COLUMNS} FROM nexum.executions WHERE session_id = %s GROUP BY session_id"
+GET_SESSION = f"""
+SELECT session_id, {SESSION_COUNTS}, greatest(max(created_at), coalesce(max(last_hit_at), 0)) AS last_activity
+FROM nexum.executions WHERE session_id = %s GROUP BY session_id
+"""
 LIST_CALLS = """
 SELECT seq, id, workflow_id, key, substr(input, 1, %(input_chars)s) AS input_head, length(input) AS input_length,
        status, attempts, max_attempts, substr(error, 1, %(error_chars)s) AS error, worker_id, hits,

@@ -7,6 +7,10 @@ LIVE = "('PENDING', 'RUNNING', 'COMPLETED')"
 # Retention deletes the oldest terminal executions first, in small batches, without a table scan.
 RETENTION_INDEX = ("CREATE INDEX IF NOT EXISTS executions_done ON executions (completed_at) "
                    "WHERE completed_at IS NOT NULL")
+# Each session's latest cached hit, read without the table (schema 4). Only the batched writes of
+# hit counts change it, never a start, claim or report.
+HITS_INDEX = ("CREATE INDEX IF NOT EXISTS executions_hits ON executions (session_id, last_hit_at) "
+              "WHERE last_hit_at IS NOT NULL")
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS workflows (
@@ -57,6 +61,7 @@ CREATE TABLE IF NOT EXISTS session_runs (
     lease_expires_at REAL NOT NULL
 );
 {RETENTION_INDEX};
+{HITS_INDEX};
 """
 
 # Columns added to an existing table, by the schema version that added them: a file older than
@@ -264,8 +269,8 @@ UPDATE executions SET hits = hits + :hits, last_hit_at = max(COALESCE(last_hit_a
 WHERE id = :id
 """
 # One row per session. Tool time saved: each hit of a COMPLETED execution saved the time it ran.
-SESSION_COLUMNS = f"""
-session_id,
+# Last activity: the session's newest call started, or its latest cached hit.
+SESSION_COUNTS = """
 count(*) AS calls,
 sum(status = 'COMPLETED') AS completed,
 sum(status = 'FAILED') AS failed,
@@ -275,19 +280,37 @@ sum(status = 'CANCELLED') AS cancelled,
 sum(hits) AS cached_hits,
 sum(CASE WHEN status = 'COMPLETED' AND started_at IS NOT NULL
          THEN hits * (completed_at - started_at) ELSE 0 END) AS seconds_saved,
-min(created_at) AS first_activity,
-max(max(updated_at), COALESCE(max(last_hit_at), 0)) AS last_activity
+min(created_at) AS first_activity
 """
+# The page's sessions are picked without reading the table (its rows hold whole results): the
+# newest call of each session from the (session_id, seq) index, its start time by primary key,
+# its latest hit from the hits index. Only the picked sessions' rows are then counted.
 LIST_SESSIONS = f"""
-SELECT * FROM (
-    SELECT {SESSION_COLUMNS} FROM executions
+WITH newest AS (
+    SELECT session_id, max(seq) AS seq FROM executions
     WHERE :contains IS NULL OR instr(session_id, :contains) > 0
-    GROUP BY session_id)
-WHERE :after_at IS NULL OR last_activity < :after_at OR (last_activity = :after_at AND session_id < :after_id)
-ORDER BY last_activity DESC, session_id DESC
-LIMIT :limit
+    GROUP BY session_id
+), hit AS (
+    SELECT session_id, max(last_hit_at) AS at FROM executions WHERE last_hit_at IS NOT NULL GROUP BY session_id
+), activity AS (
+    SELECT newest.session_id, max(started.created_at, COALESCE(hit.at, 0)) AS last_activity
+    FROM newest JOIN executions AS started ON started.seq = newest.seq
+    LEFT JOIN hit ON hit.session_id = newest.session_id
+), page AS (
+    SELECT session_id, last_activity FROM activity
+    WHERE :after_at IS NULL OR last_activity < :after_at OR (last_activity = :after_at AND session_id < :after_id)
+    ORDER BY last_activity DESC, session_id DESC
+    LIMIT :limit
+)
+SELECT page.session_id, {SESSION_COUNTS}, page.last_activity
+FROM page JOIN executions ON executions.session_id = page.session_id
+GROUP BY page.session_id
+ORDER BY page.last_activity DESC, page.session_id DESC
 """
-GET_SESSION = f"SELECT {SESSION_COLUMNS} FROM executions WHERE session_id = ? GROUP BY session_id"
+GET_SESSION = f"""
+SELECT session_id, {SESSION_COUNTS}, max(max(created_at), COALESCE(max(last_hit_at), 0)) AS last_activity
+FROM executions WHERE session_id = ? GROUP BY session_id
+"""
 # Inputs are cut to their first characters here: a model request's input can be a whole history,
 # and a list of calls only shows a summary of it.
 LIST_CALLS = """

@@ -740,6 +740,8 @@ def test_sessions_are_counted_and_listed_by_latest_activity(store: Store) -> Non
     assert s1.cached_hits == 3
     assert s1.seconds_saved == pytest.approx(3 * 2.0)
     assert s1.first_activity == T0 and s1.last_activity == T0 + 30
+    assert store.get_session("s1") == s1  # one session read alone counts the same
+    assert sessions[1].last_activity == T0 + 20  # its newest call started then; it ended later
     assert store.get_session("s2").calls == 1 and store.get_session("s2").cached_hits == 0
     with pytest.raises(NotFound, match="no session 'nope'"):
         store.get_session("nope")
@@ -848,7 +850,8 @@ def test_a_file_of_schema_1_is_migrated_and_keeps_its_executions(tmp_path: Path)
     v1.start()
     v1.register_workflow(REF, IR, T0)
     kept = v1.start_execution(REF, "s", "k", None, T0).execution
-    v1.db.executescript("BEGIN; DROP INDEX executions_done; ALTER TABLE executions DROP COLUMN hits;"
+    v1.db.executescript("BEGIN; DROP INDEX executions_done; DROP INDEX executions_hits;"
+                        "ALTER TABLE executions DROP COLUMN hits;"
                         "ALTER TABLE executions DROP COLUMN last_hit_at; DROP TABLE session_runs;"
                         "PRAGMA user_version = 1; COMMIT;")
     v1.shutdown()

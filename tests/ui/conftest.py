@@ -1,4 +1,7 @@
-"""Fixtures of the page tests: one headless Chromium for the session, a fresh page per test.
+"""Fixtures of the page tests: one headless Chromium per test module, a fresh page per test.
+
+Per module, not per session: Playwright's sync API runs an event loop in the main thread while it
+is open, and asyncio tests of later modules could not start theirs.
 
 Without Debian's chromium (or Playwright) the page tests skip with the reason; in CI
 (`NEXUM_CI=1`, set by `.ci/run`) they fail instead, so CI never passes without running them.
@@ -21,7 +24,7 @@ IN_CI = os.environ.get("NEXUM_CI") == "1"
 VIEWPORT = {"width": 1280, "height": 760}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     reason = missing()
     if reason is not None:
