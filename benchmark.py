@@ -39,6 +39,7 @@ from typing import Any
 
 from rich.console import Console
 
+import tools
 from bench.agent import agent_figures, agent_table, run_scenarios
 from bench.calls import CallsConfig, calls_tables, measure_calls
 from bench.resume import resume_table, run_resumes
@@ -158,6 +159,7 @@ async def run(args: argparse.Namespace, stack: Stack, model: str | None) -> dict
                 console.print("[bold]Backends[/]")
                 results["backends"] = await measure_backends(stack, config, report)
                 console.print(backends_table(results["backends"]))
+    await tools.aclose_clients()  # the plain agent's searches ran on this loop
     return results
 
 

@@ -115,6 +115,7 @@ async def _search_duckduckgo(query: str, max_results: int, settings: ToolSetting
 
 
 _settings_read: tuple[object, ToolSettings] | None = None
+_SETTINGS_KEYS = tuple(ToolSettings.key(field) for field in ToolSettings.model_fields)
 
 
 def tool_settings() -> ToolSettings:
@@ -129,7 +130,7 @@ def tool_settings() -> ToolSettings:
         env_file: object = (found.st_ino, found.st_mtime_ns, found.st_size)
     except OSError:
         env_file = None
-    key = (os.getcwd(), env_file, frozenset(os.environ.items()))
+    key = (os.getcwd(), env_file, tuple(map(os.environ.get, _SETTINGS_KEYS)))
     read = _settings_read
     if read is None or read[0] != key:
         read = _settings_read = (key, ToolSettings.from_env())

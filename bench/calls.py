@@ -227,7 +227,7 @@ async def throughput(call: Callable[[int], Awaitable[Any]], clients: int, count:
     With `pids`, also the CPU time each of those processes spent per call during the run.
     """
     made = 0
-    deadline = time.monotonic() + seconds
+    deadline = 0.0
 
     async def client_loop() -> None:
         nonlocal made
@@ -240,6 +240,7 @@ async def throughput(call: Callable[[int], Awaitable[Any]], clients: int, count:
         for i in range(clients):
             group.create_task(call(-1 - i))
     before = cpu_seconds(pids) if pids else None
+    deadline = time.monotonic() + seconds
     started = time.perf_counter()
     async with asyncio.TaskGroup() as group:
         for _ in range(clients):
