@@ -61,7 +61,7 @@ from pydantic_ai.durable_exec import (
 )
 from pydantic_ai.durable_exec import JournalOperationNamer
 from pydantic_ai.exceptions import UserError
-from pydantic_ai.messages import ModelMessagesTypeAdapter
+from pydantic_ai.messages import ModelMessagesTypeAdapter, ModelRequest, UserPromptPart
 from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.tools import AgentDepsT, RunContext
 from pydantic_ai.toolsets import AbstractToolset, ToolsetTool, WrapperToolset
@@ -414,6 +414,9 @@ class NexumDurability(BaseDurabilityCapability[AgentDepsT]):
         holder = f"pid {os.getpid()} on {socket.gethostname()}"
         take = lambda: client.take_session(self.session_id, holder)  # noqa: E731
         info = await reconnecting(take, time.monotonic() + DEFAULT_TIMEOUT)
+        # Pydantic AI builds the message serializer on first use (~30 ms): here, once per process,
+        # rather than inside the first unit, whose replay is otherwise one round trip.
+        model_request_projection("", [ModelRequest(parts=[UserPromptPart("")])], None, ModelRequestParameters())
         if info.previous_holder:
             log.warning("took session %s over from a run still live (%s); that run is stopped",
                         self.session_id, info.previous_holder)

@@ -313,12 +313,16 @@ def describe_input(input_head: str, complete: bool) -> tuple[str | None, Any, st
     """(tool, args, summary) of an execution's input, given its JSON text or the start of it.
 
     A tool call's input names the tool and its arguments (`tool`/`args`, or `tool_name`/`tool_args`);
-    any other input, e.g. a model request, is summarised: an object as its `name: value` pairs,
-    anything else as its JSON text.
+    an agent's model request is named as one; any other input is summarised: an object as its
+    `name: value` pairs, anything else as its JSON text.
     """
     if not complete:
         return None, None, _cut(input_head + "…")
     value = json.loads(input_head)
+    if isinstance(value, dict) and value.get("unit") == "model_request":
+        # An agent's model request (durability.py): shown as one, naming the model and the history length.
+        count = value.get("messages")
+        return "model request", None, _cut(f"{value.get('model')}, {count} message{'' if count == 1 else 's'} in")
     if isinstance(value, dict):
         for tool_key, args_key in (("tool", "args"), ("tool_name", "tool_args")):
             tool = value.get(tool_key)

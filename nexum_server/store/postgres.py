@@ -173,6 +173,8 @@ class PostgresStore(Store):
 
     def _in_transaction(self, call: Callable[[], T]) -> T:
         """Everything `call` does on this thread is one transaction: it commits or it leaves no trace."""
+        if getattr(getattr(call, "func", None), "__self__", None) is self:
+            return call()  # one of the store's own methods: each is one transaction already
         with self.pool.connection() as db:
             self._local.db = db
             try:

@@ -55,8 +55,8 @@ def test_after_a_real_agent_run_the_page_shows_the_session_its_calls_and_a_resul
     expect(page.locator("#session-title")).to_have_text(session_id)
     expect(page.locator("#calls")).to_contain_text("web_search")
     expect(page.locator("#calls .tool", has_text="visit_webpage")).to_have_count(2)
-    expect(page.locator("#calls .tool", has_text="pydantic-agent-step")).to_have_count(3)
-    expect(page.locator("#calls")).to_contain_text("unit: model_request")
+    expect(page.locator("#calls .tool", has_text="model request")).to_have_count(3)
+    expect(page.locator("#calls")).to_contain_text("function:offline, 5 messages in")
     expect(page.locator("#calls")).to_contain_text(query)
     if SCREENSHOT:
         page.screenshot(path=SCREENSHOT)
