@@ -394,6 +394,8 @@ def _short_input(value: object, width: int = 60) -> str:
     if isinstance(value, dict) and "tool_name" in value:
         args = ", ".join(f"{v!r}" for v in (value.get("tool_args") or {}).values())
         text = f"{value['tool_name']}({args})"
+    elif isinstance(value, dict) and value.get("unit") == "model_request":
+        text = f"model request ({value.get('model')})"
     else:
         text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= width else text[: width - 1] + "…"
