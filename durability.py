@@ -69,7 +69,7 @@ from pydantic_ai.toolsets import AbstractToolset, ToolsetTool, WrapperToolset
 from nexum_server.client import NexumClient, reconnecting
 from nexum_server.errors import RequestRejected, ServerUnavailable, SessionTakenOver, WaitTimeout
 from nexum_server.models import Execution, SessionRunInfo, Status, Task
-from submit_task import DEFAULT_TIMEOUT, ToolCallFailed, call_tool, shared_client
+from submit_task import DEFAULT_TIMEOUT, ToolCallFailed, call_tool, ran_seconds, shared_client
 from workflow import AGENT_IR, AGENT_VERSION_HASH, AGENT_WORKFLOW_ID, canonical_json, unit_key
 
 log = logging.getLogger("nexum.durability")
@@ -133,6 +133,20 @@ class RunStats:
             self.seconds_saved += event.saved_seconds
 
 
+class Occurrences:
+    """Numbers the identical tool calls of one run: 0 for the first call of a tool with these
+    arguments, then 1, 2... Taken when a call is dispatched, before any await, so parallel calls
+    number in the order the model gave them."""
+
+    def __init__(self) -> None:
+        self._seen: Counter[str] = Counter()
+
+    def next(self, tool_name: str, tool_args: dict[str, Any]) -> int:
+        key = tool_name + canonical_json(tool_args)
+        self._seen[key] += 1
+        return self._seen[key] - 1
+
+
 @dataclass
 class _Run:
     """The state of one agent run in a session, shared by its units through a context variable."""
@@ -141,18 +155,8 @@ class _Run:
     client: NexumClient
     on_unit: Callable[[UnitEvent], None] | None
     stats: RunStats = field(default_factory=RunStats)
-    seen: Counter[str] = field(default_factory=Counter)
+    occurrences: Occurrences = field(default_factory=Occurrences)
     lost: bool = False
-
-    def occurrence(self, tool_name: str, tool_args: dict[str, Any]) -> int:
-        """0 for the first call of this tool with these arguments in the run, then 1, 2...
-
-        Taken when the call is dispatched, before any await, so parallel calls number in the
-        order the model gave them.
-        """
-        key = tool_name + canonical_json(tool_args)
-        self.seen[key] += 1
-        return self.seen[key] - 1
 
     def report(self, event: UnitEvent) -> None:
         self.stats.add(event)
@@ -166,6 +170,7 @@ _RUN: ContextVar[_Run | None] = ContextVar("nexum_run", default=None)
 # --- keys ------------------------------------------------------------------------------------------
 
 _REQUEST_PARAMETERS = TypeAdapter(ModelRequestParameters)
+_SETTINGS = TypeAdapter(Any)
 
 
 def _without_volatile(value: Any, call_ids: dict[str, str]) -> Any:
@@ -205,7 +210,7 @@ def model_request_projection(model_name: str, messages: list[Any], model_setting
     return {
         "model": model_name,
         "messages": [_in_call_order(message) for message in history],
-        "settings": _without_volatile(TypeAdapter(Any).dump_python(model_settings or {}, mode="json"), call_ids),
+        "settings": _without_volatile(_SETTINGS.dump_python(model_settings or {}, mode="json"), call_ids),
         "parameters": _without_volatile(_REQUEST_PARAMETERS.dump_python(parameters, mode="json"), call_ids),
     }
 
@@ -320,22 +325,18 @@ class NexumBackend(CallableOperationBackend[dict[str, Any]]):
             payload, execution, cached = await run_unit(run, key, input, body)
             usage = payload.get("usage", {}) if isinstance(payload, dict) else {}
             run.report(UnitEvent("model", label, None, cached, time.perf_counter() - started,
-                                 _took(execution) if cached else 0.0,
+                                 ran_seconds(execution) if cached else 0.0,
                                  tokens=usage.get("input_tokens", 0) + usage.get("output_tokens", 0),
                                  execution=execution))
             return payload
         tool_name, tool_args = str(cache_key[0]), dict(cache_key[1])  # type: ignore[call-overload]
-        occurrence = run.occurrence(tool_name, tool_args)
+        occurrence = run.occurrences.next(tool_name, tool_args)
         key = unit_key(tool_call_projection(tool_name, tool_args, occurrence))
         input = {"unit": "tool_call", "tool_name": tool_name, "tool_args": tool_args, "occurrence": occurrence}
         payload, execution, cached = await run_unit(run, key, input, body)
         run.report(UnitEvent("tool", tool_name, tool_args, cached, time.perf_counter() - started,
-                             _took(execution) if cached else 0.0, execution=execution))
+                             ran_seconds(execution) if cached else 0.0, execution=execution))
         return payload
-
-
-def _took(execution: Execution) -> float:
-    return max((execution.completed_at or 0.0) - (execution.started_at or execution.created_at), 0.0)
 
 
 class NexumDurability(BaseDurabilityCapability[AgentDepsT]):
@@ -414,8 +415,8 @@ class NexumDurability(BaseDurabilityCapability[AgentDepsT]):
         holder = f"pid {os.getpid()} on {socket.gethostname()}"
         take = lambda: client.take_session(self.session_id, holder)  # noqa: E731
         info = await reconnecting(take, time.monotonic() + DEFAULT_TIMEOUT)
-        # Pydantic AI builds the message serializer on first use (~30 ms): here, once per process,
-        # rather than inside the first unit, whose replay is otherwise one round trip.
+        # Pydantic AI builds the message serializer on first use (~30 ms): the first run of a process
+        # pays it here rather than inside its first unit, whose replay is otherwise one round trip.
         model_request_projection("", [ModelRequest(parts=[UserPromptPart("")])], None, ModelRequestParameters())
         if info.previous_holder:
             log.warning("took session %s over from a run still live (%s); that run is stopped",
@@ -491,7 +492,7 @@ class WorkerToolset(WrapperToolset[AgentDepsT]):
     client: NexumClient | None = None
     on_unit: Callable[[UnitEvent], None] | None = None
     timeout: float = DEFAULT_TIMEOUT
-    _seen: dict[str, Counter[str]] = field(default_factory=dict, repr=False)
+    _runs: dict[str, Occurrences] = field(default_factory=dict, repr=False)
 
     async def call_tool(self, name: str, tool_args: dict[str, Any], ctx: RunContext[AgentDepsT],
                         tool: ToolsetTool[AgentDepsT]) -> Any:
@@ -502,7 +503,8 @@ class WorkerToolset(WrapperToolset[AgentDepsT]):
         if session_id is None:
             raise UserError("WorkerToolset needs a session: pass session_id=..., or give the agent "
                             "NexumDurability(session_id=...)")
-        occurrence = run.occurrence(name, tool_args) if run is not None else self._occurrence(ctx, name, tool_args)
+        occurrences = run.occurrences if run is not None else self._occurrences(ctx)
+        occurrence = occurrences.next(name, tool_args)
         client = self.client or (run.client if run is not None else None)
         report = run.report if run is not None else (self.on_unit or (lambda event: None))
         started = time.perf_counter()
@@ -517,16 +519,9 @@ class WorkerToolset(WrapperToolset[AgentDepsT]):
                          outcome.tool_seconds if outcome.cached else 0.0, execution=outcome.execution))
         return outcome.result
 
-    def _occurrence(self, ctx: RunContext[Any], name: str, tool_args: dict[str, Any]) -> int:
-        seen = self._seen.setdefault(ctx.run_id or "", Counter())
-        while len(self._seen) > 64:  # runs long finished
-            del self._seen[next(iter(self._seen))]
-        key = name + canonical_json(tool_args)
-        seen[key] += 1
-        return seen[key] - 1
-
-    def visit_and_replace(self, visitor: Callable[[AbstractToolset[AgentDepsT]], AbstractToolset[AgentDepsT]]
-                          ) -> AbstractToolset[AgentDepsT]:
-        return WorkerToolset(self.wrapped.visit_and_replace(visitor), session_id=self.session_id,
-                             client=self.client, on_unit=self.on_unit, timeout=self.timeout)
+    def _occurrences(self, ctx: RunContext[Any]) -> Occurrences:
+        """The run's numbering when no `NexumDurability` run holds one (tool calls durable alone)."""
+        while len(self._runs) > 64:  # runs long finished
+            del self._runs[next(iter(self._runs))]
+        return self._runs.setdefault(ctx.run_id or "", Occurrences())
 

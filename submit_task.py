@@ -51,6 +51,11 @@ class ToolCallFailed(NexumError):
         self.execution = execution
 
 
+def ran_seconds(execution: Execution) -> float:
+    """How long an execution ran, from its first claim (or its creation) to its completion."""
+    return max((execution.completed_at or 0.0) - (execution.started_at or execution.created_at), 0.0)
+
+
 @dataclass(frozen=True)
 class ToolCallOutcome:
     """What one submitted call gave back, and how."""
@@ -67,8 +72,7 @@ class ToolCallOutcome:
     @property
     def tool_seconds(self) -> float:
         """How long the tool itself took when it ran (for a cached call: the time saved)."""
-        e = self.execution
-        return (e.completed_at or 0.0) - (e.started_at or e.created_at)
+        return ran_seconds(self.execution)
 
 
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, NexumClient] = weakref.WeakKeyDictionary()
