@@ -153,6 +153,11 @@ WITH cancelled AS (
 SELECT *, {NOTIFY_DONE} AS notified FROM cancelled
 """
 
+# A held task whose holder is gone (its lease ran out, its agent run ended) goes back to the queue,
+# or is FAILED when that was its last attempt.
+REQUEUE_OR_FAIL = """status = CASE WHEN attempts >= max_attempts THEN 'FAILED' ELSE 'PENDING' END,
+        completed_at = CASE WHEN attempts >= max_attempts THEN %(now)s END,
+        scheduled_at = %(now)s, lease_token = NULL, lease_expires_at = NULL, updated_at = %(now)s"""
 # Runs before every claim, in the same transaction, and on its own on a timer. Each server may
 # run it at the same moment: rows another server is expiring are skipped (it counts them), and a
 # row that is no longer RUNNING with an expired lease when its lock is taken is re-checked and left.
@@ -163,11 +168,9 @@ WITH due AS (
     FOR UPDATE SKIP LOCKED
 ), expired AS (
     UPDATE nexum.executions e
-    SET status = CASE WHEN e.attempts >= e.max_attempts THEN 'FAILED' ELSE 'PENDING' END,
-        completed_at = CASE WHEN e.attempts >= e.max_attempts THEN %(now)s END,
+    SET {REQUEUE_OR_FAIL},
         error = 'lease expired on attempt ' || e.attempts || ' of ' || e.max_attempts || ' (worker '
-                || COALESCE(e.worker_id, '?') || ' stopped or hung without reporting)',
-        scheduled_at = %(now)s, lease_token = NULL, lease_expires_at = NULL, updated_at = %(now)s
+                || COALESCE(e.worker_id, '?') || ' stopped or hung without reporting)'
     FROM due WHERE e.seq = due.seq
     RETURNING e.*)
 SELECT {COLUMNS}, {NOTIFY_OUTCOME} AS notified FROM expired
@@ -309,15 +312,12 @@ WHERE id = %(id)s AND status = 'PENDING'
               FOR SHARE)
 RETURNING {COLUMNS}
 """
-# The run's process is gone (its presence connection closed): what it held is claimable at once,
-# or FAILED when that was the last attempt, as when a lease runs out.
+# The run's process is gone (its presence connection closed): what it held is claimable at once.
 RUN_GONE = f"""
 WITH gone AS (
     UPDATE nexum.executions
-    SET status = CASE WHEN attempts >= max_attempts THEN 'FAILED' ELSE 'PENDING' END,
-        completed_at = CASE WHEN attempts >= max_attempts THEN %(now)s END,
-        error = 'the agent run holding it ended on attempt ' || attempts || ' of ' || max_attempts,
-        scheduled_at = %(now)s, lease_token = NULL, lease_expires_at = NULL, updated_at = %(now)s
+    SET {REQUEUE_OR_FAIL},
+        error = 'the agent run holding it ended on attempt ' || attempts || ' of ' || max_attempts
     WHERE session_id = %(session_id)s AND status = 'RUNNING' AND worker_id = 'run:' || %(token)s
     RETURNING *)
 SELECT {COLUMNS}, {NOTIFY_OUTCOME} AS notified FROM gone

@@ -121,16 +121,26 @@ WHERE id = :id AND status IN ('PENDING', 'RUNNING')
 RETURNING {COLUMNS}
 """
 
+# A held task whose holder is gone (its lease ran out, its agent run ended) goes back to the queue,
+# or is FAILED when that was its last attempt.
+REQUEUE_OR_FAIL = """status = CASE WHEN attempts >= max_attempts THEN 'FAILED' ELSE 'PENDING' END,
+    completed_at = CASE WHEN attempts >= max_attempts THEN :now END,
+    scheduled_at = :now, lease_token = NULL, lease_expires_at = NULL, updated_at = :now"""
+# A claim: one more attempt, under a new random lease token.
+LEASE = """status = 'RUNNING',
+    attempts = attempts + 1,
+    lease_token = lower(hex(randomblob(16))),
+    lease_expires_at = :now + :lease_seconds,
+    started_at = COALESCE(started_at, :now),
+    updated_at = :now"""
 # Runs before every claim, in the same transaction: a task whose lease ran out goes back to the
 # queue, or is FAILED when that was its last attempt. Its worker may still be running the tool
 # (at-least-once); clearing the token makes that worker's late report a 409.
 EXPIRE_LEASES = f"""
 UPDATE executions
-SET status = CASE WHEN attempts >= max_attempts THEN 'FAILED' ELSE 'PENDING' END,
-    completed_at = CASE WHEN attempts >= max_attempts THEN :now END,
+SET {REQUEUE_OR_FAIL},
     error = 'lease expired on attempt ' || attempts || ' of ' || max_attempts || ' (worker '
-            || COALESCE(worker_id, '?') || ' stopped or hung without reporting)',
-    scheduled_at = :now, lease_token = NULL, lease_expires_at = NULL, updated_at = :now
+            || COALESCE(worker_id, '?') || ' stopped or hung without reporting)'
 WHERE status = 'RUNNING' AND lease_expires_at <= :now
 RETURNING {COLUMNS}
 """
@@ -138,13 +148,7 @@ RETURNING {COLUMNS}
 # new random lease token.
 CLAIM = f"""
 UPDATE executions
-SET status = 'RUNNING',
-    attempts = attempts + 1,
-    lease_token = lower(hex(randomblob(16))),
-    lease_expires_at = :now + :lease_seconds,
-    worker_id = :worker_id,
-    started_at = COALESCE(started_at, :now),
-    updated_at = :now
+SET {LEASE}, worker_id = :worker_id
 WHERE id IN (
     SELECT id FROM executions
     WHERE status = 'PENDING' AND scheduled_at <= :now
@@ -234,25 +238,16 @@ SESSION_RUN_IS = "SELECT 1 FROM session_runs WHERE session_id = :session_id AND 
 # Its worker_id names the run, `run:<token>`.
 CLAIM_FOR_RUN = f"""
 UPDATE executions
-SET status = 'RUNNING',
-    attempts = attempts + 1,
-    lease_token = lower(hex(randomblob(16))),
-    lease_expires_at = :now + :lease_seconds,
-    worker_id = 'run:' || :token,
-    started_at = COALESCE(started_at, :now),
-    updated_at = :now
+SET {LEASE}, worker_id = 'run:' || :token
 WHERE id = :id AND status = 'PENDING'
   AND EXISTS (SELECT 1 FROM session_runs WHERE session_id = :session_id AND run_token = :token)
 RETURNING {COLUMNS}
 """
-# The run's process is gone (its presence connection closed): what it held is claimable at once,
-# or FAILED when that was the last attempt, as when a lease runs out.
+# The run's process is gone (its presence connection closed): what it held is claimable at once.
 RUN_GONE = f"""
 UPDATE executions
-SET status = CASE WHEN attempts >= max_attempts THEN 'FAILED' ELSE 'PENDING' END,
-    completed_at = CASE WHEN attempts >= max_attempts THEN :now END,
-    error = 'the agent run holding it ended on attempt ' || attempts || ' of ' || max_attempts,
-    scheduled_at = :now, lease_token = NULL, lease_expires_at = NULL, updated_at = :now
+SET {REQUEUE_OR_FAIL},
+    error = 'the agent run holding it ended on attempt ' || attempts || ' of ' || max_attempts
 WHERE session_id = :session_id AND status = 'RUNNING' AND worker_id = 'run:' || :token
 RETURNING {COLUMNS}
 """
