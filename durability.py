@@ -55,16 +55,16 @@ from pydantic_ai.durable_exec import (
     DurabilityEngineSpec,
     DurableOperationBackend,
     DurableOperationId,
+    JournalOperationNamer,
     ModelRequestId,
     RoleBasedOperationConfig,
     ToolsetCallToolId,
 )
-from pydantic_ai.durable_exec import JournalOperationNamer
 from pydantic_ai.exceptions import UserError
 from pydantic_ai.messages import ModelMessagesTypeAdapter, ModelRequest, UserPromptPart
 from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.tools import AgentDepsT, RunContext
-from pydantic_ai.toolsets import AbstractToolset, ToolsetTool, WrapperToolset
+from pydantic_ai.toolsets import ToolsetTool, WrapperToolset
 
 from nexum_server.client import NexumClient, reconnecting
 from nexum_server.errors import RequestRejected, ServerUnavailable, SessionTakenOver, WaitTimeout
