@@ -39,7 +39,7 @@ from typing import Any
 
 from rich.console import Console
 
-import tools
+from nexum_research import tools
 from bench.agent import agent_figures, agent_table, run_scenarios
 from bench.calls import CallsConfig, calls_tables, measure_calls
 from bench.resume import resume_table, run_resumes
@@ -48,9 +48,9 @@ from bench.stack import Stack, scoped_env, start_stack
 from bench.stats import machine
 from demo import pick_model
 from nexum_server.client import NexumClient
-from nexum_server.config import AgentSettings
+from nexum_research.settings import AgentSettings
 from nexum_server.errors import NexumError
-from offline_model import default_plan, planned_model
+from nexum_research.offline_model import default_plan, planned_model
 
 QUERY = "What is durable execution?"
 DEFAULTS: dict[str, Any] = {

@@ -36,15 +36,14 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markdown import Markdown
 
-from durability import NexumDurability, UnitEvent, WorkerToolset
+from nexum_pydantic_ai import DEFAULT_TIMEOUT, NexumDurability, UnitEvent, WorkerToolset
+from nexum_research import AGENT_NAME
+from nexum_research.offline_model import offline_model
+from nexum_research.settings import AgentSettings
+from nexum_research.tools import TOOLSET
 from nexum_server.client import NexumClient
-from nexum_server.config import AgentSettings
 from nexum_server.errors import ConfigError, NexumError, RequestRejected, ServerUnavailable
-from submit_task import DEFAULT_TIMEOUT
-from offline_model import offline_model
-from tools import TOOLSET
 
-AGENT_NAME = "research"
 GEMINI_MODEL = "google:gemini-3.8-flash"
 OPENAI_MODEL = "openai:gpt-5-mini"
 INSTRUCTIONS = ("You are a research assistant. Use web_search to find sources and visit_webpage to read "

@@ -1,13 +1,9 @@
-"""The worker: long-polls the Nexum server for tool calls, runs them, writes the results back.
+"""The research worker: runs the research agent's web tools for the Nexum server.
 
-Up to `--concurrency` calls run at once. A long call keeps its lease with heartbeats, timed on the
-worker's own monotonic clock from the lease length the task carries; a transient failure (timeout,
-connection error, 5xx, rate limit) is reported as retryable so the server retries it with backoff,
-a permanent one is not. If the server goes away the worker polls and reports again under the retry
-policy of `nexum_server/retry.py`; a report keeps being retried until the server answers it, since
-a restarted server gives running tasks a fresh lease. Ctrl-C or SIGTERM stops it taking work; calls
-in flight get a short grace period to finish and are then handed back to the server, so another
-worker can take them at once.
+It is `nexum_pydantic_ai.worker` serving `nexum_research.tools.TOOLSET` (`web_search`,
+`visit_webpage`); the same runtime runs any toolset (`python -m nexum_pydantic_ai.worker
+mypkg.tools:TOOLSET`). A misconfigured search is refused at start-up rather than failing every call.
+Ctrl-C or SIGTERM stops it taking work; calls in flight get a grace period, then are handed back.
 
 Run with:
     nexum dev                                  # terminal 1
@@ -17,243 +13,12 @@ Run with:
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import logging
-import os
-import signal
-import socket
 import sys
-import time
-from typing import Any
 
-from nexum_server.client import HOLD_SECONDS, NexumClient, run
-from nexum_server.config import DEFAULT_URL, ToolSettings
-from nexum_server.errors import NexumError, RequestRejected, ServerUnavailable
-from nexum_server.models import Status, Task, WorkflowRef
-from nexum_server.retry import retry_async, retryable
-from tools import PermanentToolError, TransientToolError, aclose_clients, run_tool
-from workflow import IR, VERSION_HASH, WORKFLOW_ID, ToolCallInput, ToolCallOutput
-
-log = logging.getLogger("nexum.worker")
-
-CONCURRENCY = 8
-GRACE_SECONDS = 10.0
-"""On shutdown, how long calls in flight may run before they are handed back."""
-HANDBACK_SECONDS = 5.0
-"""On shutdown, how long handing calls back may take before the worker exits anyway."""
-MAX_RESULT_CHARS = 200_000
-"""Results longer than this are cut (and say so) to stay well inside the server's body limit."""
-REF = WorkflowRef(workflow_id=WORKFLOW_ID, version_hash=VERSION_HASH)
-
-
-class Worker:
-    def __init__(self, client: NexumClient, concurrency: int = CONCURRENCY, worker_id: str | None = None,
-                 grace_seconds: float = GRACE_SECONDS, tools: ToolSettings | None = None) -> None:
-        self.client = client
-        self.concurrency = concurrency
-        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
-        self.grace_seconds = grace_seconds
-        self.tools = tools
-        self.stopping = asyncio.Event()
-        self.running: dict[str, asyncio.Task[None]] = {}
-        self._slot_free = asyncio.Event()
-
-    async def run(self) -> None:
-        """Register, then poll until `stop()`; then drain or hand back what is in flight."""
-        await self._with_reconnect(lambda: self._until_stopping(
-            self.client.register_workflow(WORKFLOW_ID, VERSION_HASH, IR)))
-        search = f", search: {self.tools.describe()}" if self.tools else ""
-        print(f"worker {self.worker_id} ready: polling {self.client.url}, concurrency {self.concurrency}{search}. "
-              "Ctrl-C stops it.", flush=True)
-        while not self.stopping.is_set():
-            await self.run_once()
-        await self._drain()
-
-    async def run_once(self) -> None:
-        """One iteration: wait for a free slot, claim up to that many tasks, start them."""
-        free = self.concurrency - len(self.running)
-        if free <= 0:
-            self._slot_free.clear()
-            await self._until_stopping(self._slot_free.wait())
-            return
-        tasks = await self._with_reconnect(
-            lambda: self._until_stopping(self.client.poll(self.worker_id, [REF], HOLD_SECONDS, free)))
-        received = time.monotonic()
-        for task in tasks or []:
-            self.running[task.task_id] = asyncio.create_task(self.execute(task, LeaseClock(task, received)))
-        if tasks:
-            # Let the new calls send their first request before this loop sends its next poll.
-            await asyncio.sleep(0)
-
-    async def execute(self, task: Task, lease: LeaseClock | None = None) -> None:
-        """Run one claimed task and report its outcome; never raises."""
-        started = time.perf_counter()
-        lease = lease or LeaseClock(task, time.monotonic())
-        label = f"task {task.task_id}"
-        heartbeat = asyncio.create_task(self._heartbeat(task, lease))
-        try:
-            try:
-                call = ToolCallInput.model_validate(task.input)
-                label = f"{call.tool_name}({_short(call.tool_args)})"
-                result = await run_tool(call.tool_name, call.tool_args)
-            finally:
-                heartbeat.cancel()
-            if len(result) > MAX_RESULT_CHARS:
-                result = result[:MAX_RESULT_CHARS] + f"\n\n[result cut by the worker at {MAX_RESULT_CHARS} characters]"
-            execution = await self._report(self.client.complete, task, ToolCallOutput(result=result).model_dump())
-            if execution is None:
-                verb, detail = "discarded", " (its report was refused: the lease is no longer this worker's)"
-            elif execution.status is not Status.COMPLETED:
-                verb, detail = "failed", f": {execution.error}"
-            else:
-                verb, detail = "completed", ""
-        except (TransientToolError, PermanentToolError) as e:
-            retryable = isinstance(e, TransientToolError)
-            execution = await self._report(self.client.fail, task, str(e), retryable)
-            will_retry = execution is not None and not execution.status.terminal
-            verb, detail = "failed", f"{', the server will retry it' if will_retry else ''}: {e}"
-        except asyncio.CancelledError:
-            await self._report(self.client.release, task)
-            verb, detail = "handed back", " (worker stopping; another worker can take it now)"
-        except Exception as e:  # a bug in a tool must not take the worker down
-            log.exception("task %s crashed", task.task_id)
-            await self._report(self.client.fail, task, f"worker error: {type(e).__name__}: {e}", False)
-            verb, detail = "failed", f": {type(e).__name__}"
-        finally:
-            self.running.pop(task.task_id, None)
-            self._slot_free.set()
-        log.info("%s %s after %.2f s (attempt %d)%s", label, verb, time.perf_counter() - started, task.attempt,
-                 detail)
-
-    async def _report(self, method: Any, task: Task, *args: Any) -> Any:
-        """Send a report; None when the server refused it (the lease is no longer ours).
-
-        While the server is away the report is retried with no deadline: the lease guards it on
-        the server, a restarted server renews running leases, and a report that comes too late is
-        refused there rather than guessed at here.
-        """
-        try:
-            return await retry_async(lambda: method(task, *args), log=log)
-        except RequestRejected as e:
-            if e.status == 413 and method == self.client.complete:
-                # Sending it again cannot make the result smaller: fail the call now, saying why,
-                # rather than leave it RUNNING until its lease runs out and then run it again.
-                return await self._report(self.client.fail, task, f"result too large to store: {e}", False)
-            # 409: the lease ran out and the task went to another worker, whose result will count.
-            log.warning("task %s: report refused (%s)", task.task_id, e)
-            return None
-
-    async def _heartbeat(self, task: Task, lease: LeaseClock) -> None:
-        """Renew the lease every third of its length, timed on this worker's monotonic clock."""
-        while True:
-            await asyncio.sleep(lease.seconds / 3)
-            sent = time.monotonic()
-            try:
-                await self.client.heartbeat(task)
-                lease.renewed(sent)
-            except (ServerUnavailable, RequestRejected) as e:
-                if retryable(e):
-                    if lease.remaining() < 0:
-                        log.warning("task %s: lease ran out by this worker's clock while the server was "
-                                    "away; a restarted server renews it, otherwise the result is refused",
-                                    task.task_id)
-                    continue
-                log.warning("task %s: lease lost (%s); its result will be refused", task.task_id, e)
-                return
-
-    async def _with_reconnect(self, call: Any) -> Any:
-        """`call()` under the retry policy until it succeeds or the worker is asked to stop."""
-        try:
-            return await retry_async(call, stopping=self.stopping, log=log)
-        except (ServerUnavailable, RequestRejected) as e:
-            if retryable(e) and self.stopping.is_set():
-                return None
-            raise
-
-    async def _until_stopping(self, awaitable: Any) -> Any:
-        """Await, but give up (returning None) as soon as the worker is asked to stop."""
-        work = asyncio.ensure_future(awaitable)
-        stop = asyncio.ensure_future(self.stopping.wait())
-        await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
-        stop.cancel()
-        if work.done():
-            return work.result()
-        work.cancel()
-        return None
-
-    def stop(self) -> None:
-        """First call: take no new work, give calls in flight the grace period. Second: hand them back now."""
-        if not self.stopping.is_set():
-            count = len(self.running)
-            if count:
-                log.info("stopping: no new work; waiting up to %g s for %s in flight, then handing back what "
-                         "is left (Ctrl-C again: hand back now)", self.grace_seconds, _calls(count))
-            else:
-                log.info("stopping: no calls in flight")
-            self.stopping.set()
-        elif self.running:
-            log.info("handing back %s now", _calls(len(self.running)))
-            for task in self.running.values():
-                task.cancel()
-
-    async def _drain(self) -> None:
-        if self.running:
-            _, late = await asyncio.wait(list(self.running.values()), timeout=self.grace_seconds)
-            for pending in late:
-                pending.cancel()
-            if late:
-                # Hand-backs retry while the server is away; past this, their leases expire instead.
-                _, lost = await asyncio.wait(late, timeout=HANDBACK_SECONDS)
-                if lost:
-                    log.warning("%s not handed back (server unreachable); they run again once "
-                                "their lease expires", _calls(len(lost)))
-        log.info("worker %s stopped", self.worker_id)
-
-
-class LeaseClock:
-    """A task's lease as this worker sees it: a duration on its own monotonic clock.
-
-    The server's `lease_expires_at` is on the server's wall clock and is never compared with ours.
-    A renewal is timed from when its request left here (the server renewed it later than that); a
-    claim from when its answer arrived, since a long-poll may be held for seconds before it claims.
-    """
-
-    def __init__(self, task: Task, granted: float) -> None:
-        self.seconds = task.lease_seconds
-        self.expires = granted + self.seconds
-
-    def renewed(self, sent: float) -> None:
-        self.expires = sent + self.seconds
-
-    def remaining(self) -> float:
-        return self.expires - time.monotonic()
-
-
-def _calls(count: int) -> str:
-    return f"{count} call{'' if count == 1 else 's'}"
-
-
-def _short(args: dict[str, Any], width: int = 70) -> str:
-    """The arguments on one line; a long one loses its middle, since URLs differ at their ends."""
-    text = ", ".join(repr(v) for v in args.values())
-    return text if len(text) <= width else f"{text[: width // 2 - 1]}…{text[-(width // 2):]}"
-
-
-async def serve(args: argparse.Namespace) -> None:
-    # A small pool: httpx2 checks every pooled connection on each request, so a pool sized to a
-    # high --concurrency costs more CPU than the few extra parallel reports it would allow.
-    async with NexumClient(args.url, max_connections=min(args.concurrency, 16) + 2) as client:
-        await client.check()
-        worker = Worker(client, args.concurrency, args.worker_id, args.grace_seconds, args.tools)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, worker.stop)
-        try:
-            await worker.run()
-        finally:
-            await aclose_clients()
-
+from nexum_pydantic_ai.worker import build_parser, configure_logging, serve
+from nexum_server.client import run
+from nexum_server.config import DEFAULT_URL
+from nexum_server.errors import NexumError
 
 HELP_EPILOG = f"""\
 The worker reads these variables, from the environment or from .env in the current directory:
@@ -271,30 +36,29 @@ no server at the URL, a refused token)."""
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Run the tool calls the Nexum server queues, and report "
-                                     "their results.", epilog=HELP_EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", help=f"server URL (NEXUM_URL, default {DEFAULT_URL})")
-    parser.add_argument("--concurrency", type=int, default=CONCURRENCY,
-                        help=f"tool calls at once (default {CONCURRENCY})")
-    parser.add_argument("--worker-id", help="name shown in `nexum show` (default HOST-PID)")
-    parser.add_argument("--grace-seconds", type=float, default=GRACE_SECONDS,
-                        help=f"on Ctrl-C, how long calls in flight may finish before they are handed back "
-                             f"(default {GRACE_SECONDS:g})")
+    parser = build_parser("Run the research tool calls the Nexum server queues, and report their results.",
+                          HELP_EPILOG)
     args = parser.parse_args(argv)
     if args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    # Libraries log every request (httpx2) and every engine tried (ddgs); the task line says enough.
-    for noisy in ("httpx2", "ddgs"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging()
     try:
-        # A misconfigured tool would fail every call for good: refuse to start instead.
-        args.tools = ToolSettings.from_env()
-        run(serve(args))
+        from nexum_research.settings import ToolSettings
+        from nexum_research.tools import TOOLSET, aclose_clients
+
+        settings = ToolSettings.from_env()  # refused here, not on every call
+        run(_serve(args, TOOLSET, f"search: {settings.describe()}", aclose_clients))
     except NexumError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from e
+
+
+async def _serve(args, toolset, describe, aclose_clients) -> None:  # type: ignore[no-untyped-def]
+    try:
+        await serve([toolset], url=args.url, concurrency=args.concurrency, worker_id=args.worker_id,
+                    grace_seconds=args.grace_seconds, describe=describe)
+    finally:
+        await aclose_clients()
 
 
 if __name__ == "__main__":

@@ -1,12 +1,8 @@
-"""The Nexum workflow for one durable tool call, and the names every other module imports.
+"""The research example's names: its workflow, its tools, and the key of a tool call.
 
-`pydantic-tool-call`, with one EFFECT node, `tool_call`: its input names a tool and its arguments,
-its output is the tool's result as text; `worker.py` runs it. The server stores one execution per
-(workflow, session, key), where the key is `tool_call_key(tool_name, tool_args, occurrence)`, so the
-same call in the same session is executed once and then served from the store.
-
-`pydantic-agent-step`, with one EFFECT node run by the agent itself (`durability.py`): a model
-request, or a tool that runs in the agent's process, keyed by `unit_key(projection)`.
+The research tools run in the worker as the workflow `pydantic-tool-call.research` (one EFFECT node,
+`tool_call`: its input names a tool and its arguments, its output is the tool's result). Every other
+script imports these names from here; the library (`nexum_pydantic_ai`) defines what they stand for.
 
 Run with:
     python workflow.py        # prints the workflow id, its version hash and its IR
@@ -14,78 +10,28 @@ Run with:
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
-from pydantic import BaseModel, Field
+from nexum_pydantic_ai import AGENT_WORKFLOW_ID, ToolCallInput, ToolCallOutput, canonical_json, standalone_tool_key, tool_ir
+from nexum_pydantic_ai import tool_workflow_id, version_hash
+from nexum_research import AGENT_NAME, TOOL_NAMES, VISIT_WEBPAGE, WEB_SEARCH
 
-WORKFLOW_ID = "pydantic-tool-call"
+TOOLSET_ID = "research"
+"""The research toolset's id: it names the workflow its worker serves."""
+WORKFLOW_ID = tool_workflow_id(TOOLSET_ID)
 NODE_ID = "tool_call"
-WEB_SEARCH = "web_search"
-VISIT_WEBPAGE = "visit_webpage"
-TOOL_NAMES = (WEB_SEARCH, VISIT_WEBPAGE)
+IR: dict[str, Any] = tool_ir(TOOLSET_ID)
+VERSION_HASH = version_hash(IR)
 
-
-class ToolCallInput(BaseModel):
-    """The input of one tool-call execution."""
-
-    tool_name: str = Field(min_length=1)
-    """Name of the tool to run, one of `TOOL_NAMES`."""
-    tool_args: dict[str, Any] = Field(default_factory=dict)
-    """Keyword arguments for the tool, as the model gave them."""
-
-
-class ToolCallOutput(BaseModel):
-    """The output of one tool-call execution."""
-
-    result: str
-    """What the tool returned, as the text the model will read."""
-
-
-IR: dict[str, Any] = {
-    "workflow_id": WORKFLOW_ID,
-    "nodes": [
-        {
-            "id": NODE_ID,
-            "kind": "EFFECT",
-            "input_schema": ToolCallInput.model_json_schema(),
-            "output_schema": ToolCallOutput.model_json_schema(),
-        }
-    ],
-    "edges": [],
-}
-
-
-def canonical_json(value: Any) -> str:
-    """JSON with sorted keys and no spaces: equal values give equal text whatever the key order."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-VERSION_HASH = "sha256:" + hashlib.sha256(canonical_json(IR).encode()).hexdigest()
+__all__ = ["AGENT_NAME", "AGENT_WORKFLOW_ID", "IR", "NODE_ID", "TOOLSET_ID", "TOOL_NAMES", "VERSION_HASH", "VISIT_WEBPAGE", "WEB_SEARCH",
+           "WORKFLOW_ID", "ToolCallInput", "ToolCallOutput", "canonical_json", "tool_call_key"]
 
 
 def tool_call_key(tool_name: str, tool_args: dict[str, Any], occurrence: int = 0) -> str:
-    """The full sha256 hex digest of the tool name, its arguments as canonical JSON and, from the
-    second identical call of a run on, `#<occurrence>` (0 for the first, 1 for the second...)."""
-    suffix = f"#{occurrence}" if occurrence else ""
-    return hashlib.sha256((tool_name + canonical_json(tool_args) + suffix).encode()).hexdigest()
-
-
-AGENT_WORKFLOW_ID = "pydantic-agent-step"
-"""The executions an agent runs itself: its model requests, and tools that run in its process."""
-AGENT_NODE_ID = "agent_step"
-AGENT_IR: dict[str, Any] = {
-    "workflow_id": AGENT_WORKFLOW_ID,
-    "nodes": [{"id": AGENT_NODE_ID, "kind": "EFFECT", "runs_in": "agent"}],
-    "edges": [],
-}
-AGENT_VERSION_HASH = "sha256:" + hashlib.sha256(canonical_json(AGENT_IR).encode()).hexdigest()
-
-
-def unit_key(projection: Any) -> str:
-    """The full sha256 hex digest of a unit's key projection as canonical JSON (see durability.py)."""
-    return hashlib.sha256(canonical_json(projection).encode()).hexdigest()
+    """The full sha256 hex digest that keys a research tool call submitted on its own (`submit_task.py`):
+    the same tool with the same arguments in the same session runs once."""
+    return standalone_tool_key(TOOLSET_ID, tool_name, tool_args, occurrence)
 
 
 def main() -> None:

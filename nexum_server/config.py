@@ -1,4 +1,4 @@
-"""Settings of the Nexum server, its clients, the worker's tools and the demo agent, in one place.
+"""Settings of the Nexum server and its clients.
 
 Every tunable is a named constant with its unit, overridable by a `pydantic-settings` class: a flag
 beats the environment, the environment beats `.env` (in the current directory), and both beat the
@@ -7,8 +7,8 @@ from (`ConfigError`). `.env.example` lists every key.
 
     Settings         nexum dev                       NEXUM_HOST, NEXUM_PORT, NEXUM_DB, NEXUM_TOKEN, ...
     ClientSettings   every client of the server      NEXUM_URL, NEXUM_TOKEN
-    ToolSettings     the tools the worker runs       NEXUM_SEARCH_BACKEND, NEXUM_SEARXNG_URL, ...
-    AgentSettings    demo.py                         NEXUM_MODEL, SESSION_ID, the model providers' keys, ...
+
+Applications build their own settings on `NexumSettings` (the research example's tools and agent do).
 """
 
 from __future__ import annotations
@@ -41,16 +41,13 @@ RETAIN_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 """Units of a retention period: `30d`, `12h`, `90m`, `45s`."""
 SQLITE_SYNCHRONOUS = "NORMAL"
 """WAL with NORMAL survives a crash of the process; FULL also survives a power cut, at a cost."""
-SEARCH_BACKEND = "duckduckgo"
-PAGE_MAX_CHARS = 8000
-FETCH_TIMEOUT_SECONDS = 20.0
 
 
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 """A positive, finite number of seconds."""
 
 
-class _Settings(BaseSettings):
+class NexumSettings(BaseSettings):
     """What every settings class shares: the prefix, `.env`, blank means unset, errors name the key."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=ENV_FILE, env_file_encoding="utf-8",
@@ -92,7 +89,7 @@ class _Settings(BaseSettings):
         return "default"
 
 
-def _describe(cls: type[_Settings], error: ValidationError, flags: dict[str, Any]) -> str:
+def _describe(cls: type[NexumSettings], error: ValidationError, flags: dict[str, Any]) -> str:
     """One line per problem: the key, its value, where it came from, and what is expected."""
     problems = []
     for item in error.errors():
@@ -119,7 +116,7 @@ def _duration(text: str | None) -> float | None:
     return float(found.group(1)) * RETAIN_UNITS[found.group(2)]
 
 
-def _http_url(value: str | None) -> str | None:
+def http_url(value: str | None) -> str | None:
     if value is None:
         return None
     if not value.startswith(("http://", "https://")) or len(value) <= len("https://"):
@@ -127,7 +124,7 @@ def _http_url(value: str | None) -> str | None:
     return value.rstrip("/")
 
 
-class Settings(_Settings):
+class Settings(NexumSettings):
     """The server's settings (`nexum dev`); each is also a flag of `nexum dev` but the token."""
 
     host: str = DEFAULT_HOST
@@ -182,7 +179,7 @@ class Settings(_Settings):
         return min(self.retry_backoff_seconds * 2 ** (attempt - 1), self.retry_backoff_max_seconds)
 
 
-class ClientSettings(_Settings):
+class ClientSettings(NexumSettings):
     """What every client of the server reads: where it is, and the token it wants."""
 
     url: str = DEFAULT_URL
@@ -193,60 +190,4 @@ class ClientSettings(_Settings):
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str) -> str | None:
-        return _http_url(value)
-
-
-class ToolSettings(_Settings):
-    """What the worker's tools read; an incomplete search configuration is refused here."""
-
-    search_backend: Literal["duckduckgo", "searxng"] = SEARCH_BACKEND
-    """`duckduckgo` (the ddgs library) or `searxng` (needs `searxng_url`)."""
-    searxng_url: str | None = None
-    """Base URL of the SearXNG instance; operator-chosen, so not SSRF-guarded."""
-    page_max_chars: PositiveInt = PAGE_MAX_CHARS
-    """Page text kept before `[Content truncated]`."""
-    fetch_timeout: Seconds = FETCH_TIMEOUT_SECONDS
-    """Seconds per HTTP request (safe_download caps connecting at 5 s)."""
-    allow_private_urls: bool = False
-    """Let pages on loopback/private addresses be fetched (the stand-in web is on loopback)."""
-
-    @field_validator("searxng_url")
-    @classmethod
-    def _check_searxng_url(cls, value: str | None) -> str | None:
-        return _http_url(value)
-
-    @model_validator(mode="after")
-    def _searxng_needs_url(self) -> Self:
-        if self.search_backend == "searxng" and not self.searxng_url:
-            raise ValueError(f"{self.key('search_backend')}=searxng needs {self.key('searxng_url')}, the base URL "
-                             "of a SearXNG instance with the JSON format enabled (e.g. http://127.0.0.1:8888)")
-        return self
-
-    def describe(self) -> str:
-        """Where searches go, for the worker's ready line."""
-        if self.search_backend == "searxng":
-            search = f"SearXNG at {self.searxng_url}"
-        else:
-            search = "DuckDuckGo (ddgs)"
-        return search + ("; private addresses allowed" if self.allow_private_urls else "")
-
-
-class AgentSettings(_Settings):
-    """What `demo.py` reads: the model, the session, and the model providers' keys."""
-
-    model: str | None = None
-    """Any Pydantic AI model name, or `offline`; unset: picked from the API key present."""
-    session_id: str | None = Field(None, validation_alias="SESSION_ID")
-    """The session whose completed tool calls a run reuses."""
-    offline_think_seconds: float = Field(0.0, ge=0, allow_inf_nan=False)
-    """The offline stand-in models' time per answer, like a real model's latency."""
-    google_api_key: str | None = Field(None, validation_alias="GOOGLE_API_KEY", repr=False)
-    gemini_api_key: str | None = Field(None, validation_alias="GEMINI_API_KEY", repr=False)
-    openai_api_key: str | None = Field(None, validation_alias="OPENAI_API_KEY", repr=False)
-
-    def export_provider_keys(self) -> None:
-        """Put keys found only in `.env` into the environment, where Pydantic AI's providers look."""
-        for field in ("google_api_key", "gemini_api_key", "openai_api_key"):
-            value = getattr(self, field)
-            if value and not os.environ.get(self.key(field)):
-                os.environ[self.key(field)] = value
+        return http_url(value)

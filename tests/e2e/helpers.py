@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from durability import UnitEvent
+from nexum_pydantic_ai import UnitEvent
 from nexum_devtools.web import WebFixture
 from nexum_devtools.procs import ROOT
 from workflow import VISIT_WEBPAGE, WEB_SEARCH

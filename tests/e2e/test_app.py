@@ -24,12 +24,12 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from demo import build_agent
 from nexum_server.client import NexumClient
 from nexum_server.models import Status
-from offline_model import planned_model
+from nexum_research.offline_model import planned_model
 from submit_task import call_tool
 from tests.e2e.helpers import Calls, WebRequests
 from nexum_devtools.web import WebFixture
 from nexum_devtools.procs import Proc
-from workflow import VISIT_WEBPAGE, WEB_SEARCH, WORKFLOW_ID, tool_call_key
+from workflow import VISIT_WEBPAGE, WEB_SEARCH, WORKFLOW_ID, canonical_json
 
 PROMPT = "Research durable execution."
 SLOW_SECONDS = 0.5
@@ -62,7 +62,7 @@ def _text(event: Any) -> str:
 
 
 def keys(pairs: Any) -> list[str]:
-    return sorted(tool_call_key(name, args) for name, args in pairs)
+    return sorted(canonical_json([name, args]) for name, args in pairs)
 
 
 def final_text(messages: list[ModelMessage]) -> str:
@@ -86,7 +86,7 @@ async def test_first_run_executes_each_call_once_and_a_rerun_is_served_from_the_
         assert web_requests.for_call(name, args, since=mark) == 1, (name, args)
     assert len(web_requests.since(mark)) == len(plan)
     stored = await tool_executions(client, session_id)
-    assert sorted(e.key for e in stored) == keys(plan)
+    assert keys((e.input["tool_name"], e.input["tool_args"]) for e in stored) == keys(plan)
     assert {(e.status, e.attempts) for e in stored} == {(Status.COMPLETED, 1)}
 
     mark = web_requests.mark()

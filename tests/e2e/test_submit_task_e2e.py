@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import submit_task
+from nexum_pydantic_ai import _tool_call
 from nexum_server.client import NexumClient, NexumSyncClient
 from nexum_server.errors import WaitTimeout
 from nexum_server.models import Status
@@ -62,8 +63,8 @@ def test_blocking_submit_from_a_plain_script_then_the_cli_gets_it_cached(
 async def test_without_a_worker_call_tool_warns_then_times_out(
         server: NexumServer, client: NexumClient, web_requests: WebRequests, session_id: str,
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(submit_task, "NO_WORKER_WARNING_SECONDS", 0.2)
-    caplog.set_level(logging.WARNING, logger=submit_task.log.name)
+    monkeypatch.setattr(_tool_call, "NO_WORKER_WARNING_SECONDS", 0.2)
+    caplog.set_level(logging.WARNING, logger=_tool_call.log.name)
     args = {"query": f"nobody home {session_id}"}
     mark = web_requests.mark()
     started = time.time()
@@ -72,7 +73,7 @@ async def test_without_a_worker_call_tool_warns_then_times_out(
         await call_tool(WEB_SEARCH, args, session_id, timeout=1, client=client)
 
     took = time.time() - started
-    [warning] = [r for r in caplog.records if r.name == submit_task.log.name]
+    [warning] = [r for r in caplog.records if r.name == _tool_call.log.name]
     assert warning.levelno == logging.WARNING
     assert "is `python worker.py` running" in warning.getMessage()
     assert server.url in warning.getMessage()
@@ -93,7 +94,7 @@ def test_blocking_submit_is_safe_from_many_threads_at_once(
     # What a user's sync tool does when the model asks for many tools at once: Pydantic AI runs
     # each in a thread, and each calls the process's one blocking client.
     monkeypatch.setenv("NEXUM_URL", server.url)
-    monkeypatch.setattr(submit_task, "_sync_client", None)
+    monkeypatch.setattr(_tool_call, "_sync_client", None)
     queries = [f"threads {session_id} {i}" for i in range(KEYS)]
     asked = queries + queries
     together = threading.Barrier(THREADS, timeout=30)
@@ -107,8 +108,8 @@ def test_blocking_submit_is_safe_from_many_threads_at_once(
         with ThreadPoolExecutor(THREADS) as pool:
             answers = list(pool.map(ask, asked, timeout=90))
     finally:
-        if submit_task._sync_client is not None:
-            submit_task._sync_client.close()
+        if _tool_call._sync_client is not None:
+            _tool_call._sync_client.close()
 
     for query, answer in zip(asked, answers, strict=True):
         assert [hit["url"] for hit in json.loads(answer)] == [r["url"] for r in search_results(query, web.url)[:5]]

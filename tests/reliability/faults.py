@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from nexum_server.client import NexumClient
 from nexum_server.models import Execution, WorkflowRef
 from nexum_devtools.web import WebFixture
-from workflow import IR, VERSION_HASH, WORKFLOW_ID, tool_call_key
+from workflow import IR, VERSION_HASH, WORKFLOW_ID
 
 T = TypeVar("T")
 
@@ -57,8 +57,10 @@ async def ahits(web: WebFixture, path: str) -> int:
 
 async def executions_of(client: NexumClient, session_id: str, tool_name: str,
                         tool_args: dict[str, Any]) -> list[Execution]:
-    """Every execution, live or not, of one tool call in one session."""
-    return await client.list(session_id, key=tool_call_key(tool_name, tool_args), limit=1000)
+    """Every execution, live or not, of one tool call in one session (an agent run's, or a lone call's)."""
+    listed = await client.list(session_id, limit=1000)
+    return [e for e in listed if e.workflow_id == WORKFLOW_ID and e.input.get("tool_name") == tool_name
+            and e.input.get("tool_args") == tool_args]
 
 
 async def register(client: NexumClient) -> None:

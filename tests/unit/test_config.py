@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from nexum_server.config import AgentSettings, ClientSettings, Settings, ToolSettings
+from nexum_research.settings import AgentSettings, ToolSettings
+from nexum_server.config import ClientSettings, Settings
 from nexum_server.errors import ConfigError
 
 

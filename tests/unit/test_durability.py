@@ -1,7 +1,8 @@
 """The keys of durable units: the same in every process for the same work, different for other work.
 
-A model request's key is computed from what the model is sent (`model_request_projection`): these
-tests capture exactly that with a `FunctionModel` and compare keys across runs and processes.
+A model request's key is computed from what the model is sent (`model_request_key`, a hash chain over
+the history): these tests capture exactly that with a `FunctionModel` and compare keys across runs
+and processes. The projections are documented in `nexum_pydantic_ai/_keys.py`.
 """
 
 from __future__ import annotations
@@ -18,8 +19,17 @@ from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCall
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.toolsets import FunctionToolset
 
-from durability import NexumDurability, model_request_projection, tool_call_projection
-from workflow import tool_call_key, unit_key
+from nexum_pydantic_ai import NexumDurability
+from nexum_pydantic_ai._keys import MessageChain, RunIdentity, model_request_key, tool_call_key
+from workflow import tool_call_key as standalone_key
+
+
+def _model_key(messages: list[ModelMessage], model: str = "m", run: RunIdentity = RunIdentity("a"),
+               chain: MessageChain | None = None, settings: Any = None, parameters: Any = None) -> str:
+    from pydantic_ai.models import ModelRequestParameters
+
+    return model_request_key(run, chain or MessageChain(), model, messages, settings,
+                             parameters or ModelRequestParameters())
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,10 +45,11 @@ def keys_of_a_run(prompt: str = "What is durable execution?", instructions: str 
     lookup.__doc__ = tool_doc
     toolset.add_function(lookup)
     keys: list[str] = []
+    chain = MessageChain()
 
     async def scripted(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
-        keys.append(unit_key(model_request_projection(model_name, messages, info.model_settings,
-                                                      info.model_request_parameters)))
+        keys.append(_model_key(messages, model_name, chain=chain, settings=info.model_settings,
+                               parameters=info.model_request_parameters))
         if len(messages) == 1:  # a generated tool-call id, different in every run
             return ModelResponse(parts=[ToolCallPart("lookup", {"topic": "leases"})])
         return ModelResponse(parts=[TextPart("done")])
@@ -73,13 +84,28 @@ def test_an_edited_prompt_instructions_tool_or_model_gives_other_keys() -> None:
         assert edited[1] != base[1], edit
 
 
-def test_a_tool_call_key_covers_name_arguments_and_occurrence() -> None:
-    first = unit_key(tool_call_projection("lookup", {"topic": "a", "n": 1}, 0))
-    assert first == unit_key(tool_call_projection("lookup", {"n": 1, "topic": "a"}, 0))  # key order is moot
-    assert first != unit_key(tool_call_projection("lookup", {"topic": "a", "n": 1}, 1))
-    assert first != unit_key(tool_call_projection("lookup", {"topic": "b", "n": 1}, 0))
-    assert tool_call_key("web_search", {"query": "q"}) != tool_call_key("web_search", {"query": "q"}, 1)
-    assert len(first) == 64 and int(first, 16) >= 0
+def test_a_tool_call_key_covers_its_place_name_arguments_agent_deps_and_approval() -> None:
+    from pydantic_ai.messages import ModelRequest, UserPromptPart
+
+    history = [ModelRequest(parts=[UserPromptPart("q")]),
+               ModelResponse(parts=[ToolCallPart("lookup", {"topic": "a"}, tool_call_id="x1"),
+                                    ToolCallPart("lookup", {"topic": "a"}, tool_call_id="x2")])]
+
+    def key(args: dict[str, Any] | None = None, call: str = "x1", run: RunIdentity = RunIdentity("a"),
+            approved: bool = False, messages: list[ModelMessage] = history) -> str:
+        return tool_call_key(run, MessageChain(), "tools", "lookup", args or {"topic": "a"}, messages, call, approved)
+
+    first = key()
+    assert len(first) == 64 and first == key()
+    assert first != key(call="x2")  # the second identical call of a response is its own unit
+    assert first != key({"topic": "b"})
+    assert first != key(run=RunIdentity("another-agent"))
+    assert first != key(run=RunIdentity("a", deps={"user": "bob"}))
+    assert first != key(run=RunIdentity("a", metadata={"tenant": 2}))
+    assert first != key(approved=True)  # the approval run's call runs once, not the recorded ApprovalRequired
+    turn_two = [*history, ModelRequest(parts=[UserPromptPart("again")]), history[1]]
+    assert first != key(messages=turn_two)  # a later turn's call is another unit
+    assert standalone_key("web_search", {"query": "q"}) != standalone_key("web_search", {"query": "q"}, 1)
 
 
 def test_outside_a_session_the_capability_changes_nothing() -> None:
@@ -110,7 +136,6 @@ def test_a_mistyped_tool_or_bad_arguments_fail_at_submission_naming_the_tools() 
 
 def test_parallel_tool_results_give_the_same_key_whatever_order_they_finished_in() -> None:
     from pydantic_ai.messages import ModelRequest, ToolReturnPart, UserPromptPart
-    from pydantic_ai.models import ModelRequestParameters
 
     calls = ModelResponse(parts=[ToolCallPart("lookup", {"topic": t}, tool_call_id=f"id-{t}") for t in "abc"])
     returns = {t: ToolReturnPart("lookup", f"notes on {t}", tool_call_id=f"id-{t}") for t in "abc"}
@@ -118,10 +143,24 @@ def test_parallel_tool_results_give_the_same_key_whatever_order_they_finished_in
     def key(order: str) -> str:
         history = [ModelRequest(parts=[UserPromptPart("q")]), calls,
                    ModelRequest(parts=[returns[t] for t in order])]
-        return unit_key(model_request_projection("m", history, None, ModelRequestParameters()))
+        return _model_key(history)
 
     assert key("abc") == key("cab") == key("bca")
     other = [ModelRequest(parts=[UserPromptPart("q")]), calls,
              ModelRequest(parts=[ToolReturnPart("lookup", "other notes", tool_call_id="id-a"),
                                  returns["b"], returns["c"]])]
-    assert unit_key(model_request_projection("m", other, None, ModelRequestParameters())) != key("abc")
+    assert _model_key(other) != key("abc")
+
+
+def test_the_chain_hashes_each_message_once_and_gives_the_keys_a_fresh_hash_gives() -> None:
+    from pydantic_ai.messages import ModelRequest, UserPromptPart
+
+    history: list[ModelMessage] = [ModelRequest(parts=[UserPromptPart("q")])]
+    chain = MessageChain()
+    for step in range(30):
+        history.append(ModelResponse(parts=[TextPart(f"step {step}")]))
+        history.append(ModelRequest(parts=[UserPromptPart(f"more {step}")]))
+        assert _model_key(history, chain=chain) == _model_key(history)
+    assert len(chain._messages) == len(history)
+    other = [ModelRequest(parts=[UserPromptPart("another run")])]
+    assert _model_key(other, chain=chain) == _model_key(other)  # a history that is no extension starts afresh

@@ -11,7 +11,7 @@ from pydantic_ai import Agent, ModelRetry, models
 from pydantic_ai.exceptions import UserError
 from pydantic_ai.messages import ModelResponse, ToolCallPart
 
-from offline_model import OFFLINE_LABEL, default_plan, offline_model, planned_model
+from nexum_research.offline_model import OFFLINE_LABEL, default_plan, offline_model, planned_model
 from workflow import VISIT_WEBPAGE, WEB_SEARCH
 
 BASE_URL = "http://127.0.0.1:8765"

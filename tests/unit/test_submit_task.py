@@ -73,7 +73,7 @@ async def test_a_cached_call_is_one_request() -> None:
     body = server.body(0)
     assert body["key"] == KEY
     assert (body["workflow_id"], body["version_hash"], body["session_id"]) == (WORKFLOW_ID, VERSION_HASH, SESSION)
-    assert body["input"] == {"tool_name": WEB_SEARCH, "tool_args": ARGS}
+    assert body["input"] == {"tool_name": WEB_SEARCH, "tool_args": ARGS, "toolset_id": "research"}
     assert body["wait"] > 0
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from worker import _calls, _short
+from nexum_pydantic_ai.worker import _calls, _short
 
 
 def test_long_arguments_lose_their_middle_so_urls_stay_apart() -> None:

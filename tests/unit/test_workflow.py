@@ -42,13 +42,13 @@ def test_key_is_the_full_sha256_hex_digest() -> None:
 
 
 def test_key_matches_a_hand_computed_sha256() -> None:
-    expected = hashlib.sha256(b'web_search{"a":1,"b":2}').hexdigest()
+    expected = hashlib.sha256(b'["call",2,"research","web_search",{"a":1,"b":2},0]').hexdigest()
     assert tool_call_key("web_search", {"b": 2, "a": 1}) == expected
 
 
 def test_canonical_json_keeps_non_ascii_text() -> None:
     assert canonical_json({"q": "café ⚡"}) == '{"q":"café ⚡"}'
-    assert tool_call_key("t", {"q": "café"}) == hashlib.sha256('t{"q":"café"}'.encode()).hexdigest()
+    assert tool_call_key("t", {"q": "café"}) == hashlib.sha256('["call",2,"research","t",{"q":"café"},0]'.encode()).hexdigest()
 
 
 def test_version_hash_is_sha256_of_the_canonical_ir() -> None:

@@ -2,8 +2,8 @@
 
 Both wrap tools shipped with Pydantic AI: `DuckDuckGoSearchTool` (or SearXNG's JSON API) for
 search, and `WebFetchLocalTool` for pages, whose `safe_download` refuses private and local
-addresses, redirects included, because the URL is chosen by a language model. The worker runs
-them through `run_tool`; the benchmark's plain agent registers them directly.
+addresses, redirects included, because the URL is chosen by a language model. Both are marked
+`RUN_IN_WORKER`: `python worker.py` serves `TOOLSET`; the benchmark's plain agent registers it directly.
 
 Every failure becomes one of:
 
@@ -39,24 +39,16 @@ from pydantic_ai.exceptions import ModelRetry
 from pydantic_ai.messages import BinaryContent
 from pydantic_ai.toolsets import FunctionToolset
 
-from nexum_server.config import ENV_FILE, ToolSettings
-from workflow import TOOL_NAMES
+from nexum_pydantic_ai import RUN_IN_WORKER, PermanentToolError, ToolCallInput, ToolError, TransientToolError
+from nexum_pydantic_ai.worker import Toolsets
+from nexum_server.config import ENV_FILE
+
+from . import TOOL_NAMES, VISIT_WEBPAGE, WEB_SEARCH
+from .settings import ToolSettings
 
 T = TypeVar("T")
 DEFAULT_SEARCH_RESULTS = 5
 MAX_SEARCH_RESULTS = 20
-
-
-class ToolError(Exception):
-    """A tool call failed; the subclass says whether trying again can help."""
-
-
-class TransientToolError(ToolError):
-    """The same call may succeed later."""
-
-
-class PermanentToolError(ToolError):
-    """The same call will fail the same way."""
 
 
 Query = Annotated[str, Field(min_length=1)]
@@ -91,12 +83,10 @@ class _SearxngPage(BaseModel):
 
 _SEARCH_RESULTS = TypeAdapter(list[SearchResult])
 
-RUN_IN_WORKER = {"nexum": {"run": "worker"}}
-"""Tool metadata: the call is submitted to the Nexum server and run by `worker.py`, not in the agent."""
 TOOLSET: FunctionToolset[Any] = FunctionToolset(id="research", docstring_format="google",
                                                  require_parameter_descriptions=True)
 """The research tools, declared once: the model sees these signatures, bounds and docstrings, and
-the worker validates and runs calls with the same functions (`run_tool`)."""
+the worker validates and runs calls with the same functions."""
 
 ddgs_client_factory: Callable[[], Any] = DDGS
 """Makes the DuckDuckGo client (anything with `.text(query, max_results=...)`) per search; tests replace it."""
@@ -236,15 +226,12 @@ async def visit_webpage(url: Url) -> str:
     return f"# {page['title'] or url}\n\nURL: {url}\n\n{page['content']}"
 
 
-assert set(TOOLSET.tools) == set(TOOL_NAMES), "workflow.TOOL_NAMES names every tool of TOOLSET"
+assert set(TOOLSET.tools) == set(TOOL_NAMES) == {WEB_SEARCH, VISIT_WEBPAGE}, "TOOL_NAMES names every tool"
+_RUNTIME = Toolsets([TOOLSET])
 
 
 def check_tool_args(tool_name: str, tool_args: dict[str, Any]) -> dict[str, Any]:
-    """The arguments as the tool's own schema validates them; `PermanentToolError` names what is wrong.
-
-    The same validator Pydantic AI runs before calling the tool, so the model, the submitter and
-    the worker all hold a call to one schema: the one built from the tool's signature.
-    """
+    """The arguments as the tool's own schema validates them; `PermanentToolError` names what is wrong."""
     tool = TOOLSET.tools.get(tool_name)
     if tool is None:
         raise PermanentToolError(f"unknown tool {tool_name!r}; the tools are: {', '.join(TOOL_NAMES)}")
@@ -255,11 +242,10 @@ def check_tool_args(tool_name: str, tool_args: dict[str, Any]) -> dict[str, Any]
         raise PermanentToolError(f"bad arguments for {tool_name}: {problems}") from e
 
 
-async def run_tool(tool_name: str, tool_args: dict[str, Any]) -> str:
-    """Run the tool `tool_name` with the model's arguments; every failure is raised as a `ToolError`."""
-    args = check_tool_args(tool_name, tool_args)
+async def run_tool(tool_name: str, tool_args: dict[str, Any]) -> Any:
+    """Run one research tool here, as the worker would (validated, failures as `ToolError`s)."""
     with _as_tool_errors():
-        return await TOOLSET.tools[tool_name].function(**args)
+        return await _RUNTIME.run(ToolCallInput(tool_name=tool_name, tool_args=tool_args, toolset_id=TOOLSET.id))
 
 
 @contextmanager
@@ -288,7 +274,7 @@ def classify_error(exc: BaseException) -> ToolError:
         # Only explicit chaining (`raise ... from`): an implicit `__context__` is whatever happened to
         # be handled nearby, e.g. the ValueError of ip_address() behind every DNS lookup.
         cause = cause.__cause__
-    message = (str(exc) or type(exc).__name__).splitlines()[0].rstrip(": ")
+    message = "; ".join(line.strip() for line in (str(exc) or type(exc).__name__).splitlines()[:3]).rstrip(": ")
     for cause in reversed(chain):
         if verdict := _verdict(cause):
             kind, reason = verdict

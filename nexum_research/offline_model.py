@@ -38,7 +38,7 @@ from pydantic_ai.messages import (
 )
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from workflow import VISIT_WEBPAGE, WEB_SEARCH
+from . import VISIT_WEBPAGE, WEB_SEARCH
 
 OFFLINE_MODEL_NAME = "offline"
 SEARCH_WORDINGS = ("{} explained", "{} overview", "about {}", "{} in practice", "{} guide", "{} basics",

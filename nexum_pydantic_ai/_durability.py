@@ -1,0 +1,483 @@
+"""`NexumDurability`: an agent's runs journaled in a Nexum session, unit by unit.
+
+Each model request, tool call and tool listing (dynamic and MCP toolsets) of a run in a session is
+one execution of the session on the Nexum server, keyed as `_keys.py` describes. A completed unit
+comes back from the store with nothing run again; a missing one runs and is recorded. So a resumed
+run asks the model only what it never answered, and runs no tool twice that had finished.
+
+A session has one live run per process. A run takes its session when it starts and holds a presence
+connection while it lives; a run of another process (or a later one) takes it over at once:
+- if the old run's process is gone, what it held is claimable at once (no lease is waited out) and
+  a late report from it is refused;
+- if the old run is still alive, it finishes the unit it is in and then stops with `SessionTakenOver`.
+Runs started while a run of the same session is live in the same process (an agent used as a tool,
+two agents under `asyncio.gather`) join it: their units are keyed under their own agent's name.
+Each unit keeps exactly one recorded result; one interrupted mid-flight runs again (at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic_ai.durable_exec import (
+    JSON_CODEC,
+    BaseDurabilityCapability,
+    CallableOperationBackend,
+    DurabilityEngineSpec,
+    DurableOperationBackend,
+    DurableOperationId,
+    JournalOperationNamer,
+    ModelRequestId,
+    RoleBasedOperationConfig,
+    ToolsetCallToolId,
+    ToolsetGetInstructionsId,
+    ToolsetGetToolsId,
+)
+from pydantic_ai.exceptions import UserError
+from pydantic_ai.models import Model
+from pydantic_ai.tools import AgentDepsT, RunContext
+from pydantic_core import PydanticSerializationError
+
+from nexum_server.client import NexumClient, reconnecting
+from nexum_server.errors import RequestRejected, ServerUnavailable, SessionTakenOver, WaitTimeout
+from nexum_server.models import Execution, SessionRunInfo, Status, Task
+
+from ._keys import MessageChain, RunIdentity, jsonable, model_request_key, tool_call_key, tool_listing_key, warm_up
+from ._protocol import AGENT_IR, AGENT_VERSION_HASH, AGENT_WORKFLOW_ID
+from ._tool_call import DEFAULT_TIMEOUT, ran_seconds, shared_client
+
+log = logging.getLogger("nexum.durability")
+
+HOLD_SECONDS = 30.0
+"""How long one start asks the server to hold it while another holder runs the unit."""
+PRESENCE_RETRY_SECONDS = 0.1
+"""First pause before holding the presence connection again after the server let go of it."""
+TOO_LARGE = "too large to store"
+"""Begins the recorded reason of a unit whose result the server refused: a resume does not repeat it."""
+
+UnitKind = Literal["model", "tool"]
+
+
+@dataclass(frozen=True)
+class UnitEvent:
+    """One unit of a run, as it ended: what `on_unit` receives."""
+
+    kind: UnitKind
+    name: str
+    """The model's name, or the tool's."""
+    args: dict[str, Any] | None
+    """A tool call's arguments; None for a model request."""
+    cached: bool
+    """Served from the store: nothing ran."""
+    seconds: float
+    """Wall time of this unit in this run."""
+    saved_seconds: float = 0.0
+    """For a cached unit: how long it took when it ran."""
+    tokens: int = 0
+    """For a model request: the tokens of its response's usage (replayed ones were not spent again)."""
+    error: str | None = None
+    """Why the unit failed (a tool call that used up its attempts), else None."""
+    execution: Execution | None = None
+    """The unit's stored execution (its id, attempts, timings and result)."""
+
+
+@dataclass
+class RunStats:
+    """What a run replayed and what it ran; `NexumDurability.last_stats` after each run."""
+
+    model_replayed: int = 0
+    model_made: int = 0
+    tools_replayed: int = 0
+    tools_run: int = 0
+    tools_failed: int = 0
+    tokens_saved: int = 0
+    seconds_saved: float = 0.0
+    model_seconds_saved: float = 0.0
+    """Of `seconds_saved`, what model requests took when they ran."""
+
+    def add(self, event: UnitEvent) -> None:
+        if event.kind == "model":
+            self.model_replayed += event.cached
+            self.model_made += not event.cached
+            self.model_seconds_saved += event.saved_seconds if event.cached else 0.0
+        elif event.error is not None:
+            self.tools_failed += 1
+        else:
+            self.tools_replayed += event.cached
+            self.tools_run += not event.cached
+        if event.cached:
+            self.tokens_saved += event.tokens
+            self.seconds_saved += event.saved_seconds
+
+
+@dataclass
+class _Hold:
+    """A session this process holds: shared by every run of the session that is live in it."""
+
+    info: SessionRunInfo
+    client: NexumClient
+    runs: int = 1
+    lost: bool = False
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+@dataclass
+class Run:
+    """One agent run in a session: its identity, its message chain and its figures."""
+
+    hold: _Hold
+    identity: RunIdentity
+    on_unit: Callable[[UnitEvent], None] | None
+    stats: RunStats = field(default_factory=RunStats)
+    chain: MessageChain = field(default_factory=MessageChain)
+
+    @property
+    def session(self) -> SessionRunInfo:
+        return self.hold.info
+
+    @property
+    def client(self) -> NexumClient:
+        return self.hold.client
+
+    def report(self, event: UnitEvent) -> None:
+        self.stats.add(event)
+        if self.on_unit is not None:
+            self.on_unit(event)
+
+
+_RUN: ContextVar[Run | None] = ContextVar("nexum_run", default=None)
+_HOLDS: dict[tuple[int, str], _Hold] = {}
+"""The sessions live in this process, by (event loop, session id)."""
+
+
+def current_run() -> Run | None:
+    """The Nexum run the calling code is part of, if any."""
+    return _RUN.get()
+
+
+def model_label(model: Model | str | None) -> str:
+    if isinstance(model, Model):
+        return f"{model.system}:{model.model_name}"
+    return model or "default"
+
+
+# --- running one unit --------------------------------------------------------------------------------
+
+
+async def _start(run: Run, key: str, input: Any, deadline: float) -> Execution:
+    client, session = run.client, run.session
+
+    async def start() -> Execution:
+        try:
+            return await client.start(AGENT_WORKFLOW_ID, AGENT_VERSION_HASH, session.session_id, key, input,
+                                      wait=HOLD_SECONDS, run_token=session.run_token)
+        except RequestRejected as e:
+            if e.error_code == "session_taken_over":
+                raise SessionTakenOver(str(e)) from e
+            if e.error_code != "workflow_not_found":
+                raise
+            await client.register_workflow(AGENT_WORKFLOW_ID, AGENT_VERSION_HASH, AGENT_IR)
+            return await start()
+
+    return await reconnecting(start, deadline)
+
+
+async def _heartbeat(client: NexumClient, task: Task, every: float) -> None:
+    """Keep the lease of a unit the run is running; a server away for a while is waited out."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await client.heartbeat(task)
+        except ServerUnavailable as e:
+            log.debug("heartbeat failed, the server is away: %s", e)
+        except RequestRejected:
+            return  # the lease is over: the report will say so
+
+
+async def run_unit(run: Run, key: str, input: Any, body: Callable[[], Awaitable[object]],
+                   timeout: float = DEFAULT_TIMEOUT) -> tuple[object, Execution, bool]:
+    """The unit's recorded payload: from the store, or by running `body` and recording it.
+
+    Returns the payload, its execution and whether it came from the store (this run ran nothing).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        execution = await _start(run, key, input, deadline)
+        if execution.status is Status.COMPLETED:
+            # Recorded before, or just now by another holder this start waited for: either way this
+            # run did not run it (and asked no model), so it counts as replayed.
+            return execution.result, execution, True
+        if execution.status is Status.FAILED and (execution.error or "").startswith(TOO_LARGE):
+            raise UserError(f"unit {execution.id} cannot be recorded: {execution.error}")
+        if execution.claimed is not None:
+            break
+        # Another holder runs it (the server held this start up to HOLD_SECONDS), or its attempt
+        # ended FAILED, CANCELLED or back to PENDING: start again, which claims or creates anew.
+        if time.monotonic() >= deadline:
+            raise WaitTimeout(f"execution {execution.id} is still held by {execution.worker_id} after "
+                              f"{timeout:g} s; it stays on the server, resume the session to try again")
+    task = execution.claimed
+    beat = asyncio.create_task(_heartbeat(run.client, task, run.session.lease_seconds / 3))
+    try:
+        payload = await body()
+    except Exception as e:
+        beat.cancel()
+        with contextlib.suppress(Exception):
+            await run.client.fail(task, f"{type(e).__name__}: {e}", retryable=False)
+        raise
+    finally:
+        beat.cancel()
+    try:
+        done = await run.client.complete(task, payload)
+    except RequestRejected as e:
+        if e.status == 409:
+            raise SessionTakenOver(f"this run's result for {key[:12]}… was discarded: {e}") from e
+        if e.status in (413, 422):
+            # Sending it again cannot make it fit: record why, so that a resume does not run it again.
+            reason = f"{TOO_LARGE}: {e}"
+            with contextlib.suppress(Exception):
+                await run.client.fail(task, reason, retryable=False)
+            raise UserError(f"unit {execution.id} ({input.get('unit')}) cannot be recorded: {reason}; "
+                            "return something smaller (or raise the server's NEXUM_MAX_BODY_BYTES)") from e
+        raise
+    return payload, done, False
+
+
+# --- the backend --------------------------------------------------------------------------------------
+
+
+class NexumBackend(CallableOperationBackend[dict[str, Any]]):
+    """Runs each model request, tool listing and in-process tool call as one keyed execution."""
+
+    def __init__(self, capability: NexumDurability[Any]) -> None:
+        config = RoleBasedOperationConfig[dict[str, Any]](model={}, event={}, capability={}, tool={})
+        super().__init__(namer=JournalOperationNamer(capability.name), config=config)
+        self._capability = capability
+
+    async def execute(self, *, operation_id: DurableOperationId, name: str, body: Callable[[], Awaitable[object]],
+                      cache_key: tuple[object, ...], config: dict[str, Any]) -> object:
+        run = _RUN.get()
+        if run is None:
+            return await body()
+        started = time.perf_counter()
+        if isinstance(operation_id, ModelRequestId):
+            model_id, messages, settings, parameters = cache_key[:4]
+            label = model_label(self._capability.model_for(model_id))
+            key = model_request_key(run.identity, run.chain, label, messages, settings, parameters)  # type: ignore[arg-type]
+            input = {"unit": "model_request", "model": label, "messages": len(messages),  # type: ignore[arg-type]
+                     "agent": run.identity.agent}
+            payload, execution, cached = await run_unit(run, key, input, body)
+            usage = payload.get("usage", {}) if isinstance(payload, dict) else {}
+            run.report(UnitEvent("model", label, None, cached, time.perf_counter() - started,
+                                 ran_seconds(execution) if cached else 0.0,
+                                 tokens=usage.get("input_tokens", 0) + usage.get("output_tokens", 0),
+                                 execution=execution))
+            return payload
+        if isinstance(operation_id, ToolsetGetToolsId | ToolsetGetInstructionsId):
+            ctx = cache_key[0]
+            assert isinstance(ctx, RunContext)
+            what = "tools" if isinstance(operation_id, ToolsetGetToolsId) else "instructions"
+            key = tool_listing_key(run.identity, run.chain, operation_id.toolset_id, ctx.messages, ctx.run_step, what)
+            input = {"unit": f"list_{what}", "toolset_id": operation_id.toolset_id, "agent": run.identity.agent}
+            payload, _, _ = await run_unit(run, key, input, body)
+            return payload
+        if isinstance(operation_id, ToolsetCallToolId):
+            tool_name, tool_args, ctx = str(cache_key[0]), dict(cache_key[1]), cache_key[2]  # type: ignore[call-overload]
+            assert isinstance(ctx, RunContext)
+            key = tool_call_key(run.identity, run.chain, operation_id.toolset_id, tool_name, tool_args,
+                                ctx.messages, ctx.tool_call_id, ctx.tool_call_approved)
+            input = {"unit": "tool_call", "tool_name": tool_name, "tool_args": tool_args,
+                     "toolset_id": operation_id.toolset_id, "agent": run.identity.agent}
+            payload, execution, cached = await run_unit(run, key, input, _storable(body, tool_name))
+            run.report(UnitEvent("tool", tool_name, tool_args, cached, time.perf_counter() - started,
+                                 ran_seconds(execution) if cached else 0.0, execution=execution))
+            return payload
+        # Argument validation, event handlers, capability operations: deterministic work of the run.
+        return await body()
+
+
+def _storable(body: Callable[[], Awaitable[object]], tool_name: str) -> Callable[[], Awaitable[object]]:
+    async def guarded() -> object:
+        try:
+            return await body()
+        except PydanticSerializationError as e:
+            raise UserError(f"tool {tool_name!r} returned a value that cannot be stored as JSON ({e}); return "
+                            "text, numbers, lists, dicts, dataclasses or Pydantic models instead") from e
+    return guarded
+
+
+# --- the capability ---------------------------------------------------------------------------------
+
+
+class NexumDurability(BaseDurabilityCapability[AgentDepsT]):
+    """Makes an agent's runs durable in a Nexum session: model requests and tool calls are journaled.
+
+        agent = Agent(model, name="research", toolsets=[WorkerToolset(TOOLSET)],
+                      capabilities=[NexumDurability(session_id="abc")])
+
+    Args:
+        session_id: The session the runs belong to; `None` leaves the agent as it is.
+        url: The Nexum server (default: `NEXUM_URL`, else http://127.0.0.1:50051).
+        client: A client to use instead of one made from `url`.
+        on_unit: Called with a `UnitEvent` as each model request and tool call ends.
+        name: Names the agent's units (and is part of their keys); defaults to the agent's `name`.
+        models: Other models the run may switch to, by id (as for every durable engine).
+        event_stream_handler: Receives the run's events; a replayed model request streams nothing.
+        deps_key: What identifies the run's deps in unit keys, when the deps are not JSON data
+            (a client, a connection): e.g. `lambda deps: deps.tenant_id`.
+    """
+
+    engine_spec = DurabilityEngineSpec(
+        engine_name="Nexum",
+        durable_unit_noun="execution",
+        durable_container_noun="session",
+        codec=JSON_CODEC,
+        wrapped_toolset_kinds=frozenset({"function", "dynamic", "mcp"}),
+        toolset_lifecycles={"function": "enter-always", "dynamic": "enter-never", "mcp": "enter-in-durable-unit"},
+        unsupported_runtime_toolset_kinds=frozenset({"function", "mcp", "dynamic"}),
+        tool_call_result_upgrade_lenient=True,
+        journal_discovery=True,
+        sequential_tools_in_durable_context=False,
+        tool_config_key="nexum",
+    )
+
+    def __init__(self, *, session_id: str | None, url: str | None = None, client: NexumClient | None = None,
+                 on_unit: Callable[[UnitEvent], None] | None = None, name: str | None = None,
+                 models: dict[str, Model] | None = None, event_stream_handler: Any = None,
+                 deps_key: Callable[[Any], Any] | None = None) -> None:
+        super().__init__(models=models, name=name, event_stream_handler=event_stream_handler)
+        self.session_id = session_id
+        self.url = url
+        self.client = client
+        self.on_unit = on_unit
+        self.deps_key = deps_key
+        # Shared with the copy the agent binds, so the caller's object sees its runs' figures.
+        self._last_stats: list[RunStats | None] = [None]
+        self._run_numbers: dict[str, int] = {}
+
+    @property
+    def last_stats(self) -> RunStats | None:
+        """What the last run in a session replayed and ran."""
+        return self._last_stats[0]
+
+    @property
+    def in_durable_context(self) -> bool:
+        return self.session_id is not None
+
+    def get_durable_operation_backend(self) -> DurableOperationBackend[dict[str, Any]]:
+        return NexumBackend(self)
+
+    def get_default_run_id(self) -> str | None:
+        # Numbered per session in the order this process starts runs, so a re-run of the same script
+        # gives its runs the ids they had, and replayed messages carry them.
+        if self.session_id is None:
+            return None
+        number = self._run_numbers[self.session_id] = self._run_numbers.get(self.session_id, 0) + 1
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"nexum:{self.session_id}:{self.name}:{number}"))
+
+    def model_for(self, model_id: object) -> Model | str | None:
+        """The model a request names: a registered one, a model string, or the agent's own."""
+        if isinstance(model_id, str):
+            return self._extra_models.get(model_id, model_id)
+        return self.agent.model if self.agent is not None else None  # type: ignore[return-value]
+
+    def identity(self, ctx: RunContext[Any]) -> RunIdentity:
+        """What tells this run apart from other runs of the session with the same messages."""
+        deps = self.deps_key(ctx.deps) if self.deps_key is not None else ctx.deps
+        return RunIdentity(agent=self.name or "agent", deps=jsonable(deps, "the run's deps"),
+                           metadata=jsonable(ctx.metadata, "the run's metadata"))
+
+    async def wrap_run(self, ctx: RunContext[AgentDepsT], *, handler: Any) -> Any:
+        if self.session_id is None:
+            return await handler()
+        identity = self.identity(ctx)
+        async with self._session_hold() as hold:
+            run = Run(hold, identity, self.on_unit)
+            token = _RUN.set(run)
+            try:
+                return await super().wrap_run(ctx, handler=handler)
+            finally:
+                _RUN.reset(token)
+                self._last_stats[0] = run.stats
+
+    @contextlib.asynccontextmanager
+    async def _session_hold(self) -> AsyncIterator[_Hold]:
+        """The process's hold on the session: taken by the first live run, joined by the others."""
+        assert self.session_id is not None
+        slot = (id(asyncio.get_running_loop()), self.session_id)
+        hold = _HOLDS.get(slot)
+        if hold is not None and not hold.lost:
+            hold.runs += 1
+            try:
+                yield hold
+            finally:
+                hold.runs -= 1
+            return
+        owned = self.client is None and self.url is not None
+        client = self.client or (NexumClient(self.url) if owned else shared_client())
+        holder = f"pid {os.getpid()} on {socket.gethostname()}"
+        take = lambda: client.take_session(self.session_id, holder)  # noqa: E731
+        info = await reconnecting(take, time.monotonic() + DEFAULT_TIMEOUT)
+        warm_up()
+        if info.previous_holder:
+            log.warning("took session %s over from a run still live (%s); that run stops at its next unit",
+                        self.session_id, info.previous_holder)
+        hold = _HOLDS[slot] = _Hold(info, client)
+        hold.tasks = [asyncio.create_task(_renew(hold)), asyncio.create_task(_presence(hold))]
+        try:
+            yield hold
+        finally:
+            hold.runs -= 1
+            if _HOLDS.get(slot) is hold:
+                del _HOLDS[slot]
+            for task in hold.tasks:
+                task.cancel()
+            if not hold.lost:
+                with contextlib.suppress(Exception):
+                    await client.end_session_run(info)
+            if owned:
+                await client.aclose()
+
+
+async def _presence(hold: _Hold) -> None:
+    """Hold the run's presence connection for as long as the run lives, across server restarts."""
+    pause = PRESENCE_RETRY_SECONDS
+    while True:
+        try:
+            await hold.client.hold_presence(hold.info)
+            pause = PRESENCE_RETRY_SECONDS
+        except RequestRejected:
+            return  # another run took the session: this one has nothing left to hold
+        except ServerUnavailable as e:  # the server is away: hold again once it is back
+            log.debug("presence connection lost: %s", e)
+            pause = min(pause * 2, 2.0)
+        except Exception:
+            log.warning("holding the run's presence failed; trying again", exc_info=True)
+            pause = min(pause * 2, 2.0)
+        await asyncio.sleep(pause)
+
+
+async def _renew(hold: _Hold) -> None:
+    """Keep the session lease. Once another run took the session this one is not cut short mid-unit
+    (it finishes what it holds); its next start is refused instead."""
+    while True:
+        await asyncio.sleep(hold.info.lease_seconds / 3)
+        try:
+            await hold.client.renew_session(hold.info)
+        except RequestRejected as e:
+            if e.error_code == "session_taken_over":
+                hold.lost = True
+                return
+            log.warning("renewing the session run failed: %s", e)
+        except ServerUnavailable as e:  # the server is away: the run's own calls wait it out
+            log.debug("session renewal failed: %s", e)
