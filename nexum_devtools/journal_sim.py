@@ -2,7 +2,8 @@
 
 Each turn the model is sent the whole history so far and answers with one tool call; the tool
 returns `result_bytes` of text. `conversation(turns)` yields, per model request, the messages it
-was sent (Pydantic AI's JSON shape, trimmed to what matters here) and the ones new since the last.
+was sent (Pydantic AI's JSON shape, trimmed to what matters here) and the ones new since the last;
+runs with different `tag`s share no message.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from typing import Any
 from nexum_server.journal import message_hash
 
 
-def _request(turn: int, result_bytes: int) -> dict[str, Any]:
+def _request(turn: int, result_bytes: int, tag: str) -> dict[str, Any]:
     if turn == 0:
         return {"kind": "request", "instructions": "You are a research assistant.",
-                "parts": [{"part_kind": "user-prompt", "content": "What is durable execution?"}]}
-    text = (f"result {turn} " + "lorem ipsum dolor sit amet " * (result_bytes // 27 + 1))[:result_bytes]
+                "parts": [{"part_kind": "user-prompt", "content": f"What is durable execution? {tag}"}]}
+    text = (f"result {turn} {tag} " + "lorem ipsum dolor sit amet " * (result_bytes // 27 + 1))[:result_bytes]
     return {"kind": "request", "parts": [{"part_kind": "tool-return", "tool_name": "visit_webpage",
                                           "tool_call_id": f"call-{turn}", "content": text}]}
 
@@ -30,11 +31,11 @@ def _response(turn: int) -> dict[str, Any]:
             "usage": {"input_tokens": 100 * (turn + 1), "output_tokens": 20}}
 
 
-def conversation(turns: int, result_bytes: int = 4096) -> Iterator[tuple[list[Any], list[Any], Any]]:
+def conversation(turns: int, result_bytes: int = 4096, tag: str = "") -> Iterator[tuple[list[Any], list[Any], Any]]:
     """(history sent, messages new since the previous request, the response) for each model request."""
     history: list[Any] = []
     for turn in range(turns):
-        new = ([_response(turn - 1)] if turn else []) + [_request(turn, result_bytes)]
+        new = ([_response(turn - 1)] if turn else []) + [_request(turn, result_bytes, tag)]
         history = history + new
         yield list(history), new, _response(turn)
 

@@ -428,15 +428,21 @@ WITH deleted AS (
     RETURNING id, workflow_id, session_id, key)
 SELECT workflow_id, session_id, key, {NOTIFY_DELETED} AS notified FROM deleted
 """
+# A request whose list of messages a request that stays is stored against (directly or along the
+# chain) stays too, until that one goes.
 DELETE_TERMINAL_BEFORE = f"""
-WITH deleted AS (
+WITH RECURSIVE kept (id) AS (
+    SELECT sent_base FROM nexum.executions
+    WHERE sent_base IS NOT NULL
+      AND NOT (completed_at IS NOT NULL AND completed_at < %(cutoff)s AND status IN {TERMINAL})
+    UNION
+    SELECT e.sent_base FROM nexum.executions e JOIN kept ON e.id = kept.id WHERE e.sent_base IS NOT NULL
+), deleted AS (
     DELETE FROM nexum.executions
     WHERE seq IN (
         SELECT seq FROM nexum.executions
         WHERE completed_at IS NOT NULL AND completed_at < %(cutoff)s AND status IN {TERMINAL}
-          -- a request a later, unexpired one's list of messages is stored against stays until that one goes
-          AND NOT EXISTS (SELECT 1 FROM nexum.executions later WHERE later.sent_base = nexum.executions.id
-                          AND NOT (later.completed_at IS NOT NULL AND later.completed_at < %(cutoff)s))
+          AND id NOT IN (SELECT id FROM kept WHERE id IS NOT NULL)
         ORDER BY completed_at
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED)

@@ -358,14 +358,20 @@ SELECT (SELECT count(*) FROM executions WHERE session_id = :session_id AND statu
        (SELECT holder FROM session_runs WHERE session_id = :session_id AND lease_expires_at > :now)
 """
 FORGET_SESSION = "DELETE FROM executions WHERE session_id = ? RETURNING workflow_id, session_id, key"
-# A request that a later, unexpired one's list of messages is stored against stays until that one goes.
+# A request whose list of messages a request that stays is stored against (directly or along the
+# chain) stays too, until that one goes.
 DELETE_TERMINAL_BEFORE = """
 DELETE FROM executions
 WHERE seq IN (
-    SELECT seq FROM executions AS e
+    WITH RECURSIVE kept (id) AS (
+        SELECT sent_base FROM executions
+        WHERE sent_base IS NOT NULL AND NOT (completed_at IS NOT NULL AND completed_at < :cutoff
+                                             AND status IN ('COMPLETED', 'FAILED', 'CANCELLED'))
+        UNION
+        SELECT e.sent_base FROM executions AS e JOIN kept ON e.id = kept.id WHERE e.sent_base IS NOT NULL)
+    SELECT seq FROM executions
     WHERE completed_at IS NOT NULL AND completed_at < :cutoff AND status IN ('COMPLETED', 'FAILED', 'CANCELLED')
-      AND NOT EXISTS (SELECT 1 FROM executions AS later WHERE later.sent_base = e.id
-                      AND NOT (later.completed_at IS NOT NULL AND later.completed_at < :cutoff))
+      AND id NOT IN (SELECT id FROM kept)
     ORDER BY completed_at
     LIMIT :limit)
 RETURNING workflow_id, session_id, key
