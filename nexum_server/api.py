@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import __version__, sessions
+from . import __version__, journal_api, sessions
 from .config import Settings
 from .errors import InvalidValue, LeaseLost, NexumError, NotFound, SessionBusy, StoreUnavailable
 from .guard import Guard
@@ -87,6 +87,7 @@ def create_app(settings: Settings, store: Store | None = None,
                   description="Durable, idempotent executions with a long-poll task queue.")
     app.state.service = service
     app.include_router(router)
+    app.include_router(journal_api.router)  # before sessions.router: its {session_id:path} takes any suffix
     app.include_router(sessions.router)
     app.add_exception_handler(NexumError, nexum_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]

@@ -9,6 +9,10 @@ Run with:
     nexum cancel 3f2a
     nexum sessions                 # sessions, latest activity first, with their counts
     nexum forget SESSION           # delete a session's stored calls (asks first; --yes does not)
+    nexum show 3f2a --full         # a model request: what it was sent and its response, unfolded
+    nexum fork SESSION NEW --until 3   # NEW gets SESSION's first 3 steps' completed units
+    nexum export SESSION -o run.json   # the session as a file (format in the README)
+    nexum import run.json --as NEW
 
 Exit codes: 0 done; 1 refused or failed (no such id, nothing to cancel); 2 cannot start: a bad
 setting, no server at the URL, or the token refused (for `dev`: also a port in use, a bad database).
@@ -99,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--limit", type=int, default=50, help="most executions to list (default 50)")
         else:
             sub.add_argument("execution_id", metavar="ID", help="the execution id, or a unique start of it")
+        if name == "show":
+            sub.add_argument("--full", action="store_true", help="do not fold long parts of a model request")
 
     sessions = commands.add_parser("sessions", help="list sessions with their counts, latest activity first")
     sessions.add_argument("--url", help=URL_HELP)
@@ -108,6 +114,20 @@ def build_parser() -> argparse.ArgumentParser:
     forget.add_argument("--url", help=URL_HELP)
     forget.add_argument("session_id", metavar="SESSION")
     forget.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    fork = commands.add_parser("fork", help="make a new session holding copies of a session's completed units")
+    fork.add_argument("--url", help=URL_HELP)
+    fork.add_argument("session_id", metavar="SESSION")
+    fork.add_argument("new_session_id", metavar="NEW")
+    fork.add_argument("--until", type=int, metavar="K", help="copy only the completed units of the first K steps; "
+                      "a run of NEW serves them in order, whatever their keys")
+    export = commands.add_parser("export", help="write a session's completed units and their messages to a file")
+    export.add_argument("--url", help=URL_HELP)
+    export.add_argument("session_id", metavar="SESSION")
+    export.add_argument("-o", "--output", metavar="FILE", required=True, help="where to write it; - for stdout")
+    load = commands.add_parser("import", help="load a file `nexum export` wrote as a session")
+    load.add_argument("--url", help=URL_HELP)
+    load.add_argument("file", metavar="FILE")
+    load.add_argument("--as", dest="as_session", metavar="NEW", help="the session to load it as (default: its own)")
     return parser
 
 
@@ -237,6 +257,9 @@ async def inspect(args: argparse.Namespace) -> None:
         return
     async with NexumClient(args.url) as client:
         await client.check()
+        if args.command in ("fork", "export", "import"):
+            await journal_command(client, args)
+            return
         if args.command == "sessions":
             if not 1 <= args.limit <= 500:
                 raise ValueError("--limit must be between 1 and 500")
@@ -252,10 +275,14 @@ async def inspect(args: argparse.Namespace) -> None:
         execution = await resolve(client, args.execution_id)
         if args.command == "cancel":
             execution = await client.cancel(execution.id)
+        sent = await client.sent(execution.id) if args.command == "show" else None
         if args.json:
-            print_json(execution.model_dump(mode="json"))
+            print_json({**execution.model_dump(mode="json"),
+                        **({"sent": sent.model_dump(mode="json")} if sent and sent.messages else {})})
         elif args.command == "show":
             show_one(execution)
+            if sent is not None and sent.messages:
+                show_model_request(execution, sent, args.full)
         else:
             console.print(f"{execution.id} is {_status(execution.status)}", highlight=False)
 
@@ -376,6 +403,8 @@ def show_one(e: Execution) -> None:
         console.print(f"worker   {e.worker_id}")
     if e.error:
         console.print(f"[red]error[/]    {e.error}")
+    if e.result is not None and _is_response(e.result):
+        return  # shown part by part by show_model_request
     if e.result is not None:
         console.print("result:")
         console.print(e.result["result"] if isinstance(e.result, dict) and "result" in e.result
@@ -399,3 +428,64 @@ def _short_input(value: object, width: int = 60) -> str:
     else:
         text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# --- the journal: a model request read, forks, exports ---------------------------------------------
+
+
+def _is_response(result: object) -> bool:
+    return isinstance(result, dict) and result.get("kind") == "response"
+
+
+def show_model_request(e: Execution, sent: Any, full: bool) -> None:
+    """What the model was sent, new messages marked `+`, then its response; stored text stays text."""
+    from rich.text import Text
+
+    from .render import fold, parts_of, usage_line
+
+    new = sum(m.new for m in sent.messages)
+    console.print(Text(f"\nsent {_count(len(sent.messages), 'message')}, {new} new since the session's previous "
+                       "model request" + ("" if sent.complete else " (older messages deleted by retention)"),
+                       style="bold"))
+    for message in sent.messages:
+        body = message.body if message.body is not None else {"parts": [{"content": "(no longer stored)"}]}
+        for part in parts_of(body, message.new):
+            mark = "+ " if part.new else "  "
+            console.print(Text(f"{mark}{part.label}: ", style="bold green" if part.new else "bold"), end="")
+            console.print(Text(fold(part.text, full)))
+    if e.result is not None:
+        console.print(Text("\nresponse", style="bold"))
+        for part in parts_of(e.result):
+            console.print(Text(f"  {part.label}: ", style="bold"), end="")
+            console.print(Text(fold(part.text, full)))
+        usage = usage_line(e.result)
+        if usage:
+            console.print(Text(f"  usage: {usage}"))
+
+
+async def journal_command(client: Any, args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from .models import SessionExport
+
+    if args.command == "fork":
+        done = await client.fork(args.session_id, args.new_session_id, args.until)
+        first = "" if done.fork_until is None else f" (the first {done.fork_until} are served in order)"
+        console.print(f"session {escape(done.session_id)} forked from {escape(args.session_id)}: "
+                      f"{_count(done.copied, 'unit')} copied{first}", highlight=False)
+    elif args.command == "export":
+        text = (await client.export(args.session_id)).model_dump_json(indent=1) + "\n"
+        if args.output == "-":
+            sys.stdout.write(text)
+            return
+        Path(args.output).write_text(text, encoding="utf-8")
+        console.print(f"session {escape(args.session_id)} written to {escape(args.output)}", highlight=False)
+    else:
+        try:
+            raw = Path(args.file).read_bytes()
+        except OSError as e:
+            raise NexumError(f"cannot read {args.file}: {e.strerror}") from e
+        document = SessionExport.model_validate_json(raw)
+        done = await client.import_session(document, args.as_session)
+        console.print(f"session {escape(done.session_id)} imported: {_count(done.copied, 'unit')}", highlight=False)
+

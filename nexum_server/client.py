@@ -27,7 +27,11 @@ from .models import (
     CallPage,
     Execution,
     ForgetResult,
+    ForkResult,
+    Journal,
     Lease,
+    SentView,
+    SessionExport,
     SessionPage,
     SessionRunInfo,
     SessionSummary,
@@ -167,16 +171,20 @@ class NexumClient:
         return (await self.request("POST", "/v1/workflows", json=body)).json()["outcome"]
 
     async def start(self, workflow_id: str, version_hash: str, session_id: str, key: str, input: Any,
-                    wait: float = 0.0, run_token: str | None = None) -> Execution:
+                    wait: float = 0.0, run_token: str | None = None,
+                    messages: list[dict[str, Any]] | None = None) -> Execution:
         """Start (or find) the execution; with `wait`, the server holds the answer until it is terminal.
 
         With `run_token` (see `take_session`) the execution is leased to the caller when nobody runs
-        it: the answer's `claimed` task is the caller's to run and report.
+        it: the answer's `claimed` task is the caller's to run and report. `messages` carries
+        `{"hash", "body"}` of messages the server may not have, named by `input["sent"]` (`journal.py`).
         """
-        body = {"workflow_id": workflow_id, "version_hash": version_hash, "session_id": session_id,
-                "key": key, "input": input, "wait": wait}
+        body: dict[str, Any] = {"workflow_id": workflow_id, "version_hash": version_hash, "session_id": session_id,
+                                "key": key, "input": input, "wait": wait}
         if run_token is not None:
             body["run_token"] = run_token
+        if messages:
+            body["messages"] = messages
         response = await self.request("POST", "/v1/executions", json=body, hold=wait)
         return Execution.model_validate_json(response.content)
 
@@ -234,6 +242,34 @@ class NexumClient:
         """Delete the session's executions; refused (409) while any of them is pending or running."""
         response = await self.request("DELETE", f"/v1/sessions/{quote(session_id, safe='')}")
         return ForgetResult.model_validate_json(response.content)
+
+    async def journal(self, session_id: str) -> Journal:
+        """The session's units in recorded order, with inputs and results, in one request."""
+        response = await self.request("GET", f"/v1/sessions/{quote(session_id, safe='')}/journal")
+        return Journal.model_validate_json(response.content)
+
+    async def sent(self, execution_id: str) -> SentView:
+        """What a model request was sent, in order, with the message bodies."""
+        response = await self.request("GET", f"/v1/executions/{execution_id}/sent")
+        return SentView.model_validate_json(response.content)
+
+    async def fork(self, session_id: str, new_session_id: str, until: int | None = None) -> ForkResult:
+        body: dict[str, Any] = {"new_session_id": new_session_id}
+        if until is not None:
+            body["until"] = until
+        response = await self.request("POST", f"/v1/sessions/{quote(session_id, safe='')}/fork", json=body)
+        return ForkResult.model_validate_json(response.content)
+
+    async def export(self, session_id: str) -> SessionExport:
+        response = await self.request("GET", f"/v1/sessions/{quote(session_id, safe='')}/export")
+        return SessionExport.model_validate_json(response.content)
+
+    async def import_session(self, document: SessionExport, session_id: str | None = None) -> ForkResult:
+        """Load an exported session, as `session_id` or under its own name."""
+        name = session_id or document.session_id
+        response = await self.request("POST", f"/v1/sessions/{quote(name, safe='')}/import",
+                                      json=document.model_dump(mode="json"))
+        return ForkResult.model_validate_json(response.content)
 
     async def poll(self, worker_id: str, workflows: list[WorkflowRef], wait: float = HOLD_SECONDS,
                    max_tasks: int = 1) -> list[Task]:
@@ -325,10 +361,13 @@ class NexumSyncClient:
         return self.request("POST", "/v1/workflows", json=body).json()["outcome"]
 
     def start(self, workflow_id: str, version_hash: str, session_id: str, key: str, input: Any,
-              wait: float = 0.0) -> Execution:
-        """Start (or find) the execution; with `wait`, the server holds the answer until it is terminal."""
-        body = {"workflow_id": workflow_id, "version_hash": version_hash, "session_id": session_id,
-                "key": key, "input": input, "wait": wait}
+              wait: float = 0.0, messages: list[dict[str, Any]] | None = None) -> Execution:
+        """Start (or find) the execution; with `wait`, the server holds the answer until it is terminal.
+        `messages` as for `NexumClient.start`."""
+        body: dict[str, Any] = {"workflow_id": workflow_id, "version_hash": version_hash, "session_id": session_id,
+                                "key": key, "input": input, "wait": wait}
+        if messages:
+            body["messages"] = messages
         response = self.request("POST", "/v1/executions", json=body, hold=wait)
         return Execution.model_validate_json(response.content)
 

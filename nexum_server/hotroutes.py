@@ -106,14 +106,32 @@ _MODELS: dict[int, type[BaseModel]] = {id(START): StartExecution, id(POLL): Poll
 def _decode(route: _Route, scope: Scope, body: bytes) -> Any:
     """The body as the route's model, or None when the slow path must decide."""
     content_type = next((v for k, v in scope["headers"] if k == b"content-type"), None)
-    if content_type not in _JSON or body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH:
+    if content_type not in _JSON or any(suspect in body for suspect in _SUSPECT):
         return None
-    if any(suspect in body for suspect in _SUSPECT):
+    # Fewer brackets than the limit cannot nest deeper; a start carrying messages has many, and
+    # its decoded values are measured instead, so it stays on the fast path.
+    shallow = body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH
+    if not shallow and route is not START:
         return None
     try:
-        return _MODELS[id(route)].model_validate_json(body)
+        model = _MODELS[id(route)].model_validate_json(body)
     except ValidationError:
         return None
+    if not shallow and _deeper_than(MAX_JSON_DEPTH - 3, model.input, *(m.body for m in model.messages or ())):
+        return None
+    return model
+
+
+def _deeper_than(limit: int, *values: Any) -> bool:
+    """Whether any value nests arrays and objects deeper than `limit` (the body's own levels aside)."""
+    stack = [(value, 0) for value in values]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth >= limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
 
 
 async def _read(receive: Any) -> bytes:

@@ -71,6 +71,16 @@ class RegisterResult(BaseModel):
     outcome: Literal["NEW", "IDENTICAL", "CHANGED"]
 
 
+class MessageBody(_Body):
+    """One message a model request was sent, stored once by its hash (`journal.py`)."""
+
+    hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    """sha256 hex of the body's canonical JSON: `json.dumps(body, sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False)` in UTF-8."""
+    body: Any
+    """The message as JSON (a Pydantic AI `ModelMessage` dumped in JSON mode)."""
+
+
 class StartExecution(WorkflowRef):
     """Body of `POST /v1/executions`: idempotent on (workflow_id, session_id, key)."""
 
@@ -86,6 +96,10 @@ class StartExecution(WorkflowRef):
     """The caller's session run (`POST /v1/sessions/{id}/runs`): lease the execution to the caller
     instead of a worker. The answer then carries `claimed` when the caller is to run it; when another
     holder runs it, the request is held like `wait`."""
+    messages: list[MessageBody] | None = Field(default=None, max_length=10_000)
+    """Bodies of messages the server may not have yet, named by `input.sent` (the hashes the model
+    request was sent, in order). Stored once each, in the start's own transaction; the input is
+    stored without `sent` (`GET /v1/executions/{id}/sent` gives the list back, with the bodies)."""
 
 
 class TakeSession(_Body):
@@ -106,6 +120,11 @@ class SessionRunInfo(BaseModel):
     lease_expires_at: float
     previous_holder: str | None = None
     """The live run this one took the session from, if any."""
+    forked_from: str | None = None
+    """The session this one was forked from (`POST /v1/sessions/{id}/fork`), if any."""
+    fork_until: int | None = None
+    """Set when the fork copied only the first units: the session's first `fork_until` journal units
+    are to be served in order, whatever their keys; null when a fork is served by key as usual."""
 
 
 class SessionLease(BaseModel):
@@ -255,6 +274,10 @@ class SessionSummary(BaseModel):
     first_activity: float
     last_activity: float
     """When the session's newest call started, or its latest cached hit, whichever is later."""
+    forked_from: str | None = None
+    """The session this one was forked from, if any."""
+    fork_until: int | None = None
+    """How many units the fork copied when it copied only the first ones."""
 
 
 class SessionPage(BaseModel):
@@ -307,6 +330,106 @@ class ForgetResult(BaseModel):
     session_id: str
     deleted: int
     """Executions deleted."""
+
+
+# --- the journal: a session's units in order, forks, exports ----------------------------------------
+
+
+class JournalUnit(BaseModel):
+    """One execution of a session, in recorded order."""
+
+    step: int
+    """1-based position in the session's recorded order (every execution, failed ones included)."""
+    id: str
+    workflow_id: str
+    version_hash: str
+    key: str
+    status: Status
+    input: Any
+    """As stored: a model request's input without `sent`."""
+    result: Any = None
+    error: str | None = None
+
+
+class Journal(BaseModel):
+    """`GET /v1/sessions/{id}/journal`: everything a resuming run needs, in one answer."""
+
+    session_id: str
+    forked_from: str | None = None
+    fork_until: int | None = None
+    units: list[JournalUnit]
+
+
+class SentMessage(BaseModel):
+    hash: str
+    body: Any = None
+    """Null only when the message is no longer stored."""
+    new: bool
+    """Not sent to the session's previous model request."""
+
+
+class SentView(BaseModel):
+    """`GET /v1/executions/{id}/sent`: what a model request was sent, in order."""
+
+    execution_id: str
+    previous_id: str | None = None
+    """The session's previous model request, against which `new` is judged."""
+    complete: bool = True
+    """False when retention deleted an older request this list was stored against."""
+    messages: list[SentMessage]
+
+
+class ForkSession(_Body):
+    """Body of `POST /v1/sessions/{id}/fork`."""
+
+    new_session_id: str = Name
+    """The session to create; refused (409) when anything is stored under it."""
+    until: int | None = Field(default=None, ge=0)
+    """Copy only the completed units among the first `until` steps of the journal."""
+
+
+class ForkResult(BaseModel):
+    session_id: str
+    forked_from: str | None = None
+    fork_until: int | None = None
+    copied: int
+    """Units copied (or imported)."""
+
+
+EXPORT_FORMAT = "nexum-session"
+EXPORT_VERSION = 1
+
+
+class ExportedUnit(_Body):
+    workflow_id: str = Name
+    version_hash: str = Name
+    key: str = Name
+    input: Any
+    result: Any = None
+    sent: list[str] | None = None
+    """A model request's message hashes, in order (bodies in the file's `messages`)."""
+
+
+class ExportedWorkflow(_Body):
+    workflow_id: str = Name
+    version_hash: str = Name
+    ir: dict[str, Any]
+
+
+class SessionExport(_Body):
+    """The file `nexum export` writes and `nexum import` reads (format `nexum-session`, version 1)."""
+
+    format: Literal["nexum-session"]
+    version: Literal[1]
+    session_id: str = Name
+    exported_at: float
+    forked_from: str | None = None
+    fork_until: int | None = None
+    workflows: list[ExportedWorkflow]
+    units: list[ExportedUnit]
+    """The session's completed units, in recorded order."""
+    messages: dict[str, Any]
+    """Every message the units name, by hash."""
 
 
 def describe_input(input_head: str, complete: bool) -> tuple[str | None, Any, str]:

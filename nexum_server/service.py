@@ -16,6 +16,7 @@ from typing import Any
 from .cache import CompletedCache, HitCounter
 from .config import Settings
 from .errors import LeaseLost, StoreUnavailable
+from .journal import split_input
 from .metrics import Metrics
 from .models import Execution, PollTasks, RegisterWorkflow, SessionRunInfo, StartExecution, Status, Task
 from .notifier import Notifier
@@ -85,8 +86,9 @@ class QueueService:
             self.metrics.cache_hits.inc()
             self.hits.add(hit.id, time.time())
             return hit.model_copy(update={"cached": True}), False
+        input, sent = split_input(body.input, body.messages)
         outcome: StartOutcome = await self.store.run(
-            self.store.start_execution, body, body.session_id, body.key, body.input, time.time())
+            self.store.start_execution, body, body.session_id, body.key, input, time.time(), sent)
         execution = outcome.execution
         if outcome.created:
             self.metrics.started.inc()
@@ -227,7 +229,8 @@ class QueueService:
         run = await self.store.run(self.store.take_session, session_id, holder, self.settings.lease_seconds,
                                    time.time())
         return SessionRunInfo(session_id=session_id, run_token=run.token, lease_seconds=self.settings.lease_seconds,
-                              lease_expires_at=run.lease_expires_at, previous_holder=run.previous_holder)
+                              lease_expires_at=run.lease_expires_at, previous_holder=run.previous_holder,
+                              forked_from=run.forked_from, fork_until=run.fork_until)
 
     async def renew_session(self, session_id: str, run_token: str) -> float:
         return await self.store.run(self.store.renew_session, session_id, run_token, self.settings.lease_seconds,

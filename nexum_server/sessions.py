@@ -160,7 +160,11 @@ async def list_sessions(request: Request, contains: Annotated[str | None, Query(
 async def get_session(request: Request, session_id: str) -> SessionSummary:
     service = _service(request)
     await _fresh_counts(service)
-    return await service.store.read(service.store.get_session, session_id)
+    summary = await service.store.read(service.store.get_session, session_id)
+    origin = await service.store.run(service.store.session_origin, session_id)
+    if origin is not None:
+        summary = summary.model_copy(update={"forked_from": origin[0], "fork_until": origin[1]})
+    return summary
 
 
 @router.delete("/v1/sessions/{session_id:path}", response_model=ForgetResult, tags=["sessions"], responses=ERRORS)

@@ -19,12 +19,13 @@ from typing import Any, ParamSpec, TypeVar
 
 from ..config import Settings
 from ..errors import StoreUnavailable
-from ..models import CallSummary, Execution, SessionSummary, Status, Task, WorkflowRef
+from ..journal import Sent
+from ..models import CallSummary, Execution, JournalUnit, SessionSummary, Status, Task, WorkflowRef
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """Bumped whenever the tables change; `open()` migrates older files and refuses newer ones."""
 
 CallKey = tuple[str, str, str]
@@ -56,6 +57,24 @@ class SessionRun:
     lease_expires_at: float
     previous_holder: str | None
     """The run that held the session until now, if its lease had not run out (a live run)."""
+    forked_from: str | None = None
+    fork_until: int | None = None
+
+
+@dataclass(frozen=True)
+class CopiedUnit:
+    """A completed unit written into another session (a fork, an import)."""
+
+    workflow_id: str
+    version_hash: str
+    key: str
+    input: Any
+    result: Any
+    sent: list[str] | None
+    """A model request's message hashes, in order; their messages are stored or come with the copy."""
+    started_at: float | None = None
+    completed_at: float | None = None
+    worker_id: str | None = None
 
 
 class Store(ABC):
@@ -123,9 +142,12 @@ class Store(ABC):
 
     @abstractmethod
     def start_execution(
-        self, ref: WorkflowRef, session_id: str, key: str, input: Any, now: float
+        self, ref: WorkflowRef, session_id: str, key: str, input: Any, now: float, sent: Sent | None = None
     ) -> StartOutcome:
         """Create the execution of (workflow, session, key) unless a live one exists.
+
+        With `sent`, its message bodies are stored (once each) and its list of hashes recorded with
+        the new execution, in the same transaction; `InvalidValue` when a hash is neither stored nor sent.
 
         A FAILED or CANCELLED execution is not live: starting again makes a new one and keeps the
         old one in the history. Raises `WorkflowNotFound` for an unregistered version.
@@ -248,3 +270,39 @@ class Store(ABC):
     @abstractmethod
     def delete_terminal_before(self, cutoff: float, limit: int) -> list[CallKey]:
         """Delete up to `limit` terminal executions that ended before `cutoff`, oldest first."""
+
+    # --- the journal: messages stored once, forks, exports --------------------------------------------
+
+    @abstractmethod
+    def journal(self, session_id: str) -> tuple[tuple[str, int | None] | None, list[JournalUnit]]:
+        """The session's fork origin (forked_from, fork_until), if any, and every execution in recorded order."""
+
+    @abstractmethod
+    def session_sent(self, session_id: str) -> list[tuple[str, str | None, list[str]]]:
+        """(id, base, added) of every execution of the session with a list of messages, in recorded order."""
+
+    @abstractmethod
+    def messages(self, hashes: list[str]) -> dict[str, Any]:
+        """The stored bodies of those of `hashes` that are stored."""
+
+    @abstractmethod
+    def session_origin(self, session_id: str) -> tuple[str, int | None] | None:
+        """(forked_from, fork_until) of a forked or imported session."""
+
+    @abstractmethod
+    def workflows_of(self, session_id: str) -> list[tuple[str, str, dict[str, Any]]]:
+        """(workflow_id, version_hash, ir) of every workflow version the session's executions use."""
+
+    @abstractmethod
+    def copy_units(self, session_id: str, units: list[CopiedUnit], bodies: list[tuple[str, str]],
+                   workflows: list[tuple[str, str, dict[str, Any]]], origin: tuple[str, int | None] | None,
+                   now: float) -> int:
+        """Write `units` as the new session's completed executions, in order, with the message
+        bodies (hash, canonical JSON) and workflow versions they need, in one transaction.
+
+        `SessionBusy` when anything is stored under `session_id` already."""
+
+    @abstractmethod
+    def stored_bytes(self) -> dict[str, int]:
+        """What the journal holds: messages, their bytes, the executions' bytes, session references."""
+

@@ -10,6 +10,7 @@ statement itself, read by `changes()` on one more connection held by the event l
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -33,12 +34,25 @@ from ..errors import (
     StoreUnavailable,
     WorkflowNotFound,
 )
-from ..models import CallSummary, Execution, SessionSummary, Status, Task, WorkflowRef
+from ..journal import Sent, SentRow, encode_sent
+from ..models import CallSummary, Execution, JournalUnit, SessionSummary, Status, Task, WorkflowRef
 from . import postgres_sql as sql
-from .base import SCHEMA_VERSION, CallKey, ClaimOutcome, SessionRun, StartOutcome, Store
+from .base import SCHEMA_VERSION, CallKey, ClaimOutcome, CopiedUnit, SessionRun, StartOutcome, Store
 
 # Rows decode the same way on both backends.
-from .sqlite import CALL_ERROR_CHARS, CALL_INPUT_CHARS, _call, _dump, _execution, _session, _task
+from .sqlite import (
+    CALL_ERROR_CHARS,
+    CALL_INPUT_CHARS,
+    _call,
+    _copy_params,
+    _dump,
+    _execution,
+    _sent_params,
+    _session,
+    _task,
+    _unit,
+    _unknown_message,
+)
 
 T = TypeVar("T")
 
@@ -209,25 +223,38 @@ class PostgresStore(Store):
             return "IDENTICAL"
         return "CHANGED" if known else "NEW"
 
-    def start_execution(self, ref: WorkflowRef, session_id: str, key: str, input: Any, now: float) -> StartOutcome:
+    def start_execution(self, ref: WorkflowRef, session_id: str, key: str, input: Any, now: float,
+                        sent: Sent | None = None) -> StartOutcome:
         params = {"id": uuid.uuid4().hex, "workflow_id": ref.workflow_id, "version_hash": ref.version_hash,
                   "session_id": session_id, "key": key, "input": _dump(input),
-                  "max_attempts": self.settings.max_attempts, "now": now, "origin": self.origin}
-        live = (ref.workflow_id, session_id, key)
-        with self._db() as db:
-            for _ in range(START_RETRIES):
-                # Insert first: the UNIQUE index decides (a concurrent start of the key is waited
-                # for, not missed), and a new call costs one statement.
-                row = db.execute(sql.INSERT_EXECUTION, params).fetchone()
-                if row is not None:
-                    return StartOutcome(_execution(row), created=True)
-                # The key is taken: read what holds it, in a snapshot taken after that committed.
-                row = db.execute(sql.SELECT_LIVE, live).fetchone()
-                if row is not None:
-                    return StartOutcome(_execution(row), created=False)
-                if db.execute(sql.SELECT_WORKFLOW, (ref.workflow_id, ref.version_hash)).fetchone() is None:
-                    raise WorkflowNotFound(f"workflow {ref.workflow_id!r} version {ref.version_hash!r} is not "
-                                           "registered; register it with POST /v1/workflows first")
+                  "max_attempts": self.settings.max_attempts, "now": now, "origin": self.origin,
+                  **_sent_params(None)}
+        if sent is None:
+            with self._db() as db:
+                return self._start(db, ref, params)
+        # The messages, the session's references and the execution commit together, or none of them.
+        with self._tx() as db:
+            row = db.cursor(row_factory=tuple_row).execute(sql.PREVIOUS_SENT, (session_id,)).fetchone()
+            params.update(_sent_params(self._store_sent(db, session_id, sent.bodies, sent.hashes,
+                                                        tuple(row) if row else None)))  # type: ignore[arg-type]
+            return self._start(db, ref, params)
+
+    def _start(self, db: psycopg.Connection[Any], ref: WorkflowRef, params: dict[str, Any]) -> StartOutcome:
+        key = params["key"]
+        live = (ref.workflow_id, params["session_id"], key)
+        for _ in range(START_RETRIES):
+            # Insert first: the UNIQUE index decides (a concurrent start of the key is waited
+            # for, not missed), and a new call costs one statement.
+            row = db.execute(sql.INSERT_EXECUTION, params).fetchone()
+            if row is not None:
+                return StartOutcome(_execution(row), created=True)
+            # The key is taken: read what holds it, in a snapshot taken after that committed.
+            row = db.execute(sql.SELECT_LIVE, live).fetchone()
+            if row is not None:
+                return StartOutcome(_execution(row), created=False)
+            if db.execute(sql.SELECT_WORKFLOW, (ref.workflow_id, ref.version_hash)).fetchone() is None:
+                raise WorkflowNotFound(f"workflow {ref.workflow_id!r} version {ref.version_hash!r} is not "
+                                       "registered; register it with POST /v1/workflows first")
         raise StoreUnavailable(f"the execution of {key!r} kept ending while it was started; try again")
 
     def get_execution(self, execution_id: str) -> Execution:
@@ -339,7 +366,8 @@ class PostgresStore(Store):
                                                 "now": now, "lease_seconds": lease_seconds}).fetchone()
         assert row is not None
         live = row["holder"] is not None and row["lease_expires_at"] > now
-        return SessionRun(session_id, token, now + lease_seconds, row["holder"] if live else None)
+        return SessionRun(session_id, token, now + lease_seconds, row["holder"] if live else None,
+                          row["forked_from"], row["fork_until"])
 
     def renew_session(self, session_id: str, token: str, lease_seconds: float, now: float) -> float:
         with self._db() as db:
@@ -408,15 +436,102 @@ class PostgresStore(Store):
                     f"session {session_id!r} is held by a run in progress ({state['holder']}): it would lose "
                     "results it is about to read. Let it finish, then forget again")
             rows = db.execute(sql.FORGET_SESSION, {"session_id": session_id, "origin": self.origin}).fetchall()
+            self._collect(db, {session_id})
         if not rows:
             raise NotFound(f"no session {session_id!r}: nothing is stored under that id")
         return [(r["workflow_id"], r["session_id"], r["key"]) for r in rows]
 
     def delete_terminal_before(self, cutoff: float, limit: int) -> list[CallKey]:
-        with self._db() as db:
+        with self._tx() as db:
             rows = db.execute(sql.DELETE_TERMINAL_BEFORE,
                               {"cutoff": cutoff, "limit": limit, "origin": self.origin}).fetchall()
+            self._collect(db, {r["session_id"] for r in rows})
         return [(r["workflow_id"], r["session_id"], r["key"]) for r in rows]
+
+    # --- the journal -----------------------------------------------------------------------------------
+
+    def _store_sent(self, db: psycopg.Connection[Any], session_id: str, bodies: list[tuple[str, str]],
+                    hashes: list[str], previous: tuple[str, int, str] | None) -> SentRow:
+        """Store the bodies and the session's references to what the list adds; how to store the list."""
+        encoded = encode_sent(previous, hashes)
+        if bodies:
+            db.execute(sql.INSERT_MESSAGES, {"hashes": [h for h, _ in bodies], "bodies": [b for _, b in bodies]})
+        try:
+            with db.transaction():  # a savepoint: the error below is ours to name
+                db.execute(sql.ADD_SESSION_MESSAGES, {"session_id": session_id, "hashes": encoded.added})
+        except psycopg.errors.ForeignKeyViolation as e:
+            raise _unknown_message(hashes, bodies) from e
+        return encoded
+
+    def _collect(self, db: psycopg.Connection[Any], sessions: set[str]) -> None:
+        """Drop what sessions left with no execution refer to, and the messages nobody refers to now."""
+        if not sessions:
+            return
+        names = sorted(sessions)
+        hashes = [r["hash"] for r in db.execute(sql.DROP_SESSION_REFS, {"sessions": names}).fetchall()]
+        db.execute(sql.DROP_FORKS, {"sessions": names})
+        if hashes:
+            try:
+                with db.transaction():
+                    db.execute(sql.DROP_ORPHAN_MESSAGES, {"hashes": hashes})
+            except psycopg.errors.ForeignKeyViolation:
+                pass  # another session referred to one of them meanwhile: it is not an orphan
+
+    def journal(self, session_id: str) -> tuple[tuple[str, int | None] | None, list[JournalUnit]]:
+        with self._db() as db:
+            rows = db.execute(sql.JOURNAL, (session_id,)).fetchall()
+        return self.session_origin(session_id), [_unit(i, row) for i, row in enumerate(rows, 1)]
+
+    def session_sent(self, session_id: str) -> list[tuple[str, str | None, list[str]]]:
+        with self._db() as db:
+            rows = db.execute(sql.SESSION_SENT, (session_id,)).fetchall()
+        return [(r["id"], r["sent_base"], json.loads(r["sent_added"])) for r in rows]
+
+    def messages(self, hashes: list[str]) -> dict[str, Any]:
+        with self._db() as db:
+            return {r["hash"]: json.loads(r["body"]) for r in db.execute(sql.SELECT_MESSAGES, (hashes,))}
+
+    def session_origin(self, session_id: str) -> tuple[str, int | None] | None:
+        with self._db() as db:
+            row = db.execute(sql.SELECT_FORK, (session_id,)).fetchone()
+        return None if row is None else (row["forked_from"], row["fork_until"])
+
+    def workflows_of(self, session_id: str) -> list[tuple[str, str, dict[str, Any]]]:
+        with self._db() as db:
+            rows = db.execute(sql.SELECT_WORKFLOWS_OF, (session_id,)).fetchall()
+        return [(r["workflow_id"], r["version_hash"], json.loads(r["ir"])) for r in rows]
+
+    def copy_units(self, session_id: str, units: list[CopiedUnit], bodies: list[tuple[str, str]],
+                   workflows: list[tuple[str, str, dict[str, Any]]], origin: tuple[str, int | None] | None,
+                   now: float) -> int:
+        with self._tx() as db:
+            db.execute(sql.SESSION_LOCK, (session_id,))
+            if _scalar(db, sql.SESSION_EXISTS, (session_id,)):
+                raise SessionBusy(f"session {session_id!r} already has stored calls; forget it first or pick "
+                                  "another name")
+            for workflow_id, version_hash, ir in workflows:
+                db.execute(sql.INSERT_WORKFLOW_IF_NEW, (workflow_id, version_hash, _dump(ir), now))
+            if bodies:
+                db.execute(sql.INSERT_MESSAGES, {"hashes": [h for h, _ in bodies], "bodies": [b for _, b in bodies]})
+            previous: tuple[str, int, str] | None = None
+            for unit in units:
+                params = {"id": uuid.uuid4().hex, "session_id": session_id, **_copy_params(unit, now),
+                          "max_attempts": self.settings.max_attempts, **_sent_params(None)}
+                if unit.sent is not None:
+                    encoded = self._store_sent(db, session_id, [], unit.sent, previous)
+                    params.update(_sent_params(encoded))
+                    previous = (params["id"], encoded.count, encoded.digest)
+                if db.execute(sql.INSERT_COPY, params).fetchone() is None:
+                    raise WorkflowNotFound(f"workflow {unit.workflow_id!r} version {unit.version_hash!r} is not "
+                                           "registered here, and the copy does not carry it")
+            if origin is not None:
+                db.execute(sql.INSERT_FORK, (session_id, origin[0], origin[1], now))
+        return len(units)
+
+    def stored_bytes(self) -> dict[str, int]:
+        with self._db() as db:
+            row = db.execute(sql.STORED_BYTES).fetchone()
+        return {k: int(v) for k, v in row.items()}  # type: ignore[union-attr]
 
     async def changes(self) -> AsyncIterator[Change | None]:
         """Other servers' changes as they commit, and `None` once connected and then every

@@ -83,6 +83,28 @@ CREATE TABLE IF NOT EXISTS nexum.session_runs (
     holder           text NOT NULL,
     started_at       double precision NOT NULL,
     lease_expires_at double precision NOT NULL
+);-- Schema 5: messages stored once by content hash, the sessions that refer to each (what forget and
+-- retention collect by), a request's list of messages as additions to an earlier one's, fork origins.
+ALTER TABLE nexum.executions ADD COLUMN IF NOT EXISTS sent_base text;
+ALTER TABLE nexum.executions ADD COLUMN IF NOT EXISTS sent_added text;
+ALTER TABLE nexum.executions ADD COLUMN IF NOT EXISTS sent_count integer;
+ALTER TABLE nexum.executions ADD COLUMN IF NOT EXISTS sent_digest text;
+CREATE INDEX IF NOT EXISTS executions_sent_base ON nexum.executions (sent_base) WHERE sent_base IS NOT NULL;
+CREATE TABLE IF NOT EXISTS nexum.messages (
+    hash text PRIMARY KEY,
+    body text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS nexum.session_messages (
+    session_id text NOT NULL,
+    hash       text NOT NULL REFERENCES nexum.messages (hash),
+    PRIMARY KEY (session_id, hash)
+);
+CREATE INDEX IF NOT EXISTS session_messages_hash ON nexum.session_messages (hash);
+CREATE TABLE IF NOT EXISTS nexum.session_forks (
+    session_id  text PRIMARY KEY,
+    forked_from text NOT NULL,
+    fork_until  integer,
+    created_at  double precision NOT NULL
 );
 """
 
@@ -121,9 +143,11 @@ RETURNING 1
 INSERT_EXECUTION = f"""
 WITH inserted AS (
     INSERT INTO nexum.executions (id, workflow_id, version_hash, node_id, session_id, key, input, status,
-                                  max_attempts, scheduled_at, created_at, updated_at)
+                                  max_attempts, scheduled_at, created_at, updated_at,
+                                  sent_base, sent_added, sent_count, sent_digest)
     SELECT %(id)s, workflow_id, version_hash, ir::json -> 'nodes' -> 0 ->> 'id', %(session_id)s, %(key)s,
-           %(input)s, 'PENDING', %(max_attempts)s, %(now)s, %(now)s, %(now)s
+           %(input)s, 'PENDING', %(max_attempts)s, %(now)s, %(now)s, %(now)s,
+           %(sent_base)s, %(sent_added)s, %(sent_count)s, %(sent_digest)s
     FROM nexum.workflows WHERE workflow_id = %(workflow_id)s AND version_hash = %(version_hash)s
     ON CONFLICT (workflow_id, session_id, key) WHERE status IN {LIVE} DO NOTHING
     RETURNING {COLUMNS})
@@ -286,7 +310,9 @@ WITH previous AS (
         lease_expires_at = excluded.lease_expires_at
     RETURNING 1)
 SELECT (SELECT holder FROM previous) AS holder, (SELECT lease_expires_at FROM previous) AS lease_expires_at,
-       (SELECT count(*) FROM taken) AS taken
+       (SELECT count(*) FROM taken) AS taken,
+       (SELECT forked_from FROM nexum.session_forks WHERE session_id = %(session_id)s) AS forked_from,
+       (SELECT fork_until FROM nexum.session_forks WHERE session_id = %(session_id)s) AS fork_until
 """
 RENEW_SESSION = """
 UPDATE nexum.session_runs SET lease_expires_at = %(now)s + %(lease_seconds)s
@@ -402,15 +428,101 @@ WITH deleted AS (
     RETURNING id, workflow_id, session_id, key)
 SELECT workflow_id, session_id, key, {NOTIFY_DELETED} AS notified FROM deleted
 """
+# A request whose list of messages a request that stays is stored against (directly or along the
+# chain) stays too, until that one goes.
 DELETE_TERMINAL_BEFORE = f"""
-WITH deleted AS (
+WITH RECURSIVE kept (id) AS (
+    SELECT sent_base FROM nexum.executions
+    WHERE sent_base IS NOT NULL
+      AND NOT (completed_at IS NOT NULL AND completed_at < %(cutoff)s AND status IN {TERMINAL})
+    UNION
+    SELECT e.sent_base FROM nexum.executions e JOIN kept ON e.id = kept.id WHERE e.sent_base IS NOT NULL
+), deleted AS (
     DELETE FROM nexum.executions
     WHERE seq IN (
         SELECT seq FROM nexum.executions
         WHERE completed_at IS NOT NULL AND completed_at < %(cutoff)s AND status IN {TERMINAL}
+          AND id NOT IN (SELECT id FROM kept WHERE id IS NOT NULL)
         ORDER BY completed_at
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED)
     RETURNING id, workflow_id, session_id, key)
 SELECT workflow_id, session_id, key, {NOTIFY_DELETED} AS notified FROM deleted
+"""
+
+# --- the journal: messages stored once, forks, exports ----------------------------------------------
+
+INSERT_MESSAGES = """
+INSERT INTO nexum.messages (hash, body) SELECT * FROM unnest(%(hashes)s::text[], %(bodies)s::text[])
+ON CONFLICT (hash) DO NOTHING
+"""
+# A missing message fails the foreign key: the start names a hash whose body was never sent.
+ADD_SESSION_MESSAGES = """
+INSERT INTO nexum.session_messages (session_id, hash)
+SELECT DISTINCT %(session_id)s, h FROM unnest(%(hashes)s::text[]) AS h
+ON CONFLICT DO NOTHING
+"""
+PREVIOUS_SENT = """
+SELECT id, sent_count, sent_digest FROM nexum.executions
+WHERE session_id = %s AND sent_count IS NOT NULL ORDER BY seq DESC LIMIT 1
+"""
+SESSION_SENT = """
+SELECT id, sent_base, sent_added FROM nexum.executions
+WHERE session_id = %s AND sent_count IS NOT NULL ORDER BY seq
+"""
+JOURNAL = f"SELECT {COLUMNS} FROM nexum.executions WHERE session_id = %s ORDER BY seq"
+SELECT_MESSAGES = "SELECT hash, body FROM nexum.messages WHERE hash = ANY(%s)"
+SELECT_FORK = "SELECT forked_from, fork_until FROM nexum.session_forks WHERE session_id = %s"
+INSERT_FORK = """
+INSERT INTO nexum.session_forks (session_id, forked_from, fork_until, created_at) VALUES (%s, %s, %s, %s)
+ON CONFLICT (session_id) DO UPDATE
+SET forked_from = excluded.forked_from, fork_until = excluded.fork_until, created_at = excluded.created_at
+"""
+# Two copies into one new session at once: the second waits for the first, then finds it stored.
+SESSION_LOCK = "SELECT pg_advisory_xact_lock(hashtext('nexum session ' || %s))"
+SESSION_EXISTS = "SELECT EXISTS (SELECT 1 FROM nexum.executions WHERE session_id = %s)"
+INSERT_COPY = """
+INSERT INTO nexum.executions (id, workflow_id, version_hash, node_id, session_id, key, input, status, attempts,
+                              max_attempts, result, worker_id, scheduled_at, created_at, updated_at, started_at,
+                              completed_at, sent_base, sent_added, sent_count, sent_digest)
+SELECT %(id)s, workflow_id, version_hash, ir::json -> 'nodes' -> 0 ->> 'id', %(session_id)s, %(key)s, %(input)s,
+       'COMPLETED', 1, %(max_attempts)s, %(result)s, %(worker_id)s, %(now)s, %(now)s, %(now)s, %(started_at)s,
+       %(completed_at)s, %(sent_base)s, %(sent_added)s, %(sent_count)s, %(sent_digest)s
+FROM nexum.workflows WHERE workflow_id = %(workflow_id)s AND version_hash = %(version_hash)s
+RETURNING id
+"""
+INSERT_WORKFLOW_IF_NEW = """
+INSERT INTO nexum.workflows (workflow_id, version_hash, ir, created_at) VALUES (%s, %s, %s, %s)
+ON CONFLICT DO NOTHING
+"""
+SELECT_WORKFLOWS_OF = """
+SELECT workflow_id, version_hash, ir FROM nexum.workflows
+WHERE (workflow_id, version_hash) IN (SELECT DISTINCT workflow_id, version_hash FROM nexum.executions
+                                      WHERE session_id = %s)
+"""
+# Collection after forget or retention: the references of sessions left with no execution, then the
+# messages no session refers to any more.
+DROP_SESSION_REFS = """
+DELETE FROM nexum.session_messages s
+WHERE s.session_id = ANY(%(sessions)s)
+  AND NOT EXISTS (SELECT 1 FROM nexum.executions e WHERE e.session_id = s.session_id)
+RETURNING s.hash
+"""
+DROP_FORKS = """
+DELETE FROM nexum.session_forks f
+WHERE f.session_id = ANY(%(sessions)s)
+  AND NOT EXISTS (SELECT 1 FROM nexum.executions e WHERE e.session_id = f.session_id)
+"""
+DROP_ORPHAN_MESSAGES = """
+DELETE FROM nexum.messages m
+WHERE m.hash = ANY(%(hashes)s)
+  AND NOT EXISTS (SELECT 1 FROM nexum.session_messages s WHERE s.hash = m.hash)
+"""
+STORED_BYTES = """
+SELECT (SELECT count(*) FROM nexum.messages) AS messages,
+       (SELECT coalesce(sum(octet_length(hash) + octet_length(body)), 0) FROM nexum.messages) AS message_bytes,
+       (SELECT coalesce(sum(octet_length(input) + coalesce(octet_length(result), 0)
+                            + coalesce(octet_length(sent_added), 0) + coalesce(octet_length(sent_base), 0)
+                            + coalesce(octet_length(sent_digest), 0)), 0) FROM nexum.executions) AS execution_bytes,
+       (SELECT count(*) FROM nexum.session_messages) AS refs
 """

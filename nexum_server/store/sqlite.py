@@ -22,10 +22,12 @@ from ..errors import (
     StoreUnavailable,
     WorkflowNotFound,
 )
-from ..models import CallSummary, Execution, SessionSummary, Status, Task, WorkflowRef, describe_input
-from .base import SCHEMA_VERSION, CallKey, ClaimOutcome, SessionRun, StartOutcome, Store
+from ..journal import Sent, SentRow, encode_sent
+from ..models import CallSummary, Execution, JournalUnit, SessionSummary, Status, Task, WorkflowRef, describe_input
+from .base import SCHEMA_VERSION, CallKey, ClaimOutcome, CopiedUnit, SessionRun, StartOutcome, Store
 from .group import GroupCommit
 from .lock import ServerLock
+from . import sqlite_sql as sql
 from .sqlite_sql import (
     ADD_HITS,
     ADDED_COLUMNS,
@@ -214,7 +216,8 @@ class SQLiteStore(Store):
             self.db.execute(INSERT_WORKFLOW, (ref.workflow_id, ref.version_hash, _dump(ir), now))
             return "CHANGED" if known else "NEW"
 
-    def start_execution(self, ref: WorkflowRef, session_id: str, key: str, input: Any, now: float) -> StartOutcome:
+    def start_execution(self, ref: WorkflowRef, session_id: str, key: str, input: Any, now: float,
+                        sent: Sent | None = None) -> StartOutcome:
         # The common case on a re-run is a hit: answer it with a read, without taking the write lock.
         # The UNIQUE index, not this read, is what keeps a call to one live execution.
         row = self.db.execute(SELECT_LIVE, (ref.workflow_id, session_id, key)).fetchone()
@@ -222,8 +225,12 @@ class SQLiteStore(Store):
             return StartOutcome(_execution(row), created=False)
         params = {"id": uuid.uuid4().hex, "workflow_id": ref.workflow_id, "version_hash": ref.version_hash,
                   "session_id": session_id, "key": key, "input": _dump(input),
-                  "max_attempts": self.settings.max_attempts, "now": now}
+                  "max_attempts": self.settings.max_attempts, "now": now, **_sent_params(None)}
         with self._tx():
+            if sent is not None:
+                previous = self.db.execute(sql.PREVIOUS_SENT, (session_id,)).fetchone()
+                params.update(_sent_params(self._store_sent(session_id, sent.bodies, sent.hashes,
+                                                            tuple(previous) if previous else None)))
             row = self.db.execute(INSERT_EXECUTION, params).fetchone()
             if row is not None:
                 return StartOutcome(_execution(row), created=True)
@@ -333,8 +340,9 @@ class SQLiteStore(Store):
             previous = self.db.execute(SELECT_SESSION_RUN, (session_id,)).fetchone()
             self.db.execute(TAKE_SESSION, {"session_id": session_id, "token": token, "holder": holder,
                                            "now": now, "lease_seconds": lease_seconds})
+            origin = self.session_origin(session_id) or (None, None)
         live = previous is not None and previous["lease_expires_at"] > now
-        return SessionRun(session_id, token, now + lease_seconds, previous["holder"] if live else None)
+        return SessionRun(session_id, token, now + lease_seconds, previous["holder"] if live else None, *origin)
 
     def renew_session(self, session_id: str, token: str, lease_seconds: float, now: float) -> float:
         with self._tx():
@@ -398,6 +406,7 @@ class SQLiteStore(Store):
                     f"session {session_id!r} is held by a run in progress ({holder}): it would lose results "
                     "it is about to read. Let it finish, then forget again")
             deleted = [tuple(row) for row in self.db.execute(FORGET_SESSION, (session_id,)).fetchall()]
+            self._collect({session_id})
         if not deleted:
             raise NotFound(f"no session {session_id!r}: nothing is stored under that id")
         return deleted  # type: ignore[return-value]
@@ -405,7 +414,77 @@ class SQLiteStore(Store):
     def delete_terminal_before(self, cutoff: float, limit: int) -> list[CallKey]:
         with self._tx():
             rows = self.db.execute(DELETE_TERMINAL_BEFORE, {"cutoff": cutoff, "limit": limit}).fetchall()
+            self._collect({row[1] for row in rows})
         return [tuple(row) for row in rows]  # type: ignore[misc]
+
+    # --- the journal -----------------------------------------------------------------------------------
+
+    def _store_sent(self, session_id: str, bodies: list[tuple[str, str]], hashes: list[str],
+                    previous: tuple[str, int, str] | None) -> SentRow:
+        """Store the bodies and the session's references to what the list adds; how to store the list."""
+        encoded = encode_sent(previous, hashes)
+        self.db.executemany(sql.INSERT_MESSAGE, bodies)
+        try:
+            self.db.execute(sql.ADD_SESSION_MESSAGES, {"session_id": session_id,
+                                                       "hashes": json.dumps(encoded.added)})
+        except sqlite3.IntegrityError as e:
+            raise _unknown_message(hashes, bodies) from e
+        return encoded
+
+    def _collect(self, sessions: set[str]) -> None:
+        """Drop what sessions left with no execution refer to, and the messages nobody refers to now."""
+        if not sessions:
+            return
+        names = json.dumps(sorted(sessions))
+        hashes = [row[0] for row in self.db.execute(sql.DROP_SESSION_REFS, {"sessions": names}).fetchall()]
+        self.db.execute(sql.DROP_FORKS, {"sessions": names})
+        if hashes:
+            self.db.execute(sql.DROP_ORPHAN_MESSAGES, {"hashes": json.dumps(hashes)})
+
+    def journal(self, session_id: str) -> tuple[tuple[str, int | None] | None, list[JournalUnit]]:
+        rows = self.db.execute(sql.JOURNAL, (session_id,)).fetchall()
+        return self.session_origin(session_id), [_unit(i, row) for i, row in enumerate(rows, 1)]
+
+    def session_sent(self, session_id: str) -> list[tuple[str, str | None, list[str]]]:
+        return [(row[0], row[1], json.loads(row[2])) for row in self.db.execute(sql.SESSION_SENT, (session_id,))]
+
+    def messages(self, hashes: list[str]) -> dict[str, Any]:
+        return {row[0]: json.loads(row[1]) for row in self.db.execute(sql.SELECT_MESSAGES, (json.dumps(hashes),))}
+
+    def session_origin(self, session_id: str) -> tuple[str, int | None] | None:
+        row = self.db.execute(sql.SELECT_FORK, (session_id,)).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def workflows_of(self, session_id: str) -> list[tuple[str, str, dict[str, Any]]]:
+        return [(row[0], row[1], json.loads(row[2])) for row in self.db.execute(sql.SELECT_WORKFLOWS_OF, (session_id,))]
+
+    def copy_units(self, session_id: str, units: list[CopiedUnit], bodies: list[tuple[str, str]],
+                   workflows: list[tuple[str, str, dict[str, Any]]], origin: tuple[str, int | None] | None,
+                   now: float) -> int:
+        with self._tx():
+            if self.db.execute(sql.SESSION_EXISTS, (session_id,)).fetchone()[0]:
+                raise SessionBusy(f"session {session_id!r} already has stored calls; forget it first or pick "
+                                  "another name")
+            for workflow_id, version_hash, ir in workflows:
+                self.db.execute(sql.INSERT_WORKFLOW_IF_NEW, (workflow_id, version_hash, _dump(ir), now))
+            self.db.executemany(sql.INSERT_MESSAGE, bodies)
+            previous: tuple[str, int, str] | None = None
+            for unit in units:
+                params = {"id": uuid.uuid4().hex, "session_id": session_id, **_copy_params(unit, now),
+                          "max_attempts": self.settings.max_attempts, **_sent_params(None)}
+                if unit.sent is not None:
+                    encoded = self._store_sent(session_id, [], unit.sent, previous)
+                    params.update(_sent_params(encoded))
+                    previous = (params["id"], encoded.count, encoded.digest)
+                if self.db.execute(sql.INSERT_COPY, params).fetchone() is None:
+                    raise WorkflowNotFound(f"workflow {unit.workflow_id!r} version {unit.version_hash!r} is not "
+                                           "registered here, and the copy does not carry it")
+            if origin is not None:
+                self.db.execute(sql.INSERT_FORK, (session_id, origin[0], origin[1], now))
+        return len(units)
+
+    def stored_bytes(self) -> dict[str, int]:
+        return dict(self.db.execute(sql.STORED_BYTES).fetchone())
 
 
 CALL_INPUT_CHARS = 4000
@@ -490,3 +569,30 @@ def _call(row: sqlite3.Row) -> CallSummary:
         next_attempt_at=row["scheduled_at"] if status is Status.PENDING else None,
         result_chars=row["result_length"],
     )
+
+
+def _sent_params(encoded: SentRow | None) -> dict[str, Any]:
+    if encoded is None:
+        return {"sent_base": None, "sent_added": None, "sent_count": None, "sent_digest": None}
+    return {"sent_base": encoded.base, "sent_added": encoded.added_json, "sent_count": encoded.count,
+            "sent_digest": encoded.digest}
+
+
+def _copy_params(unit: CopiedUnit, now: float) -> dict[str, Any]:
+    return {"workflow_id": unit.workflow_id, "version_hash": unit.version_hash, "key": unit.key,
+            "input": _dump(unit.input), "result": _dump(unit.result), "worker_id": unit.worker_id, "now": now,
+            "started_at": unit.started_at if unit.started_at is not None else now,
+            "completed_at": unit.completed_at if unit.completed_at is not None else now}
+
+
+def _unknown_message(hashes: list[str], bodies: list[tuple[str, str]]) -> InvalidValue:
+    return InvalidValue("input.sent names a message the server does not have: send its body in `messages` "
+                        f"({len(hashes)} hash(es) named, {len(bodies)} body/bodies sent)")
+
+
+def _unit(step: int, row: Any) -> JournalUnit:
+    return JournalUnit.model_validate(dict(
+        step=step, id=row["id"], workflow_id=row["workflow_id"], version_hash=row["version_hash"], key=row["key"],
+        status=row["status"], input=json.loads(row["input"]),
+        result=json.loads(row["result"]) if row["result"] is not None else None, error=row["error"]))
+

@@ -12,6 +12,29 @@ RETENTION_INDEX = ("CREATE INDEX IF NOT EXISTS executions_done ON executions (co
 HITS_INDEX = ("CREATE INDEX IF NOT EXISTS executions_hits ON executions (session_id, last_hit_at) "
               "WHERE last_hit_at IS NOT NULL")
 
+# Schema 5: messages stored once by content hash, the sessions that refer to each (what forget and
+# retention collect by), and where a forked or imported session came from.
+JOURNAL_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    hash TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS session_messages (
+    session_id TEXT NOT NULL,
+    hash       TEXT NOT NULL REFERENCES messages (hash),
+    PRIMARY KEY (session_id, hash)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS session_messages_hash ON session_messages (hash);
+CREATE TABLE IF NOT EXISTS session_forks (
+    session_id  TEXT PRIMARY KEY,
+    forked_from TEXT NOT NULL,
+    fork_until  INTEGER,
+    created_at  REAL NOT NULL
+);
+-- Retention keeps a request that a later one's list of messages is stored against.
+CREATE INDEX IF NOT EXISTS executions_sent_base ON executions (sent_base) WHERE sent_base IS NOT NULL;
+"""
+
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS workflows (
     workflow_id  TEXT NOT NULL,
@@ -44,6 +67,10 @@ CREATE TABLE IF NOT EXISTS executions (
     completed_at     REAL,
     hits             INTEGER NOT NULL DEFAULT 0,
     last_hit_at      REAL,
+    sent_base        TEXT,
+    sent_added       TEXT,
+    sent_count       INTEGER,
+    sent_digest      TEXT,
     FOREIGN KEY (workflow_id, version_hash) REFERENCES workflows (workflow_id, version_hash)
 );
 -- At most one live execution per call: the idempotency guarantee lives here, not in code.
@@ -62,6 +89,7 @@ CREATE TABLE IF NOT EXISTS session_runs (
 );
 {RETENTION_INDEX};
 {HITS_INDEX};
+{JOURNAL_SCHEMA}
 """
 
 # Columns added to an existing table, by the schema version that added them: a file older than
@@ -70,6 +98,12 @@ ADDED_COLUMNS = {
     3: """
 ALTER TABLE executions ADD COLUMN hits INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE executions ADD COLUMN last_hit_at REAL;
+""",
+    5: """
+ALTER TABLE executions ADD COLUMN sent_base TEXT;
+ALTER TABLE executions ADD COLUMN sent_added TEXT;
+ALTER TABLE executions ADD COLUMN sent_count INTEGER;
+ALTER TABLE executions ADD COLUMN sent_digest TEXT;
 """,
 }
 
@@ -90,9 +124,10 @@ INSERT_WORKFLOW = "INSERT INTO workflows (workflow_id, version_hash, ir, created
 # Selecting from `workflows` makes an unregistered version insert nothing, and names the node.
 INSERT_EXECUTION = f"""
 INSERT INTO executions (id, workflow_id, version_hash, node_id, session_id, key, input, status,
-                        max_attempts, scheduled_at, created_at, updated_at)
+                        max_attempts, scheduled_at, created_at, updated_at,
+                        sent_base, sent_added, sent_count, sent_digest)
 SELECT :id, workflow_id, version_hash, json_extract(ir, '$.nodes[0].id'), :session_id, :key, :input,
-       'PENDING', :max_attempts, :now, :now, :now
+       'PENDING', :max_attempts, :now, :now, :now, :sent_base, :sent_added, :sent_count, :sent_digest
 FROM workflows WHERE workflow_id = :workflow_id AND version_hash = :version_hash
 ON CONFLICT (workflow_id, session_id, key) WHERE status IN {LIVE} DO NOTHING
 RETURNING {COLUMNS}
@@ -323,12 +358,92 @@ SELECT (SELECT count(*) FROM executions WHERE session_id = :session_id AND statu
        (SELECT holder FROM session_runs WHERE session_id = :session_id AND lease_expires_at > :now)
 """
 FORGET_SESSION = "DELETE FROM executions WHERE session_id = ? RETURNING workflow_id, session_id, key"
+# A request whose list of messages a request that stays is stored against (directly or along the
+# chain) stays too, until that one goes.
 DELETE_TERMINAL_BEFORE = """
 DELETE FROM executions
 WHERE seq IN (
+    WITH RECURSIVE kept (id) AS (
+        SELECT sent_base FROM executions
+        WHERE sent_base IS NOT NULL AND NOT (completed_at IS NOT NULL AND completed_at < :cutoff
+                                             AND status IN ('COMPLETED', 'FAILED', 'CANCELLED'))
+        UNION
+        SELECT e.sent_base FROM executions AS e JOIN kept ON e.id = kept.id WHERE e.sent_base IS NOT NULL)
     SELECT seq FROM executions
     WHERE completed_at IS NOT NULL AND completed_at < :cutoff AND status IN ('COMPLETED', 'FAILED', 'CANCELLED')
+      AND id NOT IN (SELECT id FROM kept)
     ORDER BY completed_at
     LIMIT :limit)
 RETURNING workflow_id, session_id, key
+"""
+
+# --- the journal: messages stored once, forks, exports ----------------------------------------------
+
+INSERT_MESSAGE = "INSERT INTO messages (hash, body) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING"
+# A missing message fails the foreign key: the start names a hash whose body was never sent.
+ADD_SESSION_MESSAGES = """
+INSERT INTO session_messages (session_id, hash)
+SELECT DISTINCT :session_id, value FROM json_each(:hashes) WHERE true
+ON CONFLICT DO NOTHING
+"""
+# The session's latest list of messages: a new request's list is usually it plus what was added since.
+PREVIOUS_SENT = """
+SELECT id, sent_count, sent_digest FROM executions
+WHERE session_id = ? AND sent_count IS NOT NULL ORDER BY seq DESC LIMIT 1
+"""
+SESSION_SENT = """
+SELECT id, sent_base, sent_added FROM executions WHERE session_id = ? AND sent_count IS NOT NULL ORDER BY seq
+"""
+JOURNAL = f"SELECT {COLUMNS} FROM executions WHERE session_id = ? ORDER BY seq"
+SELECT_MESSAGES = "SELECT hash, body FROM messages WHERE hash IN (SELECT value FROM json_each(?))"
+SELECT_FORK = "SELECT forked_from, fork_until FROM session_forks WHERE session_id = ?"
+INSERT_FORK = """
+INSERT INTO session_forks (session_id, forked_from, fork_until, created_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (session_id) DO UPDATE
+SET forked_from = excluded.forked_from, fork_until = excluded.fork_until, created_at = excluded.created_at
+"""
+SESSION_EXISTS = "SELECT EXISTS (SELECT 1 FROM executions WHERE session_id = ?)"
+# A copied unit (fork, import): COMPLETED with its result, as recorded in the session it came from.
+INSERT_COPY = f"""
+INSERT INTO executions (id, workflow_id, version_hash, node_id, session_id, key, input, status, attempts,
+                        max_attempts, result, worker_id, scheduled_at, created_at, updated_at, started_at,
+                        completed_at, sent_base, sent_added, sent_count, sent_digest)
+SELECT :id, workflow_id, version_hash, json_extract(ir, '$.nodes[0].id'), :session_id, :key, :input,
+       'COMPLETED', 1, :max_attempts, :result, :worker_id, :now, :now, :now, :started_at, :completed_at,
+       :sent_base, :sent_added, :sent_count, :sent_digest
+FROM workflows WHERE workflow_id = :workflow_id AND version_hash = :version_hash
+RETURNING id
+"""
+INSERT_WORKFLOW_IF_NEW = """
+INSERT INTO workflows (workflow_id, version_hash, ir, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING
+"""
+SELECT_WORKFLOWS_OF = """
+SELECT workflow_id, version_hash, ir FROM workflows
+WHERE (workflow_id, version_hash) IN (SELECT DISTINCT workflow_id, version_hash FROM executions WHERE session_id = ?)
+"""
+# Collection after forget or retention: the references of sessions left with no execution, then the
+# messages no session refers to any more.
+DROP_SESSION_REFS = """
+DELETE FROM session_messages
+WHERE session_id IN (SELECT value FROM json_each(:sessions))
+  AND NOT EXISTS (SELECT 1 FROM executions WHERE executions.session_id = session_messages.session_id)
+RETURNING hash
+"""
+DROP_FORKS = """
+DELETE FROM session_forks
+WHERE session_id IN (SELECT value FROM json_each(:sessions))
+  AND NOT EXISTS (SELECT 1 FROM executions WHERE executions.session_id = session_forks.session_id)
+"""
+DROP_ORPHAN_MESSAGES = """
+DELETE FROM messages
+WHERE hash IN (SELECT value FROM json_each(:hashes))
+  AND NOT EXISTS (SELECT 1 FROM session_messages WHERE session_messages.hash = messages.hash)
+"""
+STORED_BYTES = """
+SELECT (SELECT count(*) FROM messages) AS messages,
+       (SELECT coalesce(sum(length(CAST(hash AS BLOB)) + length(CAST(body AS BLOB))), 0) FROM messages) AS message_bytes,
+       (SELECT coalesce(sum(length(CAST(input AS BLOB)) + coalesce(length(CAST(result AS BLOB)), 0)
+                            + coalesce(length(CAST(sent_added AS BLOB)), 0) + coalesce(length(sent_base), 0)
+                            + coalesce(length(sent_digest), 0)), 0) FROM executions) AS execution_bytes,
+       (SELECT count(*) FROM session_messages) AS refs
 """

@@ -8,7 +8,7 @@ const SESSIONS_PAGE = 50;
 const CALLS_PAGE = 200;
 const TOKEN_KEY = "nexum-token";
 
-const state = { sessionPages: 1, callPages: 1, timer: null, busy: false, again: false, filter: "", skew: 0 };
+const state = { nextNotice: null, sessionPages: 1, callPages: 1, timer: null, busy: false, again: false, filter: "", skew: 0 };
 const $ = (id) => document.getElementById(id);
 
 // --- DOM: elements built from text, never from markup ---------------------------------------------
@@ -71,7 +71,7 @@ class Unauthorized extends Error {}
 
 async function api(path, options = {}) {
   const token = sessionStorage.getItem(TOKEN_KEY);
-  const headers = { Accept: "application/json" };
+  const headers = { Accept: "application/json", ...(options.headers || {}) };
   if (token) headers.Authorization = `Bearer ${token}`;
   const response = await fetch(path, { ...options, headers, cache: "no-store" });
   if (response.status === 401) throw new Unauthorized(token ? "That token is not this server's." : "");
@@ -151,8 +151,14 @@ async function renderSession(sessionId) {
     fact("Tool time saved", seconds(summary.seconds_saved) || "0 ms"),
     fact("Last activity", ago(summary.last_activity)),
   ] : [fact("Calls", 0)];
+  if (summary && summary.forked_from) {
+    const until = summary.fork_until === null ? "all completed calls" : `its first ${summary.fork_until} calls`;
+    counts.push(fact("Forked from", el("span", null, el("a", { href: sessionHref(summary.forked_from) },
+      summary.forked_from), ` (${until})`)));
+  }
   $("session-counts").replaceChildren(...counts);
   show("forget", Boolean(summary));
+  show("fork", Boolean(summary));
   const rows = page.calls.map((c) => {
     const name = c.tool !== null
       ? el("td", null, el("a", { className: "tool", href: callHref(sessionId, c.id) }, c.tool))
@@ -198,6 +204,7 @@ async function renderCall(sessionId, callId) {
     fact("Ended", when(e.completed_at) || "—"),
     fact("Workflow", `${e.workflow_id} ${e.version_hash.slice(0, 19)}…`),
     fact("Key", e.key));
+  await renderRequest(e);
   $("call-input").textContent = json(e.input);
   $("call-error").textContent = e.error || "";
   show("call-error", Boolean(e.error));
@@ -217,6 +224,58 @@ async function renderCall(sessionId, callId) {
       el("td", { className: "mono" }, h.worker_id || ""),
       el("td", { className: "err" }, h.error || "")));
   $("history").tBodies[0].replaceChildren(...rows);
+}
+
+// A model request: what it was sent, part by part (new since the session's previous request
+// marked), and its response. Long parts fold; every text goes in through textContent.
+const FOLD_CHARS = 600;
+const PART_LABELS = { "system-prompt": "system", "user-prompt": "user", "tool-return": "tool result",
+  "retry-prompt": "retry", text: "text", thinking: "thinking", "tool-call": "tool call" };
+
+function partsOf(message) {
+  if (!message || typeof message !== "object") return [["message", json(message)]];
+  const found = message.instructions ? [["instructions", String(message.instructions)]] : [];
+  for (const part of message.parts || []) {
+    const kind = part && part.part_kind;
+    let label = PART_LABELS[kind] || kind || "part";
+    let text;
+    if (kind === "tool-call") text = `${part.tool_name}(${typeof part.args === "string" ? part.args : json(part.args)})`;
+    else if (part && "content" in part) text = typeof part.content === "string" ? part.content : json(part.content);
+    else text = json(part);
+    if ((kind === "tool-return" || kind === "retry-prompt") && part.tool_name) label = `${label} ${part.tool_name}`;
+    found.push([label, text]);
+  }
+  return found;
+}
+
+function partView(label, text, isNew) {
+  const body = text.length <= FOLD_CHARS ? el("pre", null, text)
+    : el("details", null, el("summary", null, `${text.slice(0, 160)}… (${text.length} characters)`), el("pre", null, text));
+  return el("div", { className: isNew ? "part new" : "part" },
+    el("div", { className: "label" }, isNew ? `${label} · new` : label), body);
+}
+
+async function renderRequest(e) {
+  const isResponse = e.result && typeof e.result === "object" && e.result.kind === "response";
+  const sent = await api(`/v1/executions/${encodeURIComponent(e.id)}/sent`);
+  show("call-request", sent.messages.length > 0 || isResponse);
+  const views = [];
+  for (const m of sent.messages) {
+    for (const [label, text] of partsOf(m.body === null ? { parts: [{ content: "(no longer stored)" }] } : m.body)) {
+      views.push(partView(label, text, m.new));
+    }
+  }
+  $("call-sent").replaceChildren(...views);
+  const fresh = sent.messages.filter((m) => m.new).length;
+  $("call-sent-summary").textContent = `${sent.messages.length} message(s), ${fresh} new since the previous model request` +
+    (sent.complete ? "" : "; older ones were deleted by retention");
+  const response = isResponse ? partsOf(e.result).map(([label, text]) => partView(label, text, false)) : [];
+  if (isResponse && e.result.usage) {
+    const usage = Object.entries(e.result.usage).filter(([, v]) => typeof v === "number" && v)
+      .map(([k, v]) => `${k.replace(/_/g, " ")} ${v}`).join(", ");
+    response.push(partView("usage", usage || "none reported", false));
+  }
+  $("call-response").replaceChildren(...response);
 }
 
 // --- refresh loop: every REFRESH_MS while the tab is visible ---------------------------------------
@@ -307,6 +366,25 @@ async function forget() {
   }
 }
 
+async function fork() {
+  const sessionId = route().session;
+  const name = prompt(`Fork session "${sessionId}" as a new session named:`, `${sessionId}-fork`);
+  if (!name) return;
+  const until = prompt("Copy only the completed calls of the first K steps (leave empty for all):", "");
+  const body = { new_session_id: name.trim() };
+  if (until && until.trim()) body.until = Number(until.trim());
+  try {
+    const done = await api(`/v1/sessions/${encodeURIComponent(sessionId)}/fork`, {
+      method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json" } });
+    // Shown once the new session's view opens (a change of view clears the notice otherwise).
+    state.nextNotice = `Session ${done.session_id} forked from ${done.forked_from}: ${done.copied} call(s) copied.`;
+    location.hash = sessionHref(done.session_id);
+  } catch (error) {
+    if (error instanceof Unauthorized) askToken(error.message);
+    else notice(`Not forked: ${error.message}`);
+  }
+}
+
 function start() {
   $("token-form").addEventListener("submit", (event) => {
     event.preventDefault();
@@ -325,9 +403,11 @@ function start() {
   $("more-sessions").addEventListener("click", () => { state.sessionPages += 1; refresh(); });
   $("more-calls").addEventListener("click", () => { state.callPages += 1; refresh(); });
   $("forget").addEventListener("click", forget);
+  $("fork").addEventListener("click", fork);
   window.addEventListener("hashchange", () => {
     const current = route();
-    if (current.name !== "sessions") notice("");
+    if (current.name !== "sessions") notice(state.nextNotice || "");
+    state.nextNotice = null;
     if (current.name === "session") state.callPages = 1;
     refresh();
   });

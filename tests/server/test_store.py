@@ -851,6 +851,10 @@ def test_a_file_of_schema_1_is_migrated_and_keeps_its_executions(tmp_path: Path)
     v1.register_workflow(REF, IR, T0)
     kept = v1.start_execution(REF, "s", "k", None, T0).execution
     v1.db.executescript("BEGIN; DROP INDEX executions_done; DROP INDEX executions_hits;"
+                        "DROP INDEX executions_sent_base; DROP TABLE session_messages; DROP TABLE messages;"
+                        "DROP TABLE session_forks; ALTER TABLE executions DROP COLUMN sent_base;"
+                        "ALTER TABLE executions DROP COLUMN sent_added; ALTER TABLE executions DROP COLUMN sent_count;"
+                        "ALTER TABLE executions DROP COLUMN sent_digest;"
                         "ALTER TABLE executions DROP COLUMN hits;"
                         "ALTER TABLE executions DROP COLUMN last_hit_at; DROP TABLE session_runs;"
                         "PRAGMA user_version = 1; COMMIT;")
