@@ -9,6 +9,7 @@ Run with:
     nexum cancel 3f2a
     nexum sessions                 # sessions, latest activity first, with their counts
     nexum forget SESSION           # delete a session's stored calls (asks first; --yes does not)
+    nexum waits                    # what waits for an answer; nexum approve / deny / resolve TOKEN
 
 Exit codes: 0 done; 1 refused or failed (no such id, nothing to cancel); 2 cannot start: a bad
 setting, no server at the URL, or the token refused (for `dev`: also a port in use, a bad database).
@@ -32,7 +33,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import config
+from . import cli_waits, config
 from .config import Settings
 from .errors import ConfigError, NexumError, RequestRejected, SchemaError, ServerUnavailable, StoreUnavailable
 from .models import Execution, SessionSummary, Status
@@ -108,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     forget.add_argument("--url", help=URL_HELP)
     forget.add_argument("session_id", metavar="SESSION")
     forget.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    cli_waits.add_commands(commands, URL_HELP)
     return parser
 
 
@@ -237,6 +239,9 @@ async def inspect(args: argparse.Namespace) -> None:
         return
     async with NexumClient(args.url) as client:
         await client.check()
+        if args.command in cli_waits.COMMANDS:
+            await cli_waits.run(args, client)
+            return
         if args.command == "sessions":
             if not 1 <= args.limit <= 500:
                 raise ValueError("--limit must be between 1 and 500")
