@@ -61,6 +61,7 @@ from pydantic_ai.durable_exec import (
     ToolsetCallToolId,
 )
 from pydantic_ai.exceptions import UserError
+from pydantic_ai.external_events import external_event_scope
 from pydantic_ai.messages import ModelMessagesTypeAdapter, ModelRequest, UserPromptPart
 from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.tools import AgentDepsT, RunContext
@@ -352,6 +353,9 @@ class NexumDurability(BaseDurabilityCapability[AgentDepsT]):
         on_unit: Called with a `UnitEvent` as each model request and tool call ends.
         name: Names the agent's units; defaults to the agent's `name`.
         models: Other models the run may switch to, by id (as for every durable engine).
+        on_wait: Called with the server's `Wait` when the run is about to wait for an answer
+            (`RequestInput`, `wait_for_external_event`): its token resolves it.
+        detach_waits: Stop the run with `WaitDetached` instead of holding the process while it waits.
     """
 
     engine_spec = DurabilityEngineSpec(
@@ -369,8 +373,11 @@ class NexumDurability(BaseDurabilityCapability[AgentDepsT]):
 
     def __init__(self, *, session_id: str | None, url: str | None = None, client: NexumClient | None = None,
                  on_unit: Callable[[UnitEvent], None] | None = None, name: str | None = None,
-                 models: dict[str, Model] | None = None) -> None:
+                 models: dict[str, Model] | None = None, on_wait: Callable[[Any], None] | None = None,
+                 detach_waits: bool = False) -> None:
         super().__init__(models=models, name=name)
+        self.on_wait = on_wait
+        self.detach_waits = detach_waits
         self.session_id = session_id
         self.url = url
         self.client = client
@@ -399,10 +406,15 @@ class NexumDurability(BaseDurabilityCapability[AgentDepsT]):
     async def wrap_run(self, ctx: RunContext[AgentDepsT], *, handler: Any) -> Any:
         if self.session_id is None:
             return await handler()
+        # Imported here: the waiter is built on this module's run state (nexum_pydantic_ai/_events.py).
+        from nexum_pydantic_ai._events import NexumEventWaiter
+
         async with self._session_run() as run:
             token = _RUN.set(run)
             try:
-                return await super().wrap_run(ctx, handler=handler)
+                waiter = NexumEventWaiter(run, on_wait=self.on_wait, detach=self.detach_waits)
+                with external_event_scope(waiter):
+                    return await super().wrap_run(ctx, handler=handler)
             finally:
                 _RUN.reset(token)
                 self._last_stats[0] = run.stats
