@@ -143,3 +143,30 @@ def test_a_direct_wait_whose_ask_answers_at_once_is_recorded_and_not_asked_on_re
     assert OUTPUT.search(first.output).group(1) == OUTPUT.search(again.output).group(1) == expected  # type: ignore[union-attr]
     assert calls(tmp_path) == ["model", "ask"]
     assert WAITING not in first.output + again.output
+
+
+DEMO_TOKEN = re.compile(r"nexum approve (\S+)")
+
+
+def test_the_demo_with_approve_and_detach_stops_then_goes_on_once_each_page_is_decided(
+        server: NexumServer, worker: Proc, session_id: str) -> None:
+    from tests.e2e.helpers import run_demo
+
+    args = ("--model", "offline", "--session", session_id, "--approve", "--detach", "What is durable execution?")
+    decided: list[str] = []
+    for _ in range(10):  # one wait per model turn that wants pages
+        result = run_demo(server.url, *args)
+        if result.returncode == 0:
+            break
+        assert result.returncode == 3, result.stdout + result.stderr
+        assert "Waiting for approval" in result.stdout and "visit_webpage" in result.stdout
+        token = DEMO_TOKEN.search(result.stdout).group(1)  # type: ignore[union-attr]
+        if not decided:
+            assert resolve(server, token, decision="deny", reason="not this one", by="test").status_code == 200
+        else:
+            assert resolve(server, token, decision="approve").status_code == 200
+        decided.append(token)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert decided, "the demo never waited"
+    replay = run_demo(server.url, *args)
+    assert replay.returncode == 0 and "Waiting for approval" not in replay.stdout
