@@ -11,9 +11,12 @@ Run with:
     nexum-web python worker.py                      # terminal 2 (or `python worker.py` for the real web)
     python demo.py "What is durable execution?"     # terminal 3
     SESSION_ID=<the session it printed> python demo.py "What is durable execution?"
+    python demo.py --approve "What is durable execution?"   # asks before reading each page:
+    nexum approve TOKEN                                      # in another terminal (or the page /ui)
 
 Exit codes: 0 answered; 1 the model failed, or every tool call failed; 2 cannot start (no server at
-NEXUM_URL, token refused, a bad setting); 130 interrupted (Ctrl-C).
+NEXUM_URL, token refused, a bad setting); 3 stopped while waiting for approval (--detach); 130
+interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ import signal
 import sys
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pydantic_ai
 from pydantic_ai import Agent
+from pydantic_ai.capabilities import RequestInput
 from pydantic_ai.exceptions import AgentRunError, UserError
 from pydantic_ai.models import Model
 from pydantic_ai.toolsets import AbstractToolset
@@ -36,7 +41,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markdown import Markdown
 
-from nexum_pydantic_ai import DEFAULT_TIMEOUT, NexumDurability, UnitEvent, WorkerToolset
+from nexum_pydantic_ai import DEFAULT_TIMEOUT, NexumDurability, UnitEvent, WaitDetached, WorkerToolset
 from nexum_research import AGENT_NAME
 from nexum_research.offline_model import offline_model
 from nexum_research.settings import AgentSettings
@@ -49,12 +54,16 @@ OPENAI_MODEL = "openai:gpt-5-mini"
 INSTRUCTIONS = ("You are a research assistant. Use web_search to find sources and visit_webpage to read "
                 "the most relevant ones, then answer in Markdown and cite the URLs you used.")
 
+APPROVE_TOOLS = frozenset({"visit_webpage"})
+"""The tools `--approve` asks about before they run."""
+
 console = Console()
 
 
 def build_agent(model: Model | str, session_id: str | None, *, client: NexumClient | None = None,
                 on_unit: Callable[[UnitEvent], None] | None = None,
-                toolset: AbstractToolset[None] = TOOLSET, timeout: float = DEFAULT_TIMEOUT) -> Agent[None, str]:
+                toolset: AbstractToolset[None] = TOOLSET, timeout: float = DEFAULT_TIMEOUT,
+                approve: bool = False, detach: bool = False) -> Agent[None, str]:
     """The research agent; with a session, durable in Nexum.
 
     In a session, every model request and tool call of a run is an execution of the session on the
@@ -64,9 +73,23 @@ def build_agent(model: Model | str, session_id: str | None, *, client: NexumClie
     """
     if session_id is None:
         return Agent(model, name=AGENT_NAME, instructions=INSTRUCTIONS, toolsets=[toolset], retries=3)
-    return Agent(model, name=AGENT_NAME, instructions=INSTRUCTIONS, retries=3,
-                 toolsets=[WorkerToolset(toolset, client=client, timeout=timeout)],
-                 capabilities=[NexumDurability(session_id=session_id, client=client, on_unit=on_unit)])
+    tools: AbstractToolset[None] = WorkerToolset(toolset, client=client, timeout=timeout)
+    capabilities: list[Any] = [NexumDurability(session_id=session_id, client=client, on_unit=on_unit,
+                                               on_wait=show_wait, detach_waits=detach)]
+    if approve:  # the pages wait for a person: `nexum approve`, or the page /ui, resolves the wait
+        tools = tools.approval_required(lambda ctx, tool_def, args: tool_def.name in APPROVE_TOOLS)
+        capabilities.append(RequestInput(lambda ctx, requests, token: None))
+    return Agent(model, name=AGENT_NAME, instructions=INSTRUCTIONS, retries=3, toolsets=[tools],
+                 capabilities=capabilities)
+
+
+def show_wait(wait: Any) -> None:
+    """What the run waits for, and the commands that answer it."""
+    pages = "\n".join(f"    {call.tool_name}({_clip(repr((call.args or {}).get('url', call.args)), 90)})"
+                      for call in wait.request.calls)
+    console.print(f"[bold yellow]Waiting for approval[/] to read:\n{pages}\n  approve: nexum approve {wait.token}"
+                  f"\n  deny:    nexum deny {wait.token} --reason \"not this one\"\n  or on the page /ui",
+                  highlight=False, soft_wrap=True)
 
 
 def pick_model(name: str | None) -> tuple[Model | str, str]:
@@ -155,7 +178,7 @@ def _clip(text: str, width: int) -> str:
 
 
 async def run(query: str, session_id: str, model_name: str | None, progress: Progress,
-              timeout: float = DEFAULT_TIMEOUT) -> int:
+              timeout: float = DEFAULT_TIMEOUT, approve: bool = False, detach: bool = False) -> int:
     model, label = pick_model(model_name)
     async with NexumClient() as client:
         try:
@@ -165,13 +188,18 @@ async def run(query: str, session_id: str, model_name: str | None, progress: Pro
             return 2
         console.print(f"[bold]Query[/]    {query}\n[bold]Session[/]  {session_id}\n[bold]Model[/]    {label}",
                       highlight=False)
-        agent = build_agent(model, session_id, client=client, on_unit=progress, timeout=timeout)
+        agent = build_agent(model, session_id, client=client, on_unit=progress, timeout=timeout, approve=approve,
+                            detach=detach)
         try:
             with console.status("agent working; its web tools run in the worker", spinner="dots"):
                 result = await agent.run(query)
         except ServerUnavailable as e:
             console.print(f"[red]error:[/] {e}\n{progress.resume_hint(session_id)}", highlight=False)
             return 2
+        except WaitDetached:
+            console.print(f"Stopped while waiting (--detach); the wait stays on the server. Once it is resolved, "
+                          f"continue with SESSION_ID={session_id} (the same query and flags).", highlight=False)
+            return 3
     console.print()
     console.print(Markdown(result.output))
     console.print(f"\n[bold]Summary[/]  {progress.summary()}", highlight=False)
@@ -212,6 +240,10 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"how long one tool call may wait for the worker (default {DEFAULT_TIMEOUT:g})")
     parser.add_argument("--crash-after", type=int, metavar="N",
                         help="kill this process after N steps (model requests and tool calls)")
+    parser.add_argument("--approve", action="store_true",
+                        help="ask before reading each page: the run waits for `nexum approve` or the page /ui")
+    parser.add_argument("--detach", action="store_true",
+                        help="with --approve: stop instead of waiting; the same command goes on once approved")
     args = parser.parse_args(argv)
     if args.timeout <= 0:
         parser.error("--timeout must be a positive number of seconds")
@@ -220,7 +252,8 @@ def main(argv: list[str] | None = None) -> None:
                         handlers=[RichHandler(console=console, show_time=False, show_path=False)])
     progress = Progress(args.crash_after)
     try:
-        sys.exit(asyncio.run(run(args.query, session_id, args.model, progress, args.timeout)))
+        sys.exit(asyncio.run(run(args.query, session_id, args.model, progress, args.timeout, args.approve,
+                                 args.detach)))
     except ConfigError as e:
         console.print(f"[red]error:[/] {e}", highlight=False)
         sys.exit(2)

@@ -11,6 +11,7 @@ execution of the session; `WorkerToolset` sends the tools marked `RUN_IN_WORKER`
 """
 
 from ._durability import NexumBackend, NexumDurability, Run, RunStats, UnitEvent, current_run
+from ._events import NexumEventWaiter, WaitDetached
 from ._errors import InvalidToolCall, PermanentToolError, ToolCallFailed, ToolError, TransientToolError
 from ._keys import KEY_SCHEME, canonical_json, standalone_tool_key
 from ._protocol import AGENT_WORKFLOW_ID, ToolCallInput, ToolCallOutput, tool_ir, tool_workflow_id, version_hash
@@ -33,6 +34,7 @@ __all__ = [
     "InvalidToolCall",
     "NexumBackend",
     "NexumDurability",
+    "NexumEventWaiter",
     "PermanentToolError",
     "Run",
     "RunStats",
@@ -43,6 +45,7 @@ __all__ = [
     "ToolError",
     "TransientToolError",
     "UnitEvent",
+    "WaitDetached",
     "WorkerToolset",
     "call_tool",
     "call_tool_sync",

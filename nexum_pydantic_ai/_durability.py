@@ -44,6 +44,7 @@ from pydantic_ai.durable_exec import (
     ToolsetGetToolsId,
 )
 from pydantic_ai.exceptions import UserError
+from pydantic_ai.external_events import external_event_scope
 from pydantic_ai.models import Model
 from pydantic_ai.tools import AgentDepsT, RunContext
 from pydantic_core import PydanticSerializationError
@@ -140,6 +141,12 @@ class Run:
     on_unit: Callable[[UnitEvent], None] | None
     stats: RunStats = field(default_factory=RunStats)
     chain: MessageChain = field(default_factory=MessageChain)
+    _seen: dict[str, int] = field(default_factory=dict)
+
+    def next_occurrence(self, what: str) -> int:
+        """0 the first time the run does `what`, then 1, 2...: tells apart identical waits of a run."""
+        self._seen[what] = self._seen.get(what, 0) + 1
+        return self._seen[what] - 1
 
     @property
     def session(self) -> SessionRunInfo:
@@ -335,6 +342,9 @@ class NexumDurability(BaseDurabilityCapability[AgentDepsT]):
         event_stream_handler: Receives the run's events; a replayed model request streams nothing.
         deps_key: What identifies the run's deps in unit keys, when the deps are not JSON data
             (a client, a connection): e.g. `lambda deps: deps.tenant_id`.
+        on_wait: Called with the server's `Wait` when the run is about to wait for an answer
+            (`RequestInput`, `wait_for_external_event`): its token resolves it.
+        detach_waits: Stop the run with `WaitDetached` instead of holding the process while it waits.
     """
 
     engine_spec = DurabilityEngineSpec(
@@ -354,13 +364,16 @@ class NexumDurability(BaseDurabilityCapability[AgentDepsT]):
     def __init__(self, *, session_id: str | None, url: str | None = None, client: NexumClient | None = None,
                  on_unit: Callable[[UnitEvent], None] | None = None, name: str | None = None,
                  models: dict[str, Model] | None = None, event_stream_handler: Any = None,
-                 deps_key: Callable[[Any], Any] | None = None) -> None:
+                 deps_key: Callable[[Any], Any] | None = None, on_wait: Callable[[Any], None] | None = None,
+                 detach_waits: bool = False) -> None:
         super().__init__(models=models, name=name, event_stream_handler=event_stream_handler)
         self.session_id = session_id
         self.url = url
         self.client = client
         self.on_unit = on_unit
         self.deps_key = deps_key
+        self.on_wait = on_wait
+        self.detach_waits = detach_waits
         # Shared with the copy the agent binds, so the caller's object sees its runs' figures.
         self._last_stats: list[RunStats | None] = [None]
         self._run_numbers: dict[str, int] = {}
@@ -404,8 +417,12 @@ class NexumDurability(BaseDurabilityCapability[AgentDepsT]):
         async with self._session_hold() as hold:
             run = Run(hold, identity, self.on_unit)
             token = _RUN.set(run)
+            # Imported here: the waiter is built on this module's run state.
+            from ._events import NexumEventWaiter
+
             try:
-                return await super().wrap_run(ctx, handler=handler)
+                with external_event_scope(NexumEventWaiter(run, on_wait=self.on_wait, detach=self.detach_waits)):
+                    return await super().wrap_run(ctx, handler=handler)
             finally:
                 _RUN.reset(token)
                 self._last_stats[0] = run.stats

@@ -129,6 +129,11 @@ class MessageChain:
             self._messages.append(message)
         return self._hashes[count - 1] if count else ""
 
+    @property
+    def last(self) -> str:
+        """The chain hash of everything hashed so far."""
+        return self._hashes[-1] if self._hashes else ""
+
     def call_ordinal(self, tool_call_id: str | None) -> str | None:
         """The call's number in order of first appearance (`call-3`), the same in every process."""
         return self._call_ids.get(tool_call_id) if tool_call_id is not None else None

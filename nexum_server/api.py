@@ -19,9 +19,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import __version__, journal_api, sessions
+from . import __version__, journal_api, sessions, waits
 from .config import Settings
-from .errors import InvalidValue, LeaseLost, NexumError, NotFound, SessionBusy, StoreUnavailable
+from .errors import InvalidValue, LeaseLost, NexumError, NotFound, SessionBusy, StoreUnavailable, WaitOver
 from .guard import Guard
 from .hotroutes import HotRoutes
 from .jsonbody import StrictJSONRoute
@@ -47,7 +47,7 @@ from .models import (
 from .service import QueueService
 from .store import SCHEMA_VERSION, Store, open_store
 
-ERROR_STATUS: dict[type[NexumError], int] = {NotFound: 404, LeaseLost: 409, SessionBusy: 409,
+ERROR_STATUS: dict[type[NexumError], int] = {NotFound: 404, LeaseLost: 409, SessionBusy: 409, WaitOver: 409,
                                               InvalidValue: 422, StoreUnavailable: 503}
 ERRORS = {
     400: {"model": ErrorBody, "description": "Body that cannot be decoded as JSON text at all"},
@@ -86,8 +86,10 @@ def create_app(settings: Settings, store: Store | None = None,
     app = FastAPI(title="Nexum", version=__version__, lifespan=lifespan,
                   description="Durable, idempotent executions with a long-poll task queue.")
     app.state.service = service
+    app.state.waits = waits.Waits(service)
     app.include_router(router)
     app.include_router(journal_api.router)  # before sessions.router: its {session_id:path} takes any suffix
+    app.include_router(waits.router)
     app.include_router(sessions.router)
     app.add_exception_handler(NexumError, nexum_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ Run with:
     nexum fork SESSION NEW --until 3   # NEW gets SESSION's first 3 steps' completed units
     nexum export SESSION -o run.json   # the session as a file (format in the README)
     nexum import run.json --as NEW
+    nexum waits                    # what waits for an answer; nexum approve / deny / resolve TOKEN
 
 Exit codes: 0 done; 1 refused or failed (no such id, nothing to cancel); 2 cannot start: a bad
 setting, no server at the URL, or the token refused (for `dev`: also a port in use, a bad database).
@@ -36,7 +37,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import config
+from . import cli_waits, config
 from .config import Settings
 from .errors import ConfigError, NexumError, RequestRejected, SchemaError, ServerUnavailable, StoreUnavailable
 from .models import Execution, SessionSummary, Status
@@ -128,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--url", help=URL_HELP)
     load.add_argument("file", metavar="FILE")
     load.add_argument("--as", dest="as_session", metavar="NEW", help="the session to load it as (default: its own)")
+    cli_waits.add_commands(commands, URL_HELP)
     return parser
 
 
@@ -259,6 +261,9 @@ async def inspect(args: argparse.Namespace) -> None:
         await client.check()
         if args.command in ("fork", "export", "import"):
             await journal_command(client, args)
+            return
+        if args.command in cli_waits.COMMANDS:
+            await cli_waits.run(args, client)
             return
         if args.command == "sessions":
             if not 1 <= args.limit <= 500:

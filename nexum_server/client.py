@@ -15,7 +15,7 @@ import json
 import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -37,6 +37,10 @@ from .models import (
     SessionSummary,
     Status,
     Task,
+    Wait,
+    WaitList,
+    WaitRequest,
+    WaitStatus,
     WorkflowRef,
 )
 from .retry import retry_async, retry_sync
@@ -322,6 +326,56 @@ class NexumClient:
 
     async def end_session_run(self, run: SessionRunInfo) -> None:
         await self.request("DELETE", f"/v1/sessions/{quote(run.session_id, safe='')}/runs/{run.run_token}")
+
+    # Waits: a run waiting for an answer from outside, and whoever resolves it
+
+    async def create_wait(self, session_id: str, key: str, name: str, *, timeout_seconds: float | None = None,
+                          request: WaitRequest | None = None) -> Wait:
+        """The session's wait for `key`: made now (`created`), or the one made before, with its token."""
+        body = {"key": key, "name": name, "timeout_seconds": timeout_seconds,
+                "request": (request or WaitRequest()).model_dump(mode="json")}
+        response = await self.request("POST", f"/v1/sessions/{quote(session_id, safe='')}/waits", json=body)
+        return Wait.model_validate_json(response.content)
+
+    async def get_wait(self, token: str, wait: float = 0.0) -> Wait:
+        """The wait; with `wait`, the server holds the answer until it is over (or `wait` runs out)."""
+        params = {"wait": wait} if wait else None
+        response = await self.request("GET", f"/v1/events/{quote(token, safe='')}", params=params, hold=wait)
+        return Wait.model_validate_json(response.content)
+
+    async def wait_over(self, token: str) -> Wait:
+        """Long-poll until the wait is over, for as long as that takes (its own timeout, if it has
+        one, ends it on the server). A server away meanwhile is waited out: the wait is stored."""
+        while True:
+            held = lambda: self.get_wait(token, wait=HOLD_SECONDS)  # noqa: E731
+            wait = await reconnecting(held, time.monotonic() + HOLD_SECONDS + READ_SECONDS)
+            if wait.status is not WaitStatus.WAITING:
+                return wait
+
+    async def resolve_wait(self, token: str, *, payload: Any = None, error: str | None = None,
+                           decision: Literal["approve", "deny"] | None = None, calls: list[str] | None = None,
+                           reason: str | None = None, by: str | None = None, with_payload: bool = False) -> Wait:
+        """Resolve the wait: with `payload` (pass `with_payload=True` for a payload of None), with
+        `error`, or with a `decision`. `RequestRejected` 409 when it is over already, 404 unknown."""
+        body: dict[str, Any] = {}
+        if decision is not None:
+            body.update(decision=decision, calls=calls, reason=reason)
+        elif error is not None:
+            body["error"] = error
+        elif payload is not None or with_payload:
+            body["payload"] = payload
+        if by is not None:
+            body["by"] = by
+        response = await self.request("POST", f"/v1/events/{quote(token, safe='')}",
+                                      json={k: v for k, v in body.items() if v is not None or k == "payload"})
+        return Wait.model_validate_json(response.content)
+
+    async def waits(self, status: WaitStatus | str | None = WaitStatus.WAITING, session_id: str | None = None,
+                    limit: int = 100) -> WaitList:
+        params = {"status": WaitStatus(str(status).upper() if isinstance(status, str) else status).value
+                  if status else None, "session_id": session_id, "limit": limit}
+        response = await self.request("GET", "/v1/events", params={k: v for k, v in params.items() if v is not None})
+        return WaitList.model_validate_json(response.content)
 
 
 class NexumSyncClient:

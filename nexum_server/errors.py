@@ -9,6 +9,7 @@
     ├── LeaseLost              the lease token is stale or the task ended -> 409
     │   └── SessionTakenOver   a newer run of the session took it over    -> 409
     ├── SessionBusy            forget refused: the session has live calls -> 409
+    ├── WaitOver               a wait was resolved already, or timed out  -> 409
     ├── StoreUnavailable       the database is busy or failing            -> 503
     └── ClientError            raised by the HTTP client only
         ├── ServerUnavailable  the server cannot be reached
@@ -69,6 +70,12 @@ class SessionBusy(NexumError):
     """A session cannot be forgotten while executions in it are PENDING or RUNNING."""
 
     code = "session_busy"
+
+
+class WaitOver(NexumError):
+    """A wait can be resolved once: it was resolved already, or its timeout ran out."""
+
+    code = "wait_over"
 
 
 class ClientError(NexumError):

@@ -23,9 +23,9 @@ class Metrics:
         self.deleted = Counter("nexum_executions_deleted", "Executions deleted: a session forgotten, or retention",
                                ["reason"], registry=r)
         self.executions = Gauge("nexum_executions", "Executions by status", ["status"], registry=r)
-        self.held = Gauge("nexum_held_requests", "Long-poll requests being held: task_poll or execution_wait",
+        self.held = Gauge("nexum_held_requests", "Long-poll requests being held: task_poll, execution_wait or event_wait",
                           ["kind"], registry=r)
-        for kind in ("task_poll", "execution_wait"):
+        for kind in ("task_poll", "execution_wait", "event_wait"):
             self.held.labels(kind)  # exported as 0 before the first long-poll
         self.queue_depth = Gauge("nexum_queue_depth", "PENDING executions (waiting or retrying)", registry=r)
         self.latency = Histogram(

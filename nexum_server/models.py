@@ -10,7 +10,7 @@ import json
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Name = Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")
 
@@ -430,6 +430,108 @@ class SessionExport(_Body):
     """The session's completed units, in recorded order."""
     messages: dict[str, Any]
     """Every message the units name, by hash."""
+# --- waits: a run waiting for an answer from outside (an approval, a result) ---------------------
+
+
+class WaitStatus(str, Enum):
+    """Lifecycle of a wait. Only WAITING changes, once, to one of the others."""
+
+    WAITING = "WAITING"
+    RESOLVED = "RESOLVED"
+    """Answered with a JSON payload."""
+    FAILED = "FAILED"
+    """Resolved with a failure reason instead of a payload."""
+    TIMED_OUT = "TIMED_OUT"
+    """Its timeout ran out, on the server's clock, before anyone resolved it."""
+
+
+class PendingCall(BaseModel):
+    """One tool call a wait asks about (for Pydantic AI's `RequestInput`, one deferred tool call)."""
+
+    tool_call_id: str
+    tool_name: str
+    args: Any = None
+    """The call's arguments as the model gave them (shown as text, never as markup)."""
+    kind: Literal["approval", "external", "question"] = "approval"
+    """What the call waits for: an approval, or a result produced outside the run."""
+
+
+class WaitRequest(BaseModel):
+    """What a wait asks: the pending tool calls, if any, and anything else the waiting run adds."""
+
+    calls: list[PendingCall] = Field(default_factory=list, max_length=1000)
+    detail: Any = None
+    """Free-form JSON from the waiting run (for `RequestInput`: the `DeferredToolRequests` as JSON)."""
+
+
+class CreateWait(_Body):
+    """Body of `POST /v1/sessions/{session_id}/waits`: idempotent on (session_id, key)."""
+
+    key: str = Name
+    """The wait's place in its session's run, the same on every replay."""
+    name: str = Name
+    """The wait's name in the run (`RequestInput.name`, e.g. `deferred_tool_calls`)."""
+    timeout_seconds: float | None = Field(default=None, gt=0, le=10 * 365 * 24 * 3600)
+    """Counted on the server's clock from when the wait was created; then it ends TIMED_OUT."""
+    request: WaitRequest = Field(default_factory=WaitRequest)
+
+
+class Wait(BaseModel):
+    """One wait and its current state; `token` is what resolves it."""
+
+    token: str
+    session_id: str
+    key: str
+    name: str
+    status: WaitStatus
+    request: WaitRequest
+    payload: Any = None
+    """The answer, once RESOLVED."""
+    error: str | None = None
+    """Why it ended without a payload (FAILED or TIMED_OUT)."""
+    resolved_by: str | None = None
+    """Who resolved it: the name they gave, `token holder`, or `timeout`."""
+    created_at: float
+    expires_at: float | None = None
+    """When a WAITING wait times out, on the server's clock; null without a timeout."""
+    resolved_at: float | None = None
+    created: bool = False
+    """True when this request created the wait (a replay gets the same wait back, False)."""
+
+
+class WaitList(BaseModel):
+    waits: list[Wait]
+    server_time: float
+    """The server's clock when it answered ("waiting since" is measured against it)."""
+
+
+class ResolveWait(_Body):
+    """Body of `POST /v1/events/{token}`: exactly one of `payload`, `error` or `decision`."""
+
+    payload: Any = None
+    """The answer, any JSON value (for `RequestInput`: the JSON form of `DeferredToolResults`)."""
+    error: str | None = Field(default=None, min_length=1, max_length=20_000)
+    """End the wait with a failure instead: the waiting run raises `ExternalEventError` with it."""
+    decision: Literal["approve", "deny"] | None = None
+    """For a wait on approvals: approve (the calls in `calls`, default all; the rest are denied) or
+    deny them all with `reason`; the server writes the payload from the pending calls."""
+    calls: list[str] | None = Field(default=None, max_length=1000)
+    reason: str | None = Field(default=None, max_length=20_000)
+    """What the model is told about a denied call."""
+    by: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")
+    """Who resolves it, recorded and shown; `token holder` when not given."""
+
+    @model_validator(mode="after")
+    def _one_answer(self) -> ResolveWait:
+        given = [name for name in ("payload", "error", "decision") if name in self.model_fields_set]
+        if len(given) != 1:
+            raise ValueError("give exactly one of `payload` (the answer), `error` (a failure reason) or "
+                             f"`decision` (approve or deny), not {given or 'none'}")
+        if self.decision == "deny" and not self.reason:
+            raise ValueError("a denial needs a `reason`: the model is told it")
+        if (self.calls is not None or self.reason is not None) and self.decision is None:
+            raise ValueError("`calls` and `reason` go with a `decision`")
+        return self
 
 
 def describe_input(input_head: str, complete: bool) -> tuple[str | None, Any, str]:

@@ -8,12 +8,15 @@ execution that became terminal just before its waiter registered is found in `re
 With several servers on one database, changes committed by another server arrive as that
 database's notifications (`QueueService.follow_other_servers`): `tasks_ready()` for new work, and
 `ended_elsewhere()` for an execution that became terminal there, whose waiters then read it.
+A wait (`waits.py`) is waited on by the id `wait:<token>`, and woken by `ended_elsewhere()` when it
+is resolved, here or on another server: its holds then read it from the store.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from typing import Any
 
 from .models import Execution
 
@@ -128,6 +131,14 @@ class Notifier:
         else:
             self._waiters.setdefault(execution_id, set()).add(future)
         return future
+
+    def drop_waiter(self, execution_id: str, future: asyncio.Future[Any]) -> None:
+        """A waiter that will not wait after all (what it waits for is over already)."""
+        waiters = self._waiters.get(execution_id)
+        if waiters is not None:
+            waiters.discard(future)
+            if not waiters:
+                del self._waiters[execution_id]
 
     async def wait_terminal(self, future: asyncio.Future[Execution], execution_id: str,
                             timeout: float) -> Execution | None:

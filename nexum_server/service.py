@@ -24,6 +24,8 @@ from .store import Store, StartOutcome
 
 log = logging.getLogger("nexum.service")
 
+WAIT_PREFIX = "wait:"
+"""The notifier's id of a wait is its token after this (`waits.notifier_id`)."""
 RECONNECT_MIN_SECONDS = 0.25
 RECONNECT_MAX_SECONDS = 5.0
 """Backoff of the connection that follows other servers' changes, while the database is away."""
@@ -304,9 +306,14 @@ class QueueService:
         """Held requests look again: polls claim, waiters whose execution ended elsewhere read it."""
         self.notifier.tasks_ready()
         waited = self.notifier.waited_ids()
-        if waited:
-            for execution_id in await self.store.run(self.store.terminal_among, waited):
+        tokens = [name.removeprefix(WAIT_PREFIX) for name in waited if name.startswith(WAIT_PREFIX)]
+        executions = [name for name in waited if not name.startswith(WAIT_PREFIX)]
+        if executions:
+            for execution_id in await self.store.run(self.store.terminal_among, executions):
                 self.notifier.ended_elsewhere(execution_id)
+        if tokens:
+            for token in await self.store.run(self.store.waits_over_among, tokens):
+                self.notifier.ended_elsewhere(WAIT_PREFIX + token)
 
     async def reap_leases(self) -> None:
         """Expire leases on time even when no worker polls, so an abandoned call ends FAILED.

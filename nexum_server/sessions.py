@@ -84,6 +84,8 @@ class Retention:
             forgotten(self.service, deleted, "retention")
             total += len(deleted)
             if len(deleted) < RETENTION_BATCH:
+                # Waits that ended before the cutoff go too; one still waiting never does.
+                await store.run(store.delete_waits_before, cutoff, RETENTION_BATCH)
                 return total
 
     async def run(self) -> None:

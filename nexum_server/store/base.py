@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
+import secrets
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,9 +20,21 @@ from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 from ..config import Settings
-from ..errors import StoreUnavailable
+from ..errors import InvalidValue, NotFound, StoreUnavailable, WaitOver
 from ..journal import Sent
-from ..models import CallSummary, Execution, JournalUnit, SessionSummary, Status, Task, WorkflowRef
+from ..models import (
+    CallSummary,
+    CreateWait,
+    Execution,
+    JournalUnit,
+    SessionSummary,
+    Status,
+    Task,
+    Wait,
+    WaitRequest,
+    WaitStatus,
+    WorkflowRef,
+)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -306,3 +320,88 @@ class Store(ABC):
     def stored_bytes(self) -> dict[str, int]:
         """What the journal holds: messages, their bytes, the executions' bytes, session references."""
 
+    # --- waits: one statement per change, the same logic on both dialects ------------------------
+
+    sql: Any
+    """The dialect's module of SQL text (`sqlite_sql`, `postgres_sql`): the waits' statements share names."""
+
+    @abstractmethod
+    def _rows(self, statement: str, params: dict[str, Any]) -> list[Any]:
+        """Run one statement on its own (its own transaction); the rows it returns, [] for none."""
+
+    def create_wait(self, session_id: str, body: CreateWait, now: float) -> Wait:
+        """The wait of (session, key): made now with a new token, or the one made before (`created` False).
+
+        Insert first: the UNIQUE (session_id, key) decides between two creates, and a new wait is
+        one statement. The timeout counts from the first create, so a replay does not restart it.
+        """
+        params = {"token": secrets.token_urlsafe(24), "session_id": session_id, "key": body.key, "name": body.name,
+                  "request": _dump_json(body.request.model_dump(mode="json")), "now": now,
+                  "timeout_seconds": body.timeout_seconds, "origin": getattr(self, "origin", "")}
+        rows = self._rows(self.sql.CREATE_WAIT, params)
+        if rows:
+            return _wait(rows[0]).model_copy(update={"created": True})
+        self.expire_waits(now)
+        rows = self._rows(self.sql.SELECT_WAIT_BY_KEY, params)
+        if not rows:  # forgotten between the two statements: nothing to return but the truth
+            raise StoreUnavailable(f"the wait {body.key!r} of session {session_id!r} was deleted while made; try again")
+        return _wait(rows[0])
+
+    def get_wait(self, token: str, now: float) -> Wait:
+        self.expire_waits(now)
+        rows = self._rows(self.sql.SELECT_WAIT, {"token": token})
+        if not rows:
+            raise NotFound("no wait has this token: it is wrong, or its session was forgotten")
+        return _wait(rows[0])
+
+    def resolve_wait(self, token: str, status: WaitStatus, payload: Any, error: str | None, by: str,
+                     now: float) -> Wait:
+        """End a WAITING wait; `WaitOver` (changing nothing) once it was resolved or its time is up."""
+        params = {"token": token, "status": status.value, "by": by, "now": now, "error": error,
+                  "payload": None if status is not WaitStatus.RESOLVED else _dump_json(payload),
+                  "origin": getattr(self, "origin", "")}
+        rows = self._rows(self.sql.RESOLVE_WAIT, params)
+        if rows:
+            return _wait(rows[0])
+        current = self.get_wait(token, now)
+        raise WaitOver(f"this wait is already {current.status.value} (by {current.resolved_by}); "
+                       "the first resolution stands")
+
+    def list_waits(self, status: WaitStatus | None, session_id: str | None, limit: int, now: float) -> list[Wait]:
+        """Newest first."""
+        self.expire_waits(now)
+        params = {"status": status.value if status else None, "session_id": session_id, "limit": limit}
+        return [_wait(row) for row in self._rows(self.sql.LIST_WAITS, params)]
+
+    def expire_waits(self, now: float) -> list[str]:
+        """WAITING waits whose timeout ran out become TIMED_OUT; their tokens."""
+        return [row["token"] for row in self._rows(self.sql.EXPIRE_WAITS, {"now": now,
+                                                                        "origin": getattr(self, "origin", "")})]
+
+    def waits_over_among(self, tokens: list[str]) -> list[str]:
+        """Those of `tokens` whose wait is over (a re-check for holds on other servers' resolutions)."""
+        return [row["token"] for row in self._rows(self.sql.OVER_AMONG, {"tokens": self._list_param(tokens)})]
+
+    def _list_param(self, values: list[str]) -> Any:
+        """A list as one statement parameter: JSON text, unless the dialect binds arrays."""
+        return json.dumps(values)
+
+    def delete_waits_before(self, cutoff: float, limit: int) -> None:
+        """Retention: delete up to `limit` waits that ended before `cutoff`; never a WAITING one."""
+        self._rows(self.sql.DELETE_WAITS_BEFORE, {"cutoff": cutoff, "limit": limit})
+
+
+def _dump_json(value: Any) -> str:
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError as e:
+        raise InvalidValue("NaN and Infinity are not JSON; send null or a string instead") from e
+
+
+def _wait(row: Any) -> Wait:
+    return Wait(
+        token=row["token"], session_id=row["session_id"], key=row["key"], name=row["name"],
+        status=WaitStatus(row["status"]), request=WaitRequest.model_validate_json(row["request"]),
+        payload=json.loads(row["payload"]) if row["payload"] is not None else None, error=row["error"],
+        resolved_by=row["resolved_by"], created_at=row["created_at"], expires_at=row["expires_at"],
+        resolved_at=row["resolved_at"])

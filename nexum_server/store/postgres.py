@@ -51,6 +51,7 @@ from .sqlite import (
     _session,
     _task,
     _unit,
+    _refuse_waiting,
     _unknown_message,
 )
 
@@ -109,6 +110,7 @@ class PostgresStore(Store):
     # Connection refused or lost, admin shutdown, lock timeout, no pooled connection in time.
     unavailable_errors = (psycopg.OperationalError,)
     shared = True
+    sql = sql
 
     def __init__(self, settings: Any) -> None:
         super().__init__(settings)
@@ -212,6 +214,14 @@ class PostgresStore(Store):
         """A transaction: the running call's own, or a new one."""
         with self._db() as db, _transaction(db):
             yield db
+
+    def _rows(self, statement: str, params: dict[str, Any]) -> list[Any]:
+        with self._db() as db:
+            cursor = db.execute(statement, params)
+            return cursor.fetchall() if cursor.description is not None else []
+
+    def _list_param(self, values: list[str]) -> Any:
+        return values
 
     def register_workflow(self, ref: WorkflowRef, ir: dict[str, Any], now: float) -> str:
         with self._db() as db:
@@ -426,6 +436,7 @@ class PostgresStore(Store):
         with self._tx() as db:
             state = db.execute(sql.SESSION_LIVE, {"session_id": session_id, "now": now}).fetchone()
             assert state is not None
+            _refuse_waiting(session_id, _scalar(db, sql.SESSION_WAITING, {"session_id": session_id}))
             if state["live"]:
                 raise SessionBusy(
                     f"session {session_id!r} has {state['live']} call(s) still pending or running: a run in "
@@ -437,6 +448,7 @@ class PostgresStore(Store):
                     "results it is about to read. Let it finish, then forget again")
             rows = db.execute(sql.FORGET_SESSION, {"session_id": session_id, "origin": self.origin}).fetchall()
             self._collect(db, {session_id})
+            db.execute(sql.FORGET_WAITS, {"session_id": session_id})
         if not rows:
             raise NotFound(f"no session {session_id!r}: nothing is stored under that id")
         return [(r["workflow_id"], r["session_id"], r["key"]) for r in rows]

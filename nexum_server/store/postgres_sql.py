@@ -8,7 +8,8 @@ sends a notification (`pg_notify`) in the same statement, delivered when it comm
 
 Notification payloads on `CHANNEL`: `<origin> ready` (a task became claimable),
 `<origin> done <execution id>` (an execution became terminal) and `<origin> deleted <execution id>`
-(a session forgotten, or retention). `origin` names the sending server,
+(a session forgotten, or retention); `<origin> done wait:<token>` (a wait was resolved or timed
+out). `origin` names the sending server,
 which ignores its own: it has already woken its own waiters.
 """
 
@@ -106,6 +107,25 @@ CREATE TABLE IF NOT EXISTS nexum.session_forks (
     fork_until  integer,
     created_at  double precision NOT NULL
 );
+-- A run waiting for an answer from outside (schema 5): one per (session, key), see sqlite_sql.py.
+CREATE TABLE IF NOT EXISTS nexum.waits (
+    seq         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    token       text NOT NULL UNIQUE,
+    session_id  text NOT NULL,
+    key         text NOT NULL,
+    name        text NOT NULL,
+    request     text NOT NULL,
+    status      text NOT NULL,
+    payload     text,
+    error       text,
+    resolved_by text,
+    created_at  double precision NOT NULL,
+    expires_at  double precision,
+    resolved_at double precision,
+    UNIQUE (session_id, key)
+);
+CREATE INDEX IF NOT EXISTS waits_waiting ON nexum.waits (expires_at) WHERE status = 'WAITING';
+CREATE INDEX IF NOT EXISTS waits_resolved ON nexum.waits (resolved_at) WHERE resolved_at IS NOT NULL;
 """
 
 # Read inside the schema lock: whether the schema exists, what it holds, and its version.
@@ -525,4 +545,51 @@ SELECT (SELECT count(*) FROM nexum.messages) AS messages,
                             + coalesce(octet_length(sent_added), 0) + coalesce(octet_length(sent_base), 0)
                             + coalesce(octet_length(sent_digest), 0)), 0) FROM nexum.executions) AS execution_bytes,
        (SELECT count(*) FROM nexum.session_messages) AS refs
+"""
+
+# --- waits (see sqlite_sql.py for why each statement is shaped so) ----------------------------------
+
+WAIT_COLUMNS = ("token, session_id, key, name, request, status, payload, error, resolved_by, created_at, "
+                "expires_at, resolved_at")
+NOTIFY_WAIT_OVER = f"pg_notify('{CHANNEL}', %(origin)s || ' done wait:' || token)"
+CREATE_WAIT = f"""
+INSERT INTO nexum.waits (token, session_id, key, name, request, status, created_at, expires_at)
+VALUES (%(token)s, %(session_id)s, %(key)s, %(name)s, %(request)s, 'WAITING', %(now)s,
+        %(now)s + %(timeout_seconds)s::double precision)
+ON CONFLICT (session_id, key) DO NOTHING
+RETURNING {WAIT_COLUMNS}
+"""
+SELECT_WAIT_BY_KEY = f"SELECT {WAIT_COLUMNS} FROM nexum.waits WHERE session_id = %(session_id)s AND key = %(key)s"
+SELECT_WAIT = f"SELECT {WAIT_COLUMNS} FROM nexum.waits WHERE token = %(token)s"
+EXPIRE_WAITS = f"""
+WITH expired AS (
+    UPDATE nexum.waits
+    SET status = 'TIMED_OUT', resolved_at = expires_at, resolved_by = 'timeout',
+        error = 'no resolution arrived within ' || (expires_at - created_at) || ' s'
+    WHERE status = 'WAITING' AND expires_at <= %(now)s
+    RETURNING token)
+SELECT token, {NOTIFY_WAIT_OVER} AS notified FROM expired
+"""
+RESOLVE_WAIT = f"""
+WITH resolved AS (
+    UPDATE nexum.waits
+    SET status = %(status)s, payload = %(payload)s, error = %(error)s, resolved_by = %(by)s, resolved_at = %(now)s
+    WHERE token = %(token)s AND status = 'WAITING' AND (expires_at IS NULL OR expires_at > %(now)s)
+    RETURNING {WAIT_COLUMNS})
+SELECT *, {NOTIFY_WAIT_OVER} AS notified FROM resolved
+"""
+LIST_WAITS = f"""
+SELECT {WAIT_COLUMNS} FROM nexum.waits
+WHERE (%(status)s::text IS NULL OR status = %(status)s) AND (%(session_id)s::text IS NULL OR session_id = %(session_id)s)
+ORDER BY seq DESC LIMIT %(limit)s
+"""
+OVER_AMONG = "SELECT token FROM nexum.waits WHERE token = ANY(%(tokens)s) AND status != 'WAITING'"
+SESSION_WAITING = "SELECT count(*) FROM nexum.waits WHERE session_id = %(session_id)s AND status = 'WAITING'"
+FORGET_WAITS = "DELETE FROM nexum.waits WHERE session_id = %(session_id)s AND status != 'WAITING'"
+DELETE_WAITS_BEFORE = """
+DELETE FROM nexum.waits
+WHERE seq IN (
+    SELECT seq FROM nexum.waits WHERE resolved_at IS NOT NULL AND resolved_at < %(cutoff)s AND status != 'WAITING'
+    ORDER BY resolved_at LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED)
 """

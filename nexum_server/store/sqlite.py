@@ -28,6 +28,7 @@ from .base import SCHEMA_VERSION, CallKey, ClaimOutcome, CopiedUnit, SessionRun,
 from .group import GroupCommit
 from .lock import ServerLock
 from . import sqlite_sql as sql
+from . import sqlite_sql
 from .sqlite_sql import (
     ADD_HITS,
     ADDED_COLUMNS,
@@ -81,6 +82,7 @@ class SQLiteStore(Store):
 
     # "database is locked" (another process holds the file), "disk I/O error", a full disk.
     unavailable_errors = (sqlite3.OperationalError,)
+    sql = sqlite_sql
 
     def __init__(self, settings: Any, lock: bool = False) -> None:
         super().__init__(settings)
@@ -206,6 +208,10 @@ class SQLiteStore(Store):
 
     def _tx(self) -> sqlite3.Connection:
         return _Transaction(self.db)  # type: ignore[return-value]
+
+    def _rows(self, statement: str, params: dict[str, Any]) -> list[Any]:
+        with self._tx():
+            return self.db.execute(statement, params).fetchall()
 
     def register_workflow(self, ref: WorkflowRef, ir: dict[str, Any], now: float) -> str:
         with self._tx():
@@ -397,6 +403,7 @@ class SQLiteStore(Store):
     def forget_session(self, session_id: str, now: float) -> list[CallKey]:
         with self._tx():
             live, holder = self.db.execute(SESSION_LIVE, {"session_id": session_id, "now": now}).fetchone()
+            _refuse_waiting(session_id, self.db.execute(sqlite_sql.SESSION_WAITING, {"session_id": session_id}).fetchone()[0])
             if live:
                 raise SessionBusy(
                     f"session {session_id!r} has {live} call(s) still pending or running: a run in progress "
@@ -407,6 +414,7 @@ class SQLiteStore(Store):
                     "it is about to read. Let it finish, then forget again")
             deleted = [tuple(row) for row in self.db.execute(FORGET_SESSION, (session_id,)).fetchall()]
             self._collect({session_id})
+            self.db.execute(sqlite_sql.FORGET_WAITS, {"session_id": session_id})
         if not deleted:
             raise NotFound(f"no session {session_id!r}: nothing is stored under that id")
         return deleted  # type: ignore[return-value]
@@ -485,6 +493,13 @@ class SQLiteStore(Store):
 
     def stored_bytes(self) -> dict[str, int]:
         return dict(self.db.execute(sql.STORED_BYTES).fetchone())
+
+
+def _refuse_waiting(session_id: str, waiting: int) -> None:
+    """Forget refuses a session with a wait still waiting: the run that waits would lose it."""
+    if waiting:
+        raise SessionBusy(f"session {session_id!r} has {waiting} wait(s) still waiting for an answer: resolve "
+                          "or deny them (`nexum waits`), then forget again")
 
 
 CALL_INPUT_CHARS = 4000

@@ -90,6 +90,26 @@ CREATE TABLE IF NOT EXISTS session_runs (
 {RETENTION_INDEX};
 {HITS_INDEX};
 {JOURNAL_SCHEMA}
+-- A run waiting for an answer from outside (schema 5). One per (session, key): a replay of the run
+-- finds the same wait, with the same token, instead of making another.
+CREATE TABLE IF NOT EXISTS waits (
+    seq         INTEGER PRIMARY KEY,
+    token       TEXT NOT NULL UNIQUE,
+    session_id  TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    request     TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    payload     TEXT,
+    error       TEXT,
+    resolved_by TEXT,
+    created_at  REAL NOT NULL,
+    expires_at  REAL,
+    resolved_at REAL,
+    UNIQUE (session_id, key)
+);
+CREATE INDEX IF NOT EXISTS waits_waiting ON waits (expires_at) WHERE status = 'WAITING';
+CREATE INDEX IF NOT EXISTS waits_resolved ON waits (resolved_at) WHERE resolved_at IS NOT NULL;
 """
 
 # Columns added to an existing table, by the schema version that added them: a file older than
@@ -446,4 +466,49 @@ SELECT (SELECT count(*) FROM messages) AS messages,
                             + coalesce(length(CAST(sent_added AS BLOB)), 0) + coalesce(length(sent_base), 0)
                             + coalesce(length(sent_digest), 0)), 0) FROM executions) AS execution_bytes,
        (SELECT count(*) FROM session_messages) AS refs
+"""
+
+# --- waits ----------------------------------------------------------------------------------------
+
+WAIT_COLUMNS = ("token, session_id, key, name, request, status, payload, error, resolved_by, created_at, "
+                "expires_at, resolved_at")
+# The UNIQUE (session_id, key) decides: a second create of the same wait inserts nothing and reads it.
+CREATE_WAIT = f"""
+INSERT INTO waits (token, session_id, key, name, request, status, created_at, expires_at)
+VALUES (:token, :session_id, :key, :name, :request, 'WAITING', :now, :now + :timeout_seconds)
+ON CONFLICT (session_id, key) DO NOTHING
+RETURNING {WAIT_COLUMNS}
+"""
+SELECT_WAIT_BY_KEY = f"SELECT {WAIT_COLUMNS} FROM waits WHERE session_id = :session_id AND key = :key"
+SELECT_WAIT = f"SELECT {WAIT_COLUMNS} FROM waits WHERE token = :token"
+# A wait whose timeout ran out is over, whether or not anyone asks: it ends when its time is up
+# (resolved_at = expires_at), not when this statement happens to run.
+EXPIRE_WAITS = """
+UPDATE waits
+SET status = 'TIMED_OUT', resolved_at = expires_at, resolved_by = 'timeout',
+    error = 'no resolution arrived within ' || (expires_at - created_at) || ' s'
+WHERE status = 'WAITING' AND expires_at <= :now
+RETURNING token
+"""
+# The first resolution wins: only a WAITING wait whose time is not up changes.
+RESOLVE_WAIT = f"""
+UPDATE waits
+SET status = :status, payload = :payload, error = :error, resolved_by = :by, resolved_at = :now
+WHERE token = :token AND status = 'WAITING' AND (expires_at IS NULL OR expires_at > :now)
+RETURNING {WAIT_COLUMNS}
+"""
+LIST_WAITS = f"""
+SELECT {WAIT_COLUMNS} FROM waits
+WHERE (:status IS NULL OR status = :status) AND (:session_id IS NULL OR session_id = :session_id)
+ORDER BY seq DESC LIMIT :limit
+"""
+OVER_AMONG = "SELECT token FROM waits WHERE token IN (SELECT value FROM json_each(:tokens)) AND status != 'WAITING'"
+SESSION_WAITING = "SELECT count(*) FROM waits WHERE session_id = :session_id AND status = 'WAITING'"
+FORGET_WAITS = "DELETE FROM waits WHERE session_id = :session_id AND status != 'WAITING'"
+# Retention: never a wait still waiting, however old.
+DELETE_WAITS_BEFORE = """
+DELETE FROM waits
+WHERE seq IN (
+    SELECT seq FROM waits WHERE resolved_at IS NOT NULL AND resolved_at < :cutoff AND status != 'WAITING'
+    ORDER BY resolved_at LIMIT :limit)
 """

@@ -73,6 +73,7 @@ async function api(path, options = {}) {
   const token = sessionStorage.getItem(TOKEN_KEY);
   const headers = { Accept: "application/json", ...(options.headers || {}) };
   if (token) headers.Authorization = `Bearer ${token}`;
+  if (options.body) headers["Content-Type"] = "application/json";
   const response = await fetch(path, { ...options, headers, cache: "no-store" });
   if (response.status === 401) throw new Unauthorized(token ? "That token is not this server's." : "");
   const body = await response.json().catch(() => null);
@@ -133,6 +134,74 @@ async function renderSessions() {
   show("more-sessions", Boolean(page.next_cursor) && limit < 500);
 }
 
+// --- waits: runs waiting for an answer; pending calls and their arguments are shown as text -------
+
+function pendingCalls(wait) {
+  if (!wait.request.calls.length) return [el("div", { className: "wf" }, wait.name)];
+  return wait.request.calls.map((c) => el("div", { className: "pending" },
+    el("span", { className: "tool" }, c.tool_name), " ",
+    el("code", { className: "mono wrap args" }, JSON.stringify(c.args)),
+    c.kind === "approval" ? null : el("span", { className: "wf" }, ` (${c.kind})`)));
+}
+
+function decisionButtons(wait) {
+  if (wait.status !== "WAITING") return [];
+  const approvals = wait.request.calls.some((c) => c.kind === "approval");
+  return [
+    approvals ? el("button", { type: "button", className: "approve", onclick: () => decide(wait, "approve") },
+      "Approve") : null,
+    el("button", { type: "button", className: "danger deny", onclick: () => decide(wait, "deny") }, "Deny"),
+  ];
+}
+
+async function renderWaits() {
+  const page = await api(`/v1/events?${query({ status: "waiting" })}`);
+  keepServerTime(page);
+  const items = page.waits.map((w) => el("li", { className: "wait", "data-token": w.token },
+    el("div", { className: "what" }, el("a", { className: "mono", href: sessionHref(w.session_id) }, w.session_id),
+      ` · waiting ${ago(w.created_at)}`, w.expires_at ? ` · times out ${ago(w.expires_at)}` : ""),
+    ...pendingCalls(w),
+    el("div", { className: "actions" }, ...decisionButtons(w))));
+  $("waits").replaceChildren(...items);
+  show("waits-box", items.length > 0);
+}
+
+async function renderSessionWaits(sessionId) {
+  const page = await api(`/v1/events?${query({ session_id: sessionId })}`);
+  const rows = page.waits.map((w) => el("tr", { "data-token": w.token },
+    el("td", null, w.name),
+    el("td", null, ...pendingCalls(w)),
+    el("td", null, statusBadge(w.status)),
+    el("td", { title: when(w.created_at) }, ago(w.created_at)),
+    el("td", { className: "resolved-by" }, w.resolved_by || ""),
+    el("td", { title: when(w.resolved_at) }, w.resolved_at ? when(w.resolved_at) : ""),
+    el("td", { className: "actions" }, ...decisionButtons(w))));
+  $("session-waits").tBodies[0].replaceChildren(...rows);
+  show("session-waits-box", rows.length > 0);
+}
+
+async function decide(wait, decision) {
+  const calls = wait.request.calls.map((c) => `${c.tool_name}(${JSON.stringify(c.args)})`).join("\n");
+  let body;
+  if (decision === "approve") {
+    if (!confirm(`Approve for session "${wait.session_id}"?\n\n${calls}`)) return;
+    body = { decision: "approve", by: "the page" };
+  } else {
+    const reason = prompt(`Deny for session "${wait.session_id}"?\n\n${calls}\n\nWhat should the model be told?`,
+      "Denied from the Nexum page.");
+    if (reason === null) return;
+    body = { decision: "deny", reason: reason || "Denied from the Nexum page.", by: "the page" };
+  }
+  try {
+    await api(`/v1/events/${encodeURIComponent(wait.token)}`, { method: "POST", body: JSON.stringify(body) });
+    notice(`${decision === "approve" ? "Approved" : "Denied"} for session ${wait.session_id}.`);
+  } catch (error) {
+    if (error instanceof Unauthorized) askToken(error.message);
+    else notice(`Not resolved: ${error.message}`);
+  }
+  refresh();
+}
+
 async function renderSession(sessionId) {
   $("session-title").textContent = sessionId;
   const limit = Math.min(CALLS_PAGE * state.callPages, 1000);
@@ -182,6 +251,7 @@ async function renderSession(sessionId) {
   });
   $("calls").tBodies[0].replaceChildren(...rows);
   show("calls-empty", rows.length === 0);
+  await renderSessionWaits(sessionId);
   show("more-calls", Boolean(page.next_cursor) && limit < 1000);
 }
 
@@ -294,6 +364,7 @@ async function refresh() {
   state.busy = true;
   const current = route();
   try {
+    await renderWaits();
     if (current.name === "sessions") await renderSessions();
     else if (current.name === "session") await renderSession(current.session);
     else await renderCall(current.session, current.call);

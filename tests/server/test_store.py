@@ -892,3 +892,73 @@ def test_a_postgres_schema_2_gains_the_hit_counts_and_keeps_its_executions(postg
         assert store.get_session("s").cached_hits == 2
     finally:
         store.shutdown()
+
+
+# --- waits -------------------------------------------------------------------------------------------
+
+def _ask(key: str = "w1", timeout: float | None = None) -> Any:
+    from nexum_server.models import CreateWait, PendingCall, WaitRequest
+
+    calls = [PendingCall(tool_call_id="c1", tool_name="visit", args={"url": "<b>x</b>"})]
+    return CreateWait(key=key, name="deferred_tool_calls", timeout_seconds=timeout, request=WaitRequest(calls=calls))
+
+
+def test_a_wait_is_made_once_per_key_and_keeps_its_token_and_request(store: Store) -> None:
+    first = store.create_wait("s", _ask(), T0)
+    again = store.create_wait("s", _ask(), T0 + 5)
+    assert first.created and not again.created
+    assert again.token == first.token and again.created_at == T0
+    assert again.request.calls[0].args == {"url": "<b>x</b>"}
+    assert store.create_wait("s", _ask("w2"), T0).token != first.token
+    assert store.create_wait("other", _ask(), T0).token != first.token
+
+
+def test_the_first_resolution_wins_and_a_second_changes_nothing(store: Store) -> None:
+    from nexum_server.errors import WaitOver
+    from nexum_server.models import WaitStatus
+
+    wait = store.create_wait("s", _ask(), T0)
+    done = store.resolve_wait(wait.token, WaitStatus.RESOLVED, {"approvals": {"c1": True}}, None, "ann", T0 + 1)
+    assert done.status is WaitStatus.RESOLVED and done.resolved_by == "ann" and done.resolved_at == T0 + 1
+    with pytest.raises(WaitOver):
+        store.resolve_wait(wait.token, WaitStatus.FAILED, None, "no", "bob", T0 + 2)
+    kept = store.get_wait(wait.token, T0 + 3)
+    assert kept.payload == {"approvals": {"c1": True}} and kept.resolved_by == "ann" and kept.error is None
+    with pytest.raises(NotFound):
+        store.get_wait("no-such-token", T0)
+
+
+def test_a_wait_times_out_on_the_store_clock_counted_from_its_creation(store: Store) -> None:
+    from nexum_server.errors import WaitOver
+    from nexum_server.models import WaitStatus
+
+    wait = store.create_wait("s", _ask(timeout=10), T0)
+    assert store.create_wait("s", _ask(timeout=10), T0 + 9).expires_at == T0 + 10  # a replay does not restart it
+    assert store.get_wait(wait.token, T0 + 9.9).status is WaitStatus.WAITING
+    over = store.get_wait(wait.token, T0 + 10)
+    assert over.status is WaitStatus.TIMED_OUT and over.resolved_at == T0 + 10 and over.resolved_by == "timeout"
+    assert "10" in (over.error or "")
+    with pytest.raises(WaitOver):
+        store.resolve_wait(wait.token, WaitStatus.RESOLVED, {}, None, "late", T0 + 11)
+
+
+def test_waits_are_listed_by_status_and_retention_and_forget_keep_a_waiting_one(store: Store) -> None:
+    from nexum_server.models import WaitStatus
+
+    waiting = store.create_wait("s", _ask("a"), T0)
+    done = store.create_wait("s", _ask("b"), T0)
+    store.resolve_wait(done.token, WaitStatus.FAILED, None, "denied", "ann", T0 + 1)
+    assert [w.token for w in store.list_waits(WaitStatus.WAITING, None, 50, T0 + 2)] == [waiting.token]
+    assert {w.token for w in store.list_waits(None, "s", 50, T0 + 2)} == {waiting.token, done.token}
+    assert store.waits_over_among([waiting.token, done.token]) == [done.token]
+    store.delete_waits_before(T0 + 10_000, 100)
+    assert [w.token for w in store.list_waits(None, "s", 50, T0 + 2)] == [waiting.token]
+    store.start_execution(REF, "s", "k", None, T0)
+    task = store.claim("w", [REF], 1, LEASE, T0).tasks[0]
+    store.complete(task.task_id, task.lease_token, 1, T0)
+    with pytest.raises(SessionBusy):
+        store.forget_session("s", T0 + 100)
+    store.resolve_wait(waiting.token, WaitStatus.RESOLVED, None, None, "ann", T0 + 3)
+    store.forget_session("s", T0 + 100)
+    with pytest.raises(NotFound):
+        store.get_wait(waiting.token, T0 + 101)
