@@ -48,7 +48,8 @@ import tools
 from bench.agent import agent_figures, agent_table, run_scenarios
 from bench.calls import CallsConfig, calls_tables, measure_calls
 from bench.peer_workloads import QUICK as PEERS_QUICK
-from bench.peer_workloads import PeersConfig, peers_markdown, peers_table, run_peers
+from bench.peer_workloads import PeersConfig, run_peers
+from bench.peer_table import peers_markdown, peers_table
 from bench.resume import resume_table, run_resumes
 from bench.scaling import backends_table, measure_backends
 from bench.stack import Stack, scoped_env, start_stack

@@ -5,7 +5,7 @@ shared machine falls on all of them; an engine's overhead is paired with its pla
 same round. Every loop stops at its count, or once its time budget is spent (after one round).
 
   A. a fresh N-step run: (engine - plain) / journaled units (2N + 1), per round;
-  B. a replay of that finished run (no model request, no tool call), / the fresh plain run;
+  B. a replay of that finished run (no model request, no tool call), / the fresh plain run (`instant`);
   C. resume after `kill -9` at model request K: a child process dies there, a new one resumes;
      the time from the resumed child's start after its imports to done;
   D. M concurrent N-step runs: runs per second, and the p99 of one run's wall time;
@@ -27,8 +27,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-
-from rich.table import Table
 
 from bench import peers
 from bench.peers import Engine
@@ -187,7 +185,8 @@ async def fresh_and_replay(engines: list[Engine], config: PeersConfig) -> dict[s
         entry: dict[str, Any] = {"fresh_ms": _ms(fresh[engine.name])}
         if engine.replay is not None:
             entry["overhead_per_unit_ms"] = _ms([(t - b) / units for t, b in zip(fresh[engine.name], base)])
-            entry["replay_vs_plain"] = _ratio([t / b for t, b in zip(replay[engine.name], base)])
+            # A replay runs no tool, so every column's is against the same plain run.
+            entry["replay_vs_plain"] = _ratio([t / b for t, b in zip(replay[engine.name], fresh[PLAIN])])
         figures[engine.name] = entry
     return figures
 
@@ -299,69 +298,3 @@ async def run_peers(stack: Stack, config: PeersConfig, report: Callable[[str], N
     figures["load_average_1m_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     figures["absent"] = list(ABSENT)
     return figures
-
-
-# --- the table ------------------------------------------------------------------------------------------
-
-
-def _cells(figures: dict[str, Any], name: str) -> list[str]:
-    fresh, resume = figures["fresh"].get(name, {}), figures["resume"].get(name)
-    conc, long = figures["concurrent"][name], figures["long"].get(name)
-    if "overhead_per_unit_ms" not in fresh:  # plain: the baseline
-        a, b, c, e = "–", "1.00x", "–", "–"
-    else:
-        unit, ratio = fresh["overhead_per_unit_ms"], fresh["replay_vs_plain"]
-        a = f"{unit['p50']:.2f} ms (p99 {unit['p99']:.2f})"
-        b = f"{ratio['p50']:.2f}x (p99 {ratio['p99']:.2f})"
-        c = f"{resume['resume_ms']['p50']:,.0f} ms (p99 {resume['resume_ms']['p99']:,.0f})" if resume else "–"
-        e = (f"{long['first_steps_ms']['p50']:.1f} → {long['last_steps_ms']['p50']:.1f} ms "
-             f"({long['slope_ms_per_step']:+.3f} ms/step)")
-    d = f"{conc['runs_per_second']:.1f} (run p99 {conc['run_ms']['p99']:,.0f} ms)"
-    return [a, b, c, d, e]
-
-
-def peer_rows(figures: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """The header and the rows (one per workload), shared by the terminal table and the Markdown."""
-    c = figures["config"]
-    labels = [f"A. fresh {c['steps']}-step run, overhead per journaled unit",
-              "B. replay of the finished run (0 model calls, 0 tools), vs a fresh plain run",
-              f"C. resume after `kill -9` at request {c['crash_at']} of {c['steps'] + 1}, after imports → done",
-              f"D. {c['concurrent']} concurrent {c['concurrent_steps']}-step runs, runs/s",
-              f"E. per-step overhead, steps 1–{c['window']} → steps "
-              f"{c['long_steps'] - c['window'] + 1}–{c['long_steps']}"]
-    columns = [_cells(figures, name) for name in figures["engines"]]
-    return ["workload", *figures["engines"]], [[label, *(col[i] for col in columns)] for i, label in enumerate(labels)]
-
-
-def notes(figures: dict[str, Any]) -> list[str]:
-    box = figures["machine"]
-    lines = [f"Machine: {box['cpu_count']} CPUs, {box['cpu_model']}, Python {box['python']}; load (1 min) "
-             f"{box['load_average_1m']:.2f} at the start, {figures['load_average_1m_end']:.2f} at the end. "
-             "Medians, p99 in brackets; overheads paired with the plain run of the same round.",
-             "Tools in the worker: `web_search` run by worker.py on the stand-in web's instant search; its "
-             "baseline is the same search run in process."]
-    if DBOS in figures["engines"]:
-        lines.append(f"DBOS: SQLite in WAL mode; B forks the finished workflow from after its last step onto a "
-                     f"queue polled every {peers.DBOS_POLL_SECONDS * 1000:g} ms; C is DBOS's own recovery on "
-                     "launch (its internal queue, polled every second by default).")
-    if figures["dbos_missing"]:
-        lines.append(figures["dbos_missing"])
-    return lines + figures["absent"]
-
-
-def peers_table(figures: dict[str, Any]) -> Table:
-    header, rows = peer_rows(figures)
-    table = Table(title="Peers: the same FunctionModel agent under each engine, instant tools", title_justify="left",
-                  caption="\n".join(notes(figures)), caption_justify="left")
-    for i, name in enumerate(header):
-        table.add_column(name, justify="left" if i == 0 else "right")
-    for row in rows:
-        table.add_row(*row)
-    return table
-
-
-def peers_markdown(figures: dict[str, Any]) -> str:
-    header, rows = peer_rows(figures)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines + [""] + notes(figures)) + "\n"

@@ -38,6 +38,7 @@ from pydantic_ai import Agent
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, ToolReturnPart, UserPromptPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.toolsets import AbstractToolset, FunctionToolset
+from pydantic_ai.usage import UsageLimits
 
 # The Nexum integration, imported here only: the rest of the comparison takes it from this module.
 from durability import NexumDurability, WorkerToolset
@@ -57,6 +58,8 @@ COUNTS: Counter[str] = Counter()
 """Model requests and in-process tool calls made in this process, by kind."""
 STAMPS: list[float] = []
 """When each model request reached the model (`perf_counter`), for the per-step times."""
+LIMITS = UsageLimits(request_limit=None)
+"""No cap on model requests: a long run makes more than Pydantic AI's default 50."""
 CRASH_AT: list[int] = []
 """The model request at which this process kills itself (the resume child's first run)."""
 
@@ -137,7 +140,7 @@ def plain_engine(name: str, toolset: AbstractToolset[None], *, shown: bool = Tru
     agent = Agent(MODEL, name=AGENT_NAME, toolsets=[toolset])
 
     async def fresh(steps: int, run_id: str) -> None:
-        await agent.run(prompt(steps))
+        await agent.run(prompt(steps), usage_limits=LIMITS)
 
     return Engine(name, name, fresh, search_tool=toolset is TOOLSET, shown=shown)
 
@@ -154,7 +157,7 @@ def nexum_engine(name: str, baseline: str, client: NexumClient, *, worker_tools:
 
     async def run(steps: int, session_id: str) -> None:
         agent, durability = nexum_agent(session_id, worker_tools=worker_tools, client=client)
-        await agent.run(prompt(steps))
+        await agent.run(prompt(steps), usage_limits=LIMITS)
         stats[:] = [durability.last_stats]
 
     # A run in a session that has recorded every unit is the replay.
@@ -167,7 +170,7 @@ def dbos_missing() -> str | None:
     try:
         import pydantic_ai.durable_exec.dbos  # noqa: F401
     except ImportError as e:
-        return f"DBOS: skipped, not installed ({e.msg.splitlines()[0]}; pip install -e '.[peers]')"
+        return f"DBOS: skipped, it is not installed here ({type(e).__name__}); pip install -e '.[peers]' brings it"
     return None
 
 
@@ -189,7 +192,7 @@ def dbos_configure(db: Path) -> Callable[[str], Awaitable[str]]:
 
     @DBOS.workflow(name=f"{AGENT_NAME}.run")
     async def run_agent(text: str) -> str:
-        return (await agent.run(text)).output
+        return (await agent.run(text, usage_limits=LIMITS)).output
 
     return run_agent
 
@@ -228,7 +231,7 @@ def dbos_shutdown() -> None:
 
 async def _child_nexum(args: argparse.Namespace) -> None:
     agent, _ = nexum_agent(args.id, worker_tools=args.engine == "nexum-worker", url=args.url)
-    await agent.run(prompt(args.steps))
+    await agent.run(prompt(args.steps), usage_limits=LIMITS)
 
 
 async def _child_dbos(args: argparse.Namespace) -> None:
