@@ -16,6 +16,10 @@ upstream polling pattern and throughput, each next to its target; then a cached 
 and throughput on each backend: SQLite, and PostgreSQL with one and with two servers (a throwaway
 PostgreSQL, when the machine has one).
 
+Peers (`--peers`, `bench/peer_workloads.py`): the same FunctionModel agent under plain Pydantic AI,
+DBOS (`pip install -e '.[peers]'`; skipped with a line saying so when it is missing) and Nexum with
+tools in process and in the worker, interleaved, workloads A-E; `--markdown` prints the README table.
+
 It starts the web fixture, `nexum dev` on a temporary database and `worker.py`, on free loopback
 ports (or uses the server at `--nexum-url`), and stops all it started, on Ctrl-C too.
 
@@ -23,6 +27,7 @@ Run with:
     python benchmark.py                                # agent runs, offline, about 20 s
     python benchmark.py --calls --json benchmark.json  # per-call cost, under a minute
     python benchmark.py --resume                       # scenario 3, about 10 s
+    python benchmark.py --peers --markdown             # plain, DBOS and Nexum side by side, ~3 minutes
     python benchmark.py --agent --resume --calls --quick   # every part, small sizes, a few seconds
     python benchmark.py --model openai:gpt-5-mini      # a real model and the real web
 """
@@ -42,6 +47,9 @@ from rich.console import Console
 from nexum_research import tools
 from bench.agent import agent_figures, agent_table, run_scenarios
 from bench.calls import CallsConfig, calls_tables, measure_calls
+from bench.peer_workloads import QUICK as PEERS_QUICK
+from bench.peer_workloads import PeersConfig, run_peers
+from bench.peer_table import peers_markdown, peers_table
 from bench.resume import resume_table, run_resumes
 from bench.scaling import backends_table, measure_backends
 from bench.stack import Stack, scoped_env, start_stack
@@ -72,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     part.add_argument("--agent", action="store_true", help="the agent runs, scenarios 1 and 2")
     part.add_argument("--resume", action="store_true", help="scenario 3: resume after a crash")
     part.add_argument("--calls", action="store_true", help="the per-call cost")
+    part.add_argument("--peers", action="store_true", help="plain Pydantic AI, DBOS and Nexum side by side")
+    part.add_argument("--markdown", action="store_true", help="with --peers: also print the table as Markdown")
     part.add_argument("--quick", action="store_true", help="small sizes, for a smoke test; flags still win")
     part.add_argument("--json", type=Path, metavar="FILE", help="also write every figure and the machine to FILE")
     agent = parser.add_argument_group("agent runs")
@@ -114,7 +124,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, str | None]:
     for key, default in DEFAULTS.items():
         if getattr(args, key) is None:
             setattr(args, key, QUICK.get(key, default) if args.quick else default)
-    args.agent = args.agent or not (args.calls or args.resume)
+    args.agent = args.agent or not (args.calls or args.resume or args.peers)
     small = [k for k in ("tool_calls", "batch", "samples", "polling_samples", "clients", "throughput_calls",
                          "worker_concurrency") if getattr(args, k) < 1]
     if small or min(args.search_latency, args.page_latency) < 0 or args.throughput_seconds <= 0:
@@ -124,8 +134,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, str | None]:
         model, _ = pick_model(None)
         if not isinstance(model, str):
             parser.error("--live needs GOOGLE_API_KEY, GEMINI_API_KEY or OPENAI_API_KEY (or use --model NAME)")
-    if model and (args.calls or args.resume):
-        parser.error("--calls and --resume measure against the local web fixture: run them without --model/--live")
+    if model and (args.calls or args.resume or args.peers):
+        parser.error("--calls, --resume and --peers measure against the local web fixture: run them without --model/--live")
     return args, model
 
 
@@ -159,6 +169,12 @@ async def run(args: argparse.Namespace, stack: Stack, model: str | None) -> dict
                 console.print("[bold]Backends[/]")
                 results["backends"] = await measure_backends(stack, config, report)
                 console.print(backends_table(results["backends"]))
+        if args.peers:
+            console.print("[bold]Peers[/]")
+            results["peers"] = await run_peers(stack, PEERS_QUICK if args.quick else PeersConfig(), report)
+            console.print(peers_table(results["peers"]))
+            if args.markdown:
+                print(peers_markdown(results["peers"]), flush=True)
     await tools.aclose_clients()  # the plain agent's searches ran on this loop
     return results
 

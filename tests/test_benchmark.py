@@ -1,8 +1,9 @@
-"""End to end: `benchmark.py` runs both parts on a tiny configuration and reports what it should.
+"""End to end: `benchmark.py` runs its parts on a tiny configuration and reports what it should.
 
 Structure only, never timings: the tables and the JSON keys are there, the figures are positive,
-the Nexum re-run executed nothing (counted by the local web fixture, not by the client), and the
-processes the benchmark started are gone when it returns.
+the Nexum re-run executed nothing (counted by the local web fixture, not by the client), the peer
+comparison ran every engine on every workload and printed the README's table, and the processes
+the benchmark started are gone when it returns.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest
 
 from nexum_devtools.postgres import PostgresMissing, find_bindir
 from nexum_devtools.procs import DOTENV_KEYS, ROOT
+from tests.conftest import CI
 
 TOOL_CALLS = 4
 RUN_TIMEOUT_SECONDS = 150
@@ -135,3 +137,65 @@ def _reads(path: Path, text: str) -> bool:
         return text.encode() + b"\0" in path.read_bytes()
     except OSError:  # the process ended while being looked at
         return False
+
+
+PEER_ENGINES = ("plain", "DBOS (SQLite, WAL)", "Nexum, tools in process", "Nexum, tools in the worker")
+PEER_ROWS = ("A. fresh", "B. replay", "C. resume after `kill -9`", "D. ", "E. per-step overhead")
+
+
+@pytest.fixture(scope="module")
+def peers(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
+    """`benchmark.py --peers --quick --markdown` once: its output and its JSON figures."""
+    figures = tmp_path_factory.mktemp("peers") / "peers.json"
+    command = [sys.executable, "benchmark.py", "--peers", "--quick", "--markdown", "--json", str(figures)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(PROJECT_VARIABLES) and not k.endswith("_API_KEY")}
+    env.update(dict.fromkeys(DOTENV_KEYS, ""), COLUMNS="200")
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_SECONDS)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout, json.loads(figures.read_text())["peers"]
+
+
+def test_peers_runs_every_engine_on_every_workload(peers: tuple[str, dict[str, Any]],
+                                                   pytestconfig: pytest.Config) -> None:
+    output, figures = peers
+    if figures["dbos_missing"]:
+        # DBOS is in the test extra: missing, it is a broken install, not a machine without it.
+        if pytestconfig.stash[CI]:
+            pytest.fail(f"NEXUM_CI=1 and {figures['dbos_missing']}")
+        assert figures["dbos_missing"] in output
+        engines = tuple(e for e in PEER_ENGINES if not e.startswith("DBOS"))
+    else:
+        engines = PEER_ENGINES
+    assert tuple(figures["engines"]) == engines
+    durable = engines[1:]
+    for name in durable:
+        # A replay that ran a unit, or a resume that asked the model again, fails the benchmark itself.
+        assert figures["fresh"][name]["replay_vs_plain"]["p50"] > 0
+        assert figures["fresh"][name]["overhead_per_unit_ms"]["n"] >= 1
+        assert figures["resume"][name]["resume_ms"]["p50"] > 0
+        assert figures["long"][name]["steps"] == figures["config"]["long_steps"]
+    assert all(figures["concurrent"][name]["runs_per_second"] > 0 for name in engines)
+    assert {"cpu_count", "cpu_model", "load_average_1m"} <= set(figures["machine"])
+    assert any(line.startswith("Temporal: not run") for line in figures["absent"])
+
+
+def test_peers_prints_the_readme_table(peers: tuple[str, dict[str, Any]]) -> None:
+    output, figures = peers
+    lines = output.splitlines()
+    header = "| workload | " + " | ".join(figures["engines"]) + " |"
+    start = lines.index(header)
+    rows = lines[start + 2:start + 2 + len(PEER_ROWS)]
+    assert [row.split(" | ")[0].removeprefix("| ")[:len(p)] for row, p in zip(rows, PEER_ROWS)] == list(PEER_ROWS)
+    assert all(row.count(" | ") == len(figures["engines"]) for row in rows)
+    assert any(line.startswith("Machine: ") and "load (1 min)" in line for line in lines[start:])
+
+
+def test_peers_stops_what_it_started(peers: tuple[str, dict[str, Any]]) -> None:
+    output, _ = peers
+    line = next(line for line in output.splitlines() if line.startswith("Nexum "))
+    urls = re.findall(r"http://127\.0\.0\.1:\d+", line)
+    for url in urls:
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=2).close()
+    # The workers and the resume's children are found by the server URL on their command line.
+    assert not [path for path in Path("/proc").glob("[0-9]*/cmdline") if _reads(path, urls[0])]
