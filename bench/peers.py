@@ -41,9 +41,9 @@ from pydantic_ai.toolsets import AbstractToolset, FunctionToolset
 from pydantic_ai.usage import UsageLimits
 
 # The Nexum integration, imported here only: the rest of the comparison takes it from this module.
-from durability import NexumDurability, WorkerToolset
+from nexum_pydantic_ai import NexumDurability, WorkerToolset
 from nexum_server.client import NexumClient
-from tools import TOOLSET
+from nexum_research.tools import TOOLSET
 from workflow import WEB_SEARCH
 
 AGENT_NAME = "peers"
