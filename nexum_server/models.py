@@ -349,6 +349,18 @@ class JournalUnit(BaseModel):
     """As stored: a model request's input without `sent`."""
     result: Any = None
     error: str | None = None
+    attempts: int = 0
+    created_at: float = 0.0
+    started_at: float | None = None
+    completed_at: float | None = None
+
+    def as_execution(self, session_id: str) -> Execution:
+        """The unit as `start` would have answered it (`cached`), for a run that serves it from memory."""
+        return Execution(id=self.id, workflow_id=self.workflow_id, version_hash=self.version_hash,
+                         session_id=session_id, key=self.key, input=self.input, status=self.status,
+                         attempts=self.attempts, max_attempts=self.attempts, result=self.result, error=self.error,
+                         created_at=self.created_at, updated_at=self.completed_at or self.created_at,
+                         started_at=self.started_at, completed_at=self.completed_at, cached=True)
 
 
 class Journal(BaseModel):

@@ -609,5 +609,7 @@ def _unit(step: int, row: Any) -> JournalUnit:
     return JournalUnit.model_validate(dict(
         step=step, id=row["id"], workflow_id=row["workflow_id"], version_hash=row["version_hash"], key=row["key"],
         status=row["status"], input=json.loads(row["input"]),
-        result=json.loads(row["result"]) if row["result"] is not None else None, error=row["error"]))
+        result=json.loads(row["result"]) if row["result"] is not None else None, error=row["error"],
+        attempts=row["attempts"], created_at=row["created_at"], started_at=row["started_at"],
+        completed_at=row["completed_at"]))
 
