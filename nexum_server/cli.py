@@ -41,7 +41,8 @@ console = Console()
 errors = Console(stderr=True)
 LISTEN_BACKLOG = 2048
 """Connections the kernel queues while the server is busy (uvicorn's default)."""
-STATUS_STYLE = {"PENDING": "yellow", "RUNNING": "cyan", "COMPLETED": "green", "FAILED": "red", "CANCELLED": "dim"}
+STATUS_STYLE = {"PENDING": "yellow", "RUNNING": "cyan", "INTERRUPTED": "magenta", "COMPLETED": "green",
+                "FAILED": "red", "CANCELLED": "dim"}
 
 
 DEV_DESCRIPTION = """\
@@ -89,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, help_text in (("ps", "list executions, newest first"),
                             ("show", "one execution, with its result or error"),
-                            ("cancel", "cancel a PENDING or RUNNING execution")):
+                            ("cancel", "cancel a PENDING, RUNNING or INTERRUPTED execution")):
         sub = commands.add_parser(name, help=help_text, description=help_text[:1].upper() + help_text[1:] + ".")
         sub.add_argument("--url", help=URL_HELP)
         sub.add_argument("--json", action="store_true", help="print JSON (the API's shape) instead of text")
@@ -330,8 +331,8 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-PS_FIXED = {"id": 32, "status": 9, "try": 3, "took": 6}
-"""Columns `nexum ps` never cuts (an id is 32 hex digits; CANCELLED is the longest status)."""
+PS_FIXED = {"id": 32, "status": 11, "try": 3, "took": 6}
+"""Columns `nexum ps` never cuts (an id is 32 hex digits; INTERRUPTED is the longest status)."""
 PS_TOOK_FROM_WIDTH = 100
 """Below this width the `took` column gives its room to the call and the error."""
 

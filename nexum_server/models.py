@@ -16,10 +16,17 @@ Name = Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")
 
 
 class Status(str, Enum):
-    """Lifecycle of an execution. PENDING covers both "never claimed" and "waiting to retry"."""
+    """Lifecycle of an execution. PENDING covers both "never claimed" and "waiting to retry".
+
+    INTERRUPTED: an in-process execution (run by an agent run, not a worker) whose run is gone
+    before it reported. It is no one's work until the session's next run starts the same call and
+    claims it; it is not running, not waiting for a worker, and does not keep a session from being
+    forgotten.
+    """
 
     PENDING = "PENDING"
     RUNNING = "RUNNING"
+    INTERRUPTED = "INTERRUPTED"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
@@ -152,13 +159,21 @@ class PollTasks(_Body):
     """Body of `POST /v1/tasks/poll`."""
 
     worker_id: str = Name
-    """Free-form name of the worker, shown in `nexum ps`."""
+    """Free-form name of the worker, shown in `nexum ps`; not `run:...`, which names an agent run."""
     workflows: list[WorkflowRef] = Field(min_length=1, max_length=100)
     """Workflow versions this worker can run."""
     wait: float = Field(default=0.0, ge=0, le=3600)
     """Hold the request up to this many seconds until a task is ready."""
     max_tasks: int = Field(default=1, ge=1, le=100)
     """Claim up to this many tasks at once (a worker with free slots asks for several)."""
+
+    @field_validator("worker_id")
+    @classmethod
+    def _not_a_run(cls, worker_id: str) -> str:
+        # `run:<token>` marks an agent run's own executions, which a gone run leaves INTERRUPTED.
+        if worker_id.startswith("run:"):
+            raise ValueError("worker_id must not start with 'run:' (that names an agent run)")
+        return worker_id
 
 
 class Task(BaseModel):
@@ -249,6 +264,8 @@ class SessionSummary(BaseModel):
     running: int
     pending: int
     """Waiting for a worker, or for a retry."""
+    interrupted: int = 0
+    """In-process calls of an agent run that is gone: the session's next run runs them again."""
     cancelled: int
     seconds_saved: float
     """Tool time saved: for each cached hit, how long the call took when it ran."""

@@ -15,10 +15,16 @@ which ignores its own: it has already woken its own waiters.
 from __future__ import annotations
 
 CHANNEL = "nexum"
-LIVE = "('PENDING', 'RUNNING', 'COMPLETED')"
+LIVE = "('PENDING', 'RUNNING', 'INTERRUPTED', 'COMPLETED')"
 TERMINAL = "('COMPLETED', 'FAILED', 'CANCELLED')"
 # Two servers starting on a new database create the schema one after the other.
 SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('nexum schema'))"
+
+# Before SCHEMA on a database of an older schema: INTERRUPTED joined the live statuses (schema 5),
+# so SCHEMA creates the index again with them.
+MIGRATE = """
+DROP INDEX IF EXISTS nexum.executions_live_key;
+"""
 
 SCHEMA = f"""
 CREATE SCHEMA IF NOT EXISTS nexum;
@@ -148,14 +154,16 @@ WITH cancelled AS (
     UPDATE nexum.executions
     SET status = 'CANCELLED', lease_token = NULL, lease_expires_at = NULL, completed_at = %(now)s,
         updated_at = %(now)s
-    WHERE id = %(id)s AND status IN ('PENDING', 'RUNNING')
+    WHERE id = %(id)s AND status IN ('PENDING', 'RUNNING', 'INTERRUPTED')
     RETURNING {COLUMNS})
 SELECT *, {NOTIFY_DONE} AS notified FROM cancelled
 """
 
 # A held task whose holder is gone (its lease ran out, its agent run ended) goes back to the queue,
-# or is FAILED when that was its last attempt.
-REQUEUE_OR_FAIL = """status = CASE WHEN attempts >= max_attempts THEN 'FAILED' ELSE 'PENDING' END,
+# or is FAILED when that was its last attempt. An agent run's own (in-process) execution is no
+# worker's work: it is INTERRUPTED until the session's next run claims it.
+REQUEUE_OR_FAIL = """status = CASE WHEN attempts >= max_attempts THEN 'FAILED'
+                      WHEN starts_with(worker_id, 'run:') THEN 'INTERRUPTED' ELSE 'PENDING' END,
         completed_at = CASE WHEN attempts >= max_attempts THEN %(now)s END,
         scheduled_at = %(now)s, lease_token = NULL, lease_expires_at = NULL, updated_at = %(now)s"""
 # Runs before every claim, in the same transaction, and on its own on a timer. Each server may
@@ -296,7 +304,7 @@ RETURNING lease_expires_at
 END_SESSION_RUN = "DELETE FROM nexum.session_runs WHERE session_id = %(session_id)s AND run_token = %(token)s"
 SESSION_RUN_IS = "SELECT 1 FROM nexum.session_runs WHERE session_id = %(session_id)s AND run_token = %(token)s"
 # The current run of the session claims an in-process execution nobody holds. One that a run which
-# is gone held was put back to PENDING by RUN_GONE; one a live previous run holds is finished by it.
+# is gone held was made INTERRUPTED by RUN_GONE; one a live previous run holds is finished by it.
 # Its worker_id names the run, `run:<token>`. FOR SHARE: a takeover committing meanwhile is waited for.
 CLAIM_FOR_RUN = f"""
 UPDATE nexum.executions
@@ -307,12 +315,13 @@ SET status = 'RUNNING',
     worker_id = 'run:' || %(token)s,
     started_at = COALESCE(started_at, %(now)s),
     updated_at = %(now)s
-WHERE id = %(id)s AND status = 'PENDING'
+WHERE id = %(id)s AND status IN ('PENDING', 'INTERRUPTED')
   AND EXISTS (SELECT 1 FROM nexum.session_runs WHERE session_id = %(session_id)s AND run_token = %(token)s
               FOR SHARE)
 RETURNING {COLUMNS}
 """
-# The run's process is gone (its presence connection closed): what it held is claimable at once.
+# The run's process is gone (its presence connection closed): what it held is INTERRUPTED, for the
+# session's next run to claim at once.
 RUN_GONE = f"""
 WITH gone AS (
     UPDATE nexum.executions
@@ -342,6 +351,7 @@ count(*) FILTER (WHERE status = 'COMPLETED') AS completed,
 count(*) FILTER (WHERE status = 'FAILED') AS failed,
 count(*) FILTER (WHERE status = 'RUNNING') AS running,
 count(*) FILTER (WHERE status = 'PENDING') AS pending,
+count(*) FILTER (WHERE status = 'INTERRUPTED') AS interrupted,
 count(*) FILTER (WHERE status = 'CANCELLED') AS cancelled,
 sum(hits)::bigint AS cached_hits,
 coalesce(sum(hits * (completed_at - started_at)) FILTER (WHERE status = 'COMPLETED'), 0) AS seconds_saved,
@@ -395,10 +405,12 @@ SELECT (SELECT count(*) FROM nexum.executions
 # Every deleted execution is announced (`<origin> deleted <id>`): other servers drop it from their
 # completed-results cache, so its call runs again whichever server it reaches.
 NOTIFY_DELETED = f"pg_notify('{CHANNEL}', %(origin)s || ' deleted ' || id)"
-# Terminal ones only: an execution another server starts meanwhile is not deleted with the others.
+# Terminal and interrupted ones only: an execution another server starts meanwhile is not deleted
+# with the others.
 FORGET_SESSION = f"""
 WITH deleted AS (
-    DELETE FROM nexum.executions WHERE session_id = %(session_id)s AND status IN {TERMINAL}
+    DELETE FROM nexum.executions
+    WHERE session_id = %(session_id)s AND (status IN {TERMINAL} OR status = 'INTERRUPTED')
     RETURNING id, workflow_id, session_id, key)
 SELECT workflow_id, session_id, key, {NOTIFY_DELETED} AS notified FROM deleted
 """

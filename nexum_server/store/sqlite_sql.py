@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-LIVE = "('PENDING', 'RUNNING', 'COMPLETED')"
+LIVE = "('PENDING', 'RUNNING', 'INTERRUPTED', 'COMPLETED')"
 
 # Retention deletes the oldest terminal executions first, in small batches, without a table scan.
 RETENTION_INDEX = ("CREATE INDEX IF NOT EXISTS executions_done ON executions (completed_at) "
@@ -71,6 +71,10 @@ ADDED_COLUMNS = {
 ALTER TABLE executions ADD COLUMN hits INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE executions ADD COLUMN last_hit_at REAL;
 """,
+    # INTERRUPTED joined the live statuses: SCHEMA creates the index again with them.
+    5: """
+DROP INDEX IF EXISTS executions_live_key;
+""",
 }
 
 # One statement, so both are read from one snapshot while another server may be creating the schema.
@@ -117,13 +121,15 @@ WHERE id IN (SELECT value FROM json_each(?)) AND status IN ('COMPLETED', 'FAILED
 CANCEL = f"""
 UPDATE executions
 SET status = 'CANCELLED', lease_token = NULL, lease_expires_at = NULL, completed_at = :now, updated_at = :now
-WHERE id = :id AND status IN ('PENDING', 'RUNNING')
+WHERE id = :id AND status IN ('PENDING', 'RUNNING', 'INTERRUPTED')
 RETURNING {COLUMNS}
 """
 
 # A held task whose holder is gone (its lease ran out, its agent run ended) goes back to the queue,
-# or is FAILED when that was its last attempt.
-REQUEUE_OR_FAIL = """status = CASE WHEN attempts >= max_attempts THEN 'FAILED' ELSE 'PENDING' END,
+# or is FAILED when that was its last attempt. An agent run's own (in-process) execution is no
+# worker's work: it is INTERRUPTED until the session's next run claims it.
+REQUEUE_OR_FAIL = """status = CASE WHEN attempts >= max_attempts THEN 'FAILED'
+                  WHEN substr(worker_id, 1, 4) = 'run:' THEN 'INTERRUPTED' ELSE 'PENDING' END,
     completed_at = CASE WHEN attempts >= max_attempts THEN :now END,
     scheduled_at = :now, lease_token = NULL, lease_expires_at = NULL, updated_at = :now"""
 # A claim: one more attempt, under a new random lease token.
@@ -234,16 +240,17 @@ RETURNING lease_expires_at
 END_SESSION_RUN = "DELETE FROM session_runs WHERE session_id = :session_id AND run_token = :token"
 SESSION_RUN_IS = "SELECT 1 FROM session_runs WHERE session_id = :session_id AND run_token = :token"
 # The current run of the session claims an in-process execution nobody holds. One that a run which
-# is gone held was put back to PENDING by RUN_GONE; one a live previous run holds is finished by it.
+# is gone held was made INTERRUPTED by RUN_GONE; one a live previous run holds is finished by it.
 # Its worker_id names the run, `run:<token>`.
 CLAIM_FOR_RUN = f"""
 UPDATE executions
 SET {LEASE}, worker_id = 'run:' || :token
-WHERE id = :id AND status = 'PENDING'
+WHERE id = :id AND status IN ('PENDING', 'INTERRUPTED')
   AND EXISTS (SELECT 1 FROM session_runs WHERE session_id = :session_id AND run_token = :token)
 RETURNING {COLUMNS}
 """
-# The run's process is gone (its presence connection closed): what it held is claimable at once.
+# The run's process is gone (its presence connection closed): what it held is INTERRUPTED, for the
+# session's next run to claim at once.
 RUN_GONE = f"""
 UPDATE executions
 SET {REQUEUE_OR_FAIL},
@@ -271,6 +278,7 @@ sum(status = 'COMPLETED') AS completed,
 sum(status = 'FAILED') AS failed,
 sum(status = 'RUNNING') AS running,
 sum(status = 'PENDING') AS pending,
+sum(status = 'INTERRUPTED') AS interrupted,
 sum(status = 'CANCELLED') AS cancelled,
 sum(hits) AS cached_hits,
 sum(CASE WHEN status = 'COMPLETED' AND started_at IS NOT NULL

@@ -148,6 +148,7 @@ async function renderSession(sessionId) {
   const counts = summary ? [
     fact("Calls", summary.calls), fact("Cached hits", summary.cached_hits), fact("Executed", summary.completed),
     fact("Failed", summary.failed), fact("Running", summary.running), fact("Waiting", summary.pending),
+    ...(summary.interrupted ? [fact("Interrupted", summary.interrupted)] : []),
     fact("Tool time saved", seconds(summary.seconds_saved) || "0 ms"),
     fact("Last activity", ago(summary.last_activity)),
   ] : [fact("Calls", 0)];

@@ -669,7 +669,7 @@ def test_what_a_gone_run_held_is_claimable_at_once_and_its_late_report_refused(s
     assert held is not None
     new = store.take_session("s", "agent-2", LEASE, T0 + 1)
     [requeued] = store.run_gone("s", old.token, T0 + 1)
-    assert requeued.id == e.id and requeued.status is Status.PENDING
+    assert requeued.id == e.id and requeued.status is Status.INTERRUPTED
     # Long before the old lease would run out, the new run holds the unit under a new token.
     again = store.claim_for_run(e.id, "s", new.token, LEASE, T0 + 1)
     assert again is not None and again.lease_token != held.lease_token and again.attempt == 2
@@ -679,6 +679,31 @@ def test_what_a_gone_run_held_is_claimable_at_once_and_its_late_report_refused(s
     assert store.get_execution(e.id).result == "answer"
     assert store.run_gone("s", new.token, T0 + 3) == []
     assert store.take_session("s", "agent-3", LEASE, T0 + 3).previous_holder is None
+
+
+def test_what_a_gone_run_held_is_interrupted_no_workers_work_and_forgotten_with_the_session(store: Store) -> None:
+    run = store.take_session("s", "agent-1", LEASE, T0)
+    e = start(store)
+    assert store.claim_for_run(e.id, "s", run.token, LEASE, T0) is not None
+    [interrupted] = store.run_gone("s", run.token, T0 + 1)
+    assert interrupted.status is Status.INTERRUPTED and "agent run holding it ended" in (interrupted.error or "")
+    assert store.claim("w1", [REF], 10, LEASE, T0 + 2).tasks == []
+    counts = store.get_session("s")
+    assert (counts.running, counts.pending, counts.interrupted) == (0, 0, 1)
+    # Still the call's one live execution: a start of the same call finds it, not a new one.
+    assert store.start_execution(REF, "s", "k", None, T0 + 2).execution.id == e.id
+    assert [key for _, _, key in store.forget_session("s", T0 + 3)] == ["k"]
+
+
+def test_an_in_process_execution_whose_lease_ran_out_is_interrupted(store: Store) -> None:
+    run = store.take_session("s", "agent-1", LEASE, T0)
+    e = start(store)
+    assert store.claim_for_run(e.id, "s", run.token, LEASE, T0) is not None
+    expired, _ = store.expire_leases(T0 + LEASE + 1)
+    assert [(x.id, x.status) for x in expired] == [(e.id, Status.INTERRUPTED)]
+    again = store.take_session("s", "agent-2", LEASE, T0 + LEASE + 2)
+    task = store.claim_for_run(e.id, "s", again.token, LEASE, T0 + LEASE + 2)
+    assert task is not None and task.attempt == 2
 
 
 def test_a_gone_run_on_its_last_attempt_fails_the_execution(make_store: StoreFactory) -> None:
@@ -863,6 +888,29 @@ def test_a_file_of_schema_1_is_migrated_and_keeps_its_executions(tmp_path: Path)
         assert store.get_execution(kept.id).status is Status.PENDING
         assert store.get_session("s").cached_hits == 0
         assert store.take_session("s", "run-1", LEASE, T0).token
+    finally:
+        store.shutdown()
+
+
+def test_a_schema_4_file_counts_interrupted_executions_as_live(tmp_path: Path) -> None:
+    path = tmp_path / "v4.db"
+    v4 = SQLiteStore(Settings(db=str(path)))
+    v4.start()
+    v4.register_workflow(REF, IR, T0)
+    v4.db.executescript("BEGIN; DROP INDEX executions_live_key;"
+                        "CREATE UNIQUE INDEX executions_live_key ON executions (workflow_id, session_id, key) "
+                        "WHERE status IN ('PENDING', 'RUNNING', 'COMPLETED'); PRAGMA user_version = 4; COMMIT;")
+    v4.shutdown()
+
+    store = SQLiteStore(Settings(db=str(path)))
+    store.start()
+    try:
+        run = store.take_session("s", "run-1", LEASE, T0)
+        e = start(store)
+        assert store.claim_for_run(e.id, "s", run.token, LEASE, T0) is not None
+        store.run_gone("s", run.token, T0 + 1)
+        again = store.start_execution(REF, "s", "k", None, T0 + 2)
+        assert not again.created and again.execution.status is Status.INTERRUPTED
     finally:
         store.shutdown()
 
