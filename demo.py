@@ -40,6 +40,7 @@ from durability import NexumDurability, UnitEvent, WorkerToolset
 from nexum_server.client import NexumClient
 from nexum_server.config import AgentSettings
 from nexum_server.errors import ConfigError, NexumError, RequestRejected, ServerUnavailable
+from nexum_server.ids import SESSION_ID_RULE, InvalidSessionId, validate_session_id
 from submit_task import DEFAULT_TIMEOUT
 from offline_model import offline_model
 from tools import TOOLSET
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("query", help='the question to research, in quotes: "What is durable execution?"')
     parser.add_argument("--session", default=settings.session_id,
                         help="session id; a run of an existing session replays what completed in it "
-                             "(SESSION_ID, default: a new session)")
+                             f"(SESSION_ID, default: a new session; {SESSION_ID_RULE})")
     parser.add_argument("--model", default=settings.model,
                         help="any Pydantic AI model name, or 'offline' (NEXUM_MODEL, default: picked from the "
                              "API key present, else offline)")
@@ -216,7 +217,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.timeout <= 0:
         parser.error("--timeout must be a positive number of seconds")
-    session_id = args.session or f"session-{uuid.uuid4().hex[:8]}"
+    try:
+        session_id = validate_session_id(args.session) if args.session else f"session-{uuid.uuid4().hex[:8]}"
+    except InvalidSessionId as e:
+        console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
     logging.basicConfig(level=logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=console, show_time=False, show_path=False)])
     progress = Progress(args.crash_after)

@@ -29,6 +29,7 @@ from nexum_server.client import NexumClient, NexumSyncClient
 from nexum_server.client import run as client_run
 from nexum_server.config import DEFAULT_URL
 from nexum_server.errors import ConfigError, NexumError, RequestRejected, ServerUnavailable, WaitTimeout
+from nexum_server.ids import InvalidSessionId, validate_session_id
 from nexum_server.models import Execution, Status
 from nexum_server.retry import retry_async, retry_sync
 from tools import PermanentToolError, check_tool_args
@@ -237,6 +238,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"ARGS is not valid JSON ({e}); pass an object like '{{\"query\": \"...\"}}'")
     if not isinstance(tool_args, dict):
         parser.error("ARGS must be a JSON object, like '{\"query\": \"...\"}'")
+    try:
+        validate_session_id(args.session)
+    except InvalidSessionId as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
         print(client_run(_submit(args, tool_args)))

@@ -35,6 +35,7 @@ from rich.table import Table
 from . import config
 from .config import Settings
 from .errors import ConfigError, NexumError, RequestRejected, SchemaError, ServerUnavailable, StoreUnavailable
+from .ids import SESSION_ID_RULE, InvalidSessionId, validate_session_id
 from .models import Execution, SessionSummary, Status
 
 console = Console()
@@ -95,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--url", help=URL_HELP)
         sub.add_argument("--json", action="store_true", help="print JSON (the API's shape) instead of text")
         if name == "ps":
-            sub.add_argument("--session", help="only this session")
+            sub.add_argument("--session", help=f"only this session ({SESSION_ID_RULE})")
             sub.add_argument("--status", choices=[s.value for s in Status], type=str.upper, help="only this status")
             sub.add_argument("--limit", type=int, default=50, help="most executions to list (default 50)")
         else:
@@ -107,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     sessions.add_argument("--limit", type=int, default=50, help="sessions to show (default 50, at most 500)")
     forget = commands.add_parser("forget", help="delete a session's stored calls: they run again next time")
     forget.add_argument("--url", help=URL_HELP)
-    forget.add_argument("session_id", metavar="SESSION")
+    forget.add_argument("session_id", metavar="SESSION", help=f"the session id ({SESSION_ID_RULE})")
     forget.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     return parser
 
@@ -125,9 +126,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ServerUnavailable as e:
         errors.print(f"[red]error:[/] {e}", highlight=False)
         sys.exit(2)
-    except (RequestRejected, ConfigError) as e:
-        errors.print(f"[red]error:[/] {e}", highlight=False)
-        sys.exit(1 if isinstance(e, RequestRejected) and e.status != 401 else 2)
+    except (RequestRejected, ConfigError, InvalidSessionId) as e:
+        errors.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(1 if isinstance(e, RequestRejected) and e.status != 401 else 2)  # a bad id: cannot start
     except (NexumError, ValueError) as e:
         errors.print(f"[red]error:[/] {e}", highlight=False)
         sys.exit(1)
@@ -233,6 +234,9 @@ def _uvicorn_server_class() -> type:
 async def inspect(args: argparse.Namespace) -> None:
     from .client import NexumClient
 
+    for given in (getattr(args, "session", None), getattr(args, "session_id", None)):
+        if given is not None:
+            validate_session_id(given)
     if args.command == "forget":
         await forget(args)
         return

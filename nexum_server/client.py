@@ -23,6 +23,7 @@ import httpx2
 
 from .config import ClientSettings
 from .errors import RequestRejected, ServerUnavailable, WaitTimeout
+from .ids import validate_session_id
 from .models import (
     CallPage,
     Execution,
@@ -266,7 +267,10 @@ class NexumClient:
         return Execution.model_validate_json(response.content)
 
     async def take_session(self, session_id: str, holder: str) -> SessionRunInfo:
-        """Become the session's one live run, taking it over from any other at once."""
+        """Become the session's one live run, taking it over from any other at once.
+
+        `InvalidSessionId` before any request for an id outside the rule (`ids.py`)."""
+        validate_session_id(session_id)
         response = await self.request("POST", f"/v1/sessions/{quote(session_id, safe='')}/runs",
                                       json={"holder": holder})
         return SessionRunInfo.model_validate_json(response.content)
