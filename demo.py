@@ -139,12 +139,13 @@ class Progress:
         cached = [e for e in tools if e.cached]
         failed = [e for e in tools if e.error is not None]
         tokens = sum(e.tokens for e in replayed)
-        saved = sum(e.saved_seconds for e in self.events if e.cached)
+        saved_tools = sum(e.saved_seconds for e in cached)
+        saved_model = sum(e.saved_seconds for e in replayed)
         return (f"{_plural(len(models), 'model request')}: {len(replayed)} replayed, "
                 f"{len(models) - len(replayed)} made ({tokens:,} tokens not spent again); "
                 f"{_plural(len(tools), 'tool call')}: {len(cached)} cached, "
                 f"{len(tools) - len(cached) - len(failed)} executed, {len(failed)} failed; "
-                f"about {saved:.2f} s saved")
+                f"saved about {saved_tools:.2f} s of tool time and {saved_model:.2f} s of model time")
 
 
 def _plural(n: int, noun: str) -> str:

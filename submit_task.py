@@ -30,6 +30,7 @@ from nexum_server.client import run as client_run
 from nexum_server.config import DEFAULT_URL
 from nexum_server.errors import ConfigError, NexumError, RequestRejected, ServerUnavailable, WaitTimeout
 from nexum_server.ids import InvalidSessionId, validate_session_id
+from nexum_server import models
 from nexum_server.models import Execution, Status
 from nexum_server.retry import retry_async, retry_sync
 from tools import PermanentToolError, check_tool_args
@@ -53,8 +54,8 @@ class ToolCallFailed(NexumError):
 
 
 def ran_seconds(execution: Execution) -> float:
-    """How long an execution ran, from its first claim (or its creation) to its completion."""
-    return max((execution.completed_at or 0.0) - (execution.started_at or execution.created_at), 0.0)
+    """How long an execution ran: its last attempt alone (`nexum_server.models.ran_seconds`)."""
+    return models.ran_seconds(execution)
 
 
 @dataclass(frozen=True)

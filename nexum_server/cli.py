@@ -36,7 +36,7 @@ from . import config
 from .config import Settings
 from .errors import ConfigError, NexumError, RequestRejected, SchemaError, ServerUnavailable, StoreUnavailable
 from .ids import SESSION_ID_RULE, InvalidSessionId, validate_session_id
-from .models import Execution, SessionSummary, Status
+from .models import Execution, SessionSummary, Status, before_last_attempt, ran_seconds
 
 console = Console()
 errors = Console(stderr=True)
@@ -319,11 +319,13 @@ def show_sessions(sessions: list[SessionSummary]) -> None:
     for name in ("calls", "cached", "ran", "failed", "live"):
         table.add_column(name, justify="right", no_wrap=True, min_width=len(name))
     table.add_column("last active", no_wrap=True, min_width=11)
-    table.add_column("saved", justify="right", no_wrap=True, min_width=6)
+    # Saved: the last attempt's running time of each cached hit, tool calls and model requests apart.
+    table.add_column("saved tools", justify="right", no_wrap=True, min_width=6)
+    table.add_column("model", justify="right", no_wrap=True, min_width=6)
     for s in sessions:
         table.add_row(escape(s.session_id), str(s.calls), str(s.cached_hits), str(s.completed), str(s.failed),
                       str(s.running + s.pending), datetime.fromtimestamp(s.last_activity).strftime("%m-%d %H:%M"),
-                      f"{s.seconds_saved:.1f}s")
+                      f"{s.tool_seconds_saved:.1f}s", f"{s.model_seconds_saved:.1f}s")
     console.print(table if sessions else "[dim]no sessions[/]")
 
 
@@ -360,7 +362,7 @@ def show_table(executions: list[Execution], width: int | None = None, one_sessio
         table.add_column(name, no_wrap=True, overflow="ellipsis", width=widths[name],
                          justify="right" if name in ("try", "took") else "left")
     for e in executions:
-        took = f"{e.completed_at - (e.started_at or e.created_at):.2f}s" if e.completed_at else ""
+        took = f"{ran_seconds(e):.2f}s" if e.completed_at else ""
         cells: dict[str, str] = {"id": e.id, "status": _status(e.status), "try": str(e.attempts), "took": took,
                  "session": escape(e.session_id), "call": escape(_short_input(e.input)),
                  "error": f"[red]{escape(e.error or '')}[/]"}
@@ -377,6 +379,10 @@ def show_one(e: Execution) -> None:
                          ("next try", e.next_attempt_at), ("lease to", e.lease_expires_at)):
         if value:
             console.print(f"{label:<8} {_time(value)}")
+    if e.completed_at:
+        console.print(f"ran      {ran_seconds(e):.2f}s (attempt {e.attempts})")
+    if before := before_last_attempt(e):
+        console.print(f"before   {before:.2f}s of earlier attempts and waits between them")
     if e.worker_id:
         console.print(f"worker   {e.worker_id}")
     if e.error:

@@ -141,7 +141,11 @@ class Execution(BaseModel):
     created_at: float
     updated_at: float
     started_at: float | None = None
+    """When the first attempt began."""
     completed_at: float | None = None
+    attempt_started_at: float | None = None
+    """When the last attempt began: it ran from here to `completed_at`. What came before it (earlier
+    attempts, and the waits between them: a crash, a retry's backoff) is `attempt_started_at - started_at`."""
     next_attempt_at: float | None = None
     """When a PENDING execution becomes claimable."""
     lease_expires_at: float | None = None
@@ -268,7 +272,12 @@ class SessionSummary(BaseModel):
     """In-process calls of an agent run that is gone: the session's next run runs them again."""
     cancelled: int
     seconds_saved: float
-    """Tool time saved: for each cached hit, how long the call took when it ran."""
+    """Time saved: for each cached hit, how long the last attempt of the call ran (earlier attempts
+    and the waits between them are not counted: they would not have run again)."""
+    tool_seconds_saved: float = 0.0
+    """The part of `seconds_saved` that tool calls (and any other executions) saved."""
+    model_seconds_saved: float = 0.0
+    """The part of `seconds_saved` that an agent's replayed model requests saved."""
     first_activity: float
     last_activity: float
     """When the session's newest call started, or its latest cached hit, whichever is later."""
@@ -307,6 +316,8 @@ class CallSummary(BaseModel):
     updated_at: float
     started_at: float | None = None
     completed_at: float | None = None
+    attempt_started_at: float | None = None
+    """When the last attempt began (see `Execution.attempt_started_at`)."""
     next_attempt_at: float | None = None
     result_chars: int | None = None
     """Length of the stored result as JSON text; null without a result."""
@@ -349,6 +360,20 @@ def describe_input(input_head: str, complete: bool) -> tuple[str | None, Any, st
         return None, None, _cut(", ".join(f"{k}: {v if isinstance(v, str) else _compact(v)}"
                                           for k, v in value.items()))
     return None, None, _cut(_compact(value))
+
+
+def ran_seconds(execution: Execution) -> float:
+    """How long an execution ran: its last attempt, from that claim to its completion (a crash and
+    the wait for a resume are not running time)."""
+    e = execution
+    return max((e.completed_at or 0.0) - (e.attempt_started_at or e.started_at or e.created_at), 0.0)
+
+
+def before_last_attempt(execution: Execution) -> float:
+    """From the first attempt's start to the last one's: earlier attempts and the waits between them."""
+    if execution.attempt_started_at is None or execution.started_at is None:
+        return 0.0
+    return max(execution.attempt_started_at - execution.started_at, 0.0)
 
 
 def _compact(value: Any) -> str:

@@ -77,6 +77,8 @@ CREATE TABLE IF NOT EXISTS nexum.servers (
 -- Cached hits, counted in memory and added in batches (schema 3).
 ALTER TABLE nexum.executions ADD COLUMN IF NOT EXISTS hits integer NOT NULL DEFAULT 0;
 ALTER TABLE nexum.executions ADD COLUMN IF NOT EXISTS last_hit_at double precision;
+-- When the last attempt began (schema 5): a call's running time is its last attempt's alone.
+ALTER TABLE nexum.executions ADD COLUMN IF NOT EXISTS attempt_started_at double precision;
 -- Retention deletes the oldest terminal executions first, in small batches, without a table scan.
 CREATE INDEX IF NOT EXISTS executions_done ON nexum.executions (completed_at) WHERE completed_at IS NOT NULL;
 -- Each session's latest cached hit (schema 4): only the batched writes of hit counts change it.
@@ -104,7 +106,7 @@ SET_SCHEMA_VERSION = "INSERT INTO nexum.schema_version VALUES (%s)"
 COLUMNS = (
     "id, workflow_id, version_hash, node_id, session_id, key, input, status, attempts, max_attempts, result, "
     "error, worker_id, lease_token, lease_expires_at, scheduled_at, created_at, updated_at, "
-    "started_at, completed_at"
+    "started_at, completed_at, attempt_started_at"
 )
 NEW_TOKEN = "replace(gen_random_uuid()::text, '-', '')"
 # The workflows a worker runs, as two parallel arrays.
@@ -201,6 +203,7 @@ WITH candidates AS (
         lease_expires_at = %(now)s + %(lease_seconds)s,
         worker_id = %(worker_id)s,
         started_at = COALESCE(e.started_at, %(now)s),
+        attempt_started_at = %(now)s,
         updated_at = %(now)s
     FROM candidates WHERE e.seq = candidates.seq
     RETURNING e.*)
@@ -314,6 +317,7 @@ SET status = 'RUNNING',
     lease_expires_at = %(now)s + %(lease_seconds)s,
     worker_id = 'run:' || %(token)s,
     started_at = COALESCE(started_at, %(now)s),
+    attempt_started_at = %(now)s,
     updated_at = %(now)s
 WHERE id = %(id)s AND status IN ('PENDING', 'INTERRUPTED')
   AND EXISTS (SELECT 1 FROM nexum.session_runs WHERE session_id = %(session_id)s AND run_token = %(token)s
@@ -343,7 +347,9 @@ ADD_HITS = """
 UPDATE nexum.executions SET hits = hits + %(hits)s, last_hit_at = greatest(coalesce(last_hit_at, 0), %(at)s)
 WHERE id = %(id)s
 """
-# One row per session. Tool time saved: each hit of a COMPLETED execution saved the time it ran.
+# One row per session. Time saved: each hit of a COMPLETED execution saved the running time of its
+# last attempt (earlier attempts and the waits between them would not have run again), model
+# requests apart from tool calls.
 # Last activity: the session's newest call started, or its latest cached hit.
 SESSION_COUNTS = """
 count(*) AS calls,
@@ -354,7 +360,11 @@ count(*) FILTER (WHERE status = 'PENDING') AS pending,
 count(*) FILTER (WHERE status = 'INTERRUPTED') AS interrupted,
 count(*) FILTER (WHERE status = 'CANCELLED') AS cancelled,
 sum(hits)::bigint AS cached_hits,
-coalesce(sum(hits * (completed_at - started_at)) FILTER (WHERE status = 'COMPLETED'), 0) AS seconds_saved,
+coalesce(sum(hits * (completed_at - coalesce(attempt_started_at, started_at)))
+         FILTER (WHERE status = 'COMPLETED' AND hits > 0), 0) AS seconds_saved,
+coalesce(sum(hits * (completed_at - coalesce(attempt_started_at, started_at)))
+         FILTER (WHERE status = 'COMPLETED' AND hits > 0 AND input::json ->> 'unit' = 'model_request'), 0)
+    AS model_seconds_saved,
 min(created_at) AS first_activity
 """
 # As on SQLite: the page's sessions are picked from the indexes, then only their rows are counted.
@@ -389,7 +399,8 @@ FROM nexum.executions WHERE session_id = %s GROUP BY session_id
 LIST_CALLS = """
 SELECT seq, id, workflow_id, key, substr(input, 1, %(input_chars)s) AS input_head, length(input) AS input_length,
        status, attempts, max_attempts, substr(error, 1, %(error_chars)s) AS error, worker_id, hits,
-       created_at, updated_at, started_at, completed_at, scheduled_at, length(result) AS result_length
+       created_at, updated_at, started_at, completed_at, attempt_started_at, scheduled_at,
+       length(result) AS result_length
 FROM nexum.executions
 WHERE session_id = %(session_id)s AND (%(before)s::bigint IS NULL OR seq < %(before)s)
 ORDER BY seq DESC

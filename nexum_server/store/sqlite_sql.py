@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS executions (
     updated_at       REAL NOT NULL,
     started_at       REAL,
     completed_at     REAL,
+    attempt_started_at REAL,
     hits             INTEGER NOT NULL DEFAULT 0,
     last_hit_at      REAL,
     FOREIGN KEY (workflow_id, version_hash) REFERENCES workflows (workflow_id, version_hash)
@@ -71,9 +72,11 @@ ADDED_COLUMNS = {
 ALTER TABLE executions ADD COLUMN hits INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE executions ADD COLUMN last_hit_at REAL;
 """,
-    # INTERRUPTED joined the live statuses: SCHEMA creates the index again with them.
+    # INTERRUPTED joined the live statuses: SCHEMA creates the index again with them. Each claim
+    # notes when its attempt began, so a call's running time is its last attempt's alone.
     5: """
 DROP INDEX IF EXISTS executions_live_key;
+ALTER TABLE executions ADD COLUMN attempt_started_at REAL;
 """,
 }
 
@@ -84,7 +87,7 @@ SCHEMA_STATE = ("SELECT (SELECT user_version FROM pragma_user_version), "
 COLUMNS = (
     "id, workflow_id, version_hash, node_id, session_id, key, input, status, attempts, max_attempts, result, "
     "error, worker_id, lease_token, lease_expires_at, scheduled_at, created_at, updated_at, "
-    "started_at, completed_at"
+    "started_at, completed_at, attempt_started_at"
 )
 
 SELECT_WORKFLOW = "SELECT ir FROM workflows WHERE workflow_id = ? AND version_hash = ?"
@@ -138,6 +141,7 @@ LEASE = """status = 'RUNNING',
     lease_token = lower(hex(randomblob(16))),
     lease_expires_at = :now + :lease_seconds,
     started_at = COALESCE(started_at, :now),
+    attempt_started_at = :now,
     updated_at = :now"""
 # Runs before every claim, in the same transaction: a task whose lease ran out goes back to the
 # queue, or is FAILED when that was its last attempt. Its worker may still be running the tool
@@ -270,7 +274,9 @@ ADD_HITS = """
 UPDATE executions SET hits = hits + :hits, last_hit_at = max(COALESCE(last_hit_at, 0), :at)
 WHERE id = :id
 """
-# One row per session. Tool time saved: each hit of a COMPLETED execution saved the time it ran.
+# One row per session. Time saved: each hit of a COMPLETED execution saved the running time of its
+# last attempt (earlier attempts and the waits between them would not have run again), model
+# requests apart from tool calls; only executions with hits have their input read.
 # Last activity: the session's newest call started, or its latest cached hit.
 SESSION_COUNTS = """
 count(*) AS calls,
@@ -281,8 +287,11 @@ sum(status = 'PENDING') AS pending,
 sum(status = 'INTERRUPTED') AS interrupted,
 sum(status = 'CANCELLED') AS cancelled,
 sum(hits) AS cached_hits,
-sum(CASE WHEN status = 'COMPLETED' AND started_at IS NOT NULL
-         THEN hits * (completed_at - started_at) ELSE 0 END) AS seconds_saved,
+sum(CASE WHEN status = 'COMPLETED' AND hits > 0 AND started_at IS NOT NULL
+         THEN hits * (completed_at - COALESCE(attempt_started_at, started_at)) ELSE 0 END) AS seconds_saved,
+sum(CASE WHEN status = 'COMPLETED' AND hits > 0 AND started_at IS NOT NULL
+         AND json_extract(input, '$.unit') = 'model_request'
+         THEN hits * (completed_at - COALESCE(attempt_started_at, started_at)) ELSE 0 END) AS model_seconds_saved,
 min(created_at) AS first_activity
 """
 # The page's sessions are picked without reading the table (its rows hold whole results): the
@@ -319,7 +328,8 @@ FROM executions WHERE session_id = ? GROUP BY session_id
 LIST_CALLS = """
 SELECT seq, id, workflow_id, key, substr(input, 1, :input_chars) AS input_head, length(input) AS input_length,
        status, attempts, max_attempts, substr(error, 1, :error_chars) AS error, worker_id, hits,
-       created_at, updated_at, started_at, completed_at, scheduled_at, length(result) AS result_length
+       created_at, updated_at, started_at, completed_at, attempt_started_at, scheduled_at,
+       length(result) AS result_length
 FROM executions
 WHERE session_id = :session_id AND (:before IS NULL OR seq < :before)
 ORDER BY seq DESC

@@ -65,6 +65,14 @@ function json(value) { return JSON.stringify(value, null, 2); }
 
 function between(start, end) { return start && end ? seconds(end - start) : ""; }
 
+// A call ran from its last attempt's start: a crash and the wait for a resume are not running time.
+function lastAttempt(c) { return c.attempt_started_at || c.started_at; }
+// Earlier attempts and the waits between them, shown apart from the running time.
+function beforeLastAttempt(c) {
+  return c.attempt_started_at && c.started_at && c.attempt_started_at > c.started_at
+    ? seconds(c.attempt_started_at - c.started_at) : "";
+}
+
 // --- the API --------------------------------------------------------------------------------------
 
 class Unauthorized extends Error {}
@@ -120,7 +128,8 @@ async function renderSessions() {
       el("td", { className: "n" }, s.failed),
       el("td", { className: "n" }, s.running + s.pending),
       el("td", { title: when(s.last_activity) }, ago(s.last_activity)),
-      el("td", { className: "n" }, seconds(s.seconds_saved)));
+      el("td", { className: "n", title: "tool calls · model requests" },
+        `${seconds(s.tool_seconds_saved) || "0 ms"} · ${seconds(s.model_seconds_saved) || "0 ms"}`));
     row.addEventListener("click", (event) => {
       if (!(event.target instanceof HTMLAnchorElement)) location.hash = sessionHref(s.session_id);
     });
@@ -149,7 +158,8 @@ async function renderSession(sessionId) {
     fact("Calls", summary.calls), fact("Cached hits", summary.cached_hits), fact("Executed", summary.completed),
     fact("Failed", summary.failed), fact("Running", summary.running), fact("Waiting", summary.pending),
     ...(summary.interrupted ? [fact("Interrupted", summary.interrupted)] : []),
-    fact("Tool time saved", seconds(summary.seconds_saved) || "0 ms"),
+    fact("Tool time saved", seconds(summary.tool_seconds_saved) || "0 ms"),
+    fact("Model time saved", seconds(summary.model_seconds_saved) || "0 ms"),
     fact("Last activity", ago(summary.last_activity)),
   ] : [fact("Calls", 0)];
   $("session-counts").replaceChildren(...counts);
@@ -165,8 +175,9 @@ async function renderSession(sessionId) {
       el("td", null, statusBadge(c.status)),
       el("td", { className: "n" }, `${c.attempts} / ${c.max_attempts}`),
       el("td", { className: "n" }, between(c.created_at, c.started_at)),
-      el("td", { className: "n" }, c.status === "RUNNING" ? seconds(serverNow() - c.started_at) + "…"
-        : between(c.started_at, c.completed_at)),
+      el("td", { className: "n" }, c.status === "RUNNING" ? seconds(serverNow() - lastAttempt(c)) + "…"
+        : between(lastAttempt(c), c.completed_at)),
+      el("td", { className: "n" }, beforeLastAttempt(c)),
       el("td", { className: "mono" }, c.worker_id || ""),
       el("td", { className: "n" }, c.hits),
       el("td", { className: "err" }, c.error || ""));
@@ -193,7 +204,8 @@ async function renderCall(sessionId, callId) {
     fact("Status", statusBadge(e.status)),
     fact("Attempts", `${e.attempts} of ${e.max_attempts}`),
     fact("Queued", between(e.created_at, e.started_at)),
-    fact("Ran", between(e.started_at, e.completed_at)),
+    fact("Ran", between(lastAttempt(e), e.completed_at)),
+    ...(beforeLastAttempt(e) ? [fact("Before the last attempt", beforeLastAttempt(e))] : []),
     fact("Worker", e.worker_id || "—"),
     fact("Created", when(e.created_at)),
     fact("Ended", when(e.completed_at) || "—"),

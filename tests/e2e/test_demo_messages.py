@@ -62,3 +62,15 @@ def test_the_pydantic_ai_banner_is_off(server: NexumServer, worker: Proc, tmp_pa
                           capture_output=True, text=True, encoding="utf-8", timeout=DEMO_TIMEOUT)
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert BANNER_MARK not in demo.stdout + demo.stderr
+
+
+def test_the_summary_line_says_tool_and_model_time_saved_apart() -> None:
+    from demo import Progress
+    from durability import UnitEvent
+
+    progress = Progress()
+    for event in (UnitEvent("model", "offline", None, True, 0.001, saved_seconds=1.25, tokens=10),
+                  UnitEvent("tool", "web_search", {"query": "q"}, True, 0.001, saved_seconds=2.5),
+                  UnitEvent("tool", "visit_webpage", {"url": "u"}, False, 0.5)):
+        progress.events.append(event)
+    assert progress.summary().endswith("saved about 2.50 s of tool time and 1.25 s of model time")

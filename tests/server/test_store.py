@@ -772,6 +772,27 @@ def test_sessions_are_counted_and_listed_by_latest_activity(store: Store) -> Non
         store.get_session("nope")
 
 
+def test_a_call_ran_for_its_last_attempt_only_and_saves_that_model_requests_apart(store: Store) -> None:
+    # A tool call whose first worker died: its lease ran out, a second worker took it 20 s after the
+    # first and ran it for 1 s. It ran 1 s; the 20 s before are shown apart, and not saved.
+    store.start_execution(REF, "s", "tool", {"tool_name": "web_search", "tool_args": {"query": "q"}}, T0)
+    claim_one(store, T0)
+    again = claim_one(store, T0 + 20)
+    assert again.attempt == 2
+    tool = store.complete(again.task_id, again.lease_token, "pages", T0 + 21)
+    assert (tool.started_at, tool.attempt_started_at, tool.completed_at) == (T0, T0 + 20, T0 + 21)
+    model = run_to_completion(store, "model", "s", T0 + 30, took=3.0,
+                              input={"unit": "model_request", "model": "m", "messages": 1})
+    store.add_hits([(tool.id, 2, T0 + 40), (model.id, 1, T0 + 41)])
+    counts = store.get_session("s")
+    assert counts.seconds_saved == pytest.approx(2 * 1.0 + 3.0)
+    assert (counts.tool_seconds_saved, counts.model_seconds_saved) == (pytest.approx(2.0), pytest.approx(3.0))
+    [listed] = store.list_sessions(10, None, None)
+    assert listed.model_seconds_saved == pytest.approx(3.0)
+    call = next(c for c in store.list_calls("s", 10, None)[0] if c.key == "tool")
+    assert (call.started_at, call.attempt_started_at) == (T0, T0 + 20)
+
+
 def test_hits_add_up_and_keep_the_latest_time(store: Store) -> None:
     done = run_to_completion(store, "a", "s", T0)
     store.add_hits([(done.id, 1, T0 + 10)])
@@ -878,6 +899,7 @@ def test_a_file_of_schema_1_is_migrated_and_keeps_its_executions(tmp_path: Path)
     v1.db.executescript("BEGIN; DROP INDEX executions_done; DROP INDEX executions_hits;"
                         "ALTER TABLE executions DROP COLUMN hits;"
                         "ALTER TABLE executions DROP COLUMN last_hit_at; DROP TABLE session_runs;"
+                        "ALTER TABLE executions DROP COLUMN attempt_started_at;"
                         "PRAGMA user_version = 1; COMMIT;")
     v1.shutdown()
 
@@ -897,7 +919,7 @@ def test_a_schema_4_file_counts_interrupted_executions_as_live(tmp_path: Path) -
     v4 = SQLiteStore(Settings(db=str(path)))
     v4.start()
     v4.register_workflow(REF, IR, T0)
-    v4.db.executescript("BEGIN; DROP INDEX executions_live_key;"
+    v4.db.executescript("BEGIN; DROP INDEX executions_live_key; ALTER TABLE executions DROP COLUMN attempt_started_at;"
                         "CREATE UNIQUE INDEX executions_live_key ON executions (workflow_id, session_id, key) "
                         "WHERE status IN ('PENDING', 'RUNNING', 'COMPLETED'); PRAGMA user_version = 4; COMMIT;")
     v4.shutdown()
@@ -911,6 +933,7 @@ def test_a_schema_4_file_counts_interrupted_executions_as_live(tmp_path: Path) -
         store.run_gone("s", run.token, T0 + 1)
         again = store.start_execution(REF, "s", "k", None, T0 + 2)
         assert not again.created and again.execution.status is Status.INTERRUPTED
+        assert again.execution.attempt_started_at == T0
     finally:
         store.shutdown()
 
