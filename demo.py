@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import logging
 import os
+import shlex
 import signal
 import sys
 import uuid
@@ -35,6 +36,7 @@ from pydantic_ai.toolsets import AbstractToolset
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markdown import Markdown
+from rich.status import Status
 
 from durability import NexumDurability, UnitEvent, WorkerToolset
 from nexum_server.client import NexumClient
@@ -94,9 +96,13 @@ def pick_model(name: str | None) -> tuple[Model | str, str]:
 class Progress:
     """Prints one line per model request and tool call; kills the process on `--crash-after`."""
 
-    def __init__(self, crash_after: int | None = None) -> None:
+    def __init__(self, crash_after: int | None = None, query: str = "") -> None:
         self.events: list[UnitEvent] = []
         self.crash_after = crash_after
+        self.query = query
+        self.spinner: Status | None = None
+        """The spinner on screen while the agent works: cleared before a `--crash-after` kill."""
+        self.session_id = ""
 
     def __call__(self, event: UnitEvent) -> None:
         self.events.append(event)
@@ -112,7 +118,10 @@ class Progress:
         else:
             console.print(f"  {what}  [cyan]executed ✓[/] {event.seconds:.2f} s", highlight=False)
         if self.crash_after is not None and len(self.events) >= self.crash_after:
-            console.print(f"[bold red]--crash-after {self.crash_after}: killing this process now[/]")
+            if self.spinner is not None:
+                self.spinner.stop()
+            console.print(f"[bold red]--crash-after {self.crash_after}: killing this process now[/]\n"
+                          f"{self.resume_hint(self.session_id)}", highlight=False)
             sys.stdout.flush()
             os.kill(os.getpid(), signal.SIGKILL)
 
@@ -129,8 +138,9 @@ class Progress:
     def resume_hint(self, session_id: str) -> str:
         if not self.completed:
             return "Nothing had completed, so there is nothing to resume."
-        return (f"{_plural(self.completed, 'completed step')} stored; resume with SESSION_ID={session_id} "
-                "(the same query).")
+        # Quoted for the shell: the line is meant to be pasted as it is.
+        return (f"{_plural(self.completed, 'completed step')} stored; resume with: SESSION_ID={shlex.quote(session_id)} "
+                f"python demo.py {shlex.quote(self.query)}")
 
     def summary(self) -> str:
         models = [e for e in self.events if e.kind == "model"]
@@ -170,7 +180,8 @@ async def run(query: str, session_id: str, model_name: str | None, progress: Pro
                       highlight=False)
         agent = build_agent(model, session_id, client=client, on_unit=progress, timeout=timeout)
         try:
-            with console.status("agent working; its web tools run in the worker", spinner="dots"):
+            with console.status("agent working; its web tools run in the worker", spinner="dots") as spinner:
+                progress.spinner, progress.session_id = spinner, session_id
                 result = await agent.run(query)
         except ServerUnavailable as e:
             console.print(f"[red]error:[/] {e}\n{progress.resume_hint(session_id)}", highlight=False)
@@ -218,6 +229,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.timeout <= 0:
         parser.error("--timeout must be a positive number of seconds")
+    if args.crash_after is not None and args.crash_after < 1:
+        parser.error("--crash-after must be 1 or more (the steps to let complete before the kill)")
     try:
         session_id = validate_session_id(args.session) if args.session else f"session-{uuid.uuid4().hex[:8]}"
     except InvalidSessionId as e:
@@ -225,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     logging.basicConfig(level=logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=console, show_time=False, show_path=False)])
-    progress = Progress(args.crash_after)
+    progress = Progress(args.crash_after, args.query)
     try:
         sys.exit(asyncio.run(run(args.query, session_id, args.model, progress, args.timeout)))
     except ConfigError as e:
