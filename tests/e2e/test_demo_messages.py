@@ -80,8 +80,6 @@ def test_the_summary_line_says_tool_and_model_time_saved_apart() -> None:
 
 
 def test_crash_after_prints_the_resume_line_quoted_for_the_shell(server: NexumServer, session_id: str) -> None:
-
-
     query = "what's $HOME `worth` \"here\"?"
     crashed = run_demo(server.url, "--model", "offline", "--session", session_id, "--crash-after", "1", query)
     assert crashed.returncode == -9, crashed.stdout + crashed.stderr
