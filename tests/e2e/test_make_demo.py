@@ -17,7 +17,8 @@ ODD_QUERY = 'say "hi" $5 `echo x` $(HOME) \'single\' café'
 
 
 def demo_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "NEXUM_DB": str(tmp_path / "local.db"), "COLUMNS": "200",
+    pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # keeps the network guard
+    return {**os.environ, "PYTHONPATH": pythonpath, "NEXUM_DB": str(tmp_path / "local.db"), "COLUMNS": "200",
             "PYTHONIOENCODING": "utf-8", **extra}
 
 
