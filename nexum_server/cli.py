@@ -155,20 +155,23 @@ def _serve(args: argparse.Namespace) -> None:
     except ConfigError as e:
         errors.print(f"[red]error:[/] {e}", highlight=False)
         sys.exit(2)
-    try:
-        store = open_store(settings)
-    except (SchemaError, StoreUnavailable, ConfigError) as e:
-        errors.print(f"[red]cannot open the database:[/] {e}", highlight=False)
-        sys.exit(2)
+    # The port first: a start that cannot listen leaves no database file and no lock behind.
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((settings.host, settings.port))
     except OSError as e:
-        store.shutdown()
-        errors.print(f"[red]cannot listen on {settings.host}:{settings.port}:[/] {e.strerror}. "
-                      "Is another `nexum dev` running? Use --port to pick another port.")
+        sock.close()
+        errors.print(f"[red]error:[/] cannot listen on {settings.host}:{settings.port}: {e.strerror}. "
+                     "Is another `nexum dev` running? Use --port to pick another port.", highlight=False,
+                     soft_wrap=True)
+        sys.exit(2)
+    try:
+        store = open_store(settings)
+    except (SchemaError, StoreUnavailable, ConfigError) as e:
+        sock.close()
+        errors.print(f"[red]error:[/] cannot open the database: {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
     # Listening before the ready line is printed (uvicorn listens only after the app's start-up):
     # a client that connects as soon as it reads the line queues in the backlog, never refused.
@@ -364,7 +367,7 @@ def show_table(executions: list[Execution], width: int | None = None, one_sessio
     for e in executions:
         took = f"{ran_seconds(e):.2f}s" if e.completed_at else ""
         cells: dict[str, str] = {"id": e.id, "status": _status(e.status), "try": str(e.attempts), "took": took,
-                 "session": escape(e.session_id), "call": escape(_short_input(e.input)),
+                 "session": escape(e.session_id), "call": escape(_short_input(e.input, widths["call"])),
                  "error": f"[red]{escape(e.error or '')}[/]"}
         table.add_row(*(cells[name] for name in names))
     console.print(table if executions else "[dim]no executions[/]", highlight=False, width=width)

@@ -13,6 +13,7 @@ import asyncio
 import errno
 import json
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
@@ -88,7 +89,10 @@ class NexumClient:
                  http: httpx2.AsyncClient | None = None, max_connections: int = 100) -> None:
         settings = ClientSettings.from_env(url=url, token=token)
         self.url = settings.url
-        self.where = f"{self.url} (from {ClientSettings.origin('url', {'url': url})})"
+        origin = ClientSettings.origin("url", {"url": url})
+        self.where = f"{self.url} (from {origin})"
+        self._url_name = "--url" if origin == "--url" else "NEXUM_URL"
+        """What to correct when the URL is wrong: the flag it came from, or the variable."""
         """The URL and where it came from (`--url`, `NEXUM_URL in the environment`, `... in .env`, `default`)."""
         token = settings.token
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -145,7 +149,7 @@ class NexumClient:
         The request is an authenticated one, so a missing or wrong token shows up here too.
         """
         stranger = ServerUnavailable(f"something answers at {self.where}, but not as a Nexum server does; "
-                                     "is NEXUM_URL right?")
+                                     f"is {self._url_name} right?")
         try:
             answer = await asyncio.wait_for(self.request("GET", "/v1/executions", params={"limit": 1}), timeout)
         except TimeoutError as e:
@@ -299,7 +303,10 @@ class NexumSyncClient:
     def __init__(self, url: str | None = None, token: str | None = None, *, max_connections: int = 100) -> None:
         settings = ClientSettings.from_env(url=url, token=token)
         self.url = settings.url
-        self.where = f"{self.url} (from {ClientSettings.origin('url', {'url': url})})"
+        origin = ClientSettings.origin("url", {"url": url})
+        self.where = f"{self.url} (from {origin})"
+        self._url_name = "--url" if origin == "--url" else "NEXUM_URL"
+        """What to correct when the URL is wrong: the flag it came from, or the variable."""
         token = settings.token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         limits = httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
@@ -394,6 +401,9 @@ def _reason(error: BaseException) -> str:
             return "host name not found"
         if isinstance(cause, ConnectionRefusedError) or getattr(cause, "errno", None) == errno.ECONNREFUSED:
             return "connection refused"
+        if isinstance(cause, ssl.SSLError) and "WRONG_VERSION_NUMBER" in str(cause):
+            # TLS spoken to a plain-HTTP port: `nexum dev` serves plain HTTP.
+            return "it does not speak TLS there; try http:// instead of https://"
         cause = cause.__cause__ or cause.__context__
     return f"{type(error).__name__}: {error or 'no answer'}"
 

@@ -187,6 +187,8 @@ async function renderSession(sessionId) {
     return row;
   });
   $("calls").tBodies[0].replaceChildren(...rows);
+  $("calls-empty").textContent = summary ? "No calls stored for this session."
+    : "No session with this id: nothing is stored under it (never run, or forgotten).";
   show("calls-empty", rows.length === 0);
   show("more-calls", Boolean(page.next_cursor) && limit < 1000);
 }
@@ -199,8 +201,11 @@ async function renderCall(sessionId, callId) {
   const e = await api(`/v1/executions/${encodeURIComponent(callId)}`);
   const input = e.input || {};
   const tool = typeof input.tool === "string" ? input.tool : typeof input.tool_name === "string" ? input.tool_name : null;
+  // What the call is, once: a tool, an agent's model request, or else only its workflow (below).
+  const what = tool !== null ? fact("Tool", tool)
+    : input.unit === "model_request" ? fact("Call", `model request (${input.model})`) : null;
   $("call-facts").replaceChildren(
-    fact(tool !== null ? "Tool" : "Workflow", tool !== null ? tool : e.workflow_id),
+    ...(what ? [what] : []),
     fact("Status", statusBadge(e.status)),
     fact("Attempts", `${e.attempts} of ${e.max_attempts}`),
     fact("Queued", between(e.created_at, e.started_at)),
