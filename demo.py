@@ -139,8 +139,8 @@ class Progress:
         if not self.completed:
             return "Nothing had completed, so there is nothing to resume."
         # Quoted for the shell: the line is meant to be pasted as it is.
-        return (f"{_plural(self.completed, 'completed step')} stored; resume with: SESSION_ID={shlex.quote(session_id)} "
-                f"python demo.py {shlex.quote(self.query)}")
+        return (f"{_plural(self.completed, 'completed step')} stored; resume with: "
+                f"SESSION_ID={shlex.quote(session_id)} python demo.py {shlex.quote(self.query)}")
 
     def summary(self) -> str:
         models = [e for e in self.events if e.kind == "model"]

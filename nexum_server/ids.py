@@ -25,6 +25,7 @@ class InvalidSessionId(InvalidValue):
 def validate_session_id(session_id: str) -> str:
     """`session_id` itself when it keeps the rule; `InvalidSessionId` naming the rule otherwise."""
     if not isinstance(session_id, str) or not _SESSION_ID.fullmatch(session_id):
-        shown = repr(session_id) if len(str(session_id)) <= 40 else f"{str(session_id)[:40]!r}… ({len(session_id)} characters)"
+        text = str(session_id)
+        shown = repr(text) if len(text) <= 40 else f"{text[:40]!r}… ({len(text)} characters)"
         raise InvalidSessionId(f"session id {shown} is not valid: a session id is {SESSION_ID_RULE}")
     return session_id

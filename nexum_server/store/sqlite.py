@@ -461,7 +461,8 @@ def _execution(row: sqlite3.Row) -> Execution:
         result=json.loads(row["result"]) if row["result"] is not None else None,
         error=row["error"], worker_id=row["worker_id"], created_at=row["created_at"],
         updated_at=row["updated_at"], started_at=row["started_at"], completed_at=row["completed_at"],
-        attempt_started_at=row["attempt_started_at"], next_attempt_at=row["scheduled_at"] if status is Status.PENDING else None,
+        attempt_started_at=row["attempt_started_at"],
+        next_attempt_at=row["scheduled_at"] if status is Status.PENDING else None,
         lease_expires_at=row["lease_expires_at"] if status is Status.RUNNING else None, cached=False,
     ))
 
@@ -489,6 +490,7 @@ def _call(row: sqlite3.Row) -> CallSummary:
         status=status, attempts=row["attempts"], max_attempts=row["max_attempts"], error=row["error"],
         worker_id=row["worker_id"], hits=row["hits"], created_at=row["created_at"], updated_at=row["updated_at"],
         started_at=row["started_at"], completed_at=row["completed_at"],
-        attempt_started_at=row["attempt_started_at"], next_attempt_at=row["scheduled_at"] if status is Status.PENDING else None,
+        attempt_started_at=row["attempt_started_at"],
+        next_attempt_at=row["scheduled_at"] if status is Status.PENDING else None,
         result_chars=row["result_length"],
     )
