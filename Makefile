@@ -1,16 +1,21 @@
 # Two commands on a fresh clone:
 #   make demo    installs, starts `nexum dev` and `worker.py`, runs demo.py twice (the second run is
-#                served from the store), then stops what it started
+#                served from the store), then stops what it started. QUERY='...' asks something
+#                else; WEB=real uses the real web instead of the local stand-in
 #   make test    installs the test tools and runs the whole test suite
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 QUERY ?= What is durable execution?
+WEB ?= local
+# The query reaches the script through the environment, as typed: no shell parses it, and
+# $(value ...) keeps make from expanding a `$` in it.
+export DEMO_QUERY := $(value QUERY)
 
 .PHONY: demo test bench bench-calls clean
 
 demo: $(VENV)/.app
-	$(PY) scripts/demo_stack.py "$(QUERY)"
+	$(PY) scripts/demo_stack.py --web '$(WEB)'
 
 test: $(VENV)/.test
 	$(PY) -m pytest

@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import logging
 import os
+import shlex
 import signal
 import sys
 import uuid
@@ -40,6 +41,7 @@ from pydantic_ai.toolsets import AbstractToolset
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markdown import Markdown
+from rich.status import Status
 
 from nexum_pydantic_ai import DEFAULT_TIMEOUT, NexumDurability, UnitEvent, WaitDetached, WorkerToolset
 from nexum_research import AGENT_NAME
@@ -48,6 +50,7 @@ from nexum_research.settings import AgentSettings
 from nexum_research.tools import TOOLSET
 from nexum_server.client import NexumClient
 from nexum_server.errors import ConfigError, NexumError, RequestRejected, ServerUnavailable
+from nexum_server.ids import SESSION_ID_RULE, InvalidSessionId, validate_session_id
 
 GEMINI_MODEL = "google:gemini-3.8-flash"
 OPENAI_MODEL = "openai:gpt-5-mini"
@@ -115,9 +118,13 @@ def pick_model(name: str | None) -> tuple[Model | str, str]:
 class Progress:
     """Prints one line per model request and tool call; kills the process on `--crash-after`."""
 
-    def __init__(self, crash_after: int | None = None) -> None:
+    def __init__(self, crash_after: int | None = None, query: str = "") -> None:
         self.events: list[UnitEvent] = []
         self.crash_after = crash_after
+        self.query = query
+        self.spinner: Status | None = None
+        """The spinner on screen while the agent works: cleared before a `--crash-after` kill."""
+        self.session_id = ""
 
     def __call__(self, event: UnitEvent) -> None:
         self.events.append(event)
@@ -133,7 +140,10 @@ class Progress:
         else:
             console.print(f"  {what}  [cyan]executed ✓[/] {event.seconds:.2f} s", highlight=False)
         if self.crash_after is not None and len(self.events) >= self.crash_after:
-            console.print(f"[bold red]--crash-after {self.crash_after}: killing this process now[/]")
+            if self.spinner is not None:
+                self.spinner.stop()
+            console.print(f"[bold red]--crash-after {self.crash_after}: killing this process now[/]\n"
+                          f"{self.resume_hint(self.session_id)}", highlight=False)
             sys.stdout.flush()
             os.kill(os.getpid(), signal.SIGKILL)
 
@@ -150,8 +160,9 @@ class Progress:
     def resume_hint(self, session_id: str) -> str:
         if not self.completed:
             return "Nothing had completed, so there is nothing to resume."
-        return (f"{_plural(self.completed, 'completed step')} stored; resume with SESSION_ID={session_id} "
-                "(the same query).")
+        # Quoted for the shell: the line is meant to be pasted as it is.
+        return (f"{_plural(self.completed, 'completed step')} stored; resume with: "
+                f"SESSION_ID={shlex.quote(session_id)} python demo.py {shlex.quote(self.query)}")
 
     def summary(self) -> str:
         models = [e for e in self.events if e.kind == "model"]
@@ -160,12 +171,13 @@ class Progress:
         cached = [e for e in tools if e.cached]
         failed = [e for e in tools if e.error is not None]
         tokens = sum(e.tokens for e in replayed)
-        saved = sum(e.saved_seconds for e in self.events if e.cached)
+        saved_tools = sum(e.saved_seconds for e in cached)
+        saved_model = sum(e.saved_seconds for e in replayed)
         return (f"{_plural(len(models), 'model request')}: {len(replayed)} replayed, "
                 f"{len(models) - len(replayed)} made ({tokens:,} tokens not spent again); "
                 f"{_plural(len(tools), 'tool call')}: {len(cached)} cached, "
                 f"{len(tools) - len(cached) - len(failed)} executed, {len(failed)} failed; "
-                f"about {saved:.2f} s saved")
+                f"saved about {saved_tools:.2f} s of tool time and {saved_model:.2f} s of model time")
 
 
 def _plural(n: int, noun: str) -> str:
@@ -191,7 +203,8 @@ async def run(query: str, session_id: str, model_name: str | None, progress: Pro
         agent = build_agent(model, session_id, client=client, on_unit=progress, timeout=timeout, approve=approve,
                             detach=detach)
         try:
-            with console.status("agent working; its web tools run in the worker", spinner="dots"):
+            with console.status("agent working; its web tools run in the worker", spinner="dots") as spinner:
+                progress.spinner, progress.session_id = spinner, session_id
                 result = await agent.run(query)
         except ServerUnavailable as e:
             console.print(f"[red]error:[/] {e}\n{progress.resume_hint(session_id)}", highlight=False)
@@ -232,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("query", help='the question to research, in quotes: "What is durable execution?"')
     parser.add_argument("--session", default=settings.session_id,
                         help="session id; a run of an existing session replays what completed in it "
-                             "(SESSION_ID, default: a new session)")
+                             f"(SESSION_ID, default: a new session; {SESSION_ID_RULE})")
     parser.add_argument("--model", default=settings.model,
                         help="any Pydantic AI model name, or 'offline' (NEXUM_MODEL, default: picked from the "
                              "API key present, else offline)")
@@ -247,10 +260,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.timeout <= 0:
         parser.error("--timeout must be a positive number of seconds")
-    session_id = args.session or f"session-{uuid.uuid4().hex[:8]}"
+    if args.crash_after is not None and args.crash_after < 1:
+        parser.error("--crash-after must be 1 or more (the steps to let complete before the kill)")
+    try:
+        session_id = validate_session_id(args.session) if args.session else f"session-{uuid.uuid4().hex[:8]}"
+    except InvalidSessionId as e:
+        console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
     logging.basicConfig(level=logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=console, show_time=False, show_path=False)])
-    progress = Progress(args.crash_after)
+    progress = Progress(args.crash_after, args.query)
     try:
         sys.exit(asyncio.run(run(args.query, session_id, args.model, progress, args.timeout, args.approve,
                                  args.detach)))

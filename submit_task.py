@@ -27,6 +27,7 @@ from nexum_server.client import NexumClient, NexumSyncClient
 from nexum_server.client import run as client_run
 from nexum_server.config import DEFAULT_URL
 from nexum_server.errors import ConfigError, NexumError, RequestRejected, ServerUnavailable
+from nexum_server.ids import InvalidSessionId, validate_session_id
 from workflow import TOOL_NAMES, TOOLSET_ID
 
 __all__ = ["InvalidToolCall", "ToolCallFailed", "ToolCallOutcome", "call_tool", "call_tool_sync", "main",
@@ -91,6 +92,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"ARGS is not valid JSON ({e}); pass an object like '{{\"query\": \"...\"}}'")
     if not isinstance(tool_args, dict):
         parser.error("ARGS must be a JSON object, like '{\"query\": \"...\"}'")
+    try:
+        validate_session_id(args.session)
+    except InvalidSessionId as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
         result = client_run(_submit(args, tool_args))

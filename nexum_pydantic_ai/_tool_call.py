@@ -16,6 +16,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
+from nexum_server import models
 from nexum_server.client import NexumClient, NexumSyncClient
 from nexum_server.errors import RequestRejected, WaitTimeout
 from nexum_server.models import Execution, Status
@@ -33,8 +34,8 @@ NO_WORKER_WARNING_SECONDS = 5.0
 
 
 def ran_seconds(execution: Execution) -> float:
-    """How long an execution ran, from its first claim (or its creation) to its completion."""
-    return max((execution.completed_at or 0.0) - (execution.started_at or execution.created_at), 0.0)
+    """How long an execution ran: its last attempt alone (`nexum_server.models.ran_seconds`)."""
+    return models.ran_seconds(execution)
 
 
 @dataclass(frozen=True)

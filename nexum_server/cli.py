@@ -40,13 +40,15 @@ from rich.table import Table
 from . import cli_waits, config
 from .config import Settings
 from .errors import ConfigError, NexumError, RequestRejected, SchemaError, ServerUnavailable, StoreUnavailable
-from .models import Execution, SessionSummary, Status
+from .ids import SESSION_ID_RULE, InvalidSessionId, validate_session_id
+from .models import Execution, SessionSummary, Status, before_last_attempt, ran_seconds
 
 console = Console()
 errors = Console(stderr=True)
 LISTEN_BACKLOG = 2048
 """Connections the kernel queues while the server is busy (uvicorn's default)."""
-STATUS_STYLE = {"PENDING": "yellow", "RUNNING": "cyan", "COMPLETED": "green", "FAILED": "red", "CANCELLED": "dim"}
+STATUS_STYLE = {"PENDING": "yellow", "RUNNING": "cyan", "INTERRUPTED": "magenta", "COMPLETED": "green",
+                "FAILED": "red", "CANCELLED": "dim"}
 
 
 DEV_DESCRIPTION = """\
@@ -94,12 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, help_text in (("ps", "list executions, newest first"),
                             ("show", "one execution, with its result or error"),
-                            ("cancel", "cancel a PENDING or RUNNING execution")):
+                            ("cancel", "cancel a PENDING, RUNNING or INTERRUPTED execution")):
         sub = commands.add_parser(name, help=help_text, description=help_text[:1].upper() + help_text[1:] + ".")
         sub.add_argument("--url", help=URL_HELP)
         sub.add_argument("--json", action="store_true", help="print JSON (the API's shape) instead of text")
         if name == "ps":
-            sub.add_argument("--session", help="only this session")
+            sub.add_argument("--session", help=f"only this session ({SESSION_ID_RULE})")
             sub.add_argument("--status", choices=[s.value for s in Status], type=str.upper, help="only this status")
             sub.add_argument("--limit", type=int, default=50, help="most executions to list (default 50)")
         else:
@@ -113,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     sessions.add_argument("--limit", type=int, default=50, help="sessions to show (default 50, at most 500)")
     forget = commands.add_parser("forget", help="delete a session's stored calls: they run again next time")
     forget.add_argument("--url", help=URL_HELP)
-    forget.add_argument("session_id", metavar="SESSION")
+    forget.add_argument("session_id", metavar="SESSION", help=f"the session id ({SESSION_ID_RULE})")
     forget.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     fork = commands.add_parser("fork", help="make a new session holding copies of a session's completed units")
     fork.add_argument("--url", help=URL_HELP)
@@ -146,9 +148,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ServerUnavailable as e:
         errors.print(f"[red]error:[/] {e}", highlight=False)
         sys.exit(2)
-    except (RequestRejected, ConfigError) as e:
-        errors.print(f"[red]error:[/] {e}", highlight=False)
-        sys.exit(1 if isinstance(e, RequestRejected) and e.status != 401 else 2)
+    except (RequestRejected, ConfigError, InvalidSessionId) as e:
+        errors.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(1 if isinstance(e, RequestRejected) and e.status != 401 else 2)  # a bad id: cannot start
     except (NexumError, ValueError) as e:
         errors.print(f"[red]error:[/] {e}", highlight=False)
         sys.exit(1)
@@ -175,20 +177,23 @@ def _serve(args: argparse.Namespace) -> None:
     except ConfigError as e:
         errors.print(f"[red]error:[/] {e}", highlight=False)
         sys.exit(2)
-    try:
-        store = open_store(settings)
-    except (SchemaError, StoreUnavailable, ConfigError) as e:
-        errors.print(f"[red]cannot open the database:[/] {e}", highlight=False)
-        sys.exit(2)
+    # The port first: a start that cannot listen leaves no database file and no lock behind.
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((settings.host, settings.port))
     except OSError as e:
-        store.shutdown()
-        errors.print(f"[red]cannot listen on {settings.host}:{settings.port}:[/] {e.strerror}. "
-                      "Is another `nexum dev` running? Use --port to pick another port.")
+        sock.close()
+        errors.print(f"[red]error:[/] cannot listen on {settings.host}:{settings.port}: {e.strerror}. "
+                     "Is another `nexum dev` running? Use --port to pick another port.", highlight=False,
+                     soft_wrap=True)
+        sys.exit(2)
+    try:
+        store = open_store(settings)
+    except (SchemaError, StoreUnavailable, ConfigError) as e:
+        sock.close()
+        errors.print(f"[red]error:[/] cannot open the database: {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
     # Listening before the ready line is printed (uvicorn listens only after the app's start-up):
     # a client that connects as soon as it reads the line queues in the backlog, never refused.
@@ -254,6 +259,9 @@ def _uvicorn_server_class() -> type:
 async def inspect(args: argparse.Namespace) -> None:
     from .client import NexumClient
 
+    for given in (getattr(args, "session", None), getattr(args, "session_id", None)):
+        if given is not None:
+            validate_session_id(given)
     if args.command == "forget":
         await forget(args)
         return
@@ -346,11 +354,13 @@ def show_sessions(sessions: list[SessionSummary]) -> None:
     for name in ("calls", "cached", "ran", "failed", "live"):
         table.add_column(name, justify="right", no_wrap=True, min_width=len(name))
     table.add_column("last active", no_wrap=True, min_width=11)
-    table.add_column("saved", justify="right", no_wrap=True, min_width=6)
+    # Saved: the last attempt's running time of each cached hit, tool calls and model requests apart.
+    table.add_column("saved tools", justify="right", no_wrap=True, min_width=6)
+    table.add_column("model", justify="right", no_wrap=True, min_width=6)
     for s in sessions:
         table.add_row(escape(s.session_id), str(s.calls), str(s.cached_hits), str(s.completed), str(s.failed),
                       str(s.running + s.pending), datetime.fromtimestamp(s.last_activity).strftime("%m-%d %H:%M"),
-                      f"{s.seconds_saved:.1f}s")
+                      f"{s.tool_seconds_saved:.1f}s", f"{s.model_seconds_saved:.1f}s")
     console.print(table if sessions else "[dim]no sessions[/]")
 
 
@@ -362,8 +372,8 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-PS_FIXED = {"id": 32, "status": 9, "try": 3, "took": 6}
-"""Columns `nexum ps` never cuts (an id is 32 hex digits; CANCELLED is the longest status)."""
+PS_FIXED = {"id": 32, "status": 11, "try": 3, "took": 6}
+"""Columns `nexum ps` never cuts (an id is 32 hex digits; INTERRUPTED is the longest status)."""
 PS_TOOK_FROM_WIDTH = 100
 """Below this width the `took` column gives its room to the call and the error."""
 
@@ -387,9 +397,9 @@ def show_table(executions: list[Execution], width: int | None = None, one_sessio
         table.add_column(name, no_wrap=True, overflow="ellipsis", width=widths[name],
                          justify="right" if name in ("try", "took") else "left")
     for e in executions:
-        took = f"{e.completed_at - (e.started_at or e.created_at):.2f}s" if e.completed_at else ""
+        took = f"{ran_seconds(e):.2f}s" if e.completed_at else ""
         cells: dict[str, str] = {"id": e.id, "status": _status(e.status), "try": str(e.attempts), "took": took,
-                 "session": escape(e.session_id), "call": escape(_short_input(e.input)),
+                 "session": escape(e.session_id), "call": escape(_short_input(e.input, widths["call"])),
                  "error": f"[red]{escape(e.error or '')}[/]"}
         table.add_row(*(cells[name] for name in names))
     console.print(table if executions else "[dim]no executions[/]", highlight=False, width=width)
@@ -404,6 +414,10 @@ def show_one(e: Execution) -> None:
                          ("next try", e.next_attempt_at), ("lease to", e.lease_expires_at)):
         if value:
             console.print(f"{label:<8} {_time(value)}")
+    if e.completed_at:
+        console.print(f"ran      {ran_seconds(e):.2f}s (attempt {e.attempts})")
+    if before := before_last_attempt(e):
+        console.print(f"before   {before:.2f}s of earlier attempts and waits between them")
     if e.worker_id:
         console.print(f"worker   {e.worker_id}")
     if e.error:

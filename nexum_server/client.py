@@ -13,6 +13,7 @@ import asyncio
 import errno
 import json
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Literal, TypeVar
@@ -23,6 +24,7 @@ import httpx2
 
 from .config import ClientSettings
 from .errors import RequestRejected, ServerUnavailable, WaitTimeout
+from .ids import validate_session_id
 from .models import (
     CallPage,
     Execution,
@@ -95,7 +97,10 @@ class NexumClient:
                  http: httpx2.AsyncClient | None = None, max_connections: int = 100) -> None:
         settings = ClientSettings.from_env(url=url, token=token)
         self.url = settings.url
-        self.where = f"{self.url} (from {ClientSettings.origin('url', {'url': url})})"
+        origin = ClientSettings.origin("url", {"url": url})
+        self.where = f"{self.url} (from {origin})"
+        self._url_name = "--url" if origin == "--url" else "NEXUM_URL"
+        """What to correct when the URL is wrong: the flag it came from, or the variable."""
         """The URL and where it came from (`--url`, `NEXUM_URL in the environment`, `... in .env`, `default`)."""
         token = settings.token
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -152,7 +157,7 @@ class NexumClient:
         The request is an authenticated one, so a missing or wrong token shows up here too.
         """
         stranger = ServerUnavailable(f"something answers at {self.where}, but not as a Nexum server does; "
-                                     "is NEXUM_URL right?")
+                                     f"is {self._url_name} right?")
         try:
             answer = await asyncio.wait_for(self.request("GET", "/v1/executions", params={"limit": 1}), timeout)
         except TimeoutError as e:
@@ -306,7 +311,10 @@ class NexumClient:
         return Execution.model_validate_json(response.content)
 
     async def take_session(self, session_id: str, holder: str) -> SessionRunInfo:
-        """Become the session's one live run, taking it over from any other at once."""
+        """Become the session's one live run, taking it over from any other at once.
+
+        `InvalidSessionId` before any request for an id outside the rule (`ids.py`)."""
+        validate_session_id(session_id)
         response = await self.request("POST", f"/v1/sessions/{quote(session_id, safe='')}/runs",
                                       json={"holder": holder})
         return SessionRunInfo.model_validate_json(response.content)
@@ -385,7 +393,10 @@ class NexumSyncClient:
     def __init__(self, url: str | None = None, token: str | None = None, *, max_connections: int = 100) -> None:
         settings = ClientSettings.from_env(url=url, token=token)
         self.url = settings.url
-        self.where = f"{self.url} (from {ClientSettings.origin('url', {'url': url})})"
+        origin = ClientSettings.origin("url", {"url": url})
+        self.where = f"{self.url} (from {origin})"
+        self._url_name = "--url" if origin == "--url" else "NEXUM_URL"
+        """What to correct when the URL is wrong: the flag it came from, or the variable."""
         token = settings.token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         limits = httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
@@ -483,6 +494,9 @@ def _reason(error: BaseException) -> str:
             return "host name not found"
         if isinstance(cause, ConnectionRefusedError) or getattr(cause, "errno", None) == errno.ECONNREFUSED:
             return "connection refused"
+        if isinstance(cause, ssl.SSLError) and "WRONG_VERSION_NUMBER" in str(cause):
+            # TLS spoken to a plain-HTTP port: `nexum dev` serves plain HTTP.
+            return "it does not speak TLS there; try http:// instead of https://"
         cause = cause.__cause__ or cause.__context__
     return f"{type(error).__name__}: {error or 'no answer'}"
 

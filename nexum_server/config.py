@@ -110,7 +110,7 @@ def _duration(text: str | None) -> float | None:
     """Seconds in `30d`, `12h`, `90m` or `45s`; None for no value or a malformed one."""
     if text is None:
         return None
-    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text.lower())
+    found = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text)
     if found is None or float(found.group(1)) <= 0:
         return None
     return float(found.group(1)) * RETAIN_UNITS[found.group(2)]
@@ -160,7 +160,10 @@ class Settings(NexumSettings):
     @field_validator("retain")
     @classmethod
     def _check_retain(cls, value: str | None) -> str | None:
-        if _duration(value) is None and value is not None:
+        if value is None:
+            return None
+        found = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", value)
+        if found is None or float(found.group(1)) <= 0:
             raise ValueError("expected a positive number and a unit, e.g. 30d, 12h, 90m or 45s "
                              "(leave it unset to keep everything)")
         return value

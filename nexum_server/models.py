@@ -16,10 +16,17 @@ Name = Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")
 
 
 class Status(str, Enum):
-    """Lifecycle of an execution. PENDING covers both "never claimed" and "waiting to retry"."""
+    """Lifecycle of an execution. PENDING covers both "never claimed" and "waiting to retry".
+
+    INTERRUPTED: an in-process execution (run by an agent run, not a worker) whose run is gone
+    before it reported. It is no one's work until the session's next run starts the same call and
+    claims it; it is not running, not waiting for a worker, and does not keep a session from being
+    forgotten.
+    """
 
     PENDING = "PENDING"
     RUNNING = "RUNNING"
+    INTERRUPTED = "INTERRUPTED"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
@@ -153,7 +160,11 @@ class Execution(BaseModel):
     created_at: float
     updated_at: float
     started_at: float | None = None
+    """When the first attempt began."""
     completed_at: float | None = None
+    attempt_started_at: float | None = None
+    """When the last attempt began: it ran from here to `completed_at`. What came before it (earlier
+    attempts, and the waits between them: a crash, a retry's backoff) is `attempt_started_at - started_at`."""
     next_attempt_at: float | None = None
     """When a PENDING execution becomes claimable."""
     lease_expires_at: float | None = None
@@ -171,13 +182,21 @@ class PollTasks(_Body):
     """Body of `POST /v1/tasks/poll`."""
 
     worker_id: str = Name
-    """Free-form name of the worker, shown in `nexum ps`."""
+    """Free-form name of the worker, shown in `nexum ps`; not `run:...`, which names an agent run."""
     workflows: list[WorkflowRef] = Field(min_length=1, max_length=100)
     """Workflow versions this worker can run."""
     wait: float = Field(default=0.0, ge=0, le=3600)
     """Hold the request up to this many seconds until a task is ready."""
     max_tasks: int = Field(default=1, ge=1, le=100)
     """Claim up to this many tasks at once (a worker with free slots asks for several)."""
+
+    @field_validator("worker_id")
+    @classmethod
+    def _not_a_run(cls, worker_id: str) -> str:
+        # `run:<token>` marks an agent run's own executions, which a gone run leaves INTERRUPTED.
+        if worker_id.startswith("run:"):
+            raise ValueError("worker_id must not start with 'run:' (that names an agent run)")
+        return worker_id
 
 
 class Task(BaseModel):
@@ -268,9 +287,16 @@ class SessionSummary(BaseModel):
     running: int
     pending: int
     """Waiting for a worker, or for a retry."""
+    interrupted: int = 0
+    """In-process calls of an agent run that is gone: the session's next run runs them again."""
     cancelled: int
     seconds_saved: float
-    """Tool time saved: for each cached hit, how long the call took when it ran."""
+    """Time saved: for each cached hit, how long the last attempt of the call ran (earlier attempts
+    and the waits between them are not counted: they would not have run again)."""
+    tool_seconds_saved: float = 0.0
+    """The part of `seconds_saved` that tool calls (and any other executions) saved."""
+    model_seconds_saved: float = 0.0
+    """The part of `seconds_saved` that an agent's replayed model requests saved."""
     first_activity: float
     last_activity: float
     """When the session's newest call started, or its latest cached hit, whichever is later."""
@@ -313,6 +339,8 @@ class CallSummary(BaseModel):
     updated_at: float
     started_at: float | None = None
     completed_at: float | None = None
+    attempt_started_at: float | None = None
+    """When the last attempt began (see `Execution.attempt_started_at`)."""
     next_attempt_at: float | None = None
     result_chars: int | None = None
     """Length of the stored result as JSON text; null without a result."""
@@ -352,6 +380,7 @@ class JournalUnit(BaseModel):
     attempts: int = 0
     created_at: float = 0.0
     started_at: float | None = None
+    attempt_started_at: float | None = None
     completed_at: float | None = None
 
     def as_execution(self, session_id: str) -> Execution:
@@ -360,7 +389,8 @@ class JournalUnit(BaseModel):
                          session_id=session_id, key=self.key, input=self.input, status=self.status,
                          attempts=self.attempts, max_attempts=self.attempts, result=self.result, error=self.error,
                          created_at=self.created_at, updated_at=self.completed_at or self.created_at,
-                         started_at=self.started_at, completed_at=self.completed_at, cached=True)
+                         started_at=self.started_at, attempt_started_at=self.attempt_started_at,
+                         completed_at=self.completed_at, cached=True)
 
 
 class Journal(BaseModel):
@@ -569,6 +599,20 @@ def describe_input(input_head: str, complete: bool) -> tuple[str | None, Any, st
         return None, None, _cut(", ".join(f"{k}: {v if isinstance(v, str) else _compact(v)}"
                                           for k, v in value.items()))
     return None, None, _cut(_compact(value))
+
+
+def ran_seconds(execution: Execution) -> float:
+    """How long an execution ran: its last attempt, from that claim to its completion (a crash and
+    the wait for a resume are not running time)."""
+    e = execution
+    return max((e.completed_at or 0.0) - (e.attempt_started_at or e.started_at or e.created_at), 0.0)
+
+
+def before_last_attempt(execution: Execution) -> float:
+    """From the first attempt's start to the last one's: earlier attempts and the waits between them."""
+    if execution.attempt_started_at is None or execution.started_at is None:
+        return 0.0
+    return max(execution.attempt_started_at - execution.started_at, 0.0)
 
 
 def _compact(value: Any) -> str:

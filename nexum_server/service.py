@@ -264,8 +264,8 @@ class QueueService:
     # Leases
 
     def expired(self, executions: list[Execution], lease: bool = True) -> None:
-        """Count and announce tasks whose holder is gone (`lease`: its lease ran out): requeued, or
-        FAILED on the last attempt."""
+        """Count and announce tasks whose holder is gone (`lease`: its lease ran out): requeued (an
+        agent run's own: INTERRUPTED), or FAILED on the last attempt."""
         for execution in executions:
             if lease:
                 self.metrics.lease_expiries.inc()
@@ -274,7 +274,8 @@ class QueueService:
                 self.notifier.terminal(execution)
             else:
                 self.notifier.requeued(execution)
-        if any(not execution.status.terminal for execution in executions):
+        # An INTERRUPTED one is no worker's work: only a requeued one wakes the polls.
+        if any(execution.status is Status.PENDING for execution in executions):
             self.notifier.tasks_ready()
 
     async def follow_other_servers(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,9 +19,42 @@ from nexum_devtools.procs import DOTENV_KEYS, WORKER_READY, NexumServer, Proc, s
 CI = pytest.StashKey[bool]()
 
 
+NETGUARD_DIR = Path(__file__).with_name("netguard")
+NETGUARD_LOG = pytest.StashKey[Path]()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # Read before any test runs: the autouse fixture below scrubs every NEXUM_ variable.
     config.stash[CI] = os.environ.get("NEXUM_CI") == "1"
+    # The network guard, in this process and (through PYTHONPATH and `sitecustomize`) in every
+    # Python process a test starts: nothing but loopback, and the test that tried fails.
+    fd, log = tempfile.mkstemp(prefix="netguard-", suffix=".log")
+    os.close(fd)
+    config.stash[NETGUARD_LOG] = Path(log)
+    os.environ["NETGUARD_LOG"] = log
+    # The checkout too: a process started elsewhere (cwd=tmp_path) runs this checkout's code, not
+    # whichever checkout the virtualenv's editable install points at.
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(NETGUARD_DIR), str(NETGUARD_DIR.parent.parent), os.environ.get("PYTHONPATH")]))
+    sys.path.insert(0, str(NETGUARD_DIR))
+    import sitecustomize  # noqa: F401  (installs the guard here too)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if NETGUARD_LOG in config.stash:
+        config.stash[NETGUARD_LOG].unlink(missing_ok=True)
+
+
+@pytest.fixture(autouse=True)
+def _network_stays_on_loopback(pytestconfig: pytest.Config) -> Iterator[None]:
+    log = pytestconfig.stash[NETGUARD_LOG]
+    before = log.stat().st_size
+    yield
+    with log.open(encoding="utf-8") as f:
+        f.seek(before)
+        refused = f.read()
+    if refused:
+        pytest.fail(f"this test (or a process it started) tried to reach beyond loopback:\n{refused}", pytrace=False)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

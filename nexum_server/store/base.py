@@ -241,13 +241,14 @@ class Store(ABC):
 
     @abstractmethod
     def run_gone(self, session_id: str, token: str, now: float) -> list[Execution]:
-        """The run's process is gone: what it held goes back to PENDING at once (FAILED on its last
-        attempt), and the run no longer counts as live. Returns those executions."""
+        """The run's process is gone: what it held is INTERRUPTED at once (FAILED on its last
+        attempt), for the session's next run to claim, and the run no longer counts as live.
+        Returns those executions."""
 
     @abstractmethod
     def claim_for_run(self, execution_id: str, session_id: str, token: str, lease_seconds: float,
                       now: float) -> Task | None:
-        """Lease a PENDING in-process execution to the session's current run.
+        """Lease a PENDING or INTERRUPTED in-process execution to the session's current run.
 
         `None` when it is terminal or someone holds it (a live previous run finishes what it holds).
         `SessionTakenOver` when `token` is not the session's current run.
@@ -274,7 +275,8 @@ class Store(ABC):
 
     @abstractmethod
     def forget_session(self, session_id: str, now: float) -> list[CallKey]:
-        """Delete every execution of the session and return what was deleted.
+        """Delete every execution of the session and return what was deleted: INTERRUPTED ones too
+        (the next run of the session runs those calls from the start).
 
         Refuses with `SessionBusy`, deleting nothing, while any is PENDING or RUNNING or an agent
         run holds the session (its lease not run out at `now`): a run in progress would lose

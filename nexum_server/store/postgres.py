@@ -170,6 +170,8 @@ class PostgresStore(Store):
                 raise SchemaError(f"{self.location} was written by a newer Nexum server (schema {version}; this "
                                   f"server knows up to {SCHEMA_VERSION}): upgrade this server or use another --db")
             if version < SCHEMA_VERSION:
+                if version:
+                    db.execute(sql.MIGRATE)
                 db.execute(sql.SCHEMA)
                 db.execute(sql.CLEAR_SCHEMA_VERSION)
                 db.execute(sql.SET_SCHEMA_VERSION, (SCHEMA_VERSION,))

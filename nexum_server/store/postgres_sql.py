@@ -16,10 +16,16 @@ which ignores its own: it has already woken its own waiters.
 from __future__ import annotations
 
 CHANNEL = "nexum"
-LIVE = "('PENDING', 'RUNNING', 'COMPLETED')"
+LIVE = "('PENDING', 'RUNNING', 'INTERRUPTED', 'COMPLETED')"
 TERMINAL = "('COMPLETED', 'FAILED', 'CANCELLED')"
 # Two servers starting on a new database create the schema one after the other.
 SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('nexum schema'))"
+
+# Before SCHEMA on a database of an older schema: INTERRUPTED joined the live statuses (schema 5),
+# so SCHEMA creates the index again with them.
+MIGRATE = """
+DROP INDEX IF EXISTS nexum.executions_live_key;
+"""
 
 SCHEMA = f"""
 CREATE SCHEMA IF NOT EXISTS nexum;
@@ -72,6 +78,8 @@ CREATE TABLE IF NOT EXISTS nexum.servers (
 -- Cached hits, counted in memory and added in batches (schema 3).
 ALTER TABLE nexum.executions ADD COLUMN IF NOT EXISTS hits integer NOT NULL DEFAULT 0;
 ALTER TABLE nexum.executions ADD COLUMN IF NOT EXISTS last_hit_at double precision;
+-- When the last attempt began (schema 5): a call's running time is its last attempt's alone.
+ALTER TABLE nexum.executions ADD COLUMN IF NOT EXISTS attempt_started_at double precision;
 -- Retention deletes the oldest terminal executions first, in small batches, without a table scan.
 CREATE INDEX IF NOT EXISTS executions_done ON nexum.executions (completed_at) WHERE completed_at IS NOT NULL;
 -- Each session's latest cached hit (schema 4): only the batched writes of hit counts change it.
@@ -140,7 +148,7 @@ SET_SCHEMA_VERSION = "INSERT INTO nexum.schema_version VALUES (%s)"
 COLUMNS = (
     "id, workflow_id, version_hash, node_id, session_id, key, input, status, attempts, max_attempts, result, "
     "error, worker_id, lease_token, lease_expires_at, scheduled_at, created_at, updated_at, "
-    "started_at, completed_at"
+    "started_at, completed_at, attempt_started_at"
 )
 NEW_TOKEN = "replace(gen_random_uuid()::text, '-', '')"
 # The workflows a worker runs, as two parallel arrays.
@@ -192,14 +200,16 @@ WITH cancelled AS (
     UPDATE nexum.executions
     SET status = 'CANCELLED', lease_token = NULL, lease_expires_at = NULL, completed_at = %(now)s,
         updated_at = %(now)s
-    WHERE id = %(id)s AND status IN ('PENDING', 'RUNNING')
+    WHERE id = %(id)s AND status IN ('PENDING', 'RUNNING', 'INTERRUPTED')
     RETURNING {COLUMNS})
 SELECT *, {NOTIFY_DONE} AS notified FROM cancelled
 """
 
 # A held task whose holder is gone (its lease ran out, its agent run ended) goes back to the queue,
-# or is FAILED when that was its last attempt.
-REQUEUE_OR_FAIL = """status = CASE WHEN attempts >= max_attempts THEN 'FAILED' ELSE 'PENDING' END,
+# or is FAILED when that was its last attempt. An agent run's own (in-process) execution is no
+# worker's work: it is INTERRUPTED until the session's next run claims it.
+REQUEUE_OR_FAIL = """status = CASE WHEN attempts >= max_attempts THEN 'FAILED'
+                      WHEN starts_with(worker_id, 'run:') THEN 'INTERRUPTED' ELSE 'PENDING' END,
         completed_at = CASE WHEN attempts >= max_attempts THEN %(now)s END,
         scheduled_at = %(now)s, lease_token = NULL, lease_expires_at = NULL, updated_at = %(now)s"""
 # Runs before every claim, in the same transaction, and on its own on a timer. Each server may
@@ -237,6 +247,7 @@ WITH candidates AS (
         lease_expires_at = %(now)s + %(lease_seconds)s,
         worker_id = %(worker_id)s,
         started_at = COALESCE(e.started_at, %(now)s),
+        attempt_started_at = %(now)s,
         updated_at = %(now)s
     FROM candidates WHERE e.seq = candidates.seq
     RETURNING e.*)
@@ -342,7 +353,7 @@ RETURNING lease_expires_at
 END_SESSION_RUN = "DELETE FROM nexum.session_runs WHERE session_id = %(session_id)s AND run_token = %(token)s"
 SESSION_RUN_IS = "SELECT 1 FROM nexum.session_runs WHERE session_id = %(session_id)s AND run_token = %(token)s"
 # The current run of the session claims an in-process execution nobody holds. One that a run which
-# is gone held was put back to PENDING by RUN_GONE; one a live previous run holds is finished by it.
+# is gone held was made INTERRUPTED by RUN_GONE; one a live previous run holds is finished by it.
 # Its worker_id names the run, `run:<token>`. FOR SHARE: a takeover committing meanwhile is waited for.
 CLAIM_FOR_RUN = f"""
 UPDATE nexum.executions
@@ -352,13 +363,15 @@ SET status = 'RUNNING',
     lease_expires_at = %(now)s + %(lease_seconds)s,
     worker_id = 'run:' || %(token)s,
     started_at = COALESCE(started_at, %(now)s),
+    attempt_started_at = %(now)s,
     updated_at = %(now)s
-WHERE id = %(id)s AND status = 'PENDING'
+WHERE id = %(id)s AND status IN ('PENDING', 'INTERRUPTED')
   AND EXISTS (SELECT 1 FROM nexum.session_runs WHERE session_id = %(session_id)s AND run_token = %(token)s
               FOR SHARE)
 RETURNING {COLUMNS}
 """
-# The run's process is gone (its presence connection closed): what it held is claimable at once.
+# The run's process is gone (its presence connection closed): what it held is INTERRUPTED, for the
+# session's next run to claim at once.
 RUN_GONE = f"""
 WITH gone AS (
     UPDATE nexum.executions
@@ -380,7 +393,9 @@ ADD_HITS = """
 UPDATE nexum.executions SET hits = hits + %(hits)s, last_hit_at = greatest(coalesce(last_hit_at, 0), %(at)s)
 WHERE id = %(id)s
 """
-# One row per session. Tool time saved: each hit of a COMPLETED execution saved the time it ran.
+# One row per session. Time saved: each hit of a COMPLETED execution saved the running time of its
+# last attempt (earlier attempts and the waits between them would not have run again), model
+# requests apart from tool calls.
 # Last activity: the session's newest call started, or its latest cached hit.
 SESSION_COUNTS = """
 count(*) AS calls,
@@ -388,9 +403,14 @@ count(*) FILTER (WHERE status = 'COMPLETED') AS completed,
 count(*) FILTER (WHERE status = 'FAILED') AS failed,
 count(*) FILTER (WHERE status = 'RUNNING') AS running,
 count(*) FILTER (WHERE status = 'PENDING') AS pending,
+count(*) FILTER (WHERE status = 'INTERRUPTED') AS interrupted,
 count(*) FILTER (WHERE status = 'CANCELLED') AS cancelled,
 sum(hits)::bigint AS cached_hits,
-coalesce(sum(hits * (completed_at - started_at)) FILTER (WHERE status = 'COMPLETED'), 0) AS seconds_saved,
+coalesce(sum(hits * (completed_at - coalesce(attempt_started_at, started_at)))
+         FILTER (WHERE status = 'COMPLETED' AND hits > 0), 0) AS seconds_saved,
+coalesce(sum(hits * (completed_at - coalesce(attempt_started_at, started_at)))
+         FILTER (WHERE status = 'COMPLETED' AND hits > 0 AND input::json ->> 'unit' = 'model_request'), 0)
+    AS model_seconds_saved,
 min(created_at) AS first_activity
 """
 # As on SQLite: the page's sessions are picked from the indexes, then only their rows are counted.
@@ -425,7 +445,8 @@ FROM nexum.executions WHERE session_id = %s GROUP BY session_id
 LIST_CALLS = """
 SELECT seq, id, workflow_id, key, substr(input, 1, %(input_chars)s) AS input_head, length(input) AS input_length,
        status, attempts, max_attempts, substr(error, 1, %(error_chars)s) AS error, worker_id, hits,
-       created_at, updated_at, started_at, completed_at, scheduled_at, length(result) AS result_length
+       created_at, updated_at, started_at, completed_at, attempt_started_at, scheduled_at,
+       length(result) AS result_length
 FROM nexum.executions
 WHERE session_id = %(session_id)s AND (%(before)s::bigint IS NULL OR seq < %(before)s)
 ORDER BY seq DESC
@@ -441,10 +462,12 @@ SELECT (SELECT count(*) FROM nexum.executions
 # Every deleted execution is announced (`<origin> deleted <id>`): other servers drop it from their
 # completed-results cache, so its call runs again whichever server it reaches.
 NOTIFY_DELETED = f"pg_notify('{CHANNEL}', %(origin)s || ' deleted ' || id)"
-# Terminal ones only: an execution another server starts meanwhile is not deleted with the others.
+# Terminal and interrupted ones only: an execution another server starts meanwhile is not deleted
+# with the others.
 FORGET_SESSION = f"""
 WITH deleted AS (
-    DELETE FROM nexum.executions WHERE session_id = %(session_id)s AND status IN {TERMINAL}
+    DELETE FROM nexum.executions
+    WHERE session_id = %(session_id)s AND (status IN {TERMINAL} OR status = 'INTERRUPTED')
     RETURNING id, workflow_id, session_id, key)
 SELECT workflow_id, session_id, key, {NOTIFY_DELETED} AS notified FROM deleted
 """

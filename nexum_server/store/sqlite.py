@@ -555,6 +555,7 @@ def _execution(row: sqlite3.Row) -> Execution:
         result=json.loads(row["result"]) if row["result"] is not None else None,
         error=row["error"], worker_id=row["worker_id"], created_at=row["created_at"],
         updated_at=row["updated_at"], started_at=row["started_at"], completed_at=row["completed_at"],
+        attempt_started_at=row["attempt_started_at"],
         next_attempt_at=row["scheduled_at"] if status is Status.PENDING else None,
         lease_expires_at=row["lease_expires_at"] if status is Status.RUNNING else None, cached=False,
     ))
@@ -570,7 +571,9 @@ def _task(row: sqlite3.Row, lease_seconds: float) -> Task:
 
 
 def _session(row: sqlite3.Row) -> SessionSummary:
-    return SessionSummary.model_construct(**{key: row[key] for key in row.keys()})
+    fields = {key: row[key] for key in row.keys()}
+    fields["tool_seconds_saved"] = fields["seconds_saved"] - fields["model_seconds_saved"]
+    return SessionSummary.model_construct(**fields)
 
 
 def _call(row: sqlite3.Row) -> CallSummary:
@@ -581,6 +584,7 @@ def _call(row: sqlite3.Row) -> CallSummary:
         status=status, attempts=row["attempts"], max_attempts=row["max_attempts"], error=row["error"],
         worker_id=row["worker_id"], hits=row["hits"], created_at=row["created_at"], updated_at=row["updated_at"],
         started_at=row["started_at"], completed_at=row["completed_at"],
+        attempt_started_at=row["attempt_started_at"],
         next_attempt_at=row["scheduled_at"] if status is Status.PENDING else None,
         result_chars=row["result_length"],
     )
@@ -611,5 +615,6 @@ def _unit(step: int, row: Any) -> JournalUnit:
         status=row["status"], input=json.loads(row["input"]),
         result=json.loads(row["result"]) if row["result"] is not None else None, error=row["error"],
         attempts=row["attempts"], created_at=row["created_at"], started_at=row["started_at"],
+        attempt_started_at=row["attempt_started_at"],
         completed_at=row["completed_at"]))
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-LIVE = "('PENDING', 'RUNNING', 'COMPLETED')"
+LIVE = "('PENDING', 'RUNNING', 'INTERRUPTED', 'COMPLETED')"
 
 # Retention deletes the oldest terminal executions first, in small batches, without a table scan.
 RETENTION_INDEX = ("CREATE INDEX IF NOT EXISTS executions_done ON executions (completed_at) "
@@ -65,6 +65,7 @@ CREATE TABLE IF NOT EXISTS executions (
     updated_at       REAL NOT NULL,
     started_at       REAL,
     completed_at     REAL,
+    attempt_started_at REAL,
     hits             INTEGER NOT NULL DEFAULT 0,
     last_hit_at      REAL,
     sent_base        TEXT,
@@ -124,6 +125,8 @@ ALTER TABLE executions ADD COLUMN sent_base TEXT;
 ALTER TABLE executions ADD COLUMN sent_added TEXT;
 ALTER TABLE executions ADD COLUMN sent_count INTEGER;
 ALTER TABLE executions ADD COLUMN sent_digest TEXT;
+DROP INDEX IF EXISTS executions_live_key;
+ALTER TABLE executions ADD COLUMN attempt_started_at REAL;
 """,
 }
 
@@ -134,7 +137,7 @@ SCHEMA_STATE = ("SELECT (SELECT user_version FROM pragma_user_version), "
 COLUMNS = (
     "id, workflow_id, version_hash, node_id, session_id, key, input, status, attempts, max_attempts, result, "
     "error, worker_id, lease_token, lease_expires_at, scheduled_at, created_at, updated_at, "
-    "started_at, completed_at"
+    "started_at, completed_at, attempt_started_at"
 )
 
 SELECT_WORKFLOW = "SELECT ir FROM workflows WHERE workflow_id = ? AND version_hash = ?"
@@ -172,13 +175,15 @@ WHERE id IN (SELECT value FROM json_each(?)) AND status IN ('COMPLETED', 'FAILED
 CANCEL = f"""
 UPDATE executions
 SET status = 'CANCELLED', lease_token = NULL, lease_expires_at = NULL, completed_at = :now, updated_at = :now
-WHERE id = :id AND status IN ('PENDING', 'RUNNING')
+WHERE id = :id AND status IN ('PENDING', 'RUNNING', 'INTERRUPTED')
 RETURNING {COLUMNS}
 """
 
 # A held task whose holder is gone (its lease ran out, its agent run ended) goes back to the queue,
-# or is FAILED when that was its last attempt.
-REQUEUE_OR_FAIL = """status = CASE WHEN attempts >= max_attempts THEN 'FAILED' ELSE 'PENDING' END,
+# or is FAILED when that was its last attempt. An agent run's own (in-process) execution is no
+# worker's work: it is INTERRUPTED until the session's next run claims it.
+REQUEUE_OR_FAIL = """status = CASE WHEN attempts >= max_attempts THEN 'FAILED'
+                  WHEN substr(worker_id, 1, 4) = 'run:' THEN 'INTERRUPTED' ELSE 'PENDING' END,
     completed_at = CASE WHEN attempts >= max_attempts THEN :now END,
     scheduled_at = :now, lease_token = NULL, lease_expires_at = NULL, updated_at = :now"""
 # A claim: one more attempt, under a new random lease token.
@@ -187,6 +192,7 @@ LEASE = """status = 'RUNNING',
     lease_token = lower(hex(randomblob(16))),
     lease_expires_at = :now + :lease_seconds,
     started_at = COALESCE(started_at, :now),
+    attempt_started_at = :now,
     updated_at = :now"""
 # Runs before every claim, in the same transaction: a task whose lease ran out goes back to the
 # queue, or is FAILED when that was its last attempt. Its worker may still be running the tool
@@ -289,16 +295,17 @@ RETURNING lease_expires_at
 END_SESSION_RUN = "DELETE FROM session_runs WHERE session_id = :session_id AND run_token = :token"
 SESSION_RUN_IS = "SELECT 1 FROM session_runs WHERE session_id = :session_id AND run_token = :token"
 # The current run of the session claims an in-process execution nobody holds. One that a run which
-# is gone held was put back to PENDING by RUN_GONE; one a live previous run holds is finished by it.
+# is gone held was made INTERRUPTED by RUN_GONE; one a live previous run holds is finished by it.
 # Its worker_id names the run, `run:<token>`.
 CLAIM_FOR_RUN = f"""
 UPDATE executions
 SET {LEASE}, worker_id = 'run:' || :token
-WHERE id = :id AND status = 'PENDING'
+WHERE id = :id AND status IN ('PENDING', 'INTERRUPTED')
   AND EXISTS (SELECT 1 FROM session_runs WHERE session_id = :session_id AND run_token = :token)
 RETURNING {COLUMNS}
 """
-# The run's process is gone (its presence connection closed): what it held is claimable at once.
+# The run's process is gone (its presence connection closed): what it held is INTERRUPTED, for the
+# session's next run to claim at once.
 RUN_GONE = f"""
 UPDATE executions
 SET {REQUEUE_OR_FAIL},
@@ -318,7 +325,9 @@ ADD_HITS = """
 UPDATE executions SET hits = hits + :hits, last_hit_at = max(COALESCE(last_hit_at, 0), :at)
 WHERE id = :id
 """
-# One row per session. Tool time saved: each hit of a COMPLETED execution saved the time it ran.
+# One row per session. Time saved: each hit of a COMPLETED execution saved the running time of its
+# last attempt (earlier attempts and the waits between them would not have run again), model
+# requests apart from tool calls; only executions with hits have their input read.
 # Last activity: the session's newest call started, or its latest cached hit.
 SESSION_COUNTS = """
 count(*) AS calls,
@@ -326,10 +335,14 @@ sum(status = 'COMPLETED') AS completed,
 sum(status = 'FAILED') AS failed,
 sum(status = 'RUNNING') AS running,
 sum(status = 'PENDING') AS pending,
+sum(status = 'INTERRUPTED') AS interrupted,
 sum(status = 'CANCELLED') AS cancelled,
 sum(hits) AS cached_hits,
-sum(CASE WHEN status = 'COMPLETED' AND started_at IS NOT NULL
-         THEN hits * (completed_at - started_at) ELSE 0 END) AS seconds_saved,
+sum(CASE WHEN status = 'COMPLETED' AND hits > 0 AND started_at IS NOT NULL
+         THEN hits * (completed_at - COALESCE(attempt_started_at, started_at)) ELSE 0 END) AS seconds_saved,
+sum(CASE WHEN status = 'COMPLETED' AND hits > 0 AND started_at IS NOT NULL
+         AND json_extract(input, '$.unit') = 'model_request'
+         THEN hits * (completed_at - COALESCE(attempt_started_at, started_at)) ELSE 0 END) AS model_seconds_saved,
 min(created_at) AS first_activity
 """
 # The page's sessions are picked without reading the table (its rows hold whole results): the
@@ -366,7 +379,8 @@ FROM executions WHERE session_id = ? GROUP BY session_id
 LIST_CALLS = """
 SELECT seq, id, workflow_id, key, substr(input, 1, :input_chars) AS input_head, length(input) AS input_length,
        status, attempts, max_attempts, substr(error, 1, :error_chars) AS error, worker_id, hits,
-       created_at, updated_at, started_at, completed_at, scheduled_at, length(result) AS result_length
+       created_at, updated_at, started_at, completed_at, attempt_started_at, scheduled_at,
+       length(result) AS result_length
 FROM executions
 WHERE session_id = :session_id AND (:before IS NULL OR seq < :before)
 ORDER BY seq DESC

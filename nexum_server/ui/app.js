@@ -65,6 +65,14 @@ function json(value) { return JSON.stringify(value, null, 2); }
 
 function between(start, end) { return start && end ? seconds(end - start) : ""; }
 
+// A call ran from its last attempt's start: a crash and the wait for a resume are not running time.
+function lastAttempt(c) { return c.attempt_started_at || c.started_at; }
+// Earlier attempts and the waits between them, shown apart from the running time.
+function beforeLastAttempt(c) {
+  return c.attempt_started_at && c.started_at && c.attempt_started_at > c.started_at
+    ? seconds(c.attempt_started_at - c.started_at) : "";
+}
+
 // --- the API --------------------------------------------------------------------------------------
 
 class Unauthorized extends Error {}
@@ -121,7 +129,8 @@ async function renderSessions() {
       el("td", { className: "n" }, s.failed),
       el("td", { className: "n" }, s.running + s.pending),
       el("td", { title: when(s.last_activity) }, ago(s.last_activity)),
-      el("td", { className: "n" }, seconds(s.seconds_saved)));
+      el("td", { className: "n", title: "tool calls · model requests" },
+        `${seconds(s.tool_seconds_saved) || "0 ms"} · ${seconds(s.model_seconds_saved) || "0 ms"}`));
     row.addEventListener("click", (event) => {
       if (!(event.target instanceof HTMLAnchorElement)) location.hash = sessionHref(s.session_id);
     });
@@ -217,7 +226,9 @@ async function renderSession(sessionId) {
   const counts = summary ? [
     fact("Calls", summary.calls), fact("Cached hits", summary.cached_hits), fact("Executed", summary.completed),
     fact("Failed", summary.failed), fact("Running", summary.running), fact("Waiting", summary.pending),
-    fact("Tool time saved", seconds(summary.seconds_saved) || "0 ms"),
+    ...(summary.interrupted ? [fact("Interrupted", summary.interrupted)] : []),
+    fact("Tool time saved", seconds(summary.tool_seconds_saved) || "0 ms"),
+    fact("Model time saved", seconds(summary.model_seconds_saved) || "0 ms"),
     fact("Last activity", ago(summary.last_activity)),
   ] : [fact("Calls", 0)];
   if (summary && summary.forked_from) {
@@ -239,8 +250,9 @@ async function renderSession(sessionId) {
       el("td", null, statusBadge(c.status)),
       el("td", { className: "n" }, `${c.attempts} / ${c.max_attempts}`),
       el("td", { className: "n" }, between(c.created_at, c.started_at)),
-      el("td", { className: "n" }, c.status === "RUNNING" ? seconds(serverNow() - c.started_at) + "…"
-        : between(c.started_at, c.completed_at)),
+      el("td", { className: "n" }, c.status === "RUNNING" ? seconds(serverNow() - lastAttempt(c)) + "…"
+        : between(lastAttempt(c), c.completed_at)),
+      el("td", { className: "n" }, beforeLastAttempt(c)),
       el("td", { className: "mono" }, c.worker_id || ""),
       el("td", { className: "n" }, c.hits),
       el("td", { className: "err" }, c.error || ""));
@@ -250,6 +262,8 @@ async function renderSession(sessionId) {
     return row;
   });
   $("calls").tBodies[0].replaceChildren(...rows);
+  $("calls-empty").textContent = summary ? "No calls stored for this session."
+    : "No session with this id: nothing is stored under it (never run, or forgotten).";
   show("calls-empty", rows.length === 0);
   await renderSessionWaits(sessionId);
   show("more-calls", Boolean(page.next_cursor) && limit < 1000);
@@ -263,12 +277,16 @@ async function renderCall(sessionId, callId) {
   const e = await api(`/v1/executions/${encodeURIComponent(callId)}`);
   const input = e.input || {};
   const tool = typeof input.tool === "string" ? input.tool : typeof input.tool_name === "string" ? input.tool_name : null;
+  // What the call is, once: a tool, an agent's model request, or else only its workflow (below).
+  const what = tool !== null ? fact("Tool", tool)
+    : input.unit === "model_request" ? fact("Call", `model request (${input.model})`) : null;
   $("call-facts").replaceChildren(
-    fact(tool !== null ? "Tool" : "Workflow", tool !== null ? tool : e.workflow_id),
+    ...(what ? [what] : []),
     fact("Status", statusBadge(e.status)),
     fact("Attempts", `${e.attempts} of ${e.max_attempts}`),
     fact("Queued", between(e.created_at, e.started_at)),
-    fact("Ran", between(e.started_at, e.completed_at)),
+    fact("Ran", between(lastAttempt(e), e.completed_at)),
+    ...(beforeLastAttempt(e) ? [fact("Before the last attempt", beforeLastAttempt(e))] : []),
     fact("Worker", e.worker_id || "—"),
     fact("Created", when(e.created_at)),
     fact("Ended", when(e.completed_at) || "—"),

@@ -5,10 +5,13 @@ first-run banner stays out of the output."""
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from nexum_devtools.procs import ROOT, NexumServer, Proc
 from tests.e2e.helpers import DEMO_TIMEOUT, closed_port, demo_env, run_demo
@@ -43,7 +46,7 @@ def test_timeout_bounds_the_wait_for_a_worker_that_never_comes(server: NexumServ
     out = " ".join(result.stdout.split())
     assert result.returncode == 1, out
     assert "within its timeout of 2 s" in out
-    assert "completed step" in out and "resume with SESSION_ID=" in out  # the first model request completed
+    assert "completed step" in out and "resume with: SESSION_ID=" in out  # the first model request completed
 
 
 def test_the_pydantic_ai_banner_is_off(server: NexumServer, worker: Proc, tmp_path: Path) -> None:
@@ -62,3 +65,33 @@ def test_the_pydantic_ai_banner_is_off(server: NexumServer, worker: Proc, tmp_pa
                           capture_output=True, text=True, encoding="utf-8", timeout=DEMO_TIMEOUT)
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert BANNER_MARK not in demo.stdout + demo.stderr
+
+
+def test_the_summary_line_says_tool_and_model_time_saved_apart() -> None:
+    from demo import Progress
+    from nexum_pydantic_ai import UnitEvent
+
+    progress = Progress()
+    for event in (UnitEvent("model", "offline", None, True, 0.001, saved_seconds=1.25, tokens=10),
+                  UnitEvent("tool", "web_search", {"query": "q"}, True, 0.001, saved_seconds=2.5),
+                  UnitEvent("tool", "visit_webpage", {"url": "u"}, False, 0.5)):
+        progress.events.append(event)
+    assert progress.summary().endswith("saved about 2.50 s of tool time and 1.25 s of model time")
+
+
+def test_crash_after_prints_the_resume_line_quoted_for_the_shell(server: NexumServer, session_id: str) -> None:
+    query = "what's $HOME `worth` \"here\"?"
+    crashed = run_demo(server.url, "--model", "offline", "--session", session_id, "--crash-after", "1", query)
+    assert crashed.returncode == -9, crashed.stdout + crashed.stderr
+    lines = crashed.stdout.splitlines()
+    kill = next(i for i, line in enumerate(lines) if "--crash-after 1: killing this process now" in line)
+    hint = lines[kill + 1]
+    assert hint.startswith("1 completed step stored; resume with: "), hint
+    # Pasted into a shell, the line sets the session and passes the query back exactly.
+    assert shlex.split(hint.split("resume with: ", 1)[1]) == [f"SESSION_ID={session_id}", "python", "demo.py", query]
+
+
+@pytest.mark.parametrize("steps", ["0", "-1"])
+def test_crash_after_needs_at_least_one_step(steps: str) -> None:
+    result = run_demo(f"http://127.0.0.1:{closed_port()}", "--crash-after", steps, "q")
+    assert result.returncode == 2 and "--crash-after must be 1 or more" in result.stderr

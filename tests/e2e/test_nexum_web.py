@@ -11,15 +11,16 @@ from pathlib import Path
 
 import httpx2
 
-from nexum_devtools.procs import Proc
+from nexum_devtools.procs import ROOT, Proc
 from nexum_devtools.web import READY, tools_env
 
-NEXUM_WEB = str(Path(sys.executable).parent / "nexum-web")
+# The command `nexum-web` runs, from this checkout (an installed script may run another checkout's code).
+NEXUM_WEB = [sys.executable, "-m", "nexum_devtools.web"]
 EXPORT = re.compile(r"^\s*export (.+)$")
 
 
-def test_alone_it_prints_the_variables_to_export_and_stops_on_ctrl_c() -> None:
-    web = Proc([NEXUM_WEB], ready=READY)
+def test_alone_it_prints_the_variables_to_export_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    web = Proc([*NEXUM_WEB, "--state-dir", str(tmp_path)], ready=READY)
     try:
         assert web.match is not None
         url = web.match.group(1)
@@ -39,7 +40,8 @@ def test_alone_it_prints_the_variables_to_export_and_stops_on_ctrl_c() -> None:
 def test_with_a_command_it_runs_it_with_the_variables_and_returns_its_exit_code() -> None:
     script = ("import os, sys; print('SEEN', os.environ['NEXUM_SEARXNG_URL'], os.environ['NEXUM_SEARCH_BACKEND']); "
               "sys.exit(3)")
-    result = subprocess.run([NEXUM_WEB, sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    result = subprocess.run([*NEXUM_WEB, "--port", "0", sys.executable, "-c", script], cwd=ROOT,
+                            capture_output=True, text=True, timeout=30)
     assert result.returncode == 3, result.stdout + result.stderr
     url = READY.match(result.stdout).group(1)
     assert f"SEEN {url} searxng" in result.stdout
@@ -47,6 +49,31 @@ def test_with_a_command_it_runs_it_with_the_variables_and_returns_its_exit_code(
 
 
 def test_a_command_that_cannot_run_is_named() -> None:
-    result = subprocess.run([NEXUM_WEB, "no-such-command-here"], capture_output=True, text=True, timeout=30)
+    result = subprocess.run([*NEXUM_WEB, "--port", "0", "no-such-command-here"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=30)
     assert result.returncode == 127
     assert "nexum-web: cannot run 'no-such-command-here'" in result.stderr
+
+
+def test_a_restart_keeps_the_port_so_stored_page_urls_still_answer(tmp_path: Path) -> None:
+    # The first start picks a free port and remembers it; a restart from the same state directory takes it again.
+    first = Proc([*NEXUM_WEB, "--state-dir", str(tmp_path)], ready=READY)
+    try:
+        assert first.match is not None
+        url = first.match.group(1)
+        page = httpx2.get(f"{url}/search", params={"q": "durable", "format": "json"}).json()["results"][0]["url"]
+        # A second one while the first runs cannot take the port: it says so, naming where it is kept.
+        clash = subprocess.run([*NEXUM_WEB, "--state-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                               timeout=30)
+        assert clash.returncode == 2
+        assert clash.stderr.startswith("error: nexum-web: cannot listen") and "web-port" in clash.stderr
+        first.signal(signal.SIGINT)
+        assert first.popen.wait(10) == 0
+    finally:
+        first.stop()
+    again = Proc([*NEXUM_WEB, "--state-dir", str(tmp_path)], ready=READY)
+    try:
+        assert again.match is not None and again.match.group(1) == url
+        assert httpx2.get(page).status_code == 200
+    finally:
+        again.stop()

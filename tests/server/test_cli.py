@@ -284,7 +284,8 @@ def test_dev_on_a_port_in_use_exits_2_and_says_so(server: NexumServer, tmp_path:
     text = said(result)
     assert f"cannot listen on 127.0.0.1:{server.port}" in text
     assert "another `nexum dev` running" in text and "--port" in text
-    assert "Traceback" not in text
+    assert text.startswith("error: ") and "Traceback" not in text
+    assert not list(tmp_path.glob("second.db*"))  # no database file and no lock left behind
     with server.http() as http:
         assert http.get("/health").status_code == 200  # the first server is unaffected
 
@@ -293,7 +294,8 @@ def test_a_second_dev_on_the_same_sqlite_file_exits_at_once_naming_the_first(ser
     result = nexum("dev", "--port", "0", "--db", str(server.db))
     assert result.returncode == 2
     text = said(result)
-    assert "already served by" in text and server.url in text and f"pid {server.popen.pid}" in text
+    assert text.startswith("error: ") and "already served by" in text and server.url in text
+    assert f"pid {server.popen.pid}" in text
     assert "postgresql://" in text and "Traceback" not in text and "listening" not in text
     with server.http() as http:
         assert http.get("/health").status_code == 200  # the first server is unaffected
@@ -415,3 +417,20 @@ def test_forget_of_a_session_with_a_running_call_is_refused_with_the_reason(
     assert refused.returncode == 1
     assert "1 call(s) still pending or running" in said(refused)
     assert api.http.get(f"/v1/sessions/{session_id}").json()["running"] == 1
+
+
+def test_https_to_the_plain_server_says_try_http_and_names_the_flag(server: NexumServer) -> None:
+    tls = nexum("ps", "--url", f"https://127.0.0.1:{server.port}")
+    assert tls.returncode == 2
+    assert "try http:// instead of https://" in said(tls) and "WRONG_VERSION_NUMBER" not in said(tls)
+    # Something answers, but not as a Nexum server does: the hint names where the URL came from.
+    web = subprocess.Popen([sys.executable, "-u", "-m", "http.server", "--bind", "127.0.0.1", "0"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert web.stdout is not None
+        port = int(re.search(r"port (\d+)", web.stdout.readline()).group(1))  # type: ignore[union-attr]
+        wrong = nexum("ps", "--url", f"http://127.0.0.1:{port}")
+    finally:
+        web.terminate()
+        web.wait(10)
+    assert wrong.returncode == 2 and "is --url right?" in said(wrong), said(wrong)

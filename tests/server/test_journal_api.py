@@ -71,7 +71,8 @@ def test_the_journal_is_every_unit_in_recorded_order_in_one_request(backend: Api
     assert [(u["step"], u["key"], u["status"]) for u in units] == [
         (1, "request-0", "COMPLETED"), (2, "request-1", "COMPLETED"), (3, "tool", "PENDING")]
     assert units[1]["result"] == done[1]["result"] and units[2]["input"]["tool_name"] == "web_search"
-    assert set(units[0]) == {"step", "id", "workflow_id", "version_hash", "key", "status", "input", "result", "error"}
+    assert set(units[0]) == {"step", "id", "workflow_id", "version_hash", "key", "status", "input", "result", "error",
+                             "attempts", "created_at", "started_at", "attempt_started_at", "completed_at"}
     assert backend.http.get("/v1/sessions/nothing-here/journal").json()["units"] == []
 
 

@@ -669,7 +669,7 @@ def test_what_a_gone_run_held_is_claimable_at_once_and_its_late_report_refused(s
     assert held is not None
     new = store.take_session("s", "agent-2", LEASE, T0 + 1)
     [requeued] = store.run_gone("s", old.token, T0 + 1)
-    assert requeued.id == e.id and requeued.status is Status.PENDING
+    assert requeued.id == e.id and requeued.status is Status.INTERRUPTED
     # Long before the old lease would run out, the new run holds the unit under a new token.
     again = store.claim_for_run(e.id, "s", new.token, LEASE, T0 + 1)
     assert again is not None and again.lease_token != held.lease_token and again.attempt == 2
@@ -679,6 +679,31 @@ def test_what_a_gone_run_held_is_claimable_at_once_and_its_late_report_refused(s
     assert store.get_execution(e.id).result == "answer"
     assert store.run_gone("s", new.token, T0 + 3) == []
     assert store.take_session("s", "agent-3", LEASE, T0 + 3).previous_holder is None
+
+
+def test_what_a_gone_run_held_is_interrupted_no_workers_work_and_forgotten_with_the_session(store: Store) -> None:
+    run = store.take_session("s", "agent-1", LEASE, T0)
+    e = start(store)
+    assert store.claim_for_run(e.id, "s", run.token, LEASE, T0) is not None
+    [interrupted] = store.run_gone("s", run.token, T0 + 1)
+    assert interrupted.status is Status.INTERRUPTED and "agent run holding it ended" in (interrupted.error or "")
+    assert store.claim("w1", [REF], 10, LEASE, T0 + 2).tasks == []
+    counts = store.get_session("s")
+    assert (counts.running, counts.pending, counts.interrupted) == (0, 0, 1)
+    # Still the call's one live execution: a start of the same call finds it, not a new one.
+    assert store.start_execution(REF, "s", "k", None, T0 + 2).execution.id == e.id
+    assert [key for _, _, key in store.forget_session("s", T0 + 3)] == ["k"]
+
+
+def test_an_in_process_execution_whose_lease_ran_out_is_interrupted(store: Store) -> None:
+    run = store.take_session("s", "agent-1", LEASE, T0)
+    e = start(store)
+    assert store.claim_for_run(e.id, "s", run.token, LEASE, T0) is not None
+    expired, _ = store.expire_leases(T0 + LEASE + 1)
+    assert [(x.id, x.status) for x in expired] == [(e.id, Status.INTERRUPTED)]
+    again = store.take_session("s", "agent-2", LEASE, T0 + LEASE + 2)
+    task = store.claim_for_run(e.id, "s", again.token, LEASE, T0 + LEASE + 2)
+    assert task is not None and task.attempt == 2
 
 
 def test_a_gone_run_on_its_last_attempt_fails_the_execution(make_store: StoreFactory) -> None:
@@ -745,6 +770,27 @@ def test_sessions_are_counted_and_listed_by_latest_activity(store: Store) -> Non
     assert store.get_session("s2").calls == 1 and store.get_session("s2").cached_hits == 0
     with pytest.raises(NotFound, match="no session 'nope'"):
         store.get_session("nope")
+
+
+def test_a_call_ran_for_its_last_attempt_only_and_saves_that_model_requests_apart(store: Store) -> None:
+    # A tool call whose first worker died: its lease ran out, a second worker took it 20 s after the
+    # first and ran it for 1 s. It ran 1 s; the 20 s before are shown apart, and not saved.
+    store.start_execution(REF, "s", "tool", {"tool_name": "web_search", "tool_args": {"query": "q"}}, T0)
+    claim_one(store, T0)
+    again = claim_one(store, T0 + 20)
+    assert again.attempt == 2
+    tool = store.complete(again.task_id, again.lease_token, "pages", T0 + 21)
+    assert (tool.started_at, tool.attempt_started_at, tool.completed_at) == (T0, T0 + 20, T0 + 21)
+    model = run_to_completion(store, "model", "s", T0 + 30, took=3.0,
+                              input={"unit": "model_request", "model": "m", "messages": 1})
+    store.add_hits([(tool.id, 2, T0 + 40), (model.id, 1, T0 + 41)])
+    counts = store.get_session("s")
+    assert counts.seconds_saved == pytest.approx(2 * 1.0 + 3.0)
+    assert (counts.tool_seconds_saved, counts.model_seconds_saved) == (pytest.approx(2.0), pytest.approx(3.0))
+    [listed] = store.list_sessions(10, None, None)
+    assert listed.model_seconds_saved == pytest.approx(3.0)
+    call = next(c for c in store.list_calls("s", 10, None)[0] if c.key == "tool")
+    assert (call.started_at, call.attempt_started_at) == (T0, T0 + 20)
 
 
 def test_hits_add_up_and_keep_the_latest_time(store: Store) -> None:
@@ -857,6 +903,7 @@ def test_a_file_of_schema_1_is_migrated_and_keeps_its_executions(tmp_path: Path)
                         "ALTER TABLE executions DROP COLUMN sent_digest;"
                         "ALTER TABLE executions DROP COLUMN hits;"
                         "ALTER TABLE executions DROP COLUMN last_hit_at; DROP TABLE session_runs;"
+                        "ALTER TABLE executions DROP COLUMN attempt_started_at;"
                         "PRAGMA user_version = 1; COMMIT;")
     v1.shutdown()
 
@@ -867,6 +914,33 @@ def test_a_file_of_schema_1_is_migrated_and_keeps_its_executions(tmp_path: Path)
         assert store.get_execution(kept.id).status is Status.PENDING
         assert store.get_session("s").cached_hits == 0
         assert store.take_session("s", "run-1", LEASE, T0).token
+    finally:
+        store.shutdown()
+
+
+def test_a_schema_4_file_counts_interrupted_executions_as_live(tmp_path: Path) -> None:
+    path = tmp_path / "v4.db"
+    v4 = SQLiteStore(Settings(db=str(path)))
+    v4.start()
+    v4.register_workflow(REF, IR, T0)
+    v4.db.executescript("BEGIN; DROP INDEX executions_live_key; DROP INDEX IF EXISTS executions_sent_base;"
+                        "ALTER TABLE executions DROP COLUMN attempt_started_at;"
+                        + "".join(f"ALTER TABLE executions DROP COLUMN {c};"
+                                  for c in ("sent_base", "sent_added", "sent_count", "sent_digest")) +
+                        "CREATE UNIQUE INDEX executions_live_key ON executions (workflow_id, session_id, key) "
+                        "WHERE status IN ('PENDING', 'RUNNING', 'COMPLETED'); PRAGMA user_version = 4; COMMIT;")
+    v4.shutdown()
+
+    store = SQLiteStore(Settings(db=str(path)))
+    store.start()
+    try:
+        run = store.take_session("s", "run-1", LEASE, T0)
+        e = start(store)
+        assert store.claim_for_run(e.id, "s", run.token, LEASE, T0) is not None
+        store.run_gone("s", run.token, T0 + 1)
+        again = store.start_execution(REF, "s", "k", None, T0 + 2)
+        assert not again.created and again.execution.status is Status.INTERRUPTED
+        assert again.execution.attempt_started_at == T0
     finally:
         store.shutdown()
 

@@ -165,3 +165,30 @@ def test_forget_from_the_page_is_refused_while_a_call_is_live_then_deletes_the_s
     expect(page.locator(f'#sessions tr[data-session="{session_id}"]')).to_have_count(0)
     assert api.http.get(f"/v1/sessions/{session_id}").status_code == 404
     assert api.start(session_id, "a", expect=201)["id"] != done["id"]
+
+
+def test_a_retried_call_shows_its_last_attempt_apart_and_a_phone_width_does_not_scroll(
+        start_server: StartServer, connect: Callable[..., Api], session_id: str, page: Any) -> None:
+    server = start_server(retry_backoff_seconds=1.0)
+    api = connect(server)
+    api.start(session_id, "tool", {"tool_name": "web_search", "tool_args": {"query": "durable"}})
+    api.fail(api.poll_one(), "the site timed out")
+    api.complete(api.poll_one(wait=11), "pages")  # long-polled until the retry is due, 1 s on
+    model = finish(api, session_id, "model", {"unit": "model_request", "model": "offline", "messages": 1}, "answer")
+
+    page.goto(f"{server.url}/ui#/sessions/{session_id}")
+    row = page.locator("#calls tbody tr", has_text="web_search")
+    expect(row.locator("td").nth(6)).to_have_text(re.compile(r"^1\.\d s$"))  # before the last attempt
+    expect(row.locator("td").nth(5)).to_have_text(re.compile(r"^\d+ ms$"))  # the last attempt ran
+    page.goto(f"{server.url}/ui#/sessions/{session_id}/calls/{model['id']}")
+    expect(page.locator("#call-facts")).to_contain_text("model request (offline)")
+    expect(page.locator("#call-facts dt", has_text="Workflow")).to_have_count(1)
+
+    page.goto(f"{server.url}/ui#/sessions/nobody-{session_id}")
+    expect(page.locator("#calls-empty")).to_contain_text("No session with this id")
+
+    page.set_viewport_size({"width": 420, "height": 800})
+    for view in ("#/", f"#/sessions/{session_id}"):
+        page.goto(f"{server.url}/ui{view}")
+        expect(page.locator("#live")).to_contain_text("live")
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), view

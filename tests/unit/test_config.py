@@ -115,3 +115,15 @@ def test_env_example_lists_every_setting_and_nothing_else() -> None:
     keys = {cls.key(field) for cls in (Settings, ClientSettings, ToolSettings, AgentSettings)
             for field in cls.model_fields}
     assert set(DOTENV_KEYS) == keys
+
+
+@pytest.mark.parametrize("given", [" 30D ", "30 d", "30D", "0d", "d", "30w"])
+def test_a_retention_period_is_refused_unless_written_as_documented(given: str) -> None:
+    with pytest.raises(ConfigError, match="retain"):
+        Settings.from_env(retain=given)
+
+
+@pytest.mark.parametrize(("given", "seconds"), [("30d", 30 * 86400), ("12h", 12 * 3600), ("1.5m", 90), ("45s", 45)])
+def test_a_retention_period_as_documented_is_kept_as_given(given: str, seconds: float) -> None:
+    settings = Settings.from_env(retain=given)
+    assert settings.retain == given and settings.retain_seconds == seconds
