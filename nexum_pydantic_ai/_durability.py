@@ -51,9 +51,18 @@ from pydantic_core import PydanticSerializationError
 
 from nexum_server.client import NexumClient, reconnecting
 from nexum_server.errors import RequestRejected, ServerUnavailable, SessionTakenOver, WaitTimeout
-from nexum_server.models import Execution, SessionRunInfo, Status, Task
+from nexum_server.models import Execution, Journal, JournalUnit, SessionRunInfo, Status, Task
 
-from ._keys import MessageChain, RunIdentity, jsonable, model_request_key, tool_call_key, tool_listing_key, warm_up
+from ._keys import (
+    MessageChain,
+    RunIdentity,
+    canonical_json,
+    jsonable,
+    model_request_key,
+    tool_call_key,
+    tool_listing_key,
+    warm_up,
+)
 from ._protocol import AGENT_IR, AGENT_VERSION_HASH, AGENT_WORKFLOW_ID
 from ._tool_call import DEFAULT_TIMEOUT, ran_seconds, shared_client
 
@@ -67,6 +76,8 @@ TOO_LARGE = "too large to store"
 """Begins the recorded reason of a unit whose result the server refused: a resume does not repeat it."""
 
 UnitKind = Literal["model", "tool"]
+Recorded = Callable[[object, Execution, bool, float], None]
+"""Called with a unit's payload, its execution, whether it was replayed and its seconds in this run."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +141,61 @@ class _Hold:
     runs: int = 1
     lost: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    recorded: dict[str, Execution] = field(default_factory=dict)
+    """The session's completed units when the run took it, by key: served with no round trip."""
+    forked: list[JournalUnit] = field(default_factory=list)
+    """A fork's first units (`nexum fork --until K`), served in order whatever their keys."""
+    reports: set[asyncio.Task[Any]] = field(default_factory=set)
+    """Completions sent without waiting: nothing the run does next depends on their answer."""
+    sent: set[str] = field(default_factory=set)
+    """Hashes of the messages the server was sent in this hold."""
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once no run holds it any more."""
+
+    def leave(self) -> None:
+        self.runs -= 1
+        if self.runs == 0:
+            self.idle.set()
+
+    def load(self, journal: Journal) -> None:
+        units = [unit for unit in journal.units if unit.status is Status.COMPLETED]
+        if journal.fork_until is not None:
+            self.forked = [unit for unit in units if unit.step <= journal.fork_until]
+        sid = self.info.session_id
+        self.recorded = {unit.key: unit.as_execution(sid) for unit in units if unit not in self.forked}
+
+    def check_reports(self) -> None:
+        """Raise what a completion sent earlier met (another run took the session, a refused result)."""
+        for report in [r for r in self.reports if r.done()]:
+            self.reports.discard(report)
+            if not report.cancelled() and (error := report.exception()) is not None:
+                raise error
+
+    async def settle(self) -> None:
+        """Wait for every completion sent without waiting; raise the first refusal."""
+        while self.reports:
+            await asyncio.wait(set(self.reports))
+            self.check_reports()
+
+    def served(self, key: str, input: dict[str, Any], workflow_id: str) -> Execution | None:
+        """The recorded unit for `key`, from what the run read when it took the session."""
+        if self.forked:
+            return self._next_forked(input, workflow_id)
+        return self.recorded.get(key)
+
+    def _next_forked(self, input: dict[str, Any], workflow_id: str) -> Execution:
+        # Parallel calls are recorded in the order they started, which need not be this run's:
+        # the match is looked for among the units up to the next model request.
+        for index, unit in enumerate(self.forked):
+            if index and unit.input.get("unit") == "model_request":
+                break
+            if unit.workflow_id == workflow_id and _same_step(unit.input, input):
+                del self.forked[index]
+                return unit.as_execution(self.info.session_id)
+        head = self.forked[0]
+        raise UserError(f"this run departs from the fork of {self.info.session_id} at step {head.step}: it was "
+                        f"recorded as {_describe(head.input)}, this run asks for {_describe(input)}; fork with a "
+                        f"smaller --until, or run it in a new session")
 
 
 @dataclass
@@ -162,6 +228,20 @@ class Run:
             self.on_unit(event)
 
 
+def _same_step(recorded: dict[str, Any], asked: dict[str, Any]) -> bool:
+    if recorded.get("unit") != asked.get("unit"):
+        return False
+    if asked.get("unit") == "tool_call":
+        return (recorded.get("tool_name"), recorded.get("tool_args")) == (asked.get("tool_name"), asked.get("tool_args"))
+    return True
+
+
+def _describe(input: dict[str, Any]) -> str:
+    if input.get("unit") == "tool_call":
+        return f"a call of {input.get('tool_name')}({canonical_json(input.get('tool_args'))})"
+    return f"a {str(input.get('unit', 'unit')).replace('_', ' ')}"
+
+
 _RUN: ContextVar[Run | None] = ContextVar("nexum_run", default=None)
 _HOLDS: dict[tuple[int, str], _Hold] = {}
 """The sessions live in this process, by (event loop, session id)."""
@@ -181,13 +261,14 @@ def model_label(model: Model | str | None) -> str:
 # --- running one unit --------------------------------------------------------------------------------
 
 
-async def _start(run: Run, key: str, input: Any, deadline: float) -> Execution:
+async def _start(run: Run, key: str, input: Any, deadline: float,
+                 messages: list[dict[str, Any]] | None = None) -> Execution:
     client, session = run.client, run.session
 
     async def start() -> Execution:
         try:
             return await client.start(AGENT_WORKFLOW_ID, AGENT_VERSION_HASH, session.session_id, key, input,
-                                      wait=HOLD_SECONDS, run_token=session.run_token)
+                                      wait=HOLD_SECONDS, run_token=session.run_token, messages=messages)
         except RequestRejected as e:
             if e.error_code == "session_taken_over":
                 raise SessionTakenOver(str(e)) from e
@@ -212,17 +293,35 @@ async def _heartbeat(client: NexumClient, task: Task, every: float) -> None:
 
 
 async def run_unit(run: Run, key: str, input: Any, body: Callable[[], Awaitable[object]],
-                   timeout: float = DEFAULT_TIMEOUT) -> tuple[object, Execution, bool]:
+                   timeout: float = DEFAULT_TIMEOUT, messages: list[dict[str, Any]] | None = None,
+                   on_recorded: Recorded | None = None) -> tuple[object, Execution, bool]:
     """The unit's recorded payload: from the store, or by running `body` and recording it.
 
     Returns the payload, its execution and whether it came from the store (this run ran nothing).
+    A unit the session had recorded when the run took it is served from memory; a new one is one
+    round trip (a start that claims it) before `body` runs, and its completion is sent without
+    waiting: the next unit's start, or the end of the run, hears of a refusal. `on_recorded` is
+    called once the unit is in the store (for a new one, when its completion was acknowledged).
     """
+    started = time.perf_counter()
+    hold = run.hold
+    hold.check_reports()
+    recorded = hold.served(key, input, AGENT_WORKFLOW_ID)
+    if recorded is not None:
+        if on_recorded is not None:
+            on_recorded(recorded.result, recorded, True, time.perf_counter() - started)
+        return recorded.result, recorded, True
     deadline = time.monotonic() + timeout
     while True:
-        execution = await _start(run, key, input, deadline)
+        execution = await _start(run, key, input, deadline, messages)
+        if messages:  # the server has them now: later starts name them without their bodies
+            hold.sent.update(item["hash"] for item in messages)
+            messages = None
         if execution.status is Status.COMPLETED:
             # Recorded before, or just now by another holder this start waited for: either way this
             # run did not run it (and asked no model), so it counts as replayed.
+            if on_recorded is not None:
+                on_recorded(execution.result, execution, True, time.perf_counter() - started)
             return execution.result, execution, True
         if execution.status is Status.FAILED and (execution.error or "").startswith(TOO_LARGE):
             raise UserError(f"unit {execution.id} cannot be recorded: {execution.error}")
@@ -244,8 +343,20 @@ async def run_unit(run: Run, key: str, input: Any, body: Callable[[], Awaitable[
         raise
     finally:
         beat.cancel()
+    seconds = time.perf_counter() - started
+    report = asyncio.create_task(_complete(run, task, key, input, execution.id, payload,
+                                           lambda done: on_recorded and on_recorded(payload, done, False, seconds)))
+    hold.reports.add(report)
+    return payload, execution, False
+
+
+async def _complete(run: Run, task: Task, key: str, input: Any, execution_id: str, payload: object,
+                    recorded: Callable[[Execution], object]) -> Execution:
+    """Record a unit's result; a server away meanwhile is waited out (the lease guards the result)."""
     try:
-        done = await run.client.complete(task, payload)
+        done = await reconnecting(lambda: run.client.complete(task, payload), time.monotonic() + DEFAULT_TIMEOUT)
+        recorded(done)
+        return done
     except RequestRejected as e:
         if e.status == 409:
             raise SessionTakenOver(f"this run's result for {key[:12]}… was discarded: {e}") from e
@@ -254,10 +365,9 @@ async def run_unit(run: Run, key: str, input: Any, body: Callable[[], Awaitable[
             reason = f"{TOO_LARGE}: {e}"
             with contextlib.suppress(Exception):
                 await run.client.fail(task, reason, retryable=False)
-            raise UserError(f"unit {execution.id} ({input.get('unit')}) cannot be recorded: {reason}; "
+            raise UserError(f"unit {execution_id} ({input.get('unit')}) cannot be recorded: {reason}; "
                             "return something smaller (or raise the server's NEXUM_MAX_BODY_BYTES)") from e
         raise
-    return payload, done, False
 
 
 # --- the backend --------------------------------------------------------------------------------------
@@ -276,19 +386,21 @@ class NexumBackend(CallableOperationBackend[dict[str, Any]]):
         run = _RUN.get()
         if run is None:
             return await body()
-        started = time.perf_counter()
         if isinstance(operation_id, ModelRequestId):
             model_id, messages, settings, parameters = cache_key[:4]
             label = model_label(self._capability.model_for(model_id))
             key = model_request_key(run.identity, run.chain, label, messages, settings, parameters)  # type: ignore[arg-type]
+            sent = run.chain.stored(len(messages))  # type: ignore[arg-type]
             input = {"unit": "model_request", "model": label, "messages": len(messages),  # type: ignore[arg-type]
-                     "agent": run.identity.agent}
-            payload, execution, cached = await run_unit(run, key, input, body)
-            usage = payload.get("usage", {}) if isinstance(payload, dict) else {}
-            run.report(UnitEvent("model", label, None, cached, time.perf_counter() - started,
-                                 ran_seconds(execution) if cached else 0.0,
-                                 tokens=usage.get("input_tokens", 0) + usage.get("output_tokens", 0),
-                                 execution=execution))
+                     "agent": run.identity.agent, "sent": [digest for digest, _ in sent]}
+            new = [{"hash": digest, "body": body} for digest, body in sent if digest not in run.hold.sent]
+            def model_done(payload: object, execution: Execution, cached: bool, seconds: float) -> None:
+                usage = payload.get("usage", {}) if isinstance(payload, dict) else {}
+                run.report(UnitEvent("model", label, None, cached, seconds, ran_seconds(execution) if cached else 0.0,
+                                     tokens=usage.get("input_tokens", 0) + usage.get("output_tokens", 0),
+                                     execution=execution))
+
+            payload, _, _ = await run_unit(run, key, input, body, messages=new, on_recorded=model_done)
             return payload
         if isinstance(operation_id, ToolsetGetToolsId | ToolsetGetInstructionsId):
             ctx = cache_key[0]
@@ -305,9 +417,11 @@ class NexumBackend(CallableOperationBackend[dict[str, Any]]):
                                 ctx.messages, ctx.tool_call_id, ctx.tool_call_approved)
             input = {"unit": "tool_call", "tool_name": tool_name, "tool_args": tool_args,
                      "toolset_id": operation_id.toolset_id, "agent": run.identity.agent}
-            payload, execution, cached = await run_unit(run, key, input, _storable(body, tool_name))
-            run.report(UnitEvent("tool", tool_name, tool_args, cached, time.perf_counter() - started,
-                                 ran_seconds(execution) if cached else 0.0, execution=execution))
+            def tool_done(payload: object, execution: Execution, cached: bool, seconds: float) -> None:
+                run.report(UnitEvent("tool", tool_name, tool_args, cached, seconds,
+                                     ran_seconds(execution) if cached else 0.0, execution=execution))
+
+            payload, _, _ = await run_unit(run, key, input, _storable(body, tool_name), on_recorded=tool_done)
             return payload
         # Argument validation, event handlers, capability operations: deterministic work of the run.
         return await body()
@@ -433,37 +547,51 @@ class NexumDurability(BaseDurabilityCapability[AgentDepsT]):
         assert self.session_id is not None
         slot = (id(asyncio.get_running_loop()), self.session_id)
         hold = _HOLDS.get(slot)
-        if hold is not None and not hold.lost:
+        if hold is not None and not hold.lost and not hold.idle.is_set():
             hold.runs += 1
             try:
                 yield hold
             finally:
-                hold.runs -= 1
+                hold.leave()
             return
         owned = self.client is None and self.url is not None
         client = self.client or (NexumClient(self.url) if owned else shared_client())
         holder = f"pid {os.getpid()} on {socket.gethostname()}"
-        take = lambda: client.take_session(self.session_id, holder)  # noqa: E731
-        info = await reconnecting(take, time.monotonic() + DEFAULT_TIMEOUT)
+        session_id = self.session_id
+        deadline = time.monotonic() + DEFAULT_TIMEOUT
+        # The journal is read beside the take: a unit the old holder records in between is not in
+        # it, and its start answers it from the store instead.
+        info, journal = await asyncio.gather(reconnecting(lambda: client.take_session(session_id, holder), deadline),
+                                             reconnecting(lambda: client.journal(session_id), deadline))
         warm_up()
         if info.previous_holder:
             log.warning("took session %s over from a run still live (%s); that run stops at its next unit",
                         self.session_id, info.previous_holder)
         hold = _HOLDS[slot] = _Hold(info, client)
+        hold.load(journal)
         hold.tasks = [asyncio.create_task(_renew(hold)), asyncio.create_task(_presence(hold))]
         try:
             yield hold
         finally:
-            hold.runs -= 1
-            if _HOLDS.get(slot) is hold:
-                del _HOLDS[slot]
-            for task in hold.tasks:
-                task.cancel()
-            if not hold.lost:
-                with contextlib.suppress(Exception):
-                    await client.end_session_run(info)
-            if owned:
-                await client.aclose()
+            hold.leave()
+            # Runs that joined this one (an agent used as a tool, a gathered sibling) end first.
+            await hold.idle.wait()
+            try:
+                await hold.settle()
+            finally:
+                await self._release(slot, hold, client, owned)
+
+    @staticmethod
+    async def _release(slot: tuple[int, str], hold: _Hold, client: NexumClient, owned: bool) -> None:
+        if _HOLDS.get(slot) is hold:
+            del _HOLDS[slot]
+        for task in hold.tasks:
+            task.cancel()
+        if not hold.lost:
+            with contextlib.suppress(Exception):
+                await client.end_session_run(hold.info)
+        if owned:
+            await client.aclose()
 
 
 async def _presence(hold: _Hold) -> None:

@@ -80,6 +80,7 @@ class NexumEventWaiter(ExternalEventWaiter):
         if wait.status is WaitStatus.WAITING:
             wait = await self._ask(wait, ask)
         if wait.status is WaitStatus.WAITING:
+            await run.hold.settle()
             if self.on_wait is not None:
                 self.on_wait(wait)
             if self.detach:
@@ -94,6 +95,8 @@ class NexumEventWaiter(ExternalEventWaiter):
 
         recorded, _, _ = await run_unit(self.run, digest("ask", wait.key),
                                         {"unit": "ask", "wait": wait.name, "token": wait.token}, body)
+        # Recorded before anything waits: a run stopped while it waits must not ask again.
+        await self.run.hold.settle()
         answer = recorded.get("answer") if isinstance(recorded, dict) else None
         if answer is None:
             return wait

@@ -29,6 +29,8 @@ from pydantic_ai.exceptions import UserError
 from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelRequest, ModelResponse, UserPromptPart
 from pydantic_ai.models import ModelRequestParameters
 
+from nexum_server.journal import message_hash
+
 KEY_SCHEME = 2
 """Bumped whenever a key's projection changes: units recorded under another scheme are not served."""
 VOLATILE_FIELDS = frozenset({"timestamp", "run_id", "conversation_id"})
@@ -113,13 +115,14 @@ class MessageChain:
     _messages: list[ModelMessage] = field(default_factory=list)
     _hashes: list[str] = field(default_factory=list)
     _call_ids: dict[str, str] = field(default_factory=dict)
+    _stored: list[tuple[str, Any]] = field(default_factory=list)
 
     def through(self, messages: list[ModelMessage], count: int | None = None) -> str:
         """The chain hash of `messages[:count]` (all of them by default)."""
         count = len(messages) if count is None else count
         known = len(self._messages)
         if known > count or (known and messages[known - 1] is not self._messages[-1]):
-            self._messages, self._hashes, self._call_ids = [], [], {}
+            self._messages, self._hashes, self._call_ids, self._stored = [], [], {}, []
             known = 0
         for message in messages[known:count]:
             data = ModelMessagesTypeAdapter.dump_python([message], mode="json")[0]
@@ -127,7 +130,12 @@ class MessageChain:
             previous = self._hashes[-1] if self._hashes else ""
             self._hashes.append(hashlib.sha256((previous + canonical_json(projection)).encode()).hexdigest())
             self._messages.append(message)
+            self._stored.append((message_hash(data), data))
         return self._hashes[count - 1] if count else ""
+
+    def stored(self, count: int) -> list[tuple[str, Any]]:
+        """The first `count` messages as the journal stores them: (content hash, JSON), after `through`."""
+        return self._stored[:count]
 
     @property
     def last(self) -> str:
