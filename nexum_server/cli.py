@@ -34,7 +34,16 @@ from rich.table import Table
 
 from . import config
 from .config import Settings
-from .errors import ConfigError, NexumError, RequestRejected, SchemaError, ServerUnavailable, StoreUnavailable
+from .errors import (
+    ConfigError,
+    InvalidSessionId,
+    NexumError,
+    RequestRejected,
+    SchemaError,
+    ServerUnavailable,
+    StoreUnavailable,
+)
+from .ids import validate_session_id
 from .models import Execution, SessionSummary, Status
 
 console = Console()
@@ -124,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ServerUnavailable as e:
         errors.print(f"[red]error:[/] {e}", highlight=False)
         sys.exit(2)
-    except (RequestRejected, ConfigError) as e:
+    except (RequestRejected, ConfigError, InvalidSessionId) as e:
         errors.print(f"[red]error:[/] {e}", highlight=False)
         sys.exit(1 if isinstance(e, RequestRejected) and e.status != 401 else 2)
     except (NexumError, ValueError) as e:
@@ -239,10 +248,12 @@ async def inspect(args: argparse.Namespace) -> None:
         await client.check()
         if args.command == "sessions":
             if not 1 <= args.limit <= 500:
-                raise ValueError("--limit must be between 1 and 500")
+                raise ConfigError("--limit must be between 1 and 500")
             show_sessions((await client.sessions(limit=args.limit, contains=args.contains)).sessions)
             return
         if args.command == "ps":
+            if not 1 <= args.limit <= 1000:
+                raise ConfigError("--limit must be between 1 and 1000")
             executions = await client.list(args.session, args.status, limit=args.limit)
             if args.json:
                 print_json({"executions": [e.model_dump(mode="json") for e in executions]})
@@ -262,6 +273,8 @@ async def inspect(args: argparse.Namespace) -> None:
 
 async def resolve(client: Any, given: str) -> Execution:
     """The execution whose id is `given`, or the only one whose id starts with it."""
+    if not given.strip():
+        raise ConfigError("give an execution id, or a unique start of one; `nexum ps` lists them")
     matches = await client.list(id_prefix=given, limit=2)
     exact = [e for e in matches if e.id == given]
     if exact or len(matches) == 1:
@@ -282,6 +295,7 @@ async def forget(args: argparse.Namespace) -> None:
 
     from .client import NexumClient
 
+    validate_session_id(args.session_id)
     async with NexumClient(args.url) as client:
         await client.check()
         try:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 from ..config import Settings
-from ..errors import StoreUnavailable
+from ..errors import NexumError, StoreUnavailable
 from ..models import CallSummary, Execution, SessionSummary, Status, Task, WorkflowRef
 
 P = ParamSpec("P")
@@ -76,9 +76,20 @@ class Store(ABC):
         """Run a store method in the store's executor, off the event loop."""
         try:
             return await self._execute(functools.partial(method, *args, **kwargs))
-        except self.unavailable_errors as e:
-            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]  # a driver's hints stay in the log
-            raise StoreUnavailable(f"the database cannot be used right now ({reason}); try again") from e
+        except NexumError:
+            raise
+        except Exception as e:
+            known = self.translate(e)
+            if known is None:
+                raise
+            raise known from e
+
+    def translate(self, error: Exception) -> NexumError | None:
+        """The named error a driver's error means, or None for a bug (a 500 in the error shape)."""
+        if isinstance(error, self.unavailable_errors):
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]  # hints stay in the log
+            return StoreUnavailable(f"the database cannot be used right now ({reason}); try again")
+        return None
 
     async def read(self, method: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a read that may be slow (the web page's session counts) where it holds up no state

@@ -25,6 +25,8 @@ from psycopg_pool import ConnectionPool
 
 from ..errors import (
     ConfigError,
+    InvalidValue,
+    NexumError,
     LeaseLost,
     NotFound,
     SchemaError,
@@ -116,6 +118,14 @@ class PostgresStore(Store):
     def pool(self) -> ConnectionPool:
         assert self._pool is not None, "store is not open"
         return self._pool
+
+    def translate(self, error: Exception) -> NexumError | None:
+        if isinstance(error, psycopg.DataError):
+            # A value PostgreSQL cannot hold (a NUL in text) that no route refused: refused here
+            # too, as SQLite's store refuses what it cannot hold, never a 500.
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            return InvalidValue(f"the database cannot store a value of this request: {reason}")
+        return super().translate(error)
 
     def _connect_args(self) -> dict[str, Any]:
         return {"autocommit": True, "row_factory": dict_row, "connect_timeout": CONNECT_TIMEOUT_SECONDS,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import sqlite3
 import threading
 import uuid
@@ -14,6 +15,7 @@ from typing import Any, TypeVar
 
 from ..errors import (
     InvalidValue,
+    NexumError,
     LeaseLost,
     NotFound,
     SchemaError,
@@ -70,6 +72,9 @@ from .sqlite_sql import (
 
 
 T = TypeVar("T")
+log = logging.getLogger("nexum.store")
+DAMAGE_SIGNS = ("malformed", "not a database", "corrupt")
+"""Words of SQLite's errors for a damaged file (SQLITE_CORRUPT, SQLITE_NOTADB)."""
 
 
 class SQLiteStore(Store):
@@ -90,13 +95,26 @@ class SQLiteStore(Store):
         """Hold the file for this server alone (`lock.py`); tests open several stores on one file."""
         self._lock: ServerLock | None = None
         self._group = GroupCommit(self._executor, lambda: self.db)
+        self._damage_logged = False
 
     async def read(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._read_executor, functools.partial(method, *args, **kwargs))
-        except self.unavailable_errors as e:
-            raise StoreUnavailable(f"the database cannot be used right now ({e}); try again") from e
+        except Exception as e:
+            known = self.translate(e)
+            if known is None:
+                raise
+            raise known from e
+
+    def translate(self, error: Exception) -> NexumError | None:
+        if isinstance(error, sqlite3.DatabaseError) and any(sign in str(error) for sign in DAMAGE_SIGNS):
+            if not self._damage_logged:  # once: every request that touches the damage says the same
+                self._damage_logged = True
+                log.error("%s is damaged (%s): stop the server, keep a copy of the file, and restore it from a "
+                          "backup (or try `sqlite3 %s .recover`)", self.location, error, self.location)
+            return StoreUnavailable(f"the database file is damaged ({error}); the server's log says what to do")
+        return super().translate(error)
 
     @property
     def reader(self) -> sqlite3.Connection:
@@ -447,7 +465,8 @@ def _dump(value: Any) -> str:
     try:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except ValueError as e:
-        raise InvalidValue("NaN and Infinity are not JSON; send null or a string instead") from e
+        raise InvalidValue("NaN, Infinity and numbers too large for a float (such as 1e999) cannot be "
+                           "stored; send null or a string instead") from e
 
 
 def _execution(row: sqlite3.Row) -> Execution:

@@ -124,7 +124,7 @@ def test_json_that_is_not_storable_is_refused_with_422(api: httpx2.Client, sessi
                                                       change: dict[str, Any]) -> None:
     response = post_raw(api, "/v1/executions", json.dumps(start_body(session_id, **change)))
     assert response.status_code == 422, response.text
-    [error] = response.json()["detail"]
+    [error] = response.json()["error"]["details"]
     assert (error["type"], error["loc"][0]) == ("json_invalid", "body")
     assert api.get("/v1/executions", params={"session_id": session_id}).json()["executions"] == []
 
@@ -156,7 +156,7 @@ def test_wrong_types_and_values_get_422_naming_the_field(api: httpx2.Client, ses
                                                          body: dict[str, Any], field: str) -> None:
     response = api.post("/v1/executions", json={**start_body(session_id), **body})
     assert response.status_code == 422, response.text
-    assert field in {str(part) for error in response.json()["detail"] for part in error["loc"]}
+    assert field in {str(part) for error in response.json()["error"]["details"] for part in error["loc"]}
 
 
 @pytest.mark.parametrize("missing", ["workflow_id", "version_hash", "session_id", "key", "input"])

@@ -82,8 +82,8 @@ def test_sessions_come_a_page_at_a_time(api: Api, session_id: str) -> None:
 
     bad = api.http.get("/v1/sessions", params={"cursor": "not-a-cursor"})
     assert bad.status_code == 422
-    assert bad.json()["detail"][0]["loc"] == ["query", "cursor"]
-    assert "leave it out to start from the newest" in bad.json()["detail"][0]["msg"]
+    assert bad.json()["error"]["details"][0]["loc"] == ["query", "cursor"]
+    assert "leave it out to start from the newest" in bad.json()["error"]["message"]
     assert api.http.get("/v1/sessions", params={"limit": 0}).status_code == 422
 
 
