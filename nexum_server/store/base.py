@@ -157,6 +157,14 @@ class Store(ABC):
         """Those of `execution_ids` that are terminal (a re-check for waiters on other servers' work)."""
 
     @abstractmethod
+    def present_among(self, execution_ids: list[str]) -> list[str]:
+        """Those of `execution_ids` still stored (a re-check of a cache after lost deletions)."""
+
+    @abstractmethod
+    def ready_by_workflow(self, workflows: list[WorkflowRef], now: float) -> dict[tuple[str, str], int]:
+        """Claimable tasks now, per (workflow_id, version_hash) among `workflows` (a re-check for held polls)."""
+
+    @abstractmethod
     def cancel_execution(self, execution_id: str, now: float) -> Execution:
         """PENDING or RUNNING becomes CANCELLED; a CANCELLED one is returned as it is."""
 

@@ -75,6 +75,8 @@ class Change:
 
     kind: str
     execution_id: str | None = None
+    ref: tuple[str, str] | None = None
+    """Of `ready`: the (workflow_id, version_hash) of the task."""
 
 
 def is_postgres_url(db: str) -> bool:
@@ -257,6 +259,17 @@ class PostgresStore(Store):
     def terminal_among(self, execution_ids: list[str]) -> list[str]:
         with self._db() as db:
             return [row["id"] for row in db.execute(sql.TERMINAL_AMONG, (execution_ids,))]
+
+    def present_among(self, execution_ids: list[str]) -> list[str]:
+        with self._db() as db:
+            return [row["id"] for row in db.execute(sql.PRESENT_AMONG, (execution_ids,))]
+
+    def ready_by_workflow(self, workflows: list[WorkflowRef], now: float) -> dict[tuple[str, str], int]:
+        params = {"now": now, "workflow_ids": [w.workflow_id for w in workflows],
+                  "hashes": [w.version_hash for w in workflows]}
+        with self._db() as db:
+            rows = db.cursor(row_factory=tuple_row).execute(sql.READY_BY_WORKFLOW, params).fetchall()
+        return {(w, v): n for w, v, n in rows}
 
     def cancel_execution(self, execution_id: str, now: float) -> Execution:
         with self._db() as db:
@@ -443,7 +456,11 @@ class PostgresStore(Store):
                     kind, _, execution_id = change.partition(" ")
                     # Our own changes woke our own waiters already; anything else on the channel is ignored.
                     if origin != self.origin and kind in CHANGE_KINDS:
-                        yield Change(kind, execution_id or None)
+                        if kind == "ready":
+                            workflow_id, tab, version_hash = execution_id.partition("\t")
+                            yield Change(kind, ref=(workflow_id, version_hash) if tab else None)
+                        else:
+                            yield Change(kind, execution_id or None)
                 # This server is alive (on the database's clock); a connection that died quietly fails here.
                 await db.execute(sql.SERVER_SEEN, {"origin": self.origin})
                 yield None

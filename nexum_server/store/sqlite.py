@@ -51,6 +51,8 @@ from .sqlite_sql import (
     LIST_SESSIONS,
     NEXT_DUE,
     NEXT_LEASE_EXPIRY,
+    PRESENT_AMONG,
+    READY_BY_WORKFLOW,
     RELEASE,
     RENEW_RUNNING_LEASES,
     RENEW_SESSION_LEASES,
@@ -265,6 +267,13 @@ class SQLiteStore(Store):
 
     def terminal_among(self, execution_ids: list[str]) -> list[str]:
         return [row[0] for row in self.db.execute(TERMINAL_AMONG, (json.dumps(execution_ids),))]
+
+    def present_among(self, execution_ids: list[str]) -> list[str]:
+        return [row[0] for row in self.db.execute(PRESENT_AMONG, (json.dumps(execution_ids),))]
+
+    def ready_by_workflow(self, workflows: list[WorkflowRef], now: float) -> dict[tuple[str, str], int]:
+        refs = json.dumps([w.model_dump() for w in workflows])
+        return {(w, v): n for w, v, n in self.db.execute(READY_BY_WORKFLOW, {"now": now, "workflows": refs})}
 
     def cancel_execution(self, execution_id: str, now: float) -> Execution:
         with self._tx():

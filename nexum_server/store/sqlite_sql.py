@@ -114,6 +114,15 @@ TERMINAL_AMONG = """
 SELECT id FROM executions
 WHERE id IN (SELECT value FROM json_each(?)) AND status IN ('COMPLETED', 'FAILED', 'CANCELLED')
 """
+PRESENT_AMONG = "SELECT id FROM executions WHERE id IN (SELECT value FROM json_each(?))"
+READY_BY_WORKFLOW = """
+SELECT workflow_id, version_hash, count(*) FROM executions
+WHERE status = 'PENDING' AND scheduled_at <= :now
+  AND (workflow_id, version_hash) IN (
+      SELECT json_extract(value, '$.workflow_id'), json_extract(value, '$.version_hash')
+      FROM json_each(:workflows))
+GROUP BY workflow_id, version_hash
+"""
 CANCEL = f"""
 UPDATE executions
 SET status = 'CANCELLED', lease_token = NULL, lease_expires_at = NULL, completed_at = :now, updated_at = :now
