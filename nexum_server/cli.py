@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import config
+from . import config, slowclients
 from .config import Settings
 from .errors import (
     ConfigError,
@@ -88,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
              f"longest retry delay (default {config.RETRY_BACKOFF_MAX_SECONDS:g})"),
             ("--max-body-bytes", int, f"largest request body; larger get 413 (default {config.MAX_BODY_BYTES})"),
             ("--max-wait-seconds", float, f"longest a long-poll is held (default {config.MAX_WAIT_SECONDS:g})"),
+            ("--header-timeout-seconds", float, f"a request's headers must arrive within this long, else 408 "
+                                                f"(default {config.HEADER_TIMEOUT_SECONDS:g})"),
+            ("--max-header-bytes", int, f"largest request headers; larger get 431 (default {config.MAX_HEADER_BYTES})"),
+            ("--max-connections", int, f"open connections; past it, idle ones are closed first "
+                                       f"(default {config.MAX_CONNECTIONS})"),
             ("--sqlite-synchronous", str.upper, f"NORMAL survives a crash, FULL also a power cut "
                                                 f"(default {config.SQLITE_SYNCHRONOUS})"),
             ("--retain", str, "delete executions this long after they ended, e.g. 30d, 12h, 90m "
@@ -203,12 +208,50 @@ def _serve(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings, store, on_ready=ready)
     NexumUvicorn = _uvicorn_server_class()
-    server_config = uvicorn.Config(app, loop="auto", http="auto", access_log=args.access_log,
+    http = slowclients.protocol(settings.header_timeout_seconds, settings.max_header_bytes,
+                                _connection_bound(settings.max_connections))
+    server_config = uvicorn.Config(app, loop="auto", http=http, access_log=args.access_log,
                                    log_level="warning", timeout_graceful_shutdown=5, lifespan="on")
     if args.access_log:
         # log_level="warning" quiets uvicorn's start-up chatter, and with it the INFO access lines asked for.
-        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
+        access = logging.getLogger("uvicorn.access")
+        access.setLevel(logging.INFO)
+        access.addFilter(_without_query)
     NexumUvicorn(server_config, app).run(sockets=[sock])
+
+
+FILES_KEPT = 256
+"""Open files kept beside connections: the database, its WAL, the log, the store's threads."""
+
+
+def _connection_bound(wanted: int) -> int:
+    """`wanted`, or fewer when the process may not open that many files: past its open-file limit
+    the kernel refuses new connections before the server can choose which to close."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = wanted + FILES_KEPT
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raised = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return wanted
+    bound = max(soft - FILES_KEPT, 16)
+    errors.print(f"[yellow]warning:[/] the open-file limit ({soft}) allows {bound} connections, not "
+                 f"NEXUM_MAX_CONNECTIONS={wanted}; raise it with `ulimit -n`", highlight=False)
+    return bound
+
+
+def _without_query(record: logging.LogRecord) -> bool:
+    """Access lines show the path only: a token a client put in a URL's query never reaches the log."""
+    if isinstance(record.args, tuple) and len(record.args) == 5 and isinstance(record.args[2], str):
+        client, method, path, version, status = record.args
+        record.args = (client, method, path.split("?", 1)[0], version, status)
+    return True
 
 
 def _is_loopback(host: str) -> bool:
