@@ -170,7 +170,7 @@ def _serve(args: argparse.Namespace) -> None:
     try:
         store = open_store(settings)
     except (SchemaError, StoreUnavailable, ConfigError) as e:
-        errors.print(f"[red]cannot open the database:[/] {e}", highlight=False)
+        errors.print(f"[red]error:[/] cannot open the database: {e}", highlight=False)
         sys.exit(2)
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

@@ -6,14 +6,17 @@ import asyncio
 import functools
 import json
 import logging
+import os
 import sqlite3
 import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import (
+    ConfigError,
     InvalidValue,
     NexumError,
     LeaseLost,
@@ -152,9 +155,12 @@ class SQLiteStore(Store):
 
     def open(self) -> None:
         path = self.settings.db_path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _check_path(path)
         if self._lock_file:
-            self._lock = ServerLock(path)
+            try:
+                self._lock = ServerLock(path)
+            except OSError as e:
+                raise ConfigError(f"--db {path}: cannot create its lock file {path}.lock ({e.strerror})") from e
         # Autocommit mode: each method opens its own transaction with BEGIN IMMEDIATE, so a writer
         # takes the lock before reading what it will change.
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -163,6 +169,8 @@ class SQLiteStore(Store):
             db.execute("PRAGMA busy_timeout = 5000")
             # Checked before any pragma that writes: a file this server refuses is left as it was.
             version = self._check_schema(db, path)
+            if version:
+                _quick_check(db, path)
             mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
                 raise SchemaError(f"{path}: SQLite refused WAL mode (got {mode}); use a local file system")
@@ -458,6 +466,29 @@ class _Transaction:
         if not self.owner:
             return
         self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def _check_path(path: Path) -> None:
+    """`ConfigError` naming the problem when `path` cannot be a database file this server writes."""
+    if path.is_dir():
+        raise ConfigError(f"--db {path} is a directory; give the path of a database file in it, e.g. {path / 'local.db'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--db {path}: cannot create its folder {path.parent} ({e.strerror})") from e
+    # SQLite writes the WAL and its index beside the file, so the folder must be writable too.
+    for where, what in ((path.parent, "folder"), (path, "file")):
+        if (what == "folder" or path.exists()) and not os.access(where, os.W_OK):
+            raise ConfigError(f"--db {path}: the {what} {where} is not writable (read-only file system, "
+                              "or its permissions); give a --db this user can write")
+
+
+def _quick_check(db: sqlite3.Connection, path: Path) -> None:
+    """`SchemaError` when SQLite finds the file damaged (`PRAGMA quick_check`, a read of every page)."""
+    problems = [row[0] for row in db.execute("PRAGMA quick_check(5)").fetchall()]
+    if problems != ["ok"]:
+        raise SchemaError(f"{path} is damaged ({'; '.join(problems)}): keep a copy of it, then restore it "
+                          f"from a backup or recover what is left (`sqlite3 {path} .recover`)")
 
 
 def _run_script(db: sqlite3.Connection, script: str) -> None:
