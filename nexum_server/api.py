@@ -87,7 +87,9 @@ def create_app(settings: Settings, store: Store | None = None,
         finally:
             await service.stop()
 
-    app = FastAPI(title="Nexum", version=__version__, lifespan=lifespan,
+    # No /docs or /redoc: FastAPI's pages load their scripts from CDNs (blank offline, and against
+    # the page's no-CDN policy). /openapi.json is the contract; any OpenAPI viewer reads it.
+    app = FastAPI(title="Nexum", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Durable, idempotent executions with a long-poll task queue.")
     app.state.service = service
     app.include_router(router)

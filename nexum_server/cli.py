@@ -306,6 +306,8 @@ async def inspect(args: argparse.Namespace) -> None:
         execution = await resolve(client, args.execution_id)
         if args.command == "cancel":
             execution = await client.cancel(execution.id)
+        else:
+            execution = await client.get(execution.id)  # a list carries no result; the execution does
         if args.json:
             print_json(execution.model_dump(mode="json"))
         elif args.command == "show":

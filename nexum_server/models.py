@@ -146,7 +146,10 @@ class Execution(BaseModel):
     """Claims by workers so far."""
     max_attempts: int
     result: Any = None
-    """The output of the completed execution."""
+    """The output of the completed execution; null in lists (`GET /v1/executions`), which say only
+    `result_chars`: read one execution for its result."""
+    result_chars: int | None = None
+    """In lists: the length of the stored result as JSON text (null without one)."""
     error: str | None = None
     """The last error reported, kept while a retry is pending."""
     worker_id: str | None = None

@@ -254,7 +254,7 @@ class PostgresStore(Store):
         params = {"session_id": session_id, "status": status.value if status else None, "key": key, "limit": limit,
                   "id_prefix": id_prefix}
         with self._db() as db:
-            return [_execution(row) for row in db.execute(sql.LIST_EXECUTIONS, params)]
+            return [_execution(row, listed=True) for row in db.execute(sql.LIST_EXECUTIONS, params)]
 
     def terminal_among(self, execution_ids: list[str]) -> list[str]:
         with self._db() as db:

@@ -136,8 +136,11 @@ SELECT {COLUMNS} FROM nexum.executions
 WHERE workflow_id = %s AND session_id = %s AND key = %s AND status IN {LIVE}
 """
 SELECT_EXECUTION = f"SELECT {COLUMNS} FROM nexum.executions WHERE id = %s"
+# Lists never carry results (a page of 1,000 large results was a 190 MB answer held whole in memory):
+# their length only; `GET /v1/executions/{id}` has the result.
+LIST_COLUMNS = COLUMNS.replace(" result,", " NULL AS result, length(result) AS result_chars,")
 LIST_EXECUTIONS = f"""
-SELECT {COLUMNS} FROM nexum.executions
+SELECT {LIST_COLUMNS} FROM nexum.executions
 WHERE (%(session_id)s::text IS NULL OR session_id = %(session_id)s)
   AND (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(key)s::text IS NULL OR key = %(key)s)

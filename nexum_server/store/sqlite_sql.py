@@ -102,8 +102,11 @@ SELECT {COLUMNS} FROM executions
 WHERE workflow_id = ? AND session_id = ? AND key = ? AND status IN {LIVE}
 """
 SELECT_EXECUTION = f"SELECT {COLUMNS} FROM executions WHERE id = ?"
+# Lists never carry results (a page of 1,000 large results was a 190 MB answer held whole in memory):
+# their length only; `GET /v1/executions/{id}` has the result.
+LIST_COLUMNS = COLUMNS.replace(" result,", " NULL AS result, length(result) AS result_chars,")
 LIST_EXECUTIONS = f"""
-SELECT {COLUMNS} FROM executions
+SELECT {LIST_COLUMNS} FROM executions
 WHERE (:session_id IS NULL OR session_id = :session_id)
   AND (:status IS NULL OR status = :status)
   AND (:key IS NULL OR key = :key)

@@ -225,3 +225,24 @@ def test_a_server_with_a_token_refuses_in_the_shape_and_takes_a_lower_case_schem
             answer = plain.get("/v1/executions", headers={"Authorization": f"{scheme} s3cret"})
             assert answer.status_code == 200, (scheme, answer.text)
         assert plain.get("/v1/executions", headers={"Authorization": "Basic s3cret"}).status_code == 401
+
+
+def test_lists_never_carry_results_only_their_length(http: httpx2.Client) -> None:
+    session = f"s-big-{os.getpid()}"
+    big = {"result": "x" * 200_000}
+    ids = []
+    for i in range(5):
+        started = http.post("/v1/executions", json=start_body(session, f"big-{i}")).json()
+        tasks = http.post("/v1/tasks/poll", json=poll_body(max_tasks=100, wait=0.2)).json()["tasks"]
+        [task] = [t for t in tasks if t["execution_id"] == started["id"]]
+        done = http.post(f"/v1/tasks/{task['task_id']}/complete", json={"lease_token": task["lease_token"], "output": big})
+        assert done.status_code == 200, done.text
+        ids.append(started["id"])
+    listed = http.get("/v1/executions", params={"session_id": session, "limit": 1000})
+    assert len(listed.content) < 20_000, "a list of five 200 KB results is a small answer"
+    executions = listed.json()["executions"]
+    assert {e["id"] for e in executions} == set(ids)
+    assert all(e["result"] is None and e["result_chars"] == len(json.dumps(big, separators=(",", ":")))
+               for e in executions), executions[0]
+    one = http.get(f"/v1/executions/{ids[0]}").json()
+    assert one["result"] == big and one["result_chars"] is None
