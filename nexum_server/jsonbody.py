@@ -3,7 +3,8 @@
 `json.loads` takes `NaN` and `Infinity` (and reads `1e999999` as infinity), lone UTF-16
 surrogates such as `"\\ud800"` (not Unicode: SQLite cannot bind them and no response could carry
 them), and nesting far deeper than pydantic can serialise back. Stored, any of these turns every
-later read or poll of that execution into a 500. They are refused while decoding, as FastAPI's own `json_invalid` validation error.
+later read or poll of that execution into a 500. They are refused while decoding, as FastAPI's
+own `json_invalid` validation error.
 """
 
 from __future__ import annotations
