@@ -196,7 +196,7 @@ class Worker:
         log.info("%s %s after %.2f s (attempt %d)%s", label, verb, time.perf_counter() - started, task.attempt,
                  detail)
 
-    async def _report(self, method: Any, task: Task, *args: Any) -> Any:
+    async def _report(self, method: Any, task: Task, *args: Any, last: bool = False) -> Any:
         """Send a report; None when the server refused it (the lease is no longer ours).
 
         While the server is away the report is retried with no deadline: the lease guards it on
@@ -206,10 +206,12 @@ class Worker:
         try:
             return await retry_async(lambda: method(task, *args), log=log)
         except RequestRejected as e:
-            if e.status == 413 and method == self.client.complete:
-                # Sending it again cannot make the result smaller: fail the call now, saying why,
-                # rather than leave it RUNNING until its lease runs out and then run it again.
-                return await self._report(self.client.fail, task, f"result too large to store: {e}", False)
+            if e.status not in (404, 409) and method != self.client.release and not last:
+                # Sending it again cannot change the server's answer (a result too large, a text no
+                # store can hold): fail the call now with the reason, rather than leave it RUNNING
+                # until its lease runs out and then run it again.
+                what = "result too large to store" if e.status == 413 else "the server refused the report"
+                return await self._report(self.client.fail, task, f"{what}: {e}", False, last=True)
             # 409: the lease ran out and the task went to another worker, whose result will count.
             log.warning("task %s: report refused (%s)", task.task_id, e)
             return None

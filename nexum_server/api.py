@@ -7,25 +7,26 @@ reaches a client as a 500.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from http import HTTPStatus
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import __version__, journal_api, sessions, waits
+from . import __version__, journal_api, sessions, shape, waits
 from .config import Settings
 from .errors import InvalidValue, LeaseLost, NexumError, NotFound, SessionBusy, StoreUnavailable, WaitOver
 from .guard import Guard
 from .hotroutes import HotRoutes
 from .jsonbody import StrictJSONRoute
 from .models import (
+    NO_NUL,
     CompleteTask,
     ErrorBody,
     Execution,
@@ -44,6 +45,7 @@ from .models import (
     TakeSession,
     TaskBatch,
 )
+from .params import Id, RunToken, SessionFilter, SessionPath, Text
 from .service import QueueService
 from .store import SCHEMA_VERSION, Store, open_store
 
@@ -56,6 +58,8 @@ ERRORS = {
     409: {"model": ErrorBody, "description": "Stale lease token, the execution is already over, or (code "
                                              "`session_taken_over`) a newer run took the session"},
     413: {"model": ErrorBody, "description": "Body larger than the server accepts"},
+    422: {"model": ErrorBody, "description": "A field is missing or has a wrong type or value (code "
+                                             "`invalid_request`, with `details`), or a value cannot be stored"},
     503: {"model": ErrorBody, "description": "The database is busy or failing; try again"},
 }
 
@@ -83,7 +87,9 @@ def create_app(settings: Settings, store: Store | None = None,
         finally:
             await service.stop()
 
-    app = FastAPI(title="Nexum", version=__version__, lifespan=lifespan,
+    # No /docs or /redoc: FastAPI's pages load their scripts from CDNs (blank offline, and against
+    # the page's no-CDN policy). /openapi.json is the contract; any OpenAPI viewer reads it.
+    app = FastAPI(title="Nexum", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Durable, idempotent executions with a long-poll task queue.")
     app.state.service = service
     app.state.waits = waits.Waits(service)
@@ -92,7 +98,17 @@ def create_app(settings: Settings, store: Store | None = None,
     app.include_router(waits.router)
     app.include_router(sessions.router)
     app.add_exception_handler(NexumError, nexum_error)  # type: ignore[arg-type]
-    app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, shape.validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, shape.http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, shape.internal_error)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = shape.document_errors(get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return Guard(HotRoutes(app, service, error_answer), token=settings.token, max_body_bytes=settings.max_body_bytes,
                  metrics=service.metrics)
 
@@ -109,20 +125,12 @@ router = APIRouter(route_class=StrictJSONRoute)
 def error_answer(exc: NexumError) -> tuple[int, bytes]:
     """The status and body of an error the service raised: the one mapping for every route."""
     status = next((code for kind, code in ERROR_STATUS.items() if isinstance(exc, kind)), 400)
-    body = json.dumps({"error": {"code": exc.code, "message": str(exc)}}, ensure_ascii=False, separators=(",", ":"))
-    return status, body.encode()
+    return status, shape.error_json(exc.code, str(exc))
 
 
 async def nexum_error(request: Request, exc: NexumError) -> Response:
     status, body = error_answer(exc)
     return Response(body, status_code=status, media_type="application/json")
-
-
-async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    # Unknown routes, wrong methods and undecodable bodies answer in the same shape as our errors.
-    code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
-    return JSONResponse({"error": {"code": code, "message": str(exc.detail)}}, status_code=exc.status_code,
-                        headers=exc.headers)
 
 
 @router.get("/health", response_model=Health, tags=["server"])
@@ -152,23 +160,23 @@ async def start_execution(body: StartExecution, service: Service) -> Response:
 
 
 @router.get("/v1/executions/{execution_id}", response_model=Execution, tags=["executions"], responses=ERRORS)
-async def get_execution(execution_id: str, service: Service,
+async def get_execution(execution_id: Id, service: Service,
                         wait: Annotated[float, Query(ge=0, le=3600)] = 0.0) -> Response:
     return _json(await service.get_execution(execution_id, wait))
 
 
 @router.get("/v1/executions", response_model=ExecutionList, tags=["executions"], responses=ERRORS)
-async def list_executions(service: Service, session_id: str | None = None, status: Status | None = None,
-                          key: str | None = None,
+async def list_executions(service: Service, session_id: SessionFilter = None, status: Status | None = None,
+                          key: Text = None,
                           limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-                          id_prefix: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+                          id_prefix: Annotated[str | None, Query(min_length=1, max_length=64, pattern=NO_NUL)] = None,
                           ) -> ExecutionList:
     return ExecutionList(executions=await service.list_executions(session_id, status, key, limit, id_prefix))
 
 
 @router.post("/v1/executions/{execution_id}/cancel", response_model=Execution, tags=["executions"],
              responses=ERRORS)
-async def cancel_execution(execution_id: str, service: Service) -> Execution:
+async def cancel_execution(execution_id: Id, service: Service) -> Execution:
     return await service.cancel(execution_id)
 
 
@@ -180,28 +188,28 @@ async def poll_tasks(body: PollTasks, request: Request, service: Service) -> Res
 
 
 @router.post("/v1/tasks/{task_id}/heartbeat", response_model=Lease, tags=["tasks"], responses=ERRORS)
-async def heartbeat(task_id: str, body: LeaseBody, service: Service) -> Lease:
+async def heartbeat(task_id: Id, body: LeaseBody, service: Service) -> Lease:
     expires = await service.heartbeat(task_id, body.lease_token)
     return Lease(task_id=task_id, lease_token=body.lease_token, lease_expires_at=expires)
 
 
 @router.post("/v1/tasks/{task_id}/complete", response_model=Execution, tags=["tasks"], responses=ERRORS)
-async def complete_task(task_id: str, body: CompleteTask, service: Service) -> Response:
+async def complete_task(task_id: Id, body: CompleteTask, service: Service) -> Response:
     return _json(await service.complete(task_id, body.lease_token, body.output))
 
 
 @router.post("/v1/tasks/{task_id}/fail", response_model=Execution, tags=["tasks"], responses=ERRORS)
-async def fail_task(task_id: str, body: FailTask, service: Service) -> Execution:
+async def fail_task(task_id: Id, body: FailTask, service: Service) -> Execution:
     return await service.fail(task_id, body.lease_token, body.error, body.retryable)
 
 
 @router.post("/v1/tasks/{task_id}/release", response_model=Execution, tags=["tasks"], responses=ERRORS)
-async def release_task(task_id: str, body: LeaseBody, service: Service) -> Execution:
+async def release_task(task_id: Id, body: LeaseBody, service: Service) -> Execution:
     return await service.release(task_id, body.lease_token)
 
 
 @router.post("/v1/sessions/{session_id}/runs", response_model=SessionRunInfo, tags=["sessions"], responses=ERRORS)
-async def take_session(session_id: str, body: TakeSession, service: Service) -> SessionRunInfo:
+async def take_session(session_id: SessionPath, body: TakeSession, service: Service) -> SessionRunInfo:
     """Become the session's one live run, at once: a previous run is fenced (its in-process executions
     are re-claimed by this run, its reports refused) whether it is alive or not."""
     return await service.take_session(session_id, body.holder)
@@ -209,13 +217,13 @@ async def take_session(session_id: str, body: TakeSession, service: Service) -> 
 
 @router.post("/v1/sessions/{session_id}/runs/{run_token}/heartbeat", response_model=SessionLease,
              tags=["sessions"], responses=ERRORS)
-async def renew_session(session_id: str, run_token: str, service: Service) -> SessionLease:
+async def renew_session(session_id: SessionPath, run_token: RunToken, service: Service) -> SessionLease:
     return SessionLease(session_id=session_id, lease_expires_at=await service.renew_session(session_id, run_token))
 
 
 @router.get("/v1/sessions/{session_id}/runs/{run_token}/presence", status_code=204, tags=["sessions"],
             responses=ERRORS, response_class=Response)
-async def presence(session_id: str, run_token: str, request: Request, service: Service) -> Response:
+async def presence(session_id: SessionPath, run_token: RunToken, request: Request, service: Service) -> Response:
     """Held open by a live run for as long as it runs. When the connection closes (the agent's process
     ended or was killed) the run is gone: what it held is claimable by the session's next run at once."""
 
@@ -229,6 +237,6 @@ async def presence(session_id: str, run_token: str, request: Request, service: S
 
 @router.delete("/v1/sessions/{session_id}/runs/{run_token}", status_code=204, tags=["sessions"],
                responses=ERRORS)
-async def end_session_run(session_id: str, run_token: str, service: Service) -> Response:
+async def end_session_run(session_id: SessionPath, run_token: RunToken, service: Service) -> Response:
     await service.end_session_run(session_id, run_token)
     return Response(status_code=204)

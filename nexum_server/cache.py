@@ -50,6 +50,10 @@ class CompletedCache:
         if k is not None:
             self._items.pop(k, None)
 
+    def ids(self) -> list[str]:
+        """The ids of the cached executions (a re-check after lost deletions)."""
+        return list(self._keys)
+
     def put(self, execution: Execution) -> None:
         if (execution.status is not Status.COMPLETED or self.entries <= 0
                 or _size(execution.result) > CACHE_MAX_RESULT_BYTES):

@@ -37,10 +37,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import cli_waits, config
+from . import cli_waits, config, slowclients
 from .config import Settings
-from .errors import ConfigError, NexumError, RequestRejected, SchemaError, ServerUnavailable, StoreUnavailable
-from .ids import SESSION_ID_RULE, InvalidSessionId, validate_session_id
+from .errors import (
+    ConfigError,
+    InvalidSessionId,
+    NexumError,
+    RequestRejected,
+    SchemaError,
+    ServerUnavailable,
+    StoreUnavailable,
+)
+from .ids import SESSION_ID_RULE, validate_session_id
 from .models import Execution, SessionSummary, Status, before_last_attempt, ran_seconds
 
 console = Console()
@@ -86,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
              f"longest retry delay (default {config.RETRY_BACKOFF_MAX_SECONDS:g})"),
             ("--max-body-bytes", int, f"largest request body; larger get 413 (default {config.MAX_BODY_BYTES})"),
             ("--max-wait-seconds", float, f"longest a long-poll is held (default {config.MAX_WAIT_SECONDS:g})"),
+            ("--header-timeout-seconds", float, f"a request's headers must arrive within this long, else 408 "
+                                                f"(default {config.HEADER_TIMEOUT_SECONDS:g})"),
+            ("--max-header-bytes", int, f"largest request headers; larger get 431 (default {config.MAX_HEADER_BYTES})"),
+            ("--max-connections", int, f"open connections; past it, idle ones are closed first "
+                                       f"(default {config.MAX_CONNECTIONS})"),
             ("--sqlite-synchronous", str.upper, f"NORMAL survives a crash, FULL also a power cut "
                                                 f"(default {config.SQLITE_SYNCHRONOUS})"),
             ("--retain", str, "delete executions this long after they ended, e.g. 30d, 12h, 90m "
@@ -221,12 +234,50 @@ def _serve(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings, store, on_ready=ready)
     NexumUvicorn = _uvicorn_server_class()
-    server_config = uvicorn.Config(app, loop="auto", http="auto", access_log=args.access_log,
+    http = slowclients.protocol(settings.header_timeout_seconds, settings.max_header_bytes,
+                                _connection_bound(settings.max_connections))
+    server_config = uvicorn.Config(app, loop="auto", http=http, access_log=args.access_log,
                                    log_level="warning", timeout_graceful_shutdown=5, lifespan="on")
     if args.access_log:
         # log_level="warning" quiets uvicorn's start-up chatter, and with it the INFO access lines asked for.
-        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
+        access = logging.getLogger("uvicorn.access")
+        access.setLevel(logging.INFO)
+        access.addFilter(_without_query)
     NexumUvicorn(server_config, app).run(sockets=[sock])
+
+
+FILES_KEPT = 256
+"""Open files kept beside connections: the database, its WAL, the log, the store's threads."""
+
+
+def _connection_bound(wanted: int) -> int:
+    """`wanted`, or fewer when the process may not open that many files: past its open-file limit
+    the kernel refuses new connections before the server can choose which to close."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = wanted + FILES_KEPT
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raised = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return wanted
+    bound = max(soft - FILES_KEPT, 16)
+    errors.print(f"[yellow]warning:[/] the open-file limit ({soft}) allows {bound} connections, not "
+                 f"NEXUM_MAX_CONNECTIONS={wanted}; raise it with `ulimit -n`", highlight=False)
+    return bound
+
+
+def _without_query(record: logging.LogRecord) -> bool:
+    """Access lines show the path only: a token a client put in a URL's query never reaches the log."""
+    if isinstance(record.args, tuple) and len(record.args) == 5 and isinstance(record.args[2], str):
+        client, method, path, version, status = record.args
+        record.args = (client, method, path.split("?", 1)[0], version, status)
+    return True
 
 
 def _is_loopback(host: str) -> bool:
@@ -275,10 +326,12 @@ async def inspect(args: argparse.Namespace) -> None:
             return
         if args.command == "sessions":
             if not 1 <= args.limit <= 500:
-                raise ValueError("--limit must be between 1 and 500")
+                raise ConfigError("--limit must be between 1 and 500")
             show_sessions((await client.sessions(limit=args.limit, contains=args.contains)).sessions)
             return
         if args.command == "ps":
+            if not 1 <= args.limit <= 1000:
+                raise ConfigError("--limit must be between 1 and 1000")
             executions = await client.list(args.session, args.status, limit=args.limit)
             if args.json:
                 print_json({"executions": [e.model_dump(mode="json") for e in executions]})
@@ -288,6 +341,8 @@ async def inspect(args: argparse.Namespace) -> None:
         execution = await resolve(client, args.execution_id)
         if args.command == "cancel":
             execution = await client.cancel(execution.id)
+        else:
+            execution = await client.get(execution.id)  # a list carries no result; the execution does
         sent = await client.sent(execution.id) if args.command == "show" else None
         if args.json:
             print_json({**execution.model_dump(mode="json"),
@@ -302,6 +357,8 @@ async def inspect(args: argparse.Namespace) -> None:
 
 async def resolve(client: Any, given: str) -> Execution:
     """The execution whose id is `given`, or the only one whose id starts with it."""
+    if not given.strip():
+        raise ConfigError("give an execution id, or a unique start of one; `nexum ps` lists them")
     matches = await client.list(id_prefix=given, limit=2)
     exact = [e for e in matches if e.id == given]
     if exact or len(matches) == 1:
@@ -322,6 +379,7 @@ async def forget(args: argparse.Namespace) -> None:
 
     from .client import NexumClient
 
+    validate_session_id(args.session_id)
     async with NexumClient(args.url) as client:
         await client.check()
         try:

@@ -249,7 +249,13 @@ class NexumClient:
 
     async def forget(self, session_id: str) -> ForgetResult:
         """Delete the session's executions; refused (409) while any of them is pending or running."""
-        response = await self.request("DELETE", f"/v1/sessions/{quote(session_id, safe='')}")
+        path = f"/v1/sessions/{quote(session_id, safe='')}"
+        response = await self.request("DELETE", path)
+        if not response.content:
+            # Only something other than a Nexum server (or an older one, which routed some ids
+            # elsewhere) answers a forget without a body: say so, rather than fail to read it.
+            raise RequestRejected(response.status_code, None, f"DELETE {path} answered {response.status_code} "
+                                  "with no body, not with what a forget answers; nothing is known to be deleted")
         return ForgetResult.model_validate_json(response.content)
 
     async def journal(self, session_id: str) -> Journal:
@@ -516,12 +522,20 @@ def _checked(response: R, url: str, method: str, path: str) -> R:
                   else "from a proxy; is `nexum dev` running?")
         raise ServerUnavailable(f"the Nexum server at {url} is unavailable "
                                 f"(HTTP {response.status_code}: {reason})")
-    message = body["error"]["message"] if _has_error(body) else str(body)
+    message = body["error"]["message"] if _has_error(body) else _not_ours(body)
     raise RequestRejected(response.status_code, body, f"{method} {path} answered {response.status_code}: {message}")
 
 
 def _message(body: Any) -> str:
-    return body["error"]["message"] if _has_error(body) else str(body)
+    return body["error"]["message"] if _has_error(body) else _not_ours(body)
+
+
+def _not_ours(body: Any) -> str:
+    """A sentence for an error body that is not a Nexum server's (a proxy's page, another server)."""
+    text = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)
+    text = " ".join(text.split())
+    shown = text if len(text) <= 200 else text[:199] + "…"
+    return f"the answer is not a Nexum error ({shown!r})" if shown else "the answer has no body"
 
 
 def _has_error(body: Any) -> bool:

@@ -36,6 +36,11 @@ RETRY_BACKOFF_SECONDS = 1.0
 RETRY_BACKOFF_MAX_SECONDS = 60.0
 MAX_BODY_BYTES = 1024 * 1024
 MAX_WAIT_SECONDS = 60.0
+HEADER_TIMEOUT_SECONDS = 10.0
+"""Longest a request's head (request line and headers) may take to arrive (`slowclients.py`)."""
+MAX_HEADER_BYTES = 64 * 1024
+MAX_CONNECTIONS = 4096
+"""Open connections per server; past it, connections still waiting for their head are closed first."""
 """Longest a long-poll request is held; clients ask again for longer waits."""
 RETAIN_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 """Units of a retention period: `30d`, `12h`, `90m`, `45s`."""
@@ -147,6 +152,13 @@ class Settings(NexumSettings):
     """Largest request body accepted; larger ones get 413."""
     max_wait_seconds: Seconds = MAX_WAIT_SECONDS
     """Longest a long-poll request is held."""
+    header_timeout_seconds: Seconds = HEADER_TIMEOUT_SECONDS
+    """A request's head must arrive within this long of the connection opening (or of the previous
+    answer on a kept-alive connection); else 408 and the connection is closed."""
+    max_header_bytes: int = Field(MAX_HEADER_BYTES, ge=1024)
+    """Largest request head (request line and headers); larger get 431."""
+    max_connections: int = Field(MAX_CONNECTIONS, ge=16)
+    """Open connections per server (held long-polls count)."""
     sqlite_synchronous: Literal["NORMAL", "FULL"] = SQLITE_SYNCHRONOUS
     """SQLite `synchronous` pragma: NORMAL or FULL."""
     retain: str | None = None

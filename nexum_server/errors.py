@@ -6,7 +6,7 @@
     ├── NotFound               no such execution, task or workflow        -> 404
     │   └── WorkflowNotFound   start names a workflow version never registered
     ├── InvalidValue           an input or output JSON cannot be stored   -> 422
-    │   └── InvalidSessionId   a session id outside the rule (`ids.py`)
+    │   └── InvalidSessionId   a session id breaks the rule of `ids.py`   -> 422
     ├── LeaseLost              the lease token is stale or the task ended -> 409
     │   └── SessionTakenOver   a newer run of the session took it over    -> 409
     ├── SessionBusy            forget refused: the session has live calls -> 409
@@ -49,6 +49,10 @@ class InvalidValue(NexumError, ValueError):
     """A JSON value the store cannot keep faithfully (NaN or Infinity)."""
 
     code = "invalid_value"
+
+
+class InvalidSessionId(InvalidValue):
+    code = "invalid_session_id"
 
 
 class StoreUnavailable(NexumError):

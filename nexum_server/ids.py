@@ -1,31 +1,25 @@
-"""Session ids: one rule, checked at every entry point (the CLI, the demo, `submit_task.py`, the API).
+"""The one rule for session ids, checked at every entry point (routes, bodies, the CLI, the demo).
 
-A session id is 1 to 128 characters of letters, digits and `._:-@`: it goes into URL paths
-(`/v1/sessions/{id}`), the page's links and shell commands, where any other character needs quoting
-or escaping somewhere.
+A session id names a row on the page, a path segment of `/v1/sessions/{id}` and a shell word in a
+resume hint, so it is kept to characters that are the same in all three: no `/` (which would route
+`a/runs/b` to the session-run endpoints), no spaces, no control characters.
 """
 
 from __future__ import annotations
 
 import re
 
-from .errors import InvalidValue
+from .errors import InvalidSessionId
 
-SESSION_ID_MAX = 128
-SESSION_ID_RULE = f"1 to {SESSION_ID_MAX} characters of letters, digits and ._:-@"
-_SESSION_ID = re.compile(r"[A-Za-z0-9._:@-]{1,%d}" % SESSION_ID_MAX)
-
-
-class InvalidSessionId(InvalidValue):
-    """A session id that breaks the rule (`SESSION_ID_RULE`)."""
-
-    code = "invalid_session_id"
+SESSION_ID_MAX_CHARS = 128
+SESSION_ID_RULE = f"1 to {SESSION_ID_MAX_CHARS} characters, each a letter, a digit or one of . _ : - @"
+_SESSION_ID = re.compile(rf"[\w.:@-]{{1,{SESSION_ID_MAX_CHARS}}}")
 
 
-def validate_session_id(session_id: str) -> str:
-    """`session_id` itself when it keeps the rule; `InvalidSessionId` naming the rule otherwise."""
-    if not isinstance(session_id, str) or not _SESSION_ID.fullmatch(session_id):
-        text = str(session_id)
-        shown = repr(text) if len(text) <= 40 else f"{text[:40]!r}… ({len(text)} characters)"
-        raise InvalidSessionId(f"session id {shown} is not valid: a session id is {SESSION_ID_RULE}")
-    return session_id
+def validate_session_id(session_id: object) -> str:
+    """`session_id` when it follows the rule; `InvalidSessionId` (code `invalid_session_id`) naming it."""
+    if isinstance(session_id, str) and _SESSION_ID.fullmatch(session_id):
+        return session_id
+    shown = repr(session_id) if not isinstance(session_id, str) or len(session_id) <= 60 \
+        else repr(session_id[:60]) + f"... ({len(session_id)} characters)"
+    raise InvalidSessionId(f"session id {shown} is not valid: a session id is {SESSION_ID_RULE}")

@@ -1,14 +1,16 @@
 """Strict JSON request bodies: refuse, as a 422, what Python's `json` accepts but the store cannot keep.
 
-`json.loads` takes `NaN` and `Infinity`, lone UTF-16 surrogates such as `"\\ud800"` (not Unicode:
-SQLite cannot bind them and no response could carry them), and nesting far deeper than pydantic
-can serialise back. Stored, any of these turns every later read or poll of that execution into a
-500. They are refused while decoding, as FastAPI's own `json_invalid` validation error.
+`json.loads` takes `NaN` and `Infinity` (and reads `1e999999` as infinity), lone UTF-16
+surrogates such as `"\\ud800"` (not Unicode: SQLite cannot bind them and no response could carry
+them), and nesting far deeper than pydantic can serialise back. Stored, any of these turns every
+later read or poll of that execution into a 500. They are refused while decoding, as FastAPI's
+own `json_invalid` validation error.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -21,7 +23,7 @@ MAX_JSON_DEPTH = 64
 
 def loads_strict(body: bytes) -> Any:
     """Decode `body`; `json.JSONDecodeError` for malformed JSON and for the values described above."""
-    value = json.loads(body, parse_constant=_no_constant)
+    value = json.loads(body, parse_constant=_no_constant, parse_float=_finite)
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
@@ -40,6 +42,13 @@ def loads_strict(body: bytes) -> Any:
 
 def _no_constant(name: str) -> Any:
     raise json.JSONDecodeError(f"{name} is not JSON; send null or a string instead", "", 0)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise json.JSONDecodeError(f"{text[:40]} is too large for a float; send it as a string", "", 0)
+    return value
 
 
 def _check_text(text: str, body: bytes) -> None:

@@ -8,11 +8,30 @@ from __future__ import annotations
 
 import json
 from enum import Enum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from .errors import InvalidSessionId
+from .ids import validate_session_id
 
 Name = Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")
+NO_NUL = r"^[^\x00]*$"
+"""Text a store can hold: PostgreSQL refuses the NUL character in text, so no field takes it."""
+Token = Field(min_length=1, max_length=200, pattern=NO_NUL)
+
+
+def _session_id(value: str) -> str:
+    try:
+        return validate_session_id(value)
+    except InvalidSessionId as e:
+        # Its own error type, so the 422 says `invalid_session_id` (shape.py) as every route does.
+        raise PydanticCustomError("invalid_session_id", "{reason}", {"reason": str(e)}) from None
+
+
+SessionId = Annotated[str, AfterValidator(_session_id)]
+"""A session id, checked by the one rule of `ids.py`, in bodies, paths and queries alike."""
 
 
 class Status(str, Enum):
@@ -91,7 +110,7 @@ class MessageBody(_Body):
 class StartExecution(WorkflowRef):
     """Body of `POST /v1/executions`: idempotent on (workflow_id, session_id, key)."""
 
-    session_id: str = Name
+    session_id: SessionId
     """Scope of the idempotency key; a re-run with the same session reuses completed results."""
     key: str = Name
     """Idempotency key of the call within its session (a sha256 hex digest for tool calls)."""
@@ -99,7 +118,7 @@ class StartExecution(WorkflowRef):
     """The execution's input, any JSON value."""
     wait: float = Field(default=0.0, ge=0, le=3600)
     """Hold the response up to this many seconds until the execution is terminal."""
-    run_token: str | None = Field(default=None, min_length=1, max_length=200)
+    run_token: str | None = Field(default=None, min_length=1, max_length=200, pattern=NO_NUL)
     """The caller's session run (`POST /v1/sessions/{id}/runs`): lease the execution to the caller
     instead of a worker. The answer then carries `claimed` when the caller is to run it; when another
     holder runs it, the request is held like `wait`."""
@@ -153,7 +172,10 @@ class Execution(BaseModel):
     """Claims by workers so far."""
     max_attempts: int
     result: Any = None
-    """The output of the completed execution."""
+    """The output of the completed execution; null in lists (`GET /v1/executions`), which say only
+    `result_chars`: read one execution for its result."""
+    result_chars: int | None = None
+    """In lists: the length of the stored result as JSON text (null without one)."""
     error: str | None = None
     """The last error reported, kept while a retry is pending."""
     worker_id: str | None = None
@@ -225,7 +247,7 @@ class TaskBatch(BaseModel):
 class LeaseBody(_Body):
     """Body of heartbeat and release."""
 
-    lease_token: str = Field(min_length=1, max_length=200)
+    lease_token: str = Token
 
 
 class CompleteTask(LeaseBody):
@@ -239,9 +261,16 @@ class FailTask(LeaseBody):
     """Body of `POST /v1/tasks/{id}/fail`."""
 
     error: str = Field(min_length=1, max_length=20_000)
-    """What went wrong, as the caller should read it."""
+    """What went wrong, as the caller should read it. A NUL character in it is stored as the six
+    characters `\\u0000` (no store can hold it): an error text is for reading, and it often quotes
+    what a model sent."""
     retryable: bool = True
     """False for errors that will not change on a retry: the execution fails at once."""
+
+    @field_validator("error")
+    @classmethod
+    def _escape_nul(cls, error: str) -> str:
+        return error.replace("\x00", "\\u0000")
 
 
 class Lease(BaseModel):
@@ -250,13 +279,26 @@ class Lease(BaseModel):
     lease_expires_at: float
 
 
+class FieldProblem(BaseModel):
+    """One problem a validation error found: where, and what is wrong (never the value sent)."""
+
+    loc: list[str | int]
+    """Where: `body`, `query` or `path`, then the field names (and list indexes) down to it."""
+    msg: str
+    type: str
+
+
 class ErrorDetail(BaseModel):
     code: str
+    """Stable, for programs to branch on: `invalid_request`, `not_found`, `lease_lost`, ..."""
     message: str
+    """For people: one or more sentences saying what was wrong and, where it helps, what to do."""
+    details: list[FieldProblem] | None = None
+    """With `invalid_request` (422): each problem found in the request."""
 
 
 class ErrorBody(BaseModel):
-    """Every non-validation error the API returns."""
+    """Every error the API returns, 4xx or 5xx, on every route."""
 
     error: ErrorDetail
 

@@ -24,10 +24,14 @@ RECENT_TERMINAL = 10_000
 """Terminal executions remembered for waiters that register just after the completion."""
 
 
+Ref = tuple[str, str]
+"""(workflow_id, version_hash): what a task needs of the worker that claims it."""
+
+
 class Notifier:
     def __init__(self) -> None:
-        self._pollers: dict[asyncio.Future[None], None] = {}
-        """Held polls, oldest first (a dict keeps insertion order)."""
+        self._pollers: dict[asyncio.Future[Ref | None], frozenset[Ref]] = {}
+        """Held polls, oldest first (a dict keeps insertion order), with the workflow versions each can run."""
         self._waiters: dict[str, set[asyncio.Future[Execution]]] = {}
         self._recent: OrderedDict[str, Execution] = OrderedDict()
         self._ended_elsewhere: OrderedDict[str, None] = OrderedDict()
@@ -48,27 +52,27 @@ class Notifier:
     async def wait_closing(self) -> None:
         await self._closed.wait()
 
-    def tasks_ready(self, count: int | None = None) -> None:
-        """New claimable work: wake `count` held polls, oldest first, or every one of them.
+    def tasks_ready(self, count: int | None = None, ref: Ref | None = None) -> None:
+        """New claimable work: wake `count` held polls, oldest first, or every one of them; with
+        `ref`, only polls that can run that workflow version.
 
-        One new task wakes one poll: waking them all would have every other worker's poll read the
-        store for nothing. A poll that is woken and then leaves without claiming hands the wake-up
-        on (`QueueService._leave`), so none is lost.
+        One new task wakes one poll that can claim it: waking them all would have every other
+        worker's poll read the store for nothing, and waking one of another workflow would leave the
+        task waiting out a long-poll. A poll that is woken and then leaves without claiming hands the
+        wake-up on (`QueueService._leave`, with the future's `ref`), so none is lost.
         """
-        if count is None:
-            pollers, self._pollers = self._pollers, {}
-            for future in pollers:
-                if not future.done():
-                    future.set_result(None)
-            return
-        while count > 0 and self._pollers:
-            future = next(iter(self._pollers))
+        chosen = []
+        for future, refs in self._pollers.items():  # stops at the first match in the common case
+            if ref is None or ref in refs:
+                chosen.append(future)
+                if count is not None and len(chosen) >= count:
+                    break
+        for future in chosen:
             del self._pollers[future]
             if not future.done():
-                future.set_result(None)
-                count -= 1
+                future.set_result(ref)
 
-    async def wait_for_tasks(self, registered: asyncio.Future[None], timeout: float) -> bool:
+    async def wait_for_tasks(self, registered: asyncio.Future[Ref | None], timeout: float) -> bool:
         """Wait on a future from `poller()`; True if woken, False on timeout."""
         try:
             await asyncio.wait_for(asyncio.shield(registered), timeout)
@@ -78,16 +82,21 @@ class Notifier:
         finally:
             self._pollers.pop(registered, None)
 
-    def drop_poller(self, registered: asyncio.Future[None]) -> None:
+    def drop_poller(self, registered: asyncio.Future[Ref | None]) -> None:
         self._pollers.pop(registered, None)
 
-    def poller(self) -> asyncio.Future[None]:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def poller(self, refs: frozenset[Ref] = frozenset()) -> asyncio.Future[Ref | None]:
+        """A held poll's future, woken with the `ref` of the work, or None (anything may be ready)."""
+        future: asyncio.Future[Ref | None] = asyncio.get_running_loop().create_future()
         if self.closing:
             future.set_result(None)
         else:
-            self._pollers[future] = None
+            self._pollers[future] = refs
         return future
+
+    def held_refs(self) -> set[Ref]:
+        """The workflow versions some held poll can run."""
+        return set().union(*self._pollers.values()) if self._pollers else set()
 
     def terminal(self, execution: Execution) -> None:
         """An execution reached a terminal state: hand it to everyone waiting on it."""

@@ -18,8 +18,8 @@ from .config import Settings
 from .errors import LeaseLost, StoreUnavailable
 from .journal import split_input
 from .metrics import Metrics
-from .models import Execution, PollTasks, RegisterWorkflow, SessionRunInfo, StartExecution, Status, Task
-from .notifier import Notifier
+from .models import Execution, PollTasks, RegisterWorkflow, SessionRunInfo, StartExecution, Status, Task, WorkflowRef
+from .notifier import Notifier, Ref
 from .store import Store, StartOutcome
 
 log = logging.getLogger("nexum.service")
@@ -95,7 +95,7 @@ class QueueService:
         if outcome.created:
             self.metrics.started.inc()
             if body.run_token is None:
-                self.notifier.tasks_ready(1)
+                self.notifier.tasks_ready(1, (body.workflow_id, body.version_hash))
         elif execution.status is Status.COMPLETED:
             self.metrics.cache_hits.inc()
             self.hits.add(execution.id, time.time())
@@ -150,9 +150,10 @@ class QueueService:
 
     async def _poll(self, body: PollTasks, disconnected: Callable[[], Awaitable[bool]]) -> list[Task]:
         deadline = time.monotonic() + self.cap_wait(body.wait)
+        refs = frozenset((w.workflow_id, w.version_hash) for w in body.workflows)
         while True:
             # Registered before the claim reads the store, so a task started after that read wakes us.
-            woken = self.notifier.poller()
+            woken = self.notifier.poller(refs)
             try:
                 outcome = await self.store.run(self.store.claim, body.worker_id, body.workflows,
                                                body.max_tasks, self.settings.lease_seconds, time.time())
@@ -163,7 +164,8 @@ class QueueService:
             if outcome.tasks:
                 self._leave(woken)
                 if len(outcome.tasks) == body.max_tasks:
-                    self.notifier.tasks_ready(1)  # there may be more than this poll could take
+                    last = outcome.tasks[-1]  # there may be more than this poll could take
+                    self.notifier.tasks_ready(1, (last.workflow_id, last.version_hash))
                 self.metrics.claims.inc(len(outcome.tasks))
                 return outcome.tasks
             timeout = deadline - time.monotonic()
@@ -181,11 +183,11 @@ class QueueService:
                 self._leave(woken)
                 return []
 
-    def _leave(self, woken: asyncio.Future[None]) -> None:
-        """A poll ends: a wake-up it got but will not act on goes to the next held poll."""
+    def _leave(self, woken: asyncio.Future[Ref | None]) -> None:
+        """A poll ends: a wake-up it got but will not act on goes to the next held poll that can."""
         self.notifier.drop_poller(woken)
         if woken.done() and not self.notifier.closing:
-            self.notifier.tasks_ready(1)
+            self.notifier.tasks_ready(1, woken.result())
 
     async def heartbeat(self, task_id: str, lease_token: str) -> float:
         """Extend the lease; its new expiry."""
@@ -201,7 +203,7 @@ class QueueService:
 
     async def release(self, task_id: str, lease_token: str) -> Execution:
         execution = await self._report(self.store.release, task_id, lease_token, time.time())
-        self.notifier.tasks_ready(1)
+        self.notifier.tasks_ready(1, (execution.workflow_id, execution.version_hash))
         return execution
 
     async def _report(self, method: Callable[..., Execution], *args: Any) -> Execution:
@@ -220,7 +222,7 @@ class QueueService:
             self.metrics.failed.inc()
         elif execution.status is Status.PENDING:
             self.metrics.retries.inc()
-            self.notifier.tasks_ready(1)
+            self.notifier.tasks_ready(1, (execution.workflow_id, execution.version_hash))
         if execution.status.terminal:
             self.notifier.terminal(execution)
         return execution
@@ -274,25 +276,30 @@ class QueueService:
                 self.notifier.terminal(execution)
             else:
                 self.notifier.requeued(execution)
-        # An INTERRUPTED one is no worker's work: only a requeued one wakes the polls.
-        if any(execution.status is Status.PENDING for execution in executions):
-            self.notifier.tasks_ready()
+                # An INTERRUPTED one is no worker's work: only a requeued one wakes the polls.
+                if execution.status is Status.PENDING:
+                    self.notifier.tasks_ready(1, (execution.workflow_id, execution.version_hash))
 
     async def follow_other_servers(self) -> None:
         """Wake this server's long-polls for what other servers on the same database commit.
 
         The store's notifications carry the changes; a re-check on every reconnect and every few
-        seconds covers any notification lost with a dropped connection. Reconnects by itself.
+        seconds covers any notification lost with a dropped connection. Deletions lost that way
+        are re-checked on reconnect: the cache drops what the store no longer has. Reconnects by itself.
         """
         delay = RECONNECT_MIN_SECONDS
         while True:
+            connected = False
             try:
                 async for change in self.store.changes():
                     delay = RECONNECT_MIN_SECONDS
                     if change is None:
-                        await self.recheck()
+                        # The first re-check of a connection follows its LISTEN: a deletion committed
+                        # after it arrives as a notification, one before it is found here.
+                        await self.recheck(cache=not connected)
+                        connected = True
                     elif change.kind == "ready":
-                        self.notifier.tasks_ready()
+                        self.notifier.tasks_ready(1 if change.ref else None, change.ref)
                     elif change.kind == "done" and change.execution_id:
                         self.notifier.ended_elsewhere(change.execution_id)
                     elif change.kind == "deleted" and change.execution_id:
@@ -303,9 +310,19 @@ class QueueService:
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX_SECONDS)
 
-    async def recheck(self) -> None:
-        """Held requests look again: polls claim, waiters whose execution ended elsewhere read it."""
-        self.notifier.tasks_ready()
+    async def recheck(self, cache: bool = False) -> None:
+        """What lost notifications would have said, one store read each, never one per held request:
+        polls that can claim ready work are woken (as many as there are tasks), waiters whose
+        execution ended elsewhere read it; with `cache`, cached results deleted elsewhere are dropped."""
+        if cache and (cached := self.completed.ids()):
+            present = set(await self.store.run(self.store.present_among, cached))
+            for execution_id in cached:
+                if execution_id not in present:
+                    self.completed.discard_id(execution_id)
+        if held := self.notifier.held_refs():
+            refs = [WorkflowRef(workflow_id=w, version_hash=v) for w, v in sorted(held)]
+            for ref, count in (await self.store.run(self.store.ready_by_workflow, refs, time.time())).items():
+                self.notifier.tasks_ready(count, ref)
         waited = self.notifier.waited_ids()
         tokens = [name.removeprefix(WAIT_PREFIX) for name in waited if name.startswith(WAIT_PREFIX)]
         executions = [name for name in waited if not name.startswith(WAIT_PREFIX)]

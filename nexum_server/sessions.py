@@ -29,7 +29,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, Response
 
 from .errors import NotFound
-from .models import CallPage, ErrorBody, ForgetResult, SessionPage, SessionSummary
+from .models import CallPage, ErrorBody, ForgetResult, SessionId, SessionPage, SessionSummary
+from .params import SessionPath, Text
 from .store.base import CallKey
 
 if TYPE_CHECKING:
@@ -60,6 +61,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "Missing or wrong bearer token"},
     404: {"model": ErrorBody, "description": "Nothing is stored under that session id"},
     409: {"model": ErrorBody, "description": "Forget refused: the session has pending or running calls"},
+    422: {"model": ErrorBody, "description": "A parameter is missing or has a wrong type or value (code "
+                                             "`invalid_request`, with `details`)"},
     503: {"model": ErrorBody, "description": "The database is busy or failing; try again"},
 }
 
@@ -146,8 +149,7 @@ async def _fresh_counts(service: QueueService) -> None:
 
 
 @router.get("/v1/sessions", response_model=SessionPage, tags=["sessions"], responses=ERRORS)
-async def list_sessions(request: Request, contains: Annotated[str | None, Query(max_length=200)] = None,
-                        cursor: str | None = None,
+async def list_sessions(request: Request, contains: Text = None, cursor: Text = None,
                         limit: Annotated[int, Query(ge=1, le=500)] = PAGE_LIMIT) -> SessionPage:
     """Sessions by latest activity (a change or a cached hit), newest first, with their counts."""
     service = _service(request)
@@ -159,7 +161,7 @@ async def list_sessions(request: Request, contains: Annotated[str | None, Query(
 
 
 @router.get("/v1/sessions/{session_id:path}", response_model=SessionSummary, tags=["sessions"], responses=ERRORS)
-async def get_session(request: Request, session_id: str) -> SessionSummary:
+async def get_session(request: Request, session_id: SessionPath) -> SessionSummary:
     service = _service(request)
     await _fresh_counts(service)
     summary = await service.store.read(service.store.get_session, session_id)
@@ -170,7 +172,7 @@ async def get_session(request: Request, session_id: str) -> SessionSummary:
 
 
 @router.delete("/v1/sessions/{session_id:path}", response_model=ForgetResult, tags=["sessions"], responses=ERRORS)
-async def forget_session(request: Request, session_id: str) -> ForgetResult:
+async def forget_session(request: Request, session_id: SessionPath) -> ForgetResult:
     """Delete every execution of the session: its calls run again the next time they are made.
 
     Refused (409, nothing deleted) while any of them is PENDING or RUNNING: the run in progress
@@ -184,8 +186,7 @@ async def forget_session(request: Request, session_id: str) -> ForgetResult:
 
 
 @router.get("/v1/calls", response_model=CallPage, tags=["sessions"], responses=ERRORS)
-async def list_calls(request: Request, session_id: Annotated[str, Query(min_length=1, max_length=200)],
-                     cursor: str | None = None,
+async def list_calls(request: Request, session_id: Annotated[SessionId, Query()], cursor: Text = None,
                      limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> CallPage:
     """A session's executions, newest first: tool and arguments (or a summary of any other input),
     status, attempts, times, worker, error; the result is in `GET /v1/executions/{id}`."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 from ..config import Settings
-from ..errors import InvalidValue, NotFound, StoreUnavailable, WaitOver
+from ..errors import InvalidValue, NexumError, NotFound, StoreUnavailable, WaitOver
 from ..journal import Sent
 from ..models import (
     CallSummary,
@@ -109,9 +109,20 @@ class Store(ABC):
         """Run a store method in the store's executor, off the event loop."""
         try:
             return await self._execute(functools.partial(method, *args, **kwargs))
-        except self.unavailable_errors as e:
-            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]  # a driver's hints stay in the log
-            raise StoreUnavailable(f"the database cannot be used right now ({reason}); try again") from e
+        except NexumError:
+            raise
+        except Exception as e:
+            known = self.translate(e)
+            if known is None:
+                raise
+            raise known from e
+
+    def translate(self, error: Exception) -> NexumError | None:
+        """The named error a driver's error means, or None for a bug (a 500 in the error shape)."""
+        if isinstance(error, self.unavailable_errors):
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]  # hints stay in the log
+            return StoreUnavailable(f"the database cannot be used right now ({reason}); try again")
+        return None
 
     async def read(self, method: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a read that may be slow (the web page's session counts) where it holds up no state
@@ -180,6 +191,14 @@ class Store(ABC):
     @abstractmethod
     def terminal_among(self, execution_ids: list[str]) -> list[str]:
         """Those of `execution_ids` that are terminal (a re-check for waiters on other servers' work)."""
+
+    @abstractmethod
+    def present_among(self, execution_ids: list[str]) -> list[str]:
+        """Those of `execution_ids` still stored (a re-check of a cache after lost deletions)."""
+
+    @abstractmethod
+    def ready_by_workflow(self, workflows: list[WorkflowRef], now: float) -> dict[tuple[str, str], int]:
+        """Claimable tasks now, per (workflow_id, version_hash) among `workflows` (a re-check for held polls)."""
 
     @abstractmethod
     def cancel_execution(self, execution_id: str, now: float) -> Execution:

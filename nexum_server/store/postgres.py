@@ -26,6 +26,8 @@ from psycopg_pool import ConnectionPool
 
 from ..errors import (
     ConfigError,
+    InvalidValue,
+    NexumError,
     LeaseLost,
     NotFound,
     SchemaError,
@@ -88,6 +90,8 @@ class Change:
 
     kind: str
     execution_id: str | None = None
+    ref: tuple[str, str] | None = None
+    """Of `ready`: the (workflow_id, version_hash) of the task."""
 
 
 def is_postgres_url(db: str) -> bool:
@@ -132,6 +136,14 @@ class PostgresStore(Store):
     def pool(self) -> ConnectionPool:
         assert self._pool is not None, "store is not open"
         return self._pool
+
+    def translate(self, error: Exception) -> NexumError | None:
+        if isinstance(error, psycopg.DataError):
+            # A value PostgreSQL cannot hold (a NUL in text) that no route refused: refused here
+            # too, as SQLite's store refuses what it cannot hold, never a 500.
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            return InvalidValue(f"the database cannot store a value of this request: {reason}")
+        return super().translate(error)
 
     def _connect_args(self) -> dict[str, Any]:
         return {"autocommit": True, "row_factory": dict_row, "connect_timeout": CONNECT_TIMEOUT_SECONDS,
@@ -281,11 +293,22 @@ class PostgresStore(Store):
         params = {"session_id": session_id, "status": status.value if status else None, "key": key, "limit": limit,
                   "id_prefix": id_prefix}
         with self._db() as db:
-            return [_execution(row) for row in db.execute(sql.LIST_EXECUTIONS, params)]
+            return [_execution(row, listed=True) for row in db.execute(sql.LIST_EXECUTIONS, params)]
 
     def terminal_among(self, execution_ids: list[str]) -> list[str]:
         with self._db() as db:
             return [row["id"] for row in db.execute(sql.TERMINAL_AMONG, (execution_ids,))]
+
+    def present_among(self, execution_ids: list[str]) -> list[str]:
+        with self._db() as db:
+            return [row["id"] for row in db.execute(sql.PRESENT_AMONG, (execution_ids,))]
+
+    def ready_by_workflow(self, workflows: list[WorkflowRef], now: float) -> dict[tuple[str, str], int]:
+        params = {"now": now, "workflow_ids": [w.workflow_id for w in workflows],
+                  "hashes": [w.version_hash for w in workflows]}
+        with self._db() as db:
+            rows = db.cursor(row_factory=tuple_row).execute(sql.READY_BY_WORKFLOW, params).fetchall()
+        return {(w, v): n for w, v, n in rows}
 
     def cancel_execution(self, execution_id: str, now: float) -> Execution:
         with self._db() as db:
@@ -562,7 +585,11 @@ class PostgresStore(Store):
                     kind, _, execution_id = change.partition(" ")
                     # Our own changes woke our own waiters already; anything else on the channel is ignored.
                     if origin != self.origin and kind in CHANGE_KINDS:
-                        yield Change(kind, execution_id or None)
+                        if kind == "ready":
+                            workflow_id, tab, version_hash = execution_id.partition("\t")
+                            yield Change(kind, ref=(workflow_id, version_hash) if tab else None)
+                        else:
+                            yield Change(kind, execution_id or None)
                 # This server is alive (on the database's clock); a connection that died quietly fails here.
                 await db.execute(sql.SERVER_SEEN, {"origin": self.origin})
                 yield None

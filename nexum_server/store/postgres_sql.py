@@ -6,7 +6,7 @@ lease expiry pick their rows with `FOR UPDATE SKIP LOCKED` (several servers clai
 waiting on each other or taking a row twice), and every change another server may be waiting for
 sends a notification (`pg_notify`) in the same statement, delivered when it commits.
 
-Notification payloads on `CHANNEL`: `<origin> ready` (a task became claimable),
+Notification payloads on `CHANNEL`: `<origin> ready <workflow id>\t<version hash>` (a task became claimable),
 `<origin> done <execution id>` (an execution became terminal) and `<origin> deleted <execution id>`
 (a session forgotten, or retention); `<origin> done wait:<token>` (a wait was resolved or timed
 out). `origin` names the sending server,
@@ -153,7 +153,9 @@ COLUMNS = (
 NEW_TOKEN = "replace(gen_random_uuid()::text, '-', '')"
 # The workflows a worker runs, as two parallel arrays.
 WORKFLOWS_IN = "(workflow_id, version_hash) IN (SELECT * FROM unnest(%(workflow_ids)s::text[], %(hashes)s::text[]))"
-NOTIFY_READY = f"pg_notify('{CHANNEL}', %(origin)s || ' ready')"
+# The workflow version rides along, so only a poll that can claim the task is woken; a tab never
+# occurs in a workflow id or version (`models.Name`).
+NOTIFY_READY = f"pg_notify('{CHANNEL}', %(origin)s || ' ready ' || workflow_id || chr(9) || version_hash)"
 NOTIFY_DONE = f"pg_notify('{CHANNEL}', %(origin)s || ' done ' || id)"
 # Per returned row: a terminal one wakes its waiters, a requeued one wakes pollers.
 NOTIFY_OUTCOME = (f"CASE WHEN status IN {TERMINAL} THEN {NOTIFY_DONE} "
@@ -186,8 +188,11 @@ SELECT {COLUMNS} FROM nexum.executions
 WHERE workflow_id = %s AND session_id = %s AND key = %s AND status IN {LIVE}
 """
 SELECT_EXECUTION = f"SELECT {COLUMNS} FROM nexum.executions WHERE id = %s"
+# Lists never carry results (a page of 1,000 large results was a 190 MB answer held whole in memory):
+# their length only; `GET /v1/executions/{id}` has the result.
+LIST_COLUMNS = COLUMNS.replace(" result,", " NULL AS result, length(result) AS result_chars,")
 LIST_EXECUTIONS = f"""
-SELECT {COLUMNS} FROM nexum.executions
+SELECT {LIST_COLUMNS} FROM nexum.executions
 WHERE (%(session_id)s::text IS NULL OR session_id = %(session_id)s)
   AND (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(key)s::text IS NULL OR key = %(key)s)
@@ -195,6 +200,13 @@ WHERE (%(session_id)s::text IS NULL OR session_id = %(session_id)s)
 ORDER BY seq DESC LIMIT %(limit)s
 """
 TERMINAL_AMONG = f"SELECT id FROM nexum.executions WHERE id = ANY(%s) AND status IN {TERMINAL}"
+# Re-checks: what a lost notification would have said, in one statement for all held requests.
+PRESENT_AMONG = "SELECT id FROM nexum.executions WHERE id = ANY(%s)"
+READY_BY_WORKFLOW = f"""
+SELECT workflow_id, version_hash, count(*) FROM nexum.executions
+WHERE status = 'PENDING' AND scheduled_at <= %(now)s AND {WORKFLOWS_IN}
+GROUP BY workflow_id, version_hash
+"""
 CANCEL = f"""
 WITH cancelled AS (
     UPDATE nexum.executions

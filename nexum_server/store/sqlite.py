@@ -5,15 +5,20 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
+import os
 import sqlite3
 import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import (
+    ConfigError,
     InvalidValue,
+    NexumError,
     LeaseLost,
     NotFound,
     SchemaError,
@@ -52,6 +57,8 @@ from .sqlite_sql import (
     LIST_SESSIONS,
     NEXT_DUE,
     NEXT_LEASE_EXPIRY,
+    PRESENT_AMONG,
+    READY_BY_WORKFLOW,
     RELEASE,
     RENEW_RUNNING_LEASES,
     RENEW_SESSION_LEASES,
@@ -73,6 +80,9 @@ from .sqlite_sql import (
 
 
 T = TypeVar("T")
+log = logging.getLogger("nexum.store")
+DAMAGE_SIGNS = ("malformed", "not a database", "corrupt")
+"""Words of SQLite's errors for a damaged file (SQLITE_CORRUPT, SQLITE_NOTADB)."""
 
 
 class SQLiteStore(Store):
@@ -94,13 +104,26 @@ class SQLiteStore(Store):
         """Hold the file for this server alone (`lock.py`); tests open several stores on one file."""
         self._lock: ServerLock | None = None
         self._group = GroupCommit(self._executor, lambda: self.db)
+        self._damage_logged = False
 
     async def read(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._read_executor, functools.partial(method, *args, **kwargs))
-        except self.unavailable_errors as e:
-            raise StoreUnavailable(f"the database cannot be used right now ({e}); try again") from e
+        except Exception as e:
+            known = self.translate(e)
+            if known is None:
+                raise
+            raise known from e
+
+    def translate(self, error: Exception) -> NexumError | None:
+        if isinstance(error, sqlite3.DatabaseError) and any(sign in str(error) for sign in DAMAGE_SIGNS):
+            if not self._damage_logged:  # once: every request that touches the damage says the same
+                self._damage_logged = True
+                log.error("%s is damaged (%s): stop the server, keep a copy of the file, and restore it from a "
+                          "backup (or try `sqlite3 %s .recover`)", self.location, error, self.location)
+            return StoreUnavailable(f"the database file is damaged ({error}); the server's log says what to do")
+        return super().translate(error)
 
     @property
     def reader(self) -> sqlite3.Connection:
@@ -136,9 +159,12 @@ class SQLiteStore(Store):
 
     def open(self) -> None:
         path = self.settings.db_path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _check_path(path)
         if self._lock_file:
-            self._lock = ServerLock(path)
+            try:
+                self._lock = ServerLock(path)
+            except OSError as e:
+                raise ConfigError(f"--db {path}: cannot create its lock file {path}.lock ({e.strerror})") from e
         # Autocommit mode: each method opens its own transaction with BEGIN IMMEDIATE, so a writer
         # takes the lock before reading what it will change.
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -147,6 +173,8 @@ class SQLiteStore(Store):
             db.execute("PRAGMA busy_timeout = 5000")
             # Checked before any pragma that writes: a file this server refuses is left as it was.
             version = self._check_schema(db, path)
+            if version:
+                _quick_check(db, path)
             mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
                 raise SchemaError(f"{path}: SQLite refused WAL mode (got {mode}); use a local file system")
@@ -256,10 +284,17 @@ class SQLiteStore(Store):
                         limit: int, id_prefix: str | None = None) -> list[Execution]:
         params = {"session_id": session_id, "status": status.value if status else None, "key": key, "limit": limit,
                   "id_prefix": id_prefix}
-        return [_execution(row) for row in self.db.execute(LIST_EXECUTIONS, params)]
+        return [_execution(row, listed=True) for row in self.db.execute(LIST_EXECUTIONS, params)]
 
     def terminal_among(self, execution_ids: list[str]) -> list[str]:
         return [row[0] for row in self.db.execute(TERMINAL_AMONG, (json.dumps(execution_ids),))]
+
+    def present_among(self, execution_ids: list[str]) -> list[str]:
+        return [row[0] for row in self.db.execute(PRESENT_AMONG, (json.dumps(execution_ids),))]
+
+    def ready_by_workflow(self, workflows: list[WorkflowRef], now: float) -> dict[tuple[str, str], int]:
+        refs = json.dumps([w.model_dump() for w in workflows])
+        return {(w, v): n for w, v, n in self.db.execute(READY_BY_WORKFLOW, {"now": now, "workflows": refs})}
 
     def cancel_execution(self, execution_id: str, now: float) -> Execution:
         with self._tx():
@@ -527,6 +562,29 @@ class _Transaction:
         self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
 
 
+def _check_path(path: Path) -> None:
+    """`ConfigError` naming the problem when `path` cannot be a database file this server writes."""
+    if path.is_dir():
+        raise ConfigError(f"--db {path} is a directory; give the path of a database file in it, e.g. {path / 'local.db'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--db {path}: cannot create its folder {path.parent} ({e.strerror})") from e
+    # SQLite writes the WAL and its index beside the file, so the folder must be writable too.
+    for where, what in ((path.parent, "folder"), (path, "file")):
+        if (what == "folder" or path.exists()) and not os.access(where, os.W_OK):
+            raise ConfigError(f"--db {path}: the {what} {where} is not writable (read-only file system, "
+                              "or its permissions); give a --db this user can write")
+
+
+def _quick_check(db: sqlite3.Connection, path: Path) -> None:
+    """`SchemaError` when SQLite finds the file damaged (`PRAGMA quick_check`, a read of every page)."""
+    problems = [row[0] for row in db.execute("PRAGMA quick_check(5)").fetchall()]
+    if problems != ["ok"]:
+        raise SchemaError(f"{path} is damaged ({'; '.join(problems)}): keep a copy of it, then restore it "
+                          f"from a backup or recover what is left (`sqlite3 {path} .recover`)")
+
+
 def _run_script(db: sqlite3.Connection, script: str) -> None:
     """Run each statement of `script` inside the caller's transaction (executescript would commit it)."""
     statement = ""
@@ -541,10 +599,11 @@ def _dump(value: Any) -> str:
     try:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except ValueError as e:
-        raise InvalidValue("NaN and Infinity are not JSON; send null or a string instead") from e
+        raise InvalidValue("NaN, Infinity and numbers too large for a float (such as 1e999) cannot be "
+                           "stored; send null or a string instead") from e
 
 
-def _execution(row: sqlite3.Row) -> Execution:
+def _execution(row: sqlite3.Row, listed: bool = False) -> Execution:
     # model_validate, not model_construct: validating in pydantic-core is ~3x faster than
     # model_construct's Python loop over the fields (11 vs 30 µs), on every row the hot path reads.
     status = Status(row["status"])
@@ -558,6 +617,7 @@ def _execution(row: sqlite3.Row) -> Execution:
         attempt_started_at=row["attempt_started_at"],
         next_attempt_at=row["scheduled_at"] if status is Status.PENDING else None,
         lease_expires_at=row["lease_expires_at"] if status is Status.RUNNING else None, cached=False,
+        result_chars=row["result_chars"] if listed else None,
     ))
 
 

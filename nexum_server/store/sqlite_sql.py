@@ -160,8 +160,11 @@ SELECT {COLUMNS} FROM executions
 WHERE workflow_id = ? AND session_id = ? AND key = ? AND status IN {LIVE}
 """
 SELECT_EXECUTION = f"SELECT {COLUMNS} FROM executions WHERE id = ?"
+# Lists never carry results (a page of 1,000 large results was a 190 MB answer held whole in memory):
+# their length only; `GET /v1/executions/{id}` has the result.
+LIST_COLUMNS = COLUMNS.replace(" result,", " NULL AS result, length(result) AS result_chars,")
 LIST_EXECUTIONS = f"""
-SELECT {COLUMNS} FROM executions
+SELECT {LIST_COLUMNS} FROM executions
 WHERE (:session_id IS NULL OR session_id = :session_id)
   AND (:status IS NULL OR status = :status)
   AND (:key IS NULL OR key = :key)
@@ -171,6 +174,15 @@ ORDER BY seq DESC LIMIT :limit
 TERMINAL_AMONG = """
 SELECT id FROM executions
 WHERE id IN (SELECT value FROM json_each(?)) AND status IN ('COMPLETED', 'FAILED', 'CANCELLED')
+"""
+PRESENT_AMONG = "SELECT id FROM executions WHERE id IN (SELECT value FROM json_each(?))"
+READY_BY_WORKFLOW = """
+SELECT workflow_id, version_hash, count(*) FROM executions
+WHERE status = 'PENDING' AND scheduled_at <= :now
+  AND (workflow_id, version_hash) IN (
+      SELECT json_extract(value, '$.workflow_id'), json_extract(value, '$.version_hash')
+      FROM json_each(:workflows))
+GROUP BY workflow_id, version_hash
 """
 CANCEL = f"""
 UPDATE executions

@@ -434,3 +434,24 @@ def test_https_to_the_plain_server_says_try_http_and_names_the_flag(server: Nexu
         web.terminate()
         web.wait(10)
     assert wrong.returncode == 2 and "is --url right?" in said(wrong), said(wrong)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["show", ""], "give an execution id"),
+    (["ps", "--limit", "0"], "--limit must be between 1 and 1000"),
+    (["sessions", "--limit", "0"], "--limit must be between 1 and 500"),
+    (["forget", "a/runs/b", "--yes"], "session id 'a/runs/b' is not valid: a session id is 1 to 128 characters"),
+    (["forget", " ", "--yes"], "session id ' ' is not valid"),
+])
+def test_refused_input_is_one_error_sentence_and_exit_2(server: NexumServer, args: list[str], expected: str) -> None:
+    result = nexum(*args, "--url", server.url)
+    assert result.returncode == 2, said(result)
+    assert said(result).startswith("error: ") and expected in said(result)
+    assert "{" not in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_a_server_refusal_prints_the_servers_message_not_a_body(server: NexumServer, session_id: str) -> None:
+    result = nexum("ps", "--session", "a b", "--url", server.url)
+    assert result.returncode == 1, said(result)
+    assert "session id 'a b' is not valid" in said(result)
+    assert "{" not in result.stderr and "detail" not in result.stderr, result.stderr

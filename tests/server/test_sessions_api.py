@@ -82,8 +82,8 @@ def test_sessions_come_a_page_at_a_time(api: Api, session_id: str) -> None:
 
     bad = api.http.get("/v1/sessions", params={"cursor": "not-a-cursor"})
     assert bad.status_code == 422
-    assert bad.json()["detail"][0]["loc"] == ["query", "cursor"]
-    assert "leave it out to start from the newest" in bad.json()["detail"][0]["msg"]
+    assert bad.json()["error"]["details"][0]["loc"] == ["query", "cursor"]
+    assert "leave it out to start from the newest" in bad.json()["error"]["message"]
     assert api.http.get("/v1/sessions", params={"limit": 0}).status_code == 422
 
 
@@ -135,13 +135,21 @@ def test_forget_refuses_a_live_session_then_deletes_it_and_its_calls_run_again(
     assert 'nexum_executions_deleted_total{reason="forget"} 2.0' in api.metrics()
 
 
-def test_session_ids_with_slashes_and_markup_are_addressed_whole(api: Api) -> None:
-    odd = "team/a <b>&amp; ?#%"
+def test_session_ids_with_every_allowed_character_are_addressed_whole(api: Api) -> None:
+    odd = "team.a_b:c-d@e.ü"
     finish(api, odd, "k")
     finish(api, "team", "k")
     assert api.http.get(f"/v1/sessions/{quote(odd, safe='')}").json()["session_id"] == odd
     assert api.http.delete(f"/v1/sessions/{quote(odd, safe='')}").json()["deleted"] == 1
     assert api.http.get("/v1/sessions/team").json()["calls"] == 1
+
+
+def test_a_session_id_with_a_slash_never_routes_to_the_session_run_endpoints(api: Api, session_id: str) -> None:
+    finish(api, session_id, "k")
+    for method in ("GET", "DELETE"):
+        refused = api.http.request(method, f"/v1/sessions/{quote(session_id + '/runs/b', safe='')}")
+        assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_session_id", refused.text
+    assert api.http.get(f"/v1/sessions/{session_id}").json()["calls"] == 1
 
 
 def test_the_page_and_its_files_are_served_with_a_strict_policy(server: NexumServer) -> None:

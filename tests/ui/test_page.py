@@ -71,7 +71,8 @@ def test_after_a_real_agent_run_the_page_shows_the_session_its_calls_and_a_resul
 
 def test_stored_text_is_shown_as_text_and_never_runs(api: Api, server: NexumServer, session_id: str,
                                                      page: Any) -> None:
-    hostile_session = f"{session_id} <img src=x onerror=\"window.__xss = 3\">"
+    # Markup cannot be in a session id (ids.py refuses it); the odd characters it may hold are used.
+    hostile_session = f"{session_id}.a_b:c-d@e"
     done = finish(api, hostile_session, "k", {"tool_name": "visit_webpage", "tool_args": {"url": XSS}},
                   {"result": f"Page text {XSS} end"})
     api.start(hostile_session, "f", {"tool": XSS, "args": {"q": XSS}})
