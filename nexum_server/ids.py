@@ -12,8 +12,8 @@ import re
 from .errors import InvalidSessionId
 
 SESSION_ID_MAX_CHARS = 128
-SESSION_ID_RULE = f"1 to {SESSION_ID_MAX_CHARS} characters, each a letter, a digit or one of . _ : - @"
-_SESSION_ID = re.compile(rf"[\w.:@-]{{1,{SESSION_ID_MAX_CHARS}}}")
+SESSION_ID_RULE = f"1 to {SESSION_ID_MAX_CHARS} characters, each an ASCII letter, a digit or one of . _ : - @"
+_SESSION_ID = re.compile(rf"[A-Za-z0-9._:@-]{{1,{SESSION_ID_MAX_CHARS}}}")
 
 
 def validate_session_id(session_id: object) -> str:
