@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastmcp.client.transports import StdioTransport
 from pydantic import BaseModel, TypeAdapter
 from pydantic_ai import (
     Agent,
@@ -37,7 +36,6 @@ from pydantic_ai import (
     UsageLimits,
 )
 from pydantic_ai.exceptions import ApprovalRequired, CallDeferred, ToolFailed, UsageLimitExceeded
-from pydantic_ai.mcp import MCPToolset
 from pydantic_ai.messages import (
     AgentStreamEvent,
     ModelMessage,
@@ -565,14 +563,15 @@ def kind_of(output: Any) -> Any:
 
 def hitl_agent(env: Env) -> Agent[None, str | DeferredToolRequests]:
     """Prefect's and DBOS's human-in-the-loop agent: one tool deferred, one that asks for approval,
-    and one with `requires_approval=True`."""
+    and two with `requires_approval=True` (one approved, one denied)."""
 
     def script(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         if done := returns(messages):
             return text("; ".join(f"{p.tool_name}: {p.content}" for p in sorted(done, key=lambda p: p.tool_name)))
         return ModelResponse(parts=[ToolCallPart("create_file", {"path": "test.txt"}, tool_call_id="h1"),
                                     ToolCallPart("delete_file", {"path": ".env"}, tool_call_id="h2"),
-                                    ToolCallPart("wipe_disk", {}, tool_call_id="h3")])
+                                    ToolCallPart("wipe_disk", {}, tool_call_id="h3"),
+                                    ToolCallPart("format_disk", {}, tool_call_id="h4")])
 
     agent = Agent(model(env, "hitl", script), name="hitl", output_type=[str, DeferredToolRequests],
                   capabilities=[env.durable()])
@@ -594,6 +593,11 @@ def hitl_agent(env: Env) -> Agent[None, str | DeferredToolRequests]:
         env.effect("wipe_disk")
         return "wiped"
 
+    @agent.tool_plain(requires_approval=True)
+    def format_disk() -> str:
+        env.effect("format_disk")
+        return "formatted"
+
     return agent
 
 
@@ -611,7 +615,7 @@ async def approvals(env: Env) -> dict[str, Any]:
         history = result.all_messages()
         results = DeferredToolResults(
             calls={c.tool_call_id: "Success" for c in result.output.calls},
-            approvals={c.tool_call_id: (True if c.tool_name == "delete_file" else ToolDenied("not the disk"))
+            approvals={c.tool_call_id: (ToolDenied("not that") if c.tool_name == "format_disk" else True)
                        for c in result.output.approvals})
     return {"output": rounds}
 
@@ -639,7 +643,11 @@ async def dynamic_toolset(env: Env) -> dict[str, Any]:
     return {"output": result.output}
 
 
-def mcp_toolset(env: Env) -> MCPToolset[Any]:
+def mcp_toolset(env: Env) -> Any:
+    # Imported here: the other scenarios need no MCP client installed.
+    from fastmcp.client.transports import StdioTransport
+    from pydantic_ai.mcp import MCPToolset
+
     transport = StdioTransport(command=sys.executable, args=["-m", "tests.durable.mcp_server"], cwd=str(ROOT),
                                env={**os.environ, LEDGER_VARIABLE: str(env.ledger)})
     return MCPToolset(transport, id="mcp", init_timeout=20)

@@ -56,12 +56,13 @@ async def test_a_second_turn_killed_before_its_answer_resumes_with_the_cart_as_i
 
 async def test_approvals_and_deferred_calls_end_after_one_round(conformance: Conformance) -> None:
     plain, durable, _ = await conformance.check("approvals")
-    first_round = {"calls": ["h1"], "approvals": ["h2", "h3"]}
-    assert plain.output == [first_round, "create_file: Success; delete_file: True; wipe_disk: not the disk"]
-    # The approved call runs once more, approved; the denied one never; the deferred one is not
-    # called again, its result comes from the caller.
+    first_round = {"calls": ["h1"], "approvals": ["h2", "h3", "h4"]}
+    assert plain.output == [first_round, "create_file: Success; delete_file: True; format_disk: not that; "
+                                         "wipe_disk: wiped"]
+    # Each approved call runs once, approved; the denied one never; the deferred one is not called
+    # again, its result comes from the caller.
     assert sorted(durable.entries.effects) == ["create_file test.txt", "delete_file .env approved=False",
-                                               "delete_file .env approved=True"]
+                                               "delete_file .env approved=True", "wipe_disk"]
 
 
 async def test_an_approval_run_killed_before_its_answer_resumes_running_nothing_twice(
