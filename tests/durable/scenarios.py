@@ -747,3 +747,51 @@ async def non_json_tool_result(env: Env) -> dict[str, Any]:
 
     result = await agent.run("open it")
     return {"output": result.output}
+
+
+# --- model settings, run_sync ---------------------------------------------------------------------------------
+
+
+@scenario
+async def model_settings_differ(env: Env) -> dict[str, Any]:
+    """Temporal's and DBOS's custom model settings: they reach the model, and are part of the key."""
+
+    def script(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        return text(str(info.model_settings))
+
+    agent = Agent(model(env, "settings", script), name="settings", capabilities=[env.durable()])
+    low = await agent.run("Give me those settings", model_settings={"max_tokens": 123, "temperature": 0.1})
+    high = await agent.run("Give me those settings", model_settings={"max_tokens": 456, "temperature": 0.1})
+    return {"output": [low.output, high.output]}
+
+
+@scenario
+async def run_sync(env: Env) -> dict[str, Any]:
+    """`agent.run_sync` from a thread with no event loop of its own, as a sync program calls it."""
+    agent = whoami_agent(env)
+    result = await asyncio.to_thread(agent.run_sync, "who am I?", deps=User(name="erin"))
+    return {"output": result.output}
+
+
+@scenario
+async def same_run_twice(env: Env) -> dict[str, Any]:
+    """The same run twice in a row, in one session: as in a DBOS or Temporal workflow that calls
+    `agent.run` twice, each runs its tools (plain Pydantic AI: the cart has 2 items)."""
+    cart: list[str] = []
+
+    def script(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        if done := returns(messages):
+            return text(f"The cart has {done[0].content}")
+        return call("add_item", {"item": "apple"}, "again-1")
+
+    agent = Agent(model(env, "again", script), name="again", capabilities=[env.durable()])
+
+    @agent.tool_plain
+    def add_item(item: str) -> str:
+        env.effect(f"add_item {item}")
+        cart.append(item)
+        return f"{len(cart)} item{'s' if len(cart) > 1 else ''}"
+
+    first = await agent.run("Add an apple")
+    second = await agent.run("Add an apple")
+    return {"output": [first.output, second.output]}

@@ -126,3 +126,13 @@ async def test_the_event_stream_handler(conformance: Conformance) -> None:
     # As `NexumDurability` documents it: a replayed model request streams nothing to the
     # handler (its events were delivered live when it ran); the tool events arrive again.
     assert replay.result["events"] == [e for e in plain.result["events"] if e not in MODEL_PART_EVENTS]
+
+
+async def test_model_settings_reach_the_model_and_tell_runs_apart(conformance: Conformance) -> None:
+    plain, _, _ = await conformance.check("model_settings_differ")
+    assert plain.output == ["{'max_tokens': 123, 'temperature': 0.1}", "{'max_tokens': 456, 'temperature': 0.1}"]
+
+
+async def test_run_sync(conformance: Conformance) -> None:
+    plain, _, _ = await conformance.check("run_sync")
+    assert plain.output == "hello erin"
