@@ -39,6 +39,7 @@ from pydantic_ai.exceptions import ApprovalRequired, CallDeferred, ToolFailed, U
 from pydantic_ai.messages import (
     AgentStreamEvent,
     ModelMessage,
+    ModelMessagesTypeAdapter,
     ModelRequest,
     ModelResponse,
     TextPart,
@@ -532,8 +533,7 @@ async def event_stream_handler(env: Env) -> dict[str, Any]:
 # --- several turns and approvals ------------------------------------------------------------------------
 
 
-@scenario
-async def multi_turn_cart(env: Env) -> dict[str, Any]:
+def cart_agent(env: Env) -> Agent[None, str]:
     cart: list[str] = []
 
     def script(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
@@ -550,8 +550,24 @@ async def multi_turn_cart(env: Env) -> dict[str, Any]:
         cart.append(item)
         return f"{len(cart)} item{'s' if len(cart) > 1 else ''}"
 
+    return agent
+
+
+@scenario
+async def multi_turn_cart(env: Env) -> dict[str, Any]:
+    agent = cart_agent(env)
     first = await agent.run("Add an apple")
     second = await agent.run("Add another apple", message_history=first.all_messages())
+    return {"output": [first.output, second.output]}
+
+
+@scenario
+async def cart_from_stored_history(env: Env) -> dict[str, Any]:
+    """Turn 2 from the history as an application stores it between turns (JSON), not as turn 1 left it."""
+    agent = cart_agent(env)
+    first = await agent.run("Add an apple")
+    stored = ModelMessagesTypeAdapter.dump_json(first.all_messages())
+    second = await agent.run("Add another apple", message_history=ModelMessagesTypeAdapter.validate_json(stored))
     return {"output": [first.output, second.output]}
 
 

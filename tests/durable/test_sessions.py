@@ -48,6 +48,15 @@ async def test_a_second_turn_with_the_message_history_runs_its_tool_again(confor
     assert plain.output == ["The cart has 1 item", "The cart has 2 items"]
 
 
+async def test_a_second_turn_from_a_stored_history_replays_what_the_in_memory_one_recorded(
+        conformance: Conformance) -> None:
+    # Keys leave out what a JSON round trip or another process changes (timestamps, run ids).
+    durable = await conformance.durable("multi_turn_cart")
+    replay = conformance.elsewhere("cart_from_stored_history")
+    assert replay.output == durable.output == ["The cart has 1 item", "The cart has 2 items"]
+    assert replay.entries.models == replay.entries.effects == []
+
+
 async def test_a_second_turn_killed_before_its_answer_resumes_with_the_cart_as_it_was(
         conformance: Conformance) -> None:
     plain = await conformance.plain("multi_turn_cart")
