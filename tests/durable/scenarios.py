@@ -502,9 +502,9 @@ async def agent_iter(env: Env) -> dict[str, Any]:
 @scenario
 async def run_stream(env: Env) -> dict[str, Any]:
     async with lookup_agent(env, "stream").run_stream("capital?") as result:
-        deltas = [delta async for delta in result.stream_text(delta=True)]
+        deltas = [delta async for delta in result.stream_text(delta=True, debounce_by=None)]
         output = await result.get_output()
-    return {"output": output, "streamed": "".join(deltas)}
+    return {"output": output, "deltas": deltas}
 
 
 @scenario

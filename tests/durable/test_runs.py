@@ -100,10 +100,12 @@ async def test_agent_iter(conformance: Conformance) -> None:
 
 
 async def test_run_stream(conformance: Conformance) -> None:
-    plain, _, replay = await conformance.check("run_stream")
-    assert replay.result is not None and plain.result is not None
-    # A streamed response is journaled whole: the replay streams the same text, in one piece.
-    assert replay.result["streamed"] == plain.result["streamed"] == "The capital is Mexico City."
+    plain, durable, replay = await conformance.check("run_stream")
+    assert replay.result is not None and durable.result is not None and plain.result is not None
+    # A streamed response is journaled whole: the durable run and its replay stream the same text
+    # as the plain run, in one piece.
+    assert plain.result["deltas"] == ["The capital ", "is ", "Mexico City."]
+    assert replay.result["deltas"] == durable.result["deltas"] == ["The capital is Mexico City."]
 
 
 async def test_run_stream_events(conformance: Conformance) -> None:
