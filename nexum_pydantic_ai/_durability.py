@@ -24,6 +24,7 @@ import os
 import socket
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -140,6 +141,8 @@ class _Hold:
     client: NexumClient
     runs: int = 1
     lost: bool = False
+    owned: bool = False
+    """The client was made for this hold: it is closed with it."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     recorded: dict[str, Execution] = field(default_factory=dict)
     """The session's completed units when the run took it, by key: served with no round trip."""
@@ -149,13 +152,6 @@ class _Hold:
     """Completions sent without waiting: nothing the run does next depends on their answer."""
     sent: set[str] = field(default_factory=set)
     """Hashes of the messages the server was sent in this hold."""
-    idle: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set once no run holds it any more."""
-
-    def leave(self) -> None:
-        self.runs -= 1
-        if self.runs == 0:
-            self.idle.set()
 
     def load(self, journal: Journal) -> None:
         units = [unit for unit in journal.units if unit.status is Status.COMPLETED]
@@ -245,6 +241,8 @@ def _describe(input: dict[str, Any]) -> str:
 _RUN: ContextVar[Run | None] = ContextVar("nexum_run", default=None)
 _HOLDS: dict[tuple[int, str], _Hold] = {}
 """The sessions live in this process, by (event loop, session id)."""
+_TAKING: weakref.WeakValueDictionary[tuple[int, str], asyncio.Lock] = weakref.WeakValueDictionary()
+"""One lock per session being taken, kept while a run holds or waits for it."""
 
 
 def current_run() -> Run | None:
@@ -411,8 +409,10 @@ class NexumBackend(CallableOperationBackend[dict[str, Any]]):
             payload, _, _ = await run_unit(run, key, input, body)
             return payload
         if isinstance(operation_id, ToolsetCallToolId):
-            tool_name, tool_args, ctx = str(cache_key[0]), dict(cache_key[1]), cache_key[2]  # type: ignore[call-overload]
+            tool_name, ctx = str(cache_key[0]), cache_key[2]
             assert isinstance(ctx, RunContext)
+            # Validated arguments may hold Pydantic models or dataclasses: key and store them as JSON.
+            tool_args = jsonable(cache_key[1], f"the arguments of tool {tool_name!r}")
             key = tool_call_key(run.identity, run.chain, operation_id.toolset_id, tool_name, tool_args,
                                 ctx.messages, ctx.tool_call_id, ctx.tool_call_approved)
             input = {"unit": "tool_call", "tool_name": tool_name, "tool_args": tool_args,
@@ -543,17 +543,25 @@ class NexumDurability(BaseDurabilityCapability[AgentDepsT]):
 
     @contextlib.asynccontextmanager
     async def _session_hold(self) -> AsyncIterator[_Hold]:
-        """The process's hold on the session: taken by the first live run, joined by the others."""
+        """The process's hold on the session: taken by the first live run, joined by the others, let
+        go by the last of them to end (under `asyncio.gather` that need not be the first)."""
         assert self.session_id is not None
         slot = (id(asyncio.get_running_loop()), self.session_id)
-        hold = _HOLDS.get(slot)
-        if hold is not None and not hold.lost and not hold.idle.is_set():
-            hold.runs += 1
-            try:
-                yield hold
-            finally:
-                hold.leave()
-            return
+        taking = _TAKING.setdefault(slot, asyncio.Lock())
+        async with taking:  # runs starting together take the session once, not over each other
+            hold = _HOLDS.get(slot)
+            if hold is not None and not hold.lost:
+                hold.runs += 1
+            else:
+                hold = _HOLDS[slot] = await self._take_session()
+        try:
+            yield hold
+        finally:
+            hold.runs -= 1
+            if hold.runs == 0:
+                await _let_go(slot, hold)
+
+    async def _take_session(self) -> _Hold:
         owned = self.client is None and self.url is not None
         client = self.client or (NexumClient(self.url) if owned else shared_client())
         holder = f"pid {os.getpid()} on {socket.gethostname()}"
@@ -567,31 +575,27 @@ class NexumDurability(BaseDurabilityCapability[AgentDepsT]):
         if info.previous_holder:
             log.warning("took session %s over from a run still live (%s); that run stops at its next unit",
                         self.session_id, info.previous_holder)
-        hold = _HOLDS[slot] = _Hold(info, client)
+        hold = _Hold(info, client, owned=owned)
         hold.load(journal)
         hold.tasks = [asyncio.create_task(_renew(hold)), asyncio.create_task(_presence(hold))]
-        try:
-            yield hold
-        finally:
-            hold.leave()
-            # Runs that joined this one (an agent used as a tool, a gathered sibling) end first.
-            await hold.idle.wait()
-            try:
-                await hold.settle()
-            finally:
-                await self._release(slot, hold, client, owned)
+        return hold
 
-    @staticmethod
-    async def _release(slot: tuple[int, str], hold: _Hold, client: NexumClient, owned: bool) -> None:
-        if _HOLDS.get(slot) is hold:
-            del _HOLDS[slot]
+
+async def _let_go(slot: tuple[int, str], hold: _Hold) -> None:
+    # Forgotten before the first await, so a run starting meanwhile takes the session anew
+    # instead of joining a hold that is going away.
+    if _HOLDS.get(slot) is hold:
+        del _HOLDS[slot]
+    try:
+        await hold.settle()  # what the runs recorded without waiting; a refusal is raised here
+    finally:
         for task in hold.tasks:
             task.cancel()
         if not hold.lost:
             with contextlib.suppress(Exception):
-                await client.end_session_run(hold.info)
-        if owned:
-            await client.aclose()
+                await hold.client.end_session_run(hold.info)
+        if hold.owned:
+            await hold.client.aclose()
 
 
 async def _presence(hold: _Hold) -> None:
