@@ -152,6 +152,8 @@ class _Hold:
     """Completions sent without waiting: nothing the run does next depends on their answer."""
     sent: set[str] = field(default_factory=set)
     """Hashes of the messages the server was sent in this hold."""
+    hits: list[str] = field(default_factory=list)
+    """Executions served from memory: reported as cached hits when the hold is let go."""
 
     def load(self, journal: Journal) -> None:
         units = [unit for unit in journal.units if unit.status is Status.COMPLETED]
@@ -175,9 +177,10 @@ class _Hold:
 
     def served(self, key: str, input: dict[str, Any], workflow_id: str) -> Execution | None:
         """The recorded unit for `key`, from what the run read when it took the session."""
-        if self.forked:
-            return self._next_forked(input, workflow_id)
-        return self.recorded.get(key)
+        found = self._next_forked(input, workflow_id) if self.forked else self.recorded.get(key)
+        if found is not None:
+            self.hits.append(found.id)
+        return found
 
     def _next_forked(self, input: dict[str, Any], workflow_id: str) -> Execution:
         # Parallel calls are recorded in the order they started, which need not be this run's:
@@ -225,15 +228,13 @@ class Run:
 
 
 def _same_step(recorded: dict[str, Any], asked: dict[str, Any]) -> bool:
-    if recorded.get("unit") != asked.get("unit"):
-        return False
-    if asked.get("unit") == "tool_call":
+    if "tool_name" in asked or "tool_name" in recorded:  # a tool call, in the agent or in a worker
         return (recorded.get("tool_name"), recorded.get("tool_args")) == (asked.get("tool_name"), asked.get("tool_args"))
-    return True
+    return recorded.get("unit") == asked.get("unit")
 
 
 def _describe(input: dict[str, Any]) -> str:
-    if input.get("unit") == "tool_call":
+    if "tool_name" in input:
         return f"a call of {input.get('tool_name')}({canonical_json(input.get('tool_args'))})"
     return f"a {str(input.get('unit', 'unit')).replace('_', ' ')}"
 
@@ -593,6 +594,8 @@ async def _let_go(slot: tuple[int, str], hold: _Hold) -> None:
             task.cancel()
         if not hold.lost:
             with contextlib.suppress(Exception):
+                if hold.hits:
+                    await hold.client.report_hits(hold.info, hold.hits)
                 await hold.client.end_session_run(hold.info)
         if hold.owned:
             await hold.client.aclose()

@@ -19,7 +19,8 @@ from nexum_server.client import NexumClient
 from ._durability import Run, UnitEvent, current_run
 from ._errors import ToolCallFailed
 from ._keys import MessageChain, RunIdentity, tool_call_key
-from ._tool_call import DEFAULT_TIMEOUT, call_tool
+from ._protocol import tool_workflow_id
+from ._tool_call import DEFAULT_TIMEOUT, call_tool, ran_seconds
 
 RUN_IN_WORKER = {"nexum": {"run": "worker"}}
 """Tool metadata: the call is submitted to the Nexum server and run by a worker, not in the agent."""
@@ -78,6 +79,12 @@ class WorkerToolset(WrapperToolset[AgentDepsT]):
         client = self.client or (run.client if run is not None else None)
         report = self._reporter(run)
         started = time.perf_counter()
+        recorded = run.hold.served(key, {"tool_name": name, "tool_args": tool_args}, tool_workflow_id(self.wrapped.id)) \
+            if run is not None else None
+        if recorded is not None and isinstance(recorded.result, dict):
+            report(UnitEvent("tool", name, tool_args, True, time.perf_counter() - started, ran_seconds(recorded),
+                             execution=recorded))
+            return recorded.result.get("result")
         try:
             outcome = await call_tool(self.wrapped.id, name, tool_args, session_id, self.timeout, client=client,
                                       key=key, ctx=worker_context(ctx))

@@ -26,7 +26,6 @@ from .guard import Guard
 from .hotroutes import HotRoutes
 from .jsonbody import StrictJSONRoute
 from .models import (
-    NO_NUL,
     CompleteTask,
     ErrorBody,
     Execution,
@@ -35,9 +34,11 @@ from .models import (
     Health,
     Lease,
     LeaseBody,
+    NO_NUL,
     PollTasks,
     RegisterResult,
     RegisterWorkflow,
+    ServedHits,
     SessionLease,
     SessionRunInfo,
     StartExecution,
@@ -232,6 +233,14 @@ async def presence(session_id: SessionPath, run_token: RunToken, request: Reques
             pass
 
     await service.hold_presence(session_id, run_token, disconnected())
+    return Response(status_code=204)
+
+
+@router.post("/v1/sessions/{session_id}/runs/{run_token}/hits", status_code=204, tags=["sessions"],
+             responses=ERRORS, response_class=Response)
+async def served_hits(session_id: SessionPath, run_token: RunToken, body: ServedHits, service: Service) -> Response:
+    """A run served these executions from the session's journal, asking nothing: count them as hits."""
+    service.served_from_journal(body.execution_ids)
     return Response(status_code=204)
 
 

@@ -338,6 +338,11 @@ class NexumClient:
         path = f"/v1/sessions/{quote(run.session_id, safe='')}/runs/{run.run_token}/presence"
         await self.request("GET", path, hold=PRESENCE_HOLD_SECONDS)
 
+    async def report_hits(self, run: SessionRunInfo, execution_ids: list[str]) -> None:
+        """Count executions the run served from the journal it read as cached hits."""
+        await self.request("POST", f"/v1/sessions/{quote(run.session_id, safe='')}/runs/"
+                                   f"{quote(run.run_token, safe='')}/hits", json={"execution_ids": execution_ids})
+
     async def end_session_run(self, run: SessionRunInfo) -> None:
         await self.request("DELETE", f"/v1/sessions/{quote(run.session_id, safe='')}/runs/{run.run_token}")
 

@@ -128,6 +128,20 @@ class StartExecution(WorkflowRef):
     stored without `sent` (`GET /v1/executions/{id}/sent` gives the list back, with the bodies)."""
 
 
+class ServedHits(_Body):
+    """Body of `POST /v1/sessions/{session_id}/runs/{run_token}/hits`."""
+
+    execution_ids: list[str] = Field(max_length=100_000)
+    """Executions the run served from the journal it read, with no start: counted as cached hits."""
+
+    @field_validator("execution_ids")
+    @classmethod
+    def _ids(cls, value: list[str]) -> list[str]:
+        if any(not 1 <= len(i) <= 200 or "\x00" in i for i in value):
+            raise ValueError("each execution id is 1 to 200 characters, with no NUL")
+        return value
+
+
 class TakeSession(_Body):
     """Body of `POST /v1/sessions/{session_id}/runs`."""
 

@@ -81,6 +81,13 @@ class QueueService:
     async def register(self, body: RegisterWorkflow) -> str:
         return await self.store.run(self.store.register_workflow, body, body.ir, time.time())
 
+    def served_from_journal(self, execution_ids: list[str]) -> None:
+        """Hits a run served from the journal it read: counted as if each had been a cached start."""
+        now = time.time()
+        for execution_id in execution_ids:
+            self.hits.add(execution_id, now)
+        self.metrics.cache_hits.inc(len(execution_ids))
+
     async def start_execution(self, body: StartExecution) -> tuple[Execution, bool]:
         """The execution of the call, held until terminal for up to `body.wait`; and whether it is new."""
         hit = self.completed.get(body.workflow_id, body.session_id, body.key)

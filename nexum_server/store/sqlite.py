@@ -187,6 +187,9 @@ class SQLiteStore(Store):
                 self._migrate(db)
         except sqlite3.DatabaseError as e:
             db.close()
+            if "malformed" in str(e) or "corrupt" in str(e):  # damage SQLite meets before quick_check runs
+                raise SchemaError(f"{path} is damaged ({e}): keep a copy of it, then restore it from a backup "
+                                  f"or recover what is left (`sqlite3 {path} .recover`)") from e
             raise SchemaError(f"{path} cannot be used as a SQLite database: {e}") from e
         except BaseException:
             db.close()
@@ -254,7 +257,10 @@ class SQLiteStore(Store):
                         sent: Sent | None = None) -> StartOutcome:
         # The common case on a re-run is a hit: answer it with a read, without taking the write lock.
         # The UNIQUE index, not this read, is what keeps a call to one live execution.
-        row = self.db.execute(SELECT_LIVE, (ref.workflow_id, session_id, key)).fetchone()
+        # Message bodies are kept even when the execution exists (a resumed run's start of a unit the
+        # dead run had made): the client counts them as stored once any start carried them.
+        row = None if sent is not None and sent.bodies else self.db.execute(
+            SELECT_LIVE, (ref.workflow_id, session_id, key)).fetchone()
         if row is not None:
             return StartOutcome(_execution(row), created=False)
         params = {"id": uuid.uuid4().hex, "workflow_id": ref.workflow_id, "version_hash": ref.version_hash,

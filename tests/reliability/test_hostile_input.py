@@ -153,7 +153,7 @@ def test_nul_in_a_stored_json_value_round_trips(http: httpx2.Client) -> None:
     assert http.get(f"/v1/executions/{started.json()['id']}").json()["input"] == {"url": "http://x/\x00"}
 
 
-@pytest.mark.parametrize("session_id", ["a/runs/b", "a/b", "x" * 129, " ", "a b", "tab\there", "", "ü" * 129])
+@pytest.mark.parametrize("session_id", ["a/runs/b", "a/b", "x" * 129, " ", "a b", "tab\there", "", "ü" * 129, "ü-日本"])
 def test_session_ids_breaking_the_rule_are_refused_on_every_route_naming_it(
         http: httpx2.Client, session_id: str) -> None:
     from urllib.parse import quote
@@ -176,7 +176,7 @@ def test_session_ids_breaking_the_rule_are_refused_on_every_route_naming_it(
         assert "letter, a digit or one of . _ : - @" in error["message"], error
 
 
-@pytest.mark.parametrize("session_id", ["demo", "a.b_c:d-e@f", "ü-日本", "x" * 128])
+@pytest.mark.parametrize("session_id", ["demo", "a.b_c:d-e@f", "A-Z_0.9", "x" * 128])
 def test_session_ids_following_the_rule_are_taken(http: httpx2.Client, session_id: str) -> None:
     assert http.post("/v1/executions", json=start_body(session_id, "k-ok")).status_code in (200, 201)
     assert http.get("/v1/calls", params={"session_id": session_id}).status_code == 200

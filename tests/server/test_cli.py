@@ -452,6 +452,6 @@ def test_refused_input_is_one_error_sentence_and_exit_2(server: NexumServer, arg
 
 def test_a_server_refusal_prints_the_servers_message_not_a_body(server: NexumServer, session_id: str) -> None:
     result = nexum("ps", "--session", "a b", "--url", server.url)
-    assert result.returncode == 1, said(result)
+    assert result.returncode == 2, said(result)  # refused before any request, by the same rule
     assert "session id 'a b' is not valid" in said(result)
     assert "{" not in result.stderr and "detail" not in result.stderr, result.stderr
