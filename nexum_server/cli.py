@@ -144,13 +144,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         errors.print("interrupted")
         sys.exit(130)
     except ServerUnavailable as e:
-        errors.print(f"[red]error:[/] {e}", highlight=False)
+        errors.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(2)
     except (RequestRejected, ConfigError) as e:
-        errors.print(f"[red]error:[/] {e}", highlight=False)
+        errors.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(1 if isinstance(e, RequestRejected) and e.status != 401 else 2)
     except (NexumError, ValueError) as e:
-        errors.print(f"[red]error:[/] {e}", highlight=False)
+        errors.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(1)
 
 
@@ -173,12 +173,12 @@ def _serve(args: argparse.Namespace) -> None:
     try:
         settings = Settings.from_env(**flags)
     except ConfigError as e:
-        errors.print(f"[red]error:[/] {e}", highlight=False)
+        errors.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(2)
     try:
         store = open_store(settings)
     except (SchemaError, StoreUnavailable, ConfigError) as e:
-        errors.print(f"[red]cannot open the database:[/] {e}", highlight=False)
+        errors.print(f"[red]cannot open the database:[/] {escape(str(e))}", highlight=False)
         sys.exit(2)
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

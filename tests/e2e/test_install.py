@@ -175,6 +175,11 @@ def test_the_readme_agent_from_an_installed_wheel_survives_kill_9(pytestconfig: 
     page = Path(engine["files"]["nexum_server"]).parent / "ui"  # type: ignore[index]
     assert {p.name for p in page.iterdir()} >= {"index.html", "app.js", "app.css"}
 
+    # No PostgreSQL driver without the postgres extra: the server says which extra, before connecting.
+    refused = subprocess.run([str(venv / "bin" / "nexum"), "dev", "--db", "postgresql://nobody@127.0.0.1:9/none"],
+                             cwd=work, env=clean_env(), capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert refused.returncode == 2 and "nexum-pydantic-ai[postgres]" in refused.stderr, refused
+
     with ExitStack() as stack:
         server = Proc([str(venv / "bin" / "nexum"), "dev", "--port", "0", "--db", str(work / "nexum.db")],
                       env={"PYTHONPATH": ""}, ready=SERVER_READY, cwd=work)
