@@ -15,8 +15,8 @@ session (Nexum) or a workflow (DBOS), killed with SIGKILL at model request `--cr
 it and prints the time from after its imports to done. `bench/peer_workloads.py` drives it all.
 
 Run with (the benchmark starts these itself):
-    python -m bench.peers --engine nexum --id S1 --url http://127.0.0.1:8080 --crash-at 8
-    python -m bench.peers --engine nexum --id S1 --url http://127.0.0.1:8080
+    python -m bench.peers --engine nexum --id S1 --url http://127.0.0.1:50051 --crash-at 8
+    python -m bench.peers --engine nexum --id S1 --url http://127.0.0.1:50051
 """
 
 from __future__ import annotations

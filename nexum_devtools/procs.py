@@ -20,9 +20,11 @@ from pathlib import Path
 import httpx2
 
 ROOT = Path(__file__).resolve().parent.parent
-DOTENV_KEYS = tuple(line.split("=", 1)[0] for line in (ROOT / ".env.example").read_text().splitlines()
-                    if line and not line.startswith("#") and "=" in line)
-"""Every variable the project reads (`.env.example` lists them all)."""
+"""The checkout, when run from one (the tests, `make demo`); the processes start there."""
+_ENV_EXAMPLE = ROOT / ".env.example"
+DOTENV_KEYS = tuple(line.split("=", 1)[0] for line in _ENV_EXAMPLE.read_text().splitlines()
+                    if line and not line.startswith("#") and "=" in line) if _ENV_EXAMPLE.exists() else ()
+"""Every variable the project reads (`.env.example` lists them all); none for an installed copy."""
 READY_TIMEOUT = 30.0
 SERVER_READY = re.compile(r"listening on (http://\S+)")
 WORKER_READY = re.compile(r"worker \S+ ready")
@@ -32,13 +34,13 @@ class Proc:
     """A child process whose output is collected by a thread, so its pipe never fills up."""
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None, ready: re.Pattern[str] | None = None,
-                 cwd: Path = ROOT) -> None:
+                 cwd: Path | None = None) -> None:
         # Variables the test did not set are blank, not absent: a variable in the environment, even
         # an empty one, hides the same key in .env, so a developer's .env cannot reach a test's processes.
         blank = dict.fromkeys(DOTENV_KEYS, "")
         full_env = {**blank, **os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.args = args
-        self.popen = subprocess.Popen(args, cwd=cwd, env=full_env, stdout=subprocess.PIPE,
+        self.popen = subprocess.Popen(args, cwd=cwd or _default_cwd(), env=full_env, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True, errors="replace")
         self.lines: list[str] = []
         self._changed = threading.Condition()
@@ -122,6 +124,11 @@ def running(proc: Proc) -> Iterator[Proc]:
         yield proc
     finally:
         proc.stop()
+
+
+def _default_cwd() -> Path | None:
+    """The checkout (its scripts and `.env.example` are there); for an installed copy, the current directory."""
+    return ROOT if _ENV_EXAMPLE.exists() else None
 
 
 def server_env(**settings: object) -> dict[str, str]:

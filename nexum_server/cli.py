@@ -159,13 +159,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         errors.print("interrupted")
         sys.exit(130)
     except ServerUnavailable as e:
-        errors.print(f"[red]error:[/] {e}", highlight=False)
+        errors.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(2)
     except (RequestRejected, ConfigError, InvalidSessionId) as e:
-        errors.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        errors.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(1 if isinstance(e, RequestRejected) and e.status != 401 else 2)  # a bad id: cannot start
     except (NexumError, ValueError) as e:
-        errors.print(f"[red]error:[/] {e}", highlight=False)
+        errors.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(1)
 
 
@@ -188,7 +188,7 @@ def _serve(args: argparse.Namespace) -> None:
     try:
         settings = Settings.from_env(**flags)
     except ConfigError as e:
-        errors.print(f"[red]error:[/] {e}", highlight=False)
+        errors.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(2)
     # The port first: a start that cannot listen leaves no database file and no lock behind.
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
@@ -206,7 +206,7 @@ def _serve(args: argparse.Namespace) -> None:
         store = open_store(settings)
     except (SchemaError, StoreUnavailable, ConfigError) as e:
         sock.close()
-        errors.print(f"[red]error:[/] cannot open the database: {e}", highlight=False, soft_wrap=True)
+        errors.print(f"[red]error:[/] cannot open the database: {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     # Listening before the ready line is printed (uvicorn listens only after the app's start-up):
     # a client that connects as soon as it reads the line queues in the backlog, never refused.

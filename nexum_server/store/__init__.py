@@ -34,7 +34,13 @@ def open_store(settings: Settings) -> Store:
     """The open store for `settings.db`; a SQLite file is locked to this server until shutdown."""
     store: Store
     if backend(settings.db) == "postgresql":
-        from .postgres import PostgresStore  # psycopg is imported only by servers that use it
+        try:
+            from .postgres import PostgresStore  # psycopg is imported only by servers that use it
+        except ImportError as e:
+            if e.name not in ("psycopg", "psycopg_pool"):
+                raise
+            raise ConfigError(f"NEXUM_DB / --db is a PostgreSQL URL but {e.name or 'psycopg'} is not installed: "
+                              "pip install 'nexum-pydantic-ai[postgres]'") from e
 
         store = PostgresStore(settings)
     else:
