@@ -2,7 +2,7 @@
 
 - the engine (`nexum_server`) imports neither the integration, Pydantic AI nor the research example;
 - no package imports a top-level script, the research example, `bench/`, `scripts/` or `tests/`;
-- `nexum_server.client` imports only what a client needs (settings, errors, models, retry policy):
+- `nexum_server.client` imports only what a client needs (settings, errors, models, the session-id rule, retry policy):
   none of the server's modules, FastAPI or a store;
 - the integration (`nexum_pydantic_ai`) imports only the standard library, Pydantic, Pydantic AI and
   the engine: nothing of the research example (ddgs, bs4, its tools). aiohttp does come in, as the
@@ -31,7 +31,7 @@ SCRIPTS = frozenset(path.stem for path in ROOT.glob("*.py"))
 NOT_A_LIBRARY = SCRIPTS | {"nexum_research", "bench", "scripts", "tests", "examples", "conftest"}
 ENGINE_NEVER = frozenset({INTEGRATION, "pydantic_ai", "pydantic_graph", "nexum_research"})
 CLIENT_MAY_USE = frozenset({"nexum_server", "nexum_server.client", "nexum_server.config", "nexum_server.errors",
-                            "nexum_server.models", "nexum_server.retry"})
+                            "nexum_server.models", "nexum_server.retry", "nexum_server.ids"})
 CLIENT_NEVER = frozenset({"fastapi", "starlette", "uvicorn", "prometheus_client", "psycopg", "sqlite3"})
 INTEGRATION_MAY_USE = frozenset({"pydantic", "pydantic_core", "pydantic_ai", ENGINE, INTEGRATION})
 RESEARCH = frozenset({"ddgs", "bs4", "nexum_research"})
