@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -492,6 +493,7 @@ class NexumDurability(BaseDurabilityCapability[AgentDepsT]):
         # Shared with the copy the agent binds, so the caller's object sees its runs' figures.
         self._last_stats: list[RunStats | None] = [None]
         self._run_numbers: dict[str, int] = {}
+        self._starts: dict[str, int] = {}
 
     @property
     def last_stats(self) -> RunStats | None:
@@ -522,8 +524,14 @@ class NexumDurability(BaseDurabilityCapability[AgentDepsT]):
     def identity(self, ctx: RunContext[Any]) -> RunIdentity:
         """What tells this run apart from other runs of the session with the same messages."""
         deps = self.deps_key(ctx.deps) if self.deps_key is not None else ctx.deps
-        return RunIdentity(agent=self.name or "agent", deps=jsonable(deps, "the run's deps"),
-                           metadata=jsonable(ctx.metadata, "the run's metadata"))
+        identity = RunIdentity(agent=self.name or "agent", deps=jsonable(deps, "the run's deps"),
+                               metadata=jsonable(ctx.metadata, "the run's metadata"))
+        # The same run made again by this capability (the same prompt on the same history, in a
+        # loop) is a new run, as every `agent.run` in a DBOS or Temporal workflow is; a re-run of the
+        # script in another process makes the same runs in the same order, and replays them.
+        start = identity.start(ctx.prompt, list(ctx.messages))
+        repeat = self._starts[start] = self._starts.get(start, -1) + 1
+        return dataclasses.replace(identity, repeat=repeat) if repeat else identity
 
     async def wrap_run(self, ctx: RunContext[AgentDepsT], *, handler: Any) -> Any:
         if self.session_id is None:

@@ -69,10 +69,18 @@ class RunIdentity:
     agent: str
     deps: Any = None
     metadata: Any = None
+    repeat: int = 0
+    """How many runs with the same start (prompt, history, identity) this capability made before."""
 
     @property
     def base(self) -> str:
+        if self.repeat:  # a first run's keys stay as they were; a repeat of it is a new run
+            return digest(KEY_SCHEME, self.agent, self.deps, self.metadata, self.repeat)
         return digest(KEY_SCHEME, self.agent, self.deps, self.metadata)
+
+    def start(self, prompt: Any, history: list[ModelMessage]) -> str:
+        """What a run starts from: two runs with the same start are the same run, or its repeat."""
+        return digest(self.base, jsonable(prompt, "the prompt"), MessageChain().through(history))
 
 
 def _without_volatile(value: Any, call_ids: dict[str, str]) -> Any:

@@ -131,10 +131,6 @@ async def test_a_tool_result_that_cannot_be_stored_fails_naming_the_tool(conform
     assert again.entries.models == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a run's keys hold its agent, deps, metadata and history but not its place among the session's "
-    "runs: a second run identical to the first (same agent, prompt, history, deps, metadata) gets the "
-    "first run's model answers and tool results, so the cart says 1 item where plain Pydantic AI says 2"))
 async def test_the_same_run_twice_in_one_session_runs_twice(conformance: Conformance) -> None:
     plain, _, _ = await conformance.check("same_run_twice")
     assert plain.output == ["The cart has 1 item", "The cart has 2 items"]
