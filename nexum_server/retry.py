@@ -52,6 +52,42 @@ def retryable(error: BaseException) -> bool:
     return isinstance(error, ServerUnavailable) or (isinstance(error, RequestRejected) and error.status >= 500)
 
 
+QUIET_SECONDS = 30.0
+"""While the server stays away, a retrying caller says so again at most this often."""
+
+
+class _Outage:
+    """One logger's view of the server being away: said when it starts, every `QUIET_SECONDS` while it
+    lasts, and once when the server answers again, however many calls are retrying meanwhile."""
+
+    def __init__(self, log: logging.Logger) -> None:
+        self.log = log
+        self.since: float | None = None
+        self.said = 0.0
+
+    def failed(self, error: BaseException, pause: float) -> None:
+        now = time.monotonic()
+        if self.since is None:
+            self.since = self.said = now
+            self.log.warning("%s; retrying in %.1fs (and saying so again every %g s while it lasts)", error, pause,
+                             QUIET_SECONDS)
+        elif now - self.said >= QUIET_SECONDS:
+            self.said = now
+            self.log.warning("%s; still retrying, %.0f s so far", error, now - self.since)
+
+    def answered(self) -> None:
+        if self.since is not None:
+            self.log.warning("the server answers again, after %.1f s", time.monotonic() - self.since)
+            self.since = None
+
+
+_OUTAGES: dict[str, _Outage] = {}
+
+
+def _outage(log: logging.Logger) -> _Outage:
+    return _OUTAGES.setdefault(log.name, _Outage(log))
+
+
 def _first_failed(error: Exception, deadline: float | None, stopping: Callable[[], bool] | None,
                   log: logging.Logger | None) -> float:
     """After a failed first attempt: the pause before the second, or re-raise `error` as tenacity would.
@@ -64,7 +100,7 @@ def _first_failed(error: Exception, deadline: float | None, stopping: Callable[[
             or (deadline is not None and time.monotonic() + pause >= deadline)):
         raise error
     if log is not None:
-        log.warning("%s; retrying in %.1fs", error, pause)
+        _outage(log).failed(error, pause)
     return pause
 
 
@@ -82,7 +118,7 @@ def _logger(log: logging.Logger | None) -> Callable[[RetryCallState], None] | No
 
     def before_sleep(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
-        log.warning("%s; retrying in %.1fs", error, state.upcoming_sleep)
+        _outage(log).failed(error or RuntimeError("failed"), state.upcoming_sleep)
     return before_sleep
 
 
@@ -115,7 +151,10 @@ async def retry_async(call: Callable[[], Awaitable[T]], *, deadline: float | Non
     policy = AsyncRetrying(sleep=sleep, wait=_WAIT_AFTER_FIRST, retry=retry_if_exception(retryable), reraise=True,
                            stop=_stop(deadline, stopping.is_set if stopping else None),
                            before_sleep=_logger(log))
-    return await policy(attempt)
+    result = await policy(attempt)
+    if log is not None:
+        _outage(log).answered()
+    return result
 
 
 def retry_sync(call: Callable[[], T], *, deadline: float | None = None, log: logging.Logger | None = None) -> T:
@@ -127,4 +166,7 @@ def retry_sync(call: Callable[[], T], *, deadline: float | None = None, log: log
     time.sleep(pause)
     policy = Retrying(sleep=time.sleep, wait=_WAIT_AFTER_FIRST, retry=retry_if_exception(retryable), reraise=True,
                       stop=_stop(deadline, None), before_sleep=_logger(log))
-    return policy(call)
+    result = policy(call)
+    if log is not None:
+        _outage(log).answered()
+    return result
