@@ -153,6 +153,8 @@ class _Hold:
     """Completions sent without waiting: nothing the run does next depends on their answer."""
     sent: set[str] = field(default_factory=set)
     """Hashes of the messages the server was sent in this hold."""
+    refused: dict[str, str] = field(default_factory=dict)
+    """Units the server could not take, by key, with why: a resume fails them again, running nothing."""
     hits: list[str] = field(default_factory=list)
     """Executions served from memory: reported as cached hits when the hold is let go."""
 
@@ -162,6 +164,8 @@ class _Hold:
             self.forked = [unit for unit in units if unit.step <= journal.fork_until]
         sid = self.info.session_id
         self.recorded = {unit.key: unit.as_execution(sid) for unit in units if unit not in self.forked}
+        self.refused = {unit.key: f"unit {unit.id} cannot be recorded: {unit.error}" for unit in journal.units
+                        if unit.status is Status.FAILED and (unit.error or "").startswith(TOO_LARGE)}
 
     def check_reports(self) -> None:
         """Raise what a completion sent earlier met (another run took the session, a refused result)."""
@@ -306,6 +310,8 @@ async def run_unit(run: Run, key: str, input: Any, body: Callable[[], Awaitable[
     started = time.perf_counter()
     hold = run.hold
     hold.check_reports()
+    if key in hold.refused:
+        raise UserError(f"{hold.refused[key]}; return something smaller (or raise the server's NEXUM_MAX_BODY_BYTES)")
     recorded = hold.served(key, input, AGENT_WORKFLOW_ID)
     if recorded is not None:
         if on_recorded is not None:
@@ -313,7 +319,15 @@ async def run_unit(run: Run, key: str, input: Any, body: Callable[[], Awaitable[
         return recorded.result, recorded, True
     deadline = time.monotonic() + timeout
     while True:
-        execution = await _start(run, key, input, deadline, messages)
+        try:
+            execution = await _start(run, key, input, deadline, messages)
+        except RequestRejected as e:
+            if e.status not in (413, 422):
+                raise
+            await hold.settle()  # a result refused just before this start is the cause to name
+            raise UserError(f"the {str(input.get('unit', 'unit')).replace('_', ' ')} cannot be stored: {e}; "
+                            "keep what tools return and send smaller (or raise the server's "
+                            "NEXUM_MAX_BODY_BYTES)") from e
         if messages:  # the server has them now: later starts name them without their bodies
             hold.sent.update(item["hash"] for item in messages)
             messages = None
