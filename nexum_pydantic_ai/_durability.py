@@ -616,9 +616,7 @@ async def _let_go(slot: tuple[int, str], hold: _Hold) -> None:
             task.cancel()
         if not hold.lost:
             with contextlib.suppress(Exception):
-                if hold.hits:
-                    await hold.client.report_hits(hold.info, hold.hits)
-                await hold.client.end_session_run(hold.info)
+                await hold.client.end_session_run(hold.info, hold.hits)
         if hold.owned:
             await hold.client.aclose()
 

@@ -236,16 +236,12 @@ async def presence(session_id: SessionPath, run_token: RunToken, request: Reques
     return Response(status_code=204)
 
 
-@router.post("/v1/sessions/{session_id}/runs/{run_token}/hits", status_code=204, tags=["sessions"],
-             responses=ERRORS, response_class=Response)
-async def served_hits(session_id: SessionPath, run_token: RunToken, body: ServedHits, service: Service) -> Response:
-    """A run served these executions from the session's journal, asking nothing: count them as hits."""
-    service.served_from_journal(body.execution_ids)
-    return Response(status_code=204)
-
-
 @router.delete("/v1/sessions/{session_id}/runs/{run_token}", status_code=204, tags=["sessions"],
                responses=ERRORS)
-async def end_session_run(session_id: SessionPath, run_token: RunToken, service: Service) -> Response:
+async def end_session_run(session_id: SessionPath, run_token: RunToken, service: Service,
+                          body: ServedHits | None = None) -> Response:
+    """The run ended; with a body, the executions it served from the journal count as cached hits."""
+    if body is not None:
+        service.served_from_journal(body.execution_ids)
     await service.end_session_run(session_id, run_token)
     return Response(status_code=204)

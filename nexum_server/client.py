@@ -338,13 +338,10 @@ class NexumClient:
         path = f"/v1/sessions/{quote(run.session_id, safe='')}/runs/{run.run_token}/presence"
         await self.request("GET", path, hold=PRESENCE_HOLD_SECONDS)
 
-    async def report_hits(self, run: SessionRunInfo, execution_ids: list[str]) -> None:
-        """Count executions the run served from the journal it read as cached hits."""
-        await self.request("POST", f"/v1/sessions/{quote(run.session_id, safe='')}/runs/"
-                                   f"{quote(run.run_token, safe='')}/hits", json={"execution_ids": execution_ids})
-
-    async def end_session_run(self, run: SessionRunInfo) -> None:
-        await self.request("DELETE", f"/v1/sessions/{quote(run.session_id, safe='')}/runs/{run.run_token}")
+    async def end_session_run(self, run: SessionRunInfo, hits: list[str] | None = None) -> None:
+        """End the run; `hits` are the executions it served from the journal (counted as cached hits)."""
+        await self.request("DELETE", f"/v1/sessions/{quote(run.session_id, safe='')}/runs/{run.run_token}",
+                           json={"execution_ids": hits} if hits else None)
 
     # Waits: a run waiting for an answer from outside, and whoever resolves it
 

@@ -129,7 +129,7 @@ class StartExecution(WorkflowRef):
 
 
 class ServedHits(_Body):
-    """Body of `POST /v1/sessions/{session_id}/runs/{run_token}/hits`."""
+    """Optional body of `DELETE /v1/sessions/{session_id}/runs/{run_token}`: what the run served from memory."""
 
     execution_ids: list[str] = Field(max_length=100_000)
     """Executions the run served from the journal it read, with no start: counted as cached hits."""
