@@ -191,3 +191,39 @@ async def test_the_recorded_model_answers_offline_and_names_the_first_unrecorded
     with agent.override(model=RecordedModel.from_export(run_file, deps=None, metadata=None)), \
             pytest.raises(NotRecorded, match="^model request 1 .* same unit key"):
         await agent.run(PROMPT)
+
+
+def requests_by_route(server: NexumServer) -> dict[tuple[str, str, str], int]:
+    """How many HTTP requests the server answered, by (method, route, status), from its /metrics."""
+    with server.http() as http:
+        text = http.get("/metrics").text
+    found = re.finditer(r'^nexum_request_seconds_count\{method="(\w+)",route="([^"]+)",status="(\d+)"\} (\S+)$',
+                        text, re.MULTILINE)
+    return {(m[1], m[2], m[3]): int(float(m[4])) for m in found if m[2] != "/metrics"}
+
+
+async def test_the_messages_a_model_request_was_sent_add_no_round_trip(server: NexumServer, client: NexumClient,
+                                                                       session_id: str) -> None:
+    """A fresh run of 10 model requests and 9 tool calls: each unit is one start and one completion,
+    a model request's messages riding in its start, as a tool call (which has none) is."""
+    before = requests_by_route(server)
+    agent, durability = weather_agent(Script([f"city {n}" for n in range(9)], "A"), Weather(), session_id, client)
+    await agent.run(PROMPT)
+    assert durability.last_stats is not None and durability.last_stats.model_made == 10
+    after = requests_by_route(server)
+    sent = {route: after[route] - before.get(route, 0) for route in after if after[route] != before.get(route, 0)}
+    # The run's presence connection (held while it lives, counted when it ends, which may be just
+    # after the run) and lease renewals (by the clock) are the run's, not its units'.
+    kept = {route: n for route, n in sent.items() if not route[1].endswith(("/presence", "/heartbeat"))}
+    assert kept == {
+        ("POST", "/v1/sessions/{session_id}/runs", "200"): 1,  # the run takes the session
+        ("GET", "/v1/sessions/{session_id:path}/journal", "200"): 1,  # beside it, the journal
+        ("POST", "/v1/executions", "404"): 1,  # a fresh server: the agent's workflow is registered once
+        ("POST", "/v1/workflows", "200"): 1,
+        ("POST", "/v1/executions", "201"): 19,  # one start per unit
+        ("POST", "/v1/tasks/{task_id}/complete", "200"): 19,  # one completion per unit
+        ("DELETE", "/v1/sessions/{session_id}/runs/{run_token}", "204"): 1,
+    }
+    units = (await client.journal(session_id)).units
+    last_request = [unit for unit in units if unit.input.get("unit") == "model_request"][-1]
+    assert len((await client.sent(last_request.id)).messages) == 19  # the prompt, then 9 calls and their results
