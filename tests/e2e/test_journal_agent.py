@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -21,11 +22,12 @@ from pydantic_ai.exceptions import UserError
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from nexum_devtools.procs import ROOT, NexumServer
+from nexum_devtools.procs import ROOT, WORKER_READY, NexumServer, Proc, running
 from nexum_pydantic_ai import NexumDurability, NotRecorded, RecordedModel, RecordedTools
 from nexum_server.client import NexumClient
 
 COMMAND_TIMEOUT = 30
+RUN_TIMEOUT = 60
 PROMPT = "What is the weather in three cities?"
 
 
@@ -191,6 +193,30 @@ async def test_the_recorded_model_answers_offline_and_names_the_first_unrecorded
     with agent.override(model=RecordedModel.from_export(run_file, deps=None, metadata=None)), \
             pytest.raises(NotRecorded, match="^model request 1 .* same unit key"):
         await agent.run(PROMPT)
+
+
+async def test_the_readme_test_passes_against_a_session_the_own_agent_recorded(server: NexumServer,
+                                                                                tmp_path: Path) -> None:
+    """The README's pytest example, as a user runs it: the agent recorded with its worker, the session
+    exported, then pytest with nothing running but pytest."""
+    for example in ("own_agent.py", "test_own_agent.py"):
+        shutil.copy(ROOT / "examples" / example, tmp_path / example)
+    (tmp_path / "a.txt").write_text("one two three four\n")
+    (tmp_path / "b.txt").write_text("five six seven eight nine\n")
+    env = {"NEXUM_URL": server.url}
+    with running(Proc([sys.executable, "-m", "nexum_pydantic_ai.worker", "own_agent:TOOLSET"], env=env,
+                      ready=WORKER_READY, cwd=tmp_path)):
+        agent = Proc([sys.executable, "own_agent.py", "a.txt", "b.txt"], env=env, cwd=tmp_path)
+        with running(agent):
+            assert agent.popen.wait(RUN_TIMEOUT) == 0, agent.output
+        assert "9 words in 2 files" in agent.output
+        await nexum("export", "own-agent", "-o", str(tmp_path / "own-agent.json"), "--url", server.url)
+    server.stop()
+
+    tests = Proc([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_own_agent.py"], cwd=tmp_path)
+    with running(tests):
+        assert tests.popen.wait(RUN_TIMEOUT) == 0, tests.output
+    assert "2 passed" in tests.output
 
 
 def requests_by_route(server: NexumServer) -> dict[tuple[str, str, str], int]:
