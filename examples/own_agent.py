@@ -64,7 +64,7 @@ def on_unit(event: UnitEvent) -> None:
     print(f"{'replayed' if event.cached else 'ran':>8}  {label}", flush=True)
 
 
-def build_agent(durability: NexumDurability[None]) -> Agent[None, str]:
+def build_agent(durability: NexumDurability) -> Agent:
     """The agent, its runs journaled by `durability` (with `session_id=None`, not at all: a test's)."""
     return Agent(
         FunctionModel(offline_model),  # a real model instead: "openai:gpt-5-mini", with OPENAI_API_KEY set

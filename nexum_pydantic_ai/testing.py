@@ -49,6 +49,7 @@ from pydantic_ai.messages import (
     UserPromptPart,
 )
 from pydantic_ai.models import CompletedStreamedResponse, Model, ModelRequestParameters, StreamedResponse
+from pydantic_ai.profiles import ModelProfileSpec
 from pydantic_ai.settings import ModelSettings
 from pydantic_ai.tools import AgentDepsT, RunContext
 from pydantic_ai.toolsets import AbstractToolset, ToolsetTool, WrapperToolset
@@ -93,11 +94,13 @@ class RecordedModel(Model):
         deps: The run's deps as the keys saw them; with `metadata`, matches by the whole unit key.
         metadata: The run's metadata, likewise.
         source: Names the recording in errors.
+        profile: The recorded model's profile, where the agent's requests depend on it (its
+            structured output mode, say); Pydantic AI's default otherwise.
     """
 
     def __init__(self, document: SessionExport, *, deps: Any = _UNSET, metadata: Any = _UNSET,
-                 source: str = "the recording") -> None:
-        super().__init__()
+                 source: str = "the recording", profile: ModelProfileSpec | None = None) -> None:
+        super().__init__(profile=profile)
         self.source = source
         self.requests = 0
         """Model requests answered so far."""
@@ -114,9 +117,10 @@ class RecordedModel(Model):
         self._count = len(units)
 
     @classmethod
-    def from_export(cls, path: str | Path, *, deps: Any = _UNSET, metadata: Any = _UNSET) -> RecordedModel:
+    def from_export(cls, path: str | Path, *, deps: Any = _UNSET, metadata: Any = _UNSET,
+                    profile: ModelProfileSpec | None = None) -> RecordedModel:
         """The model of the session `nexum export SESSION -o path` wrote."""
-        return cls(read_export(path), deps=deps, metadata=metadata, source=str(path))
+        return cls(read_export(path), deps=deps, metadata=metadata, source=str(path), profile=profile)
 
     @property
     def model_name(self) -> str:

@@ -44,7 +44,7 @@ class Script:
         asked = sum(isinstance(message, ModelResponse) for message in messages)
         if asked < len(self.cities):
             return ModelResponse(parts=[ToolCallPart("lookup", {"city": self.cities[asked]})])
-        told = [part.content for message in messages for part in message.parts if isinstance(part, ToolReturnPart)]
+        told = [str(part.content) for message in messages for part in message.parts if isinstance(part, ToolReturnPart)]
         return ModelResponse(parts=[TextPart(f"{self.signature}: {'; '.join(told)}")])
 
 
@@ -69,8 +69,8 @@ class Weather:
 
 
 def weather_agent(script: Script, weather: Weather, session_id: str | None,
-                  client: NexumClient | None = None) -> tuple[Agent[None, str], NexumDurability[None]]:
-    durability = NexumDurability[None](session_id=session_id, client=client)
+                  client: NexumClient | None = None) -> tuple[Agent, NexumDurability]:
+    durability = NexumDurability(session_id=session_id, client=client)
     agent = Agent(FunctionModel(script), name="weather", toolsets=[weather.toolset()], capabilities=[durability])
     return agent, durability
 
