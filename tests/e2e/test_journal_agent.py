@@ -171,6 +171,10 @@ async def test_the_recorded_model_answers_offline_and_names_the_first_unrecorded
         tools = RecordedTools.from_export(run_file)
         assert (await agent.run(PROMPT, capabilities=[tools])).output == recorded
         assert tools.calls == 3 and weather.looked_up == ["Paris", "Rome", "Oslo"]
+        # Streamed, and asked again: the same recorded answers.
+        async with agent.run_stream(PROMPT, capabilities=[tools]) as streamed:
+            assert await streamed.get_output() == recorded
+        assert model.requests == 12 and tools.calls == 6
 
         with pytest.raises(NotRecorded) as changed_prompt:
             await agent.run("What is the weather in four cities?")
