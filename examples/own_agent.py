@@ -64,15 +64,24 @@ def on_unit(event: UnitEvent) -> None:
     print(f"{'replayed' if event.cached else 'ran':>8}  {label}", flush=True)
 
 
-async def main(files: list[str]) -> None:
-    durability = NexumDurability(session_id=SESSION_ID, on_unit=on_unit)  # NEXUM_URL, else 127.0.0.1:50051
-    agent = Agent(
+def build_agent(durability: NexumDurability) -> Agent:
+    """The agent, its runs journaled by `durability` (with `session_id=None`, not at all: a test's)."""
+    return Agent(
         FunctionModel(offline_model),  # a real model instead: "openai:gpt-5-mini", with OPENAI_API_KEY set
         name="files",                  # part of every unit's key: keep it when you edit the agent
         toolsets=[WorkerToolset(TOOLSET)],
         capabilities=[durability],
     )
-    result = await agent.run("Count the words in these files: " + " ".join(files))
+
+
+def task(files: list[str]) -> str:
+    """The prompt: the same files make the same prompt, which a re-run (or a test) finds recorded."""
+    return "Count the words in these files: " + " ".join(files)
+
+
+async def main(files: list[str]) -> None:
+    durability = NexumDurability(session_id=SESSION_ID, on_unit=on_unit)  # NEXUM_URL, else 127.0.0.1:50051
+    result = await build_agent(durability).run(task(files))
     print(result.output)
     stats = durability.last_stats
     assert stats is not None

@@ -6,9 +6,13 @@
     NexumError (engine)
     ├── ToolCallFailed       the call ended FAILED (all attempts used, or permanent) or CANCELLED
     └── InvalidToolCall      the tool name or its arguments do not match the toolset: nothing was submitted
+    UserError (Pydantic AI)
+    └── NotRecorded          a test's run asked a recorded session (`testing.py`) what it never answered
 """
 
 from __future__ import annotations
+
+from pydantic_ai.exceptions import UserError
 
 from nexum_server.errors import NexumError
 from nexum_server.models import Execution
@@ -40,3 +44,7 @@ class InvalidToolCall(NexumError, ValueError):
     """The tool name or its arguments do not match the toolset: nothing was submitted."""
 
     code = "invalid_tool_call"
+
+
+class NotRecorded(UserError):
+    """A run against a recorded session asked for a model request or a tool call it never recorded."""
