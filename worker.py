@@ -36,8 +36,7 @@ no server at the URL, a refused token)."""
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = build_parser("Run the research tool calls the Nexum server queues, and report their results.",
-                          HELP_EPILOG)
+    parser = build_parser("Run the research tool calls the Nexum server queues, and report their results.", HELP_EPILOG)
     args = parser.parse_args(argv)
     if args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
@@ -55,8 +54,14 @@ def main(argv: list[str] | None = None) -> None:
 
 async def _serve(args, toolset, describe, aclose_clients) -> None:  # type: ignore[no-untyped-def]
     try:
-        await serve([toolset], url=args.url, concurrency=args.concurrency, worker_id=args.worker_id,
-                    grace_seconds=args.grace_seconds, describe=describe)
+        await serve(
+            [toolset],
+            url=args.url,
+            concurrency=args.concurrency,
+            worker_id=args.worker_id,
+            grace_seconds=args.grace_seconds,
+            describe=describe,
+        )
     finally:
         await aclose_clients()
 

@@ -69,8 +69,10 @@ def main() -> None:
         finally:
             if cluster is not None:
                 cluster.remove()
-    print(f"{args.polls} idle polls on {args.db}: server CPU {cpu:.1%} of a core; cold call claimed in "
-          f"{cold * 1000:.1f} ms")
+    print(
+        f"{args.polls} idle polls on {args.db}: server CPU {cpu:.1%} of a core; cold call claimed in "
+        f"{cold * 1000:.1f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -73,8 +73,19 @@ class PeersConfig:
     """Most time one workload may take (it still runs one round)."""
 
 
-QUICK = PeersConfig(runs=2, steps=4, resumes=1, crash_at=3, concurrent=4, concurrent_steps=2, concurrent_rounds=1,
-                    long_steps=8, long_runs=1, window=2, seconds=20.0)
+QUICK = PeersConfig(
+    runs=2,
+    steps=4,
+    resumes=1,
+    crash_at=3,
+    concurrent=4,
+    concurrent_steps=2,
+    concurrent_rounds=1,
+    long_steps=8,
+    long_runs=1,
+    window=2,
+    seconds=20.0,
+)
 
 
 class PeerCheckFailed(AssertionError):
@@ -120,18 +131,23 @@ def _ratio(values: list[float]) -> dict[str, float]:
 
 
 @contextlib.asynccontextmanager
-async def open_engines(stack: Stack, client: NexumClient, directory: Path,
-                       report: Callable[[str], None]) -> AsyncIterator[list[Engine]]:
+async def open_engines(
+    stack: Stack, client: NexumClient, directory: Path, report: Callable[[str], None]
+) -> AsyncIterator[list[Engine]]:
     """Every engine that can run here; DBOS is launched in this process and destroyed at the end."""
-    engines = [peers.plain_engine(PLAIN, peers.INSTANT_TOOLSET),
-               peers.plain_engine(PLAIN_SEARCH, peers.TOOLSET, shown=False)]
+    engines = [
+        peers.plain_engine(PLAIN, peers.INSTANT_TOOLSET),
+        peers.plain_engine(PLAIN_SEARCH, peers.TOOLSET, shown=False),
+    ]
     missing = peers.dbos_missing()
     if missing:
         report(missing)
     else:
         engines.append(await asyncio.to_thread(peers.dbos_engine, DBOS, PLAIN, directory / "dbos.sqlite"))
-    engines += [peers.nexum_engine(NEXUM_PROCESS, PLAIN, client, worker_tools=False),
-                peers.nexum_engine(NEXUM_WORKER, PLAIN_SEARCH, client, worker_tools=True)]
+    engines += [
+        peers.nexum_engine(NEXUM_PROCESS, PLAIN, client, worker_tools=False),
+        peers.nexum_engine(NEXUM_WORKER, PLAIN_SEARCH, client, worker_tools=True),
+    ]
     try:
         yield engines
     finally:
@@ -142,7 +158,9 @@ async def open_engines(stack: Stack, client: NexumClient, directory: Path,
 async def _fresh(engine: Engine, steps: int, run_id: str) -> float:
     peers.reset_counts()
     seconds = await _timed(engine.fresh(steps, run_id))
-    _check(peers.COUNTS["model"] == steps + 1, f"{engine.name}: {peers.COUNTS['model']} model requests, not {steps + 1}")
+    _check(
+        peers.COUNTS["model"] == steps + 1, f"{engine.name}: {peers.COUNTS['model']} model requests, not {steps + 1}"
+    )
     if not engine.search_tool:
         _check(peers.COUNTS["tool"] == steps, f"{engine.name}: {peers.COUNTS['tool']} tool calls, not {steps}")
     return seconds
@@ -192,8 +210,21 @@ async def fresh_and_replay(engines: list[Engine], config: PeersConfig) -> dict[s
 
 
 def _child(engine: Engine, run_id: str, stack: Stack, db: Path, steps: int, crash_at: int | None) -> Proc:
-    args = [sys.executable, "-m", "bench.peers", "--engine", str(engine.child), "--id", run_id, "--steps",
-            str(steps), "--url", stack.nexum_url, "--db", str(db)]
+    args = [
+        sys.executable,
+        "-m",
+        "bench.peers",
+        "--engine",
+        str(engine.child),
+        "--id",
+        run_id,
+        "--steps",
+        str(steps),
+        "--url",
+        stack.nexum_url,
+        "--db",
+        str(db),
+    ]
     return Proc(args + (["--crash-at", str(crash_at)] if crash_at else []), env=stack.tool_env)
 
 
@@ -218,8 +249,10 @@ def resume_once(engine: Engine, stack: Stack, directory: Path, config: PeersConf
     assert line is not None
     figures = json.loads(line.removeprefix(peers.RESUMED))
     left = config.steps + 2 - config.crash_at  # the request that died and every one after it
-    _check(figures["model_calls"] == left, f"{engine.name}: the resume made {figures['model_calls']} model "
-                                           f"requests, not {left}")
+    _check(
+        figures["model_calls"] == left,
+        f"{engine.name}: the resume made {figures['model_calls']} model requests, not {left}",
+    )
     return figures
 
 
@@ -246,10 +279,18 @@ async def concurrent(engines: list[Engine], config: PeersConfig) -> dict[str, An
             latencies[engine.name] += await asyncio.gather(*runs)
             rates[engine.name].append(config.concurrent / (time.perf_counter() - started))
             expected = config.concurrent * (config.concurrent_steps + 1)
-            _check(peers.COUNTS["model"] == expected, f"{engine.name}: {peers.COUNTS['model']} model requests, "
-                                                       f"not {expected}")
-    return {name: {"runs_per_second": statistics.median(rates[name]), "rounds": len(rates[name]),
-                   "run_ms": _ms(latencies[name])} for name in rates}
+            _check(
+                peers.COUNTS["model"] == expected,
+                f"{engine.name}: {peers.COUNTS['model']} model requests, not {expected}",
+            )
+    return {
+        name: {
+            "runs_per_second": statistics.median(rates[name]),
+            "rounds": len(rates[name]),
+            "run_ms": _ms(latencies[name]),
+        }
+        for name in rates
+    }
 
 
 async def long_runs(engines: list[Engine], config: PeersConfig) -> dict[str, Any]:
@@ -281,8 +322,10 @@ async def run_peers(stack: Stack, config: PeersConfig, report: Callable[[str], N
     await asyncio.to_thread(stack.use_instant_search)
     figures: dict[str, Any] = {"machine": machine(), "config": asdict(config)}
     with tempfile.TemporaryDirectory(prefix="nexum-peers-") as tmp:
-        async with NexumClient(stack.nexum_url, max_connections=2 * config.concurrent + 16) as client, \
-                open_engines(stack, client, Path(tmp), report) as engines:
+        async with (
+            NexumClient(stack.nexum_url, max_connections=2 * config.concurrent + 16) as client,
+            open_engines(stack, client, Path(tmp), report) as engines,
+        ):
             figures["engines"] = [e.name for e in engines if e.shown]
             figures["dbos_missing"] = peers.dbos_missing()
             await warm_up(engines)

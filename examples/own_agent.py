@@ -68,7 +68,7 @@ async def main(files: list[str]) -> None:
     durability = NexumDurability(session_id=SESSION_ID, on_unit=on_unit)  # NEXUM_URL, else 127.0.0.1:50051
     agent = Agent(
         FunctionModel(offline_model),  # a real model instead: "openai:gpt-5-mini", with OPENAI_API_KEY set
-        name="files",                  # part of every unit's key: keep it when you edit the agent
+        name="files",  # part of every unit's key: keep it when you edit the agent
         toolsets=[WorkerToolset(TOOLSET)],
         capabilities=[durability],
     )
@@ -76,8 +76,11 @@ async def main(files: list[str]) -> None:
     print(result.output)
     stats = durability.last_stats
     assert stats is not None
-    print(f"replayed {stats.model_replayed} model requests and {stats.tools_replayed} tool calls; "
-          f"made {stats.model_made} and ran {stats.tools_run}", flush=True)
+    print(
+        f"replayed {stats.model_replayed} model requests and {stats.tools_replayed} tool calls; "
+        f"made {stats.model_made} and ran {stats.tools_run}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -39,12 +39,15 @@ def find_bindir() -> Path:
         return Path(initdb).resolve().parent
     pg_config = shutil.which("pg_config")
     if pg_config:
-        bindir = Path(subprocess.run([pg_config, "--bindir"], capture_output=True, text=True,
-                                     check=True).stdout.strip())
+        bindir = Path(
+            subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=True).stdout.strip()
+        )
         if (bindir / "initdb").exists() and (bindir / "pg_ctl").exists():
             return bindir
-    raise PostgresMissing("PostgreSQL's initdb and pg_ctl were not found on PATH nor in `pg_config --bindir`; "
-                          "install the PostgreSQL server (Debian: apt-get install postgresql)")
+    raise PostgresMissing(
+        "PostgreSQL's initdb and pg_ctl were not found on PATH nor in `pg_config --bindir`; "
+        "install the PostgreSQL server (Debian: apt-get install postgresql)"
+    )
 
 
 def free_port() -> int:
@@ -66,21 +69,39 @@ class ThrowawayPostgres:
             user = pwd.getpwnam(SUPERUSER)
             os.chown(self.root, user.pw_uid, user.pw_gid)
             self._as_user = ["runuser", "-u", SUPERUSER, "--"]
-        self._run("initdb", "-D", str(self.data), "-U", SUPERUSER, "-A", "trust", "-E", "UTF8",
-                  "--locale=C", "--no-sync")
+        self._run(
+            "initdb", "-D", str(self.data), "-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"
+        )
 
     def _run(self, tool: str, *args: str) -> None:
-        done = subprocess.run([*self._as_user, str(self.bindir / tool), *args], capture_output=True, text=True,
-                              timeout=START_TIMEOUT_SECONDS)
+        done = subprocess.run(
+            [*self._as_user, str(self.bindir / tool), *args],
+            capture_output=True,
+            text=True,
+            timeout=START_TIMEOUT_SECONDS,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"{tool} {' '.join(args)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
 
     def start(self) -> None:
         """Start (or restart after `stop`) on the same port and data; returns once it accepts connections."""
-        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root} "
-                   "-c fsync=off -c full_page_writes=off -c max_connections=300")
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-o", options,
-                  "-w", "-t", str(START_TIMEOUT_SECONDS), "start")
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root} "
+            "-c fsync=off -c full_page_writes=off -c max_connections=300"
+        )
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "server.log"),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            str(START_TIMEOUT_SECONDS),
+            "start",
+        )
 
     def stop(self, mode: str = "fast") -> None:
         """`immediate` is a crash as far as clients can tell: connections drop, recovery runs on start."""

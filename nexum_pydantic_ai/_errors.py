@@ -1,11 +1,11 @@
 """How a tool's failure reads, and the errors of a durable tool call.
 
-    ToolError                a tool raises these (or anything: the worker classifies it)
-    ├── TransientToolError   may succeed on retry: timeouts, connection errors, HTTP 5xx/408/429
-    └── PermanentToolError   will fail the same way again: bad arguments, unknown tool, refused input
-    NexumError (engine)
-    ├── ToolCallFailed       the call ended FAILED (all attempts used, or permanent) or CANCELLED
-    └── InvalidToolCall      the tool name or its arguments do not match the toolset: nothing was submitted
+ToolError                a tool raises these (or anything: the worker classifies it)
+├── TransientToolError   may succeed on retry: timeouts, connection errors, HTTP 5xx/408/429
+└── PermanentToolError   will fail the same way again: bad arguments, unknown tool, refused input
+NexumError (engine)
+├── ToolCallFailed       the call ended FAILED (all attempts used, or permanent) or CANCELLED
+└── InvalidToolCall      the tool name or its arguments do not match the toolset: nothing was submitted
 """
 
 from __future__ import annotations

@@ -31,7 +31,13 @@ from nexum_research.tools import (
 )
 from workflow import TOOL_NAMES, VISIT_WEBPAGE, WEB_SEARCH
 
-ENV_KEYS = ("NEXUM_SEARCH_BACKEND", "NEXUM_SEARXNG_URL", "NEXUM_PAGE_MAX_CHARS", "NEXUM_FETCH_TIMEOUT", "NEXUM_ALLOW_PRIVATE_URLS")
+ENV_KEYS = (
+    "NEXUM_SEARCH_BACKEND",
+    "NEXUM_SEARXNG_URL",
+    "NEXUM_PAGE_MAX_CHARS",
+    "NEXUM_FETCH_TIMEOUT",
+    "NEXUM_ALLOW_PRIVATE_URLS",
+)
 TRUNCATION_MARKER = "\n\n[Content truncated]"
 
 
@@ -230,7 +236,9 @@ async def test_huge_page_is_capped(private_ok: None, web: WebFixture) -> None:
     assert len(text) < 8200
 
 
-@pytest.mark.parametrize(("path", "media_type"), [("/files/image.png", "image/png"), ("/files/report.pdf", "application/pdf")])
+@pytest.mark.parametrize(
+    ("path", "media_type"), [("/files/image.png", "image/png"), ("/files/report.pdf", "application/pdf")]
+)
 async def test_binary_content_is_one_line(private_ok: None, web: WebFixture, path: str, media_type: str) -> None:
     size = len(httpx2.get(web.url + path).content)
     text = await visit_webpage(web.url + path)
