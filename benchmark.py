@@ -44,21 +44,21 @@ from typing import Any
 
 from rich.console import Console
 
-from nexum_research import tools
 from bench.agent import agent_figures, agent_table, run_scenarios
 from bench.calls import CallsConfig, calls_tables, measure_calls
+from bench.peer_table import peers_markdown, peers_table
 from bench.peer_workloads import QUICK as PEERS_QUICK
 from bench.peer_workloads import PeersConfig, run_peers
-from bench.peer_table import peers_markdown, peers_table
 from bench.resume import resume_table, run_resumes
 from bench.scaling import backends_table, measure_backends
 from bench.stack import Stack, scoped_env, start_stack
 from bench.stats import machine
 from demo import pick_model
-from nexum_server.client import NexumClient
-from nexum_research.settings import AgentSettings
-from nexum_server.errors import NexumError
+from nexum_research import tools
 from nexum_research.offline_model import default_plan, planned_model
+from nexum_research.settings import AgentSettings
+from nexum_server.client import NexumClient
+from nexum_server.errors import NexumError
 
 QUERY = "What is durable execution?"
 DEFAULTS: dict[str, Any] = {

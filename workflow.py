@@ -20,8 +20,9 @@ from nexum_pydantic_ai import (
     canonical_json,
     standalone_tool_key,
     tool_ir,
+    tool_workflow_id,
+    version_hash,
 )
-from nexum_pydantic_ai import tool_workflow_id, version_hash
 from nexum_research import AGENT_NAME, TOOL_NAMES, VISIT_WEBPAGE, WEB_SEARCH
 
 TOOLSET_ID = "research"

@@ -21,13 +21,13 @@ from pydantic_ai.models import Model
 from pydantic_ai.toolsets import ToolsetTool, WrapperToolset
 from rich.table import Table
 
-from nexum_research import tools
 from demo import build_agent
+from nexum_devtools.web import WebFixture
 from nexum_pydantic_ai import UnitEvent
+from nexum_research import tools
+from nexum_research.tools import ToolError
 from nexum_server.client import NexumClient
 from submit_task import call_tool
-from nexum_devtools.web import WebFixture
-from nexum_research.tools import ToolError
 from workflow import VISIT_WEBPAGE
 
 PLAIN = "Pydantic AI"

@@ -32,14 +32,14 @@ from typing import Any
 
 from rich.table import Table
 
-from nexum_research import tools
 from bench.stack import Stack
 from bench.stats import Summary, summarize
+from nexum_research import tools
+from nexum_research.tools import ToolError, run_tool
 from nexum_server.client import NexumClient, NexumSyncClient
 from nexum_server.errors import WaitTimeout
 from nexum_server.models import Execution, WorkflowRef
 from submit_task import ToolCallOutcome, call_tool, call_tool_sync
-from nexum_research.tools import ToolError, run_tool
 from workflow import IR, VERSION_HASH, WEB_SEARCH, WORKFLOW_ID, ToolCallInput, ToolCallOutput, tool_call_key
 
 INSTANT_TOOL = WEB_SEARCH

@@ -7,8 +7,8 @@ from typing import Any
 
 from rich.table import Table
 
-from bench.peers import DBOS_POLL_SECONDS
 from bench.peer_workloads import DBOS
+from bench.peers import DBOS_POLL_SECONDS
 
 
 def _cells(figures: dict[str, Any], name: str) -> list[str]:

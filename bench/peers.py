@@ -42,8 +42,8 @@ from pydantic_ai.usage import UsageLimits
 
 # The Nexum integration, imported here only: the rest of the comparison takes it from this module.
 from nexum_pydantic_ai import NexumDurability, WorkerToolset
-from nexum_server.client import NexumClient
 from nexum_research.tools import TOOLSET
+from nexum_server.client import NexumClient
 from workflow import WEB_SEARCH
 
 AGENT_NAME = "peers"

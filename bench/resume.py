@@ -29,11 +29,11 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from rich.table import Table
 
 from demo import AGENT_NAME, INSTRUCTIONS, build_agent
-from nexum_pydantic_ai import WorkerToolset
-from nexum_server.client import NexumClient
 from nexum_devtools.web import WebFixture
+from nexum_pydantic_ai import WorkerToolset
 from nexum_research.offline_model import offline_model
 from nexum_research.tools import TOOLSET
+from nexum_server.client import NexumClient
 
 DESIGNS = ("tool calls only", "full journal")
 PAGES = 3

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import httpx2
 
-from nexum_server.errors import ServerUnavailable
-from nexum_devtools.web import WebFixture, run_web_fixture, tools_env
 from nexum_devtools.procs import ROOT, SERVER_READY, WORKER_READY, Proc
+from nexum_devtools.web import WebFixture, run_web_fixture, tools_env
+from nexum_server.errors import ServerUnavailable
 
 CHECK_TIMEOUT_SECONDS = 5.0
 WORKER_GRACE_SECONDS = 1.0

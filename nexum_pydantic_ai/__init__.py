@@ -11,8 +11,8 @@ execution of the session; `WorkerToolset` sends the tools marked `RUN_IN_WORKER`
 """
 
 from ._durability import NexumBackend, NexumDurability, Run, RunStats, UnitEvent, current_run
-from ._events import NexumEventWaiter, WaitDetached
 from ._errors import InvalidToolCall, PermanentToolError, ToolCallFailed, ToolError, TransientToolError
+from ._events import NexumEventWaiter, WaitDetached
 from ._keys import KEY_SCHEME, canonical_json, standalone_tool_key
 from ._protocol import AGENT_WORKFLOW_ID, ToolCallInput, ToolCallOutput, tool_ir, tool_workflow_id, version_hash
 from ._tool_call import (

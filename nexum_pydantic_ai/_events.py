@@ -30,12 +30,13 @@ from pydantic import JsonValue, TypeAdapter
 from pydantic_ai.external_events import ExternalEventError, ExternalEventWaiter
 from pydantic_ai.tools import DeferredToolRequests
 
-# The integration's run state and unit runner; `durability` until the package holds them.
-from ._durability import Run, run_unit
-from ._keys import digest
 from nexum_server.client import reconnecting
 from nexum_server.errors import NexumError, RequestRejected
 from nexum_server.models import PendingCall, Wait, WaitRequest, WaitStatus
+
+# The integration's run state and unit runner; `durability` until the package holds them.
+from ._durability import Run, run_unit
+from ._keys import digest
 
 ASKED_BY = "ask"
 """`resolved_by` of a wait that `ask` answered in place."""

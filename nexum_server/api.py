@@ -26,6 +26,7 @@ from .guard import Guard
 from .hotroutes import HotRoutes
 from .jsonbody import StrictJSONRoute
 from .models import (
+    NO_NUL,
     CompleteTask,
     ErrorBody,
     Execution,
@@ -34,7 +35,6 @@ from .models import (
     Health,
     Lease,
     LeaseBody,
-    NO_NUL,
     PollTasks,
     RegisterResult,
     RegisterWorkflow,

@@ -20,7 +20,7 @@ from .journal import split_input
 from .metrics import Metrics
 from .models import Execution, PollTasks, RegisterWorkflow, SessionRunInfo, StartExecution, Status, Task, WorkflowRef
 from .notifier import Notifier, Ref
-from .store import Store, StartOutcome
+from .store import StartOutcome, Store
 
 log = logging.getLogger("nexum.service")
 

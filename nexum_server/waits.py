@@ -21,8 +21,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from .errors import InvalidValue
-from .service import WAIT_PREFIX
 from .models import CreateWait, ErrorBody, ResolveWait, Wait, WaitList, WaitStatus
+from .service import WAIT_PREFIX
 
 if TYPE_CHECKING:
     from .service import QueueService

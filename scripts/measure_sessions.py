@@ -25,10 +25,10 @@ import httpx2
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from nexum_devtools.procs import NexumServer  # noqa: E402
 from nexum_server.config import Settings  # noqa: E402
 from nexum_server.models import WorkflowRef  # noqa: E402
 from nexum_server.store import SQLiteStore  # noqa: E402
-from nexum_devtools.procs import NexumServer  # noqa: E402
 
 REF = WorkflowRef(workflow_id="measure", version_hash="sha256:measure")
 IR = {"nodes": [{"id": "call", "kind": "EFFECT"}]}

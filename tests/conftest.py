@@ -13,8 +13,8 @@ import pydantic_ai.models
 import pytest
 
 from nexum_devtools.postgres import PostgresMissing, ThrowawayPostgres, find_bindir
-from nexum_devtools.web import WebFixture, run_web_fixture, tools_env
 from nexum_devtools.procs import DOTENV_KEYS, WORKER_READY, NexumServer, Proc, server_env
+from nexum_devtools.web import WebFixture, run_web_fixture, tools_env
 
 CI = pytest.StashKey[bool]()
 

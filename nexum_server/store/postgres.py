@@ -27,8 +27,8 @@ from psycopg_pool import ConnectionPool
 from ..errors import (
     ConfigError,
     InvalidValue,
-    NexumError,
     LeaseLost,
+    NexumError,
     NotFound,
     SchemaError,
     SessionBusy,
@@ -49,11 +49,11 @@ from .sqlite import (
     _copy_params,
     _dump,
     _execution,
+    _refuse_waiting,
     _sent_params,
     _session,
     _task,
     _unit,
-    _refuse_waiting,
     _unknown_message,
 )
 

@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 from ..errors import (
     ConfigError,
     InvalidValue,
-    NexumError,
     LeaseLost,
+    NexumError,
     NotFound,
     SchemaError,
     SessionBusy,
@@ -29,11 +29,11 @@ from ..errors import (
 )
 from ..journal import Sent, SentRow, encode_sent
 from ..models import CallSummary, Execution, JournalUnit, SessionSummary, Status, Task, WorkflowRef, describe_input
+from . import sqlite_sql
+from . import sqlite_sql as sql
 from .base import SCHEMA_VERSION, CallKey, ClaimOutcome, CopiedUnit, SessionRun, StartOutcome, Store
 from .group import GroupCommit
 from .lock import ServerLock
-from . import sqlite_sql as sql
-from . import sqlite_sql
 from .sqlite_sql import (
     ADD_HITS,
     ADDED_COLUMNS,
@@ -61,23 +61,22 @@ from .sqlite_sql import (
     READY_BY_WORKFLOW,
     RELEASE,
     RENEW_RUNNING_LEASES,
-    RENEW_SESSION_LEASES,
     RENEW_SESSION,
+    RENEW_SESSION_LEASES,
     RUN_GONE,
     SCHEMA,
     SCHEMA_STATE,
     SELECT_EXECUTION,
     SELECT_LIVE,
     SELECT_SESSION_RUN,
+    SELECT_WORKFLOW,
+    SELECT_WORKFLOW_ANY,
     SESSION_LIVE,
     SESSION_RUN_GONE,
     SESSION_RUN_IS,
     TAKE_SESSION,
     TERMINAL_AMONG,
-    SELECT_WORKFLOW,
-    SELECT_WORKFLOW_ANY,
 )
-
 
 T = TypeVar("T")
 log = logging.getLogger("nexum.store")

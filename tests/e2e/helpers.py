@@ -18,9 +18,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from nexum_pydantic_ai import UnitEvent
-from nexum_devtools.web import WebFixture
 from nexum_devtools.procs import ROOT
+from nexum_devtools.web import WebFixture
+from nexum_pydantic_ai import UnitEvent
 from workflow import VISIT_WEBPAGE, WEB_SEARCH
 
 DEMO_TIMEOUT = 60.0

@@ -22,13 +22,13 @@ from pydantic_ai.models import Model
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from demo import build_agent
+from nexum_devtools.procs import Proc
+from nexum_devtools.web import WebFixture
+from nexum_research.offline_model import planned_model
 from nexum_server.client import NexumClient
 from nexum_server.models import Status
-from nexum_research.offline_model import planned_model
 from submit_task import call_tool
 from tests.e2e.helpers import Calls, WebRequests
-from nexum_devtools.web import WebFixture
-from nexum_devtools.procs import Proc
 from workflow import VISIT_WEBPAGE, WEB_SEARCH, WORKFLOW_ID, canonical_json
 
 PROMPT = "Research durable execution."

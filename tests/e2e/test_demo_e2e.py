@@ -14,6 +14,8 @@ import sys
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from nexum_devtools.procs import NexumServer, Proc, running
+from nexum_devtools.web import WebFixture, search_results, tools_env
 from nexum_server.client import NexumClient
 from nexum_server.models import Status
 from tests.e2e.helpers import (
@@ -28,8 +30,6 @@ from tests.e2e.helpers import (
     demo_env,
     run_demo,
 )
-from nexum_devtools.web import WebFixture, search_results, tools_env
-from nexum_devtools.procs import NexumServer, Proc, running
 from workflow import VISIT_WEBPAGE, WEB_SEARCH, WORKFLOW_ID
 
 OFFLINE_ANSWER = "Offline extractive model, not a language model."

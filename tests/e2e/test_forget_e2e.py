@@ -9,8 +9,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.e2e.helpers import CACHED, EXECUTED, WebRequests, run_demo
 from nexum_devtools.procs import ROOT, NexumServer, Proc
+from tests.e2e.helpers import CACHED, EXECUTED, WebRequests, run_demo
 
 COMMAND_TIMEOUT = 30
 

@@ -15,14 +15,14 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import submit_task
+from nexum_devtools.procs import ROOT, NexumServer, Proc
+from nexum_devtools.web import WebFixture, search_results
 from nexum_pydantic_ai import _tool_call
 from nexum_server.client import NexumClient, NexumSyncClient
 from nexum_server.errors import WaitTimeout
 from nexum_server.models import Status
 from submit_task import call_tool, submit_tool_call
 from tests.e2e.helpers import WebRequests
-from nexum_devtools.web import WebFixture, search_results
-from nexum_devtools.procs import ROOT, NexumServer, Proc
 from workflow import WEB_SEARCH
 
 SCRIPT_TIMEOUT = 60.0

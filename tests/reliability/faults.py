@@ -14,9 +14,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from nexum_devtools.web import WebFixture
 from nexum_server.client import NexumClient
 from nexum_server.models import Execution, WorkflowRef
-from nexum_devtools.web import WebFixture
 from workflow import IR, VERSION_HASH, WORKFLOW_ID
 
 T = TypeVar("T")

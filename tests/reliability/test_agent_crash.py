@@ -18,10 +18,10 @@ import sys
 import time
 from collections.abc import Callable
 
+from nexum_devtools.procs import NexumServer, Proc, server_env
+from nexum_devtools.web import WebFixture
 from nexum_server.client import NexumClient
 from nexum_server.models import Execution, Status
-from nexum_devtools.web import WebFixture
-from nexum_devtools.procs import NexumServer, Proc, server_env
 from tests.reliability.faults import token, until
 from workflow import AGENT_WORKFLOW_ID, WORKFLOW_ID
 

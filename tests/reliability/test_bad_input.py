@@ -27,11 +27,11 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from nexum_devtools.procs import NexumServer, Proc, server_env
+from nexum_devtools.web import WebFixture
 from nexum_server.client import NexumClient
 from nexum_server.models import Status
 from submit_task import ToolCallFailed, call_tool
-from nexum_devtools.web import WebFixture
-from nexum_devtools.procs import NexumServer, Proc, server_env
 from tests.reliability.faults import REF, register, token
 from workflow import IR, VERSION_HASH, VISIT_WEBPAGE, WORKFLOW_ID
 

@@ -8,9 +8,9 @@ import signal
 import sys
 from collections.abc import Callable
 
-from nexum_server.models import Status
-from nexum_devtools.web import WebFixture
 from nexum_devtools.procs import NexumServer, Proc
+from nexum_devtools.web import WebFixture
+from nexum_server.models import Status
 from tests.reliability.faults import hits, token
 from workflow import VISIT_WEBPAGE, tool_call_key
 

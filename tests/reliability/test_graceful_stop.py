@@ -10,11 +10,11 @@ import sys
 import time
 from collections.abc import Callable
 
+from nexum_devtools.procs import ROOT, NexumServer, Proc
+from nexum_devtools.web import WebFixture
 from nexum_server.client import NexumClient
 from nexum_server.models import Status
 from submit_task import call_tool
-from nexum_devtools.web import WebFixture
-from nexum_devtools.procs import ROOT, NexumServer, Proc
 from tests.reliability.faults import ahits, executions_of, token, until
 from workflow import VISIT_WEBPAGE
 

@@ -7,12 +7,12 @@ from collections.abc import Callable
 from pydantic_ai.messages import ModelRequest, RetryPromptPart, ToolReturnPart
 
 from demo import build_agent
+from nexum_devtools.procs import NexumServer, Proc
+from nexum_devtools.web import WebFixture
+from nexum_research.offline_model import planned_model
 from nexum_server.client import NexumClient
 from nexum_server.models import Status
-from nexum_research.offline_model import planned_model
 from submit_task import call_tool
-from nexum_devtools.web import WebFixture
-from nexum_devtools.procs import NexumServer, Proc
 from tests.reliability.faults import executions_of, hits, token
 from workflow import VISIT_WEBPAGE
 

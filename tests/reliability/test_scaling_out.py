@@ -24,11 +24,11 @@ import psycopg
 import pytest
 
 from nexum_devtools.postgres import ThrowawayPostgres
+from nexum_devtools.procs import NexumServer, Proc
+from nexum_devtools.web import WebFixture
 from nexum_server.client import NexumClient
 from nexum_server.models import Execution, Status
 from submit_task import ToolCallOutcome, call_tool
-from nexum_devtools.web import WebFixture
-from nexum_devtools.procs import NexumServer, Proc
 from tests.reliability.faults import hits, token, until
 from tests.server.conftest import REF, Api
 from workflow import VISIT_WEBPAGE, tool_call_key

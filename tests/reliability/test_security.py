@@ -19,14 +19,14 @@ from typing import Any
 
 import pytest
 
+from nexum_devtools.procs import ROOT, NexumServer, Proc
+from nexum_devtools.web import WebFixture
 from nexum_research import tools
+from nexum_research.tools import PermanentToolError
 from nexum_server.client import NexumClient
 from nexum_server.errors import RequestRejected
 from submit_task import ToolCallFailed, call_tool
-from nexum_devtools.web import WebFixture
-from nexum_devtools.procs import ROOT, NexumServer, Proc
 from tests.reliability.faults import hits, token
-from nexum_research.tools import PermanentToolError
 from workflow import VISIT_WEBPAGE
 
 OPEN_ROUTES = {"/health"}

@@ -17,11 +17,11 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from nexum_devtools.procs import WORKER_READY, NexumServer, Proc
+from nexum_devtools.web import WebFixture
 from nexum_server.client import NexumClient
 from nexum_server.models import Execution, Status
 from submit_task import ToolCallOutcome, call_tool
-from nexum_devtools.procs import WORKER_READY, NexumServer, Proc
-from nexum_devtools.web import WebFixture
 from tests.reliability.faults import ahits, token, until
 from workflow import VISIT_WEBPAGE
 

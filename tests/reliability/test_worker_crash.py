@@ -12,11 +12,11 @@ from collections.abc import Callable
 
 import httpx2
 
+from nexum_devtools.procs import NexumServer, Proc
+from nexum_devtools.web import WebFixture
 from nexum_server.client import NexumClient
 from nexum_server.models import Status
 from submit_task import call_tool
-from nexum_devtools.web import WebFixture
-from nexum_devtools.procs import NexumServer, Proc
 from tests.reliability.faults import REF, ahits, executions_of, register, token, until
 from workflow import VISIT_WEBPAGE
 

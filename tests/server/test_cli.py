@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from nexum_server.store import SCHEMA_VERSION
 from nexum_devtools.procs import ROOT, NexumServer
+from nexum_server.store import SCHEMA_VERSION
 from tests.server.conftest import Api
 
 COMMAND_TIMEOUT = 30

@@ -18,12 +18,12 @@ from urllib.parse import quote
 
 import pytest
 
+from nexum_devtools.procs import ROOT, NexumServer
 from nexum_server.config import Settings
 from nexum_server.models import Status, WorkflowRef
 from nexum_server.service import QueueService
 from nexum_server.sessions import RETENTION_BATCH, Retention
 from nexum_server.store import SQLiteStore
-from nexum_devtools.procs import ROOT, NexumServer
 from tests.server.conftest import IR, VERSION_HASH, WORKFLOW_ID, Api
 
 StartServer = Callable[..., NexumServer]

@@ -30,8 +30,7 @@ from nexum_server.errors import (
     WorkflowNotFound,
 )
 from nexum_server.models import Execution, Status, WorkflowRef
-from nexum_server.store import SCHEMA_VERSION, SQLiteStore, Store
-from nexum_server.store import postgres
+from nexum_server.store import SCHEMA_VERSION, SQLiteStore, Store, postgres
 from nexum_server.store.postgres import PostgresStore
 
 REF = WorkflowRef(workflow_id="wf", version_hash="sha256:abc")

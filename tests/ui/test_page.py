@@ -11,8 +11,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from tests.e2e.helpers import run_demo
 from nexum_devtools.procs import NexumServer, Proc
+from tests.e2e.helpers import run_demo
 from tests.server.conftest import Api
 
 try:

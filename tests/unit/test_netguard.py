@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from sitecustomize import NetworkRefused, is_local  # tests/netguard, put on sys.path by conftest
 
 

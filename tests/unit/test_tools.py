@@ -18,8 +18,8 @@ from ddgs.exceptions import DDGSException, RatelimitException
 from ddgs.exceptions import TimeoutException as DDGSTimeoutException
 from pydantic_ai.exceptions import ModelRetry
 
-from nexum_research import tools
 from nexum_devtools.web import WebFixture, run_web_fixture
+from nexum_research import tools
 from nexum_research.tools import (
     PermanentToolError,
     ToolError,
