@@ -42,7 +42,7 @@ async def measure(url: str, pid: int, polls: int, window: float) -> tuple[float,
         cpu = (cpu_seconds(pid) - before) / window
         started = time.perf_counter()
         await http.post("/v1/executions", json={**REF, "session_id": "idle", "key": "cold", "input": 1})
-        done, _ = await asyncio.wait(held, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(held, return_when=asyncio.FIRST_COMPLETED)
         cold = time.perf_counter() - started
         for task in held:
             task.cancel()

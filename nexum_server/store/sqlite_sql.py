@@ -453,7 +453,7 @@ SET forked_from = excluded.forked_from, fork_until = excluded.fork_until, create
 """
 SESSION_EXISTS = "SELECT EXISTS (SELECT 1 FROM executions WHERE session_id = ?)"
 # A copied unit (fork, import): COMPLETED with its result, as recorded in the session it came from.
-INSERT_COPY = f"""
+INSERT_COPY = """
 INSERT INTO executions (id, workflow_id, version_hash, node_id, session_id, key, input, status, attempts,
                         max_attempts, result, worker_id, scheduled_at, created_at, updated_at, started_at,
                         completed_at, sent_base, sent_added, sent_count, sent_digest)

@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-import submit_task
 from nexum_devtools.procs import ROOT, NexumServer, Proc
 from nexum_devtools.web import WebFixture, search_results
 from nexum_pydantic_ai import _tool_call

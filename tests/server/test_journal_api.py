@@ -51,7 +51,7 @@ def test_a_start_stores_its_messages_and_the_request_reads_back_what_was_new(bac
     done = model_run(backend, session_id, 3)
     assert "sent" not in done[0]["input"]
     view = backend.http.get(f"/v1/executions/{done[2]['id']}/sent").json()
-    sent, new, _ = list(conversation(3, 64, session_id))[2]
+    sent, _, _ = list(conversation(3, 64, session_id))[2]
     assert [m["hash"] for m in view["messages"]] == [message_hash(m) for m in sent]
     assert [m["body"] for m in view["messages"]] == sent
     assert [m["new"] for m in view["messages"]] == [False, False, False, True, True]

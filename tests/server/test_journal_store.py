@@ -16,7 +16,11 @@ from nexum_server.journal import canonical, message_hash, resolve_all, split_inp
 from nexum_server.models import MessageBody, Status
 from nexum_server.store import Store
 from nexum_server.store.base import CopiedUnit
-from tests.server.test_store import IR, LEASE, REF, T0, StoreFactory, make_store  # noqa: F401
+from tests.server import test_store
+from tests.server.test_store import IR, LEASE, REF, T0, StoreFactory
+
+# The store contract's fixture, one database per backend, made a fixture of this module too.
+make_store = test_store.make_store
 
 TURNS = (10, 50, 200)
 

@@ -81,7 +81,7 @@ def keys_of_a_run(
 def _in_another_process(**kwargs: str) -> list[str]:
     code = (
         "import json, sys; from tests.unit.test_durability import keys_of_a_run; "
-        f"print(json.dumps(keys_of_a_run(**json.loads(sys.argv[1]))))"
+        "print(json.dumps(keys_of_a_run(**json.loads(sys.argv[1]))))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code, json.dumps(kwargs)], cwd=ROOT, capture_output=True, text=True, timeout=60
