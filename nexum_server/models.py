@@ -7,7 +7,7 @@ retryable failure and a re-claim after an expired lease are each one more attemp
 from __future__ import annotations
 
 import json
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -34,7 +34,7 @@ SessionId = Annotated[str, AfterValidator(_session_id)]
 """A session id, checked by the one rule of `ids.py`, in bodies, paths and queries alike."""
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     """Lifecycle of an execution. PENDING covers both "never claimed" and "waiting to retry".
 
     INTERRUPTED: an in-process execution (run by an agent run, not a worker) whose run is gone
@@ -546,7 +546,7 @@ class SessionExport(_Body):
 # --- waits: a run waiting for an answer from outside (an approval, a result) ---------------------
 
 
-class WaitStatus(str, Enum):
+class WaitStatus(StrEnum):
     """Lifecycle of a wait. Only WAITING changes, once, to one of the others."""
 
     WAITING = "WAITING"
