@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import statistics
@@ -202,9 +203,11 @@ async def fresh_and_replay(engines: list[Engine], config: PeersConfig) -> dict[s
         base = fresh[engine.baseline]
         entry: dict[str, Any] = {"fresh_ms": _ms(fresh[engine.name])}
         if engine.replay is not None:
-            entry["overhead_per_unit_ms"] = _ms([(t - b) / units for t, b in zip(fresh[engine.name], base)])
+            entry["overhead_per_unit_ms"] = _ms(
+                [(t - b) / units for t, b in zip(fresh[engine.name], base, strict=True)]
+            )
             # A replay runs no tool, so every column's is against the same plain run.
-            entry["replay_vs_plain"] = _ratio([t / b for t, b in zip(replay[engine.name], fresh[PLAIN])])
+            entry["replay_vs_plain"] = _ratio([t / b for t, b in zip(replay[engine.name], fresh[PLAIN], strict=True)])
         figures[engine.name] = entry
     return figures
 
@@ -299,14 +302,17 @@ async def long_runs(engines: list[Engine], config: PeersConfig) -> dict[str, Any
     for i in _rounds(config.long_runs, config.seconds):
         for engine in _rotated(engines, i):
             await _fresh(engine, config.long_steps, _new_id(engine))
-            steps[engine.name].append([b - a for a, b in zip(peers.STAMPS, peers.STAMPS[1:])])
+            steps[engine.name].append([b - a for a, b in itertools.pairwise(peers.STAMPS)])
     figures: dict[str, Any] = {}
     w = config.window
     for engine in engines:
         if engine.replay is None:
             continue
-        paired = [[t - b for t, b in zip(run, base)] for run, base in zip(steps[engine.name], steps[engine.baseline])]
-        per_step = [statistics.median(column) for column in zip(*paired)]
+        paired = [
+            [t - b for t, b in zip(run, base, strict=True)]
+            for run, base in zip(steps[engine.name], steps[engine.baseline], strict=True)
+        ]
+        per_step = [statistics.median(column) for column in zip(*paired, strict=True)]
         slope = statistics.linear_regression(range(1, len(per_step) + 1), per_step).slope
         figures[engine.name] = {
             "first_steps_ms": _ms([x for run in paired for x in run[:w]]),

@@ -233,7 +233,9 @@ def test_peers_prints_the_readme_table(peers: tuple[str, dict[str, Any]]) -> Non
     header = "| workload | " + " | ".join(figures["engines"]) + " |"
     start = lines.index(header)
     rows = lines[start + 2 : start + 2 + len(PEER_ROWS)]
-    assert [row.split(" | ")[0].removeprefix("| ")[: len(p)] for row, p in zip(rows, PEER_ROWS)] == list(PEER_ROWS)
+    assert [row.split(" | ")[0].removeprefix("| ")[: len(p)] for row, p in zip(rows, PEER_ROWS, strict=True)] == list(
+        PEER_ROWS
+    )
     assert all(row.count(" | ") == len(figures["engines"]) for row in rows)
     assert any(line.startswith("Machine: ") and "load (1 min)" in line for line in lines[start:])
 
