@@ -4,8 +4,9 @@ It runs ANY Pydantic AI toolset whose tools are marked `RUN_IN_WORKER` (a `Funct
 `id`, wrapped on the agent's side in `WorkerToolset`). Each call is validated again here, with the
 tool's own schema, then run with the run context the agent sent (`DurableRunContext`; no deps).
 A `TransientToolError` is reported as retryable, so the server retries it with backoff;
-`ModelRetry`, `PermanentToolError` and anything else fail the call, and the agent's model is told why. A worker asked for a tool it does not have fails that call,
-naming the tool and the toolsets it serves.
+`ModelRetry`, `PermanentToolError` and anything else fail the call, and the agent's model is told
+why. A worker asked for a tool it does not have fails that call, naming the tool and the toolsets
+it serves.
 
 Up to `concurrency` calls run at once. A long call keeps its lease with heartbeats, timed on the
 worker's own monotonic clock from the lease length the task carries. If the server goes away the

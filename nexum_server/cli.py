@@ -453,8 +453,8 @@ async def forget(args: argparse.Namespace) -> None:
                     "pass --yes to forget it without asking"
                 )
             question = (
-                f"Forget session [bold]{escape(args.session_id)}[/]: delete its {_count(session.calls, 'stored call')}, "
-                "so a re-run executes them all again?"
+                f"Forget session [bold]{escape(args.session_id)}[/]: "
+                f"delete its {_count(session.calls, 'stored call')}, so a re-run executes them all again?"
             )
             if not Confirm.ask(question, console=console, default=False):
                 console.print("nothing deleted")

@@ -1,11 +1,11 @@
 """`make demo`: the three-terminal demo in one command, then the re-run that is served from the store.
 
 Starts `nexum dev` (on the database a later plain `nexum dev` shows: NEXUM_DB, else
-`.nexum/local.db`; `.nexum/demo.db` when another server holds that one) and `worker.py` in the background, runs `demo.py QUERY` in a new
-session, runs it again in the same session (every call cached), and stops what it started. The
-worker uses the project's local stand-in web (`nexum-web`: a SearXNG-style search and pages), so
-nothing leaves this machine and no name is looked up; `--web real` (`make demo WEB=real`) uses the
-real web instead.
+`.nexum/local.db`; `.nexum/demo.db` when another server holds that one) and `worker.py` in the
+background, runs `demo.py QUERY` in a new session, runs it again in the same session (every call
+cached), and stops what it started. The worker uses the project's local stand-in web (`nexum-web`:
+a SearXNG-style search and pages), so nothing leaves this machine and no name is looked up;
+`--web real` (`make demo WEB=real`) uses the real web instead.
 
 The query comes as an argument or in the environment (`DEMO_QUERY`, which `make demo QUERY=...`
 sets without a shell in between: quotes, `$` and backticks arrive as typed).

@@ -615,7 +615,8 @@ SELECT *, {NOTIFY_WAIT_OVER} AS notified FROM resolved
 """
 LIST_WAITS = f"""
 SELECT {WAIT_COLUMNS} FROM nexum.waits
-WHERE (%(status)s::text IS NULL OR status = %(status)s) AND (%(session_id)s::text IS NULL OR session_id = %(session_id)s)
+WHERE (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(session_id)s::text IS NULL OR session_id = %(session_id)s)
 ORDER BY seq DESC LIMIT %(limit)s
 """
 OVER_AMONG = "SELECT token FROM nexum.waits WHERE token = ANY(%(tokens)s) AND status != 'WAITING'"

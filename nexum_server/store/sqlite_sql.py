@@ -490,7 +490,8 @@ WHERE hash IN (SELECT value FROM json_each(:hashes))
 """
 STORED_BYTES = """
 SELECT (SELECT count(*) FROM messages) AS messages,
-       (SELECT coalesce(sum(length(CAST(hash AS BLOB)) + length(CAST(body AS BLOB))), 0) FROM messages) AS message_bytes,
+       (SELECT coalesce(sum(length(CAST(hash AS BLOB)) + length(CAST(body AS BLOB))), 0) FROM messages)
+           AS message_bytes,
        (SELECT coalesce(sum(length(CAST(input AS BLOB)) + coalesce(length(CAST(result AS BLOB)), 0)
                             + coalesce(length(CAST(sent_added AS BLOB)), 0) + coalesce(length(sent_base), 0)
                             + coalesce(length(sent_digest), 0)), 0) FROM executions) AS execution_bytes,

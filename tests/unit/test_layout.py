@@ -1,4 +1,5 @@
-"""The import rules between the packages, checked twice: in the sources (`ast`), and in `sys.modules` of a fresh process.
+"""The import rules between the packages, checked twice: in the sources (`ast`), and in `sys.modules` of a fresh
+process.
 
 - the engine (`nexum_server`) imports neither the integration, Pydantic AI nor the research example;
 - no package imports a top-level script, the research example, `bench/`, `scripts/` or `tests/`;

@@ -34,7 +34,10 @@ def test_anything_else_is_refused(host: str) -> None:
 def test_a_subprocess_is_guarded_too() -> None:
     log = Path(os.environ["NETGUARD_LOG"])
     size = log.stat().st_size
-    code = "import socket\ntry:\n    socket.create_connection(('192.0.2.1', 80), 1)\nexcept ConnectionRefusedError as e:\n    print(e)\n"
+    code = (
+        "import socket\ntry:\n    socket.create_connection(('192.0.2.1', 80), 1)\n"
+        "except ConnectionRefusedError as e:\n    print(e)\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert "network guard refused" in done.stdout, done.stdout + done.stderr
     assert "192.0.2.1" in log.read_text()[size:]
