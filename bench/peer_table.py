@@ -82,4 +82,4 @@ def peers_markdown(figures: dict[str, Any]) -> str:
     header, rows = peer_rows(figures)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines + [""] + notes(figures)) + "\n"
+    return "\n".join([*lines, "", *notes(figures)]) + "\n"

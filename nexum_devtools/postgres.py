@@ -11,6 +11,7 @@ Run with (a shell on a cluster, until Ctrl-C):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -140,10 +141,8 @@ def main() -> None:
     try:
         cluster.start()
         print(f"PostgreSQL listening: {cluster.url()}  (Ctrl-C stops it and deletes its data)", flush=True)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             signal.pause()
-        except KeyboardInterrupt:
-            pass
     finally:
         cluster.remove()
 

@@ -51,10 +51,7 @@ class ToolSettings(NexumSettings):
 
     def describe(self) -> str:
         """Where searches go, for the worker's ready line."""
-        if self.search_backend == "searxng":
-            search = f"SearXNG at {self.searxng_url}"
-        else:
-            search = "DuckDuckGo (ddgs)"
+        search = f"SearXNG at {self.searxng_url}" if self.search_backend == "searxng" else "DuckDuckGo (ddgs)"
         return search + ("; private addresses allowed" if self.allow_private_urls else "")
 
 

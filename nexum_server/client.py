@@ -581,7 +581,7 @@ class NexumSyncClient:
 class Answer:
     """A response read whole: what `NexumClient.request` returns (the parts of `httpx2.Response` used)."""
 
-    __slots__ = ("status_code", "content")
+    __slots__ = ("content", "status_code")
 
     def __init__(self, status_code: int, content: bytes) -> None:
         self.status_code = status_code
@@ -613,7 +613,7 @@ def _reason(error: BaseException) -> str:
     while cause is not None:
         if isinstance(cause, TimeoutError | httpx2.TimeoutException):
             return "no answer in time"
-        if isinstance(cause, socket.gaierror) or isinstance(cause, aiohttp.ClientConnectorDNSError):
+        if isinstance(cause, socket.gaierror | aiohttp.ClientConnectorDNSError):
             return "host name not found"
         if isinstance(cause, ConnectionRefusedError) or getattr(cause, "errno", None) == errno.ECONNREFUSED:
             return "connection refused"

@@ -17,6 +17,7 @@ true (a worker shutting down), or never (a worker's report, which the server's l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -109,10 +110,8 @@ async def retry_async(
         if stopping is None:
             await asyncio.sleep(seconds)
             return
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), seconds)
-        except TimeoutError:
-            pass
 
     try:
         return await call()

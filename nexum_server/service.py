@@ -198,10 +198,11 @@ class QueueService:
             timeout = deadline - time.monotonic()
             if outcome.next_due_at is not None:
                 timeout = min(timeout, max(outcome.next_due_at - time.time(), 0.0) + 0.001)
-            if timeout <= 0 or not await self.notifier.wait_for_tasks(woken, timeout):
-                if time.monotonic() >= deadline:
-                    self._leave(woken)
-                    return []
+            if (
+                timeout <= 0 or not await self.notifier.wait_for_tasks(woken, timeout)
+            ) and time.monotonic() >= deadline:
+                self._leave(woken)
+                return []
             self.notifier.drop_poller(woken)
             if self.notifier.closing:
                 return []

@@ -147,7 +147,7 @@ class Store(ABC):
     def location(self) -> str:
         """Where the data is, for messages: a file path, or a URL without its password."""
 
-    def announce(self, url: str) -> None:
+    def announce(self, url: str) -> None:  # noqa: B027 - a hook that does nothing by default, not abstract
         """The server listens at `url` (a SQLite store names it to a second server on its file)."""
 
     async def changes(self) -> AsyncIterator[Any]:

@@ -755,7 +755,7 @@ def _task(row: sqlite3.Row, lease_seconds: float) -> Task:
 
 
 def _session(row: sqlite3.Row) -> SessionSummary:
-    fields = {key: row[key] for key in row.keys()}
+    fields = dict(row)
     fields["tool_seconds_saved"] = fields["seconds_saved"] - fields["model_seconds_saved"]
     return SessionSummary.model_construct(**fields)
 

@@ -12,6 +12,7 @@ ended, with the rest of its run still to come, and the second run must replay wh
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -120,10 +121,9 @@ def built_wheel(config: pytest.Config) -> tuple[Path, str]:
         WHEEL_CACHE.mkdir(parents=True, exist_ok=True)
         for old in WHEEL_CACHE.iterdir():
             shutil.rmtree(old, ignore_errors=True)
-        try:
-            staged.rename(folder)  # atomic: a concurrent run sees a whole folder or none
-        except OSError:
-            pass
+        # Atomic: a concurrent run sees a whole folder or none (and the one that lost keeps its own).
+        with contextlib.suppress(OSError):
+            staged.rename(folder)
     return sorted(folder.glob("*.whl"))[0], (folder / "build.log").read_text()
 
 
@@ -165,10 +165,9 @@ def fifo(tmp_path: Path) -> Iterator[Path]:
     path = work / "b.fifo"
     os.mkfifo(path)
     yield path
-    try:
+    # OSError: no reader waiting (ENXIO), nothing to let go.
+    with contextlib.suppress(OSError):
         os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
-    except OSError:
-        pass  # no reader waiting (ENXIO): nothing to let go
 
 
 # The first run builds the wheel and may fill pip's cache; later ones take about 30 s.

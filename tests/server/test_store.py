@@ -590,9 +590,8 @@ async def test_a_busy_database_is_store_unavailable_not_a_crash(
     store.register_workflow(REF, IR, T0)
     if isinstance(store, SQLiteStore):
         store.db.execute("PRAGMA busy_timeout = 50")
-    with _write_lock_held_elsewhere(make_store):
-        with pytest.raises(StoreUnavailable, match="try again"):
-            await store.run(store.start_execution, REF, "s", "k", {}, T0)
+    with _write_lock_held_elsewhere(make_store), pytest.raises(StoreUnavailable, match="try again"):
+        await store.run(store.start_execution, REF, "s", "k", {}, T0)
     assert (await store.run(store.start_execution, REF, "s", "k", {}, T0)).created
 
 
@@ -882,7 +881,7 @@ def test_forget_refuses_a_session_with_live_calls_and_deletes_nothing(store: Sto
     store.start_execution(REF, "s", "b", None, T0 + 1)
     if live == "running":
         claim_one(store, T0 + 1)
-    with pytest.raises(SessionBusy, match="1 call.* still pending or running"):
+    with pytest.raises(SessionBusy, match=r"1 call.* still pending or running"):
         store.forget_session("s", T0 + 10)
     assert store.get_session("s").calls == 2
 

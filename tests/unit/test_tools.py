@@ -91,7 +91,7 @@ async def test_settings_are_read_at_call_time(monkeypatch: pytest.MonkeyPatch) -
 
 async def test_unknown_search_backend_names_variable_and_choices(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NEXUM_SEARCH_BACKEND", "bing")
-    with pytest.raises(ValueError, match="NEXUM_SEARCH_BACKEND='bing'.*'duckduckgo' or 'searxng'"):
+    with pytest.raises(ValueError, match=r"NEXUM_SEARCH_BACKEND='bing'.*'duckduckgo' or 'searxng'"):
         await web_search("anything")
 
 
