@@ -13,7 +13,12 @@ Run with:
 
 from __future__ import annotations
 
+import argparse
 import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic_ai.toolsets import AbstractToolset
 
 from nexum_pydantic_ai.worker import build_parser, configure_logging, serve
 from nexum_server.client import run
@@ -52,7 +57,12 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from e
 
 
-async def _serve(args, toolset, describe, aclose_clients) -> None:  # type: ignore[no-untyped-def]
+async def _serve(
+    args: argparse.Namespace,
+    toolset: AbstractToolset[Any],
+    describe: str,
+    aclose_clients: Callable[[], Awaitable[None]],
+) -> None:
     try:
         await serve(
             [toolset],

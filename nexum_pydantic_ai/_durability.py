@@ -616,7 +616,7 @@ class NexumDurability(BaseDurabilityCapability[AgentDepsT]):
         """The model a request names: a registered one, a model string, or the agent's own."""
         if isinstance(model_id, str):
             return self._extra_models.get(model_id, model_id)
-        return self.agent.model if self.agent is not None else None  # type: ignore[return-value]
+        return self.agent.model if self.agent is not None else None
 
     def identity(self, ctx: RunContext[Any]) -> RunIdentity:
         """What tells this run apart from other runs of the session with the same messages."""

@@ -118,7 +118,7 @@ class NexumEventWaiter(ExternalEventWaiter):
 def outcome(wait: Wait) -> JsonValue:
     """The payload of a resolved wait; `ExternalEventError` for one that failed or timed out."""
     if wait.status is WaitStatus.RESOLVED:
-        return wait.payload  # type: ignore[no-any-return]
+        return wait.payload
     raise ExternalEventError(wait.error or f"the wait ended {wait.status.value}")
 
 

@@ -127,7 +127,7 @@ def create_app(settings: Settings, store: Store | None = None, on_ready: Callabl
             )
         return app.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    app.openapi = openapi
     return Guard(
         HotRoutes(app, service, error_answer),
         token=settings.token,
@@ -138,7 +138,7 @@ def create_app(settings: Settings, store: Store | None = None, on_ready: Callabl
 
 async def _service(request: Request) -> QueueService:
     # async: FastAPI would run a plain function in its thread pool, on every request.
-    return request.app.state.service  # type: ignore[no-any-return]
+    return request.app.state.service
 
 
 Service = Annotated[QueueService, Depends(_service)]

@@ -57,7 +57,7 @@ router = APIRouter(route_class=StrictJSONRoute)
 
 
 def _service(request: Request) -> QueueService:
-    return request.app.state.service  # type: ignore[no-any-return]
+    return request.app.state.service
 
 
 @router.get("/v1/sessions/{session_id:path}/journal", response_model=Journal, tags=["journal"], responses=ERRORS)

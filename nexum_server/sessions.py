@@ -142,7 +142,7 @@ async def housekeeping(service: QueueService) -> AsyncIterator[None]:
 
 
 def _service(request: Request) -> QueueService:
-    return request.app.state.service  # type: ignore[no-any-return]
+    return request.app.state.service
 
 
 async def _fresh_counts(service: QueueService) -> None:

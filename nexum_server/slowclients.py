@@ -59,7 +59,7 @@ def protocol(header_timeout_seconds: float, max_header_bytes: int, max_connectio
         _timer: asyncio.TimerHandle | None = None
         _head_bytes = 0
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
             waiting = _waiting(self.server_state)
             if len(self.connections) > max_connections:
@@ -123,4 +123,4 @@ def _waiting(state: Any) -> dict[Any, None]:
     waiting = getattr(state, "nexum_waiting", None)
     if waiting is None:
         waiting = state.nexum_waiting = {}
-    return waiting  # type: ignore[no-any-return]
+    return waiting

@@ -134,7 +134,7 @@ def decision_outcome(wait: Wait, body: ResolveWait, by: str) -> tuple[WaitStatus
 
 
 def _waits(request: Request) -> Waits:
-    return request.app.state.waits  # type: ignore[no-any-return]
+    return request.app.state.waits
 
 
 def _json(wait: Wait, status: int = 200) -> Response:

@@ -285,7 +285,7 @@ class PostgresStore(Store):
             row = db.cursor(row_factory=tuple_row).execute(sql.PREVIOUS_SENT, (session_id,)).fetchone()
             params.update(
                 _sent_params(self._store_sent(db, session_id, sent.bodies, sent.hashes, tuple(row) if row else None))
-            )  # type: ignore[arg-type]
+            )
             return self._start(db, ref, params)
 
     def _start(self, db: psycopg.Connection[Any], ref: WorkflowRef, params: dict[str, Any]) -> StartOutcome:
@@ -484,7 +484,7 @@ class PostgresStore(Store):
             ).fetchone()
         if row is None:
             raise SessionTakenOver(f"session {session_id!r} was taken over by a newer run")
-        return row["lease_expires_at"]  # type: ignore[no-any-return]
+        return row["lease_expires_at"]
 
     def end_session_run(self, session_id: str, token: str) -> None:
         with self._db() as db:

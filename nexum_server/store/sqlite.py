@@ -531,13 +531,13 @@ class SQLiteStore(Store):
             self.db.execute(sqlite_sql.FORGET_WAITS, {"session_id": session_id})
         if not deleted:
             raise NotFound(f"no session {session_id!r}: nothing is stored under that id")
-        return deleted  # type: ignore[return-value]
+        return deleted
 
     def delete_terminal_before(self, cutoff: float, limit: int) -> list[CallKey]:
         with self._tx():
             rows = self.db.execute(DELETE_TERMINAL_BEFORE, {"cutoff": cutoff, "limit": limit}).fetchall()
             self._collect({row[1] for row in rows})
-        return [tuple(row) for row in rows]  # type: ignore[misc]
+        return [tuple(row) for row in rows]
 
     # --- the journal -----------------------------------------------------------------------------------
 
