@@ -91,7 +91,7 @@ console = Console()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     part = parser.add_argument_group("what to run (the agent runs when neither is given)")
     part.add_argument("--agent", action="store_true", help="the agent runs, scenarios 1 and 2")
     part.add_argument("--resume", action="store_true", help="scenario 3: resume after a crash")

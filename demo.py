@@ -30,6 +30,7 @@ import signal
 import sys
 import uuid
 from collections.abc import Callable
+from types import NoneType
 from typing import Any
 
 import pydantic_ai
@@ -84,7 +85,9 @@ def build_agent(
     `session_id=None` it is plain Pydantic AI, running `toolset` in this process.
     """
     if session_id is None:
-        return Agent(model, name=AGENT_NAME, instructions=INSTRUCTIONS, toolsets=[toolset], retries=3)
+        return Agent(
+            model, name=AGENT_NAME, deps_type=NoneType, instructions=INSTRUCTIONS, toolsets=[toolset], retries=3
+        )
     tools: AbstractToolset[None] = WorkerToolset(toolset, client=client, timeout=timeout)
     capabilities: list[Any] = [
         NexumDurability(session_id=session_id, client=client, on_unit=on_unit, on_wait=show_wait, detach_waits=detach)
@@ -93,7 +96,13 @@ def build_agent(
         tools = tools.approval_required(lambda ctx, tool_def, args: tool_def.name in APPROVE_TOOLS)
         capabilities.append(RequestInput(lambda ctx, requests, token: None))
     return Agent(
-        model, name=AGENT_NAME, instructions=INSTRUCTIONS, retries=3, toolsets=[tools], capabilities=capabilities
+        model,
+        name=AGENT_NAME,
+        deps_type=NoneType,
+        instructions=INSTRUCTIONS,
+        retries=3,
+        toolsets=[tools],
+        capabilities=capabilities,
     )
 
 
