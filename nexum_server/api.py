@@ -58,7 +58,7 @@ ERROR_STATUS: dict[type[NexumError], int] = {
     InvalidValue: 422,
     StoreUnavailable: 503,
 }
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "Body that cannot be decoded as JSON text at all"},
     401: {"model": ErrorBody, "description": "Missing or wrong bearer token"},
     404: {"model": ErrorBody, "description": "Unknown execution, task or workflow"},

@@ -28,6 +28,7 @@ import json
 import logging
 import socket
 import sys
+import types
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -329,9 +330,9 @@ def _connection_bound(wanted: int) -> int:
 
 def _without_query(record: logging.LogRecord) -> bool:
     """Access lines show the path only: a token a client put in a URL's query never reaches the log."""
-    if isinstance(record.args, tuple) and len(record.args) == 5 and isinstance(record.args[2], str):
-        client, method, path, version, status = record.args
-        record.args = (client, method, path.split("?", 1)[0], version, status)
+    args = record.args
+    if isinstance(args, tuple) and len(args) == 5 and isinstance(path := args[2], str):
+        record.args = (*args[:2], path.split("?", 1)[0], *args[3:])
     return True
 
 
@@ -354,7 +355,7 @@ def _uvicorn_server_class() -> type:
             super().__init__(config)
             self.service = app.state.service  # type: ignore[attr-defined]
 
-        def handle_exit(self, sig: int, frame: object) -> None:
+        def handle_exit(self, sig: int, frame: types.FrameType | None) -> None:
             super().handle_exit(sig, frame)
             if self.service.loop is not None:
                 self.service.loop.call_soon_threadsafe(self.service.close_requests)

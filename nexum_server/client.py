@@ -58,7 +58,8 @@ READ_SECONDS = 30.0
 """Longest wait for an answer beyond what a long-poll asked the server to hold it."""
 
 T = TypeVar("T")
-R = TypeVar("R")
+R = TypeVar("R", httpx2.Response, "Answer")
+"""A response: httpx2's, or one read whole (`Answer`)."""
 
 
 async def reconnecting(call: Callable[[], Awaitable[T]], deadline: float) -> T:

@@ -144,7 +144,12 @@ def _decode(route: _Route, scope: Scope, body: bytes) -> Any:
         model = _MODELS[id(route)].model_validate_json(body)
     except ValidationError:
         return None
-    if not shallow and _deeper_than(MAX_JSON_DEPTH - 3, model.input, *(m.body for m in model.messages or ())):
+    # Not shallow: a start (the check above), whose input and messages are measured.
+    if (
+        not shallow
+        and isinstance(model, StartExecution)
+        and _deeper_than(MAX_JSON_DEPTH - 3, model.input, *(m.body for m in model.messages or ()))
+    ):
         return None
     return model
 

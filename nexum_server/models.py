@@ -89,12 +89,15 @@ class RegisterWorkflow(WorkflowRef):
         return ir
 
 
+RegisterOutcome = Literal["NEW", "IDENTICAL", "CHANGED"]
+
+
 class RegisterResult(BaseModel):
     """What registering did: NEW id, IDENTICAL version, or a CHANGED (new) version of a known id."""
 
     workflow_id: str
     version_hash: str
-    outcome: Literal["NEW", "IDENTICAL", "CHANGED"]
+    outcome: RegisterOutcome
 
 
 class MessageBody(_Body):

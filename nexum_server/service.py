@@ -18,7 +18,17 @@ from .config import Settings
 from .errors import LeaseLost, StoreUnavailable
 from .journal import split_input
 from .metrics import Metrics
-from .models import Execution, PollTasks, RegisterWorkflow, SessionRunInfo, StartExecution, Status, Task, WorkflowRef
+from .models import (
+    Execution,
+    PollTasks,
+    RegisterOutcome,
+    RegisterWorkflow,
+    SessionRunInfo,
+    StartExecution,
+    Status,
+    Task,
+    WorkflowRef,
+)
 from .notifier import Notifier, Ref
 from .store import StartOutcome, Store
 
@@ -78,7 +88,7 @@ class QueueService:
 
     # Executions
 
-    async def register(self, body: RegisterWorkflow) -> str:
+    async def register(self, body: RegisterWorkflow) -> RegisterOutcome:
         return await self.store.run(self.store.register_workflow, body, body.ir, time.time())
 
     def served_from_journal(self, execution_ids: list[str]) -> None:

@@ -12,7 +12,7 @@ The OpenAPI document says the same: every error response of every operation is `
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -43,7 +43,7 @@ def error_response(
     code: str,
     message: str,
     details: list[dict[str, Any]] | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> Response:
     return Response(
         error_json(code, message, details), status_code=status, media_type="application/json", headers=headers

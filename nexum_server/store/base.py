@@ -27,6 +27,7 @@ from ..models import (
     CreateWait,
     Execution,
     JournalUnit,
+    RegisterOutcome,
     SessionSummary,
     Status,
     Task,
@@ -163,7 +164,7 @@ class Store(ABC):
     def close(self) -> None: ...
 
     @abstractmethod
-    def register_workflow(self, ref: WorkflowRef, ir: dict[str, Any], now: float) -> str:
+    def register_workflow(self, ref: WorkflowRef, ir: dict[str, Any], now: float) -> RegisterOutcome:
         """Store a workflow version; answer NEW, IDENTICAL or CHANGED."""
 
     @abstractmethod

@@ -37,7 +37,7 @@ from ..errors import (
     WorkflowNotFound,
 )
 from ..journal import Sent, SentRow, encode_sent
-from ..models import CallSummary, Execution, JournalUnit, SessionSummary, Status, Task, WorkflowRef
+from ..models import CallSummary, Execution, JournalUnit, RegisterOutcome, SessionSummary, Status, Task, WorkflowRef
 from . import postgres_sql as sql
 from .base import SCHEMA_VERSION, CallKey, ClaimOutcome, CopiedUnit, SessionRun, StartOutcome, Store
 
@@ -252,7 +252,7 @@ class PostgresStore(Store):
     def _list_param(self, values: list[str]) -> Any:
         return values
 
-    def register_workflow(self, ref: WorkflowRef, ir: dict[str, Any], now: float) -> str:
+    def register_workflow(self, ref: WorkflowRef, ir: dict[str, Any], now: float) -> RegisterOutcome:
         with self._db() as db:
             if db.execute(sql.SELECT_WORKFLOW, (ref.workflow_id, ref.version_hash)).fetchone() is not None:
                 return "IDENTICAL"

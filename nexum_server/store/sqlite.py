@@ -28,7 +28,17 @@ from ..errors import (
     WorkflowNotFound,
 )
 from ..journal import Sent, SentRow, encode_sent
-from ..models import CallSummary, Execution, JournalUnit, SessionSummary, Status, Task, WorkflowRef, describe_input
+from ..models import (
+    CallSummary,
+    Execution,
+    JournalUnit,
+    RegisterOutcome,
+    SessionSummary,
+    Status,
+    Task,
+    WorkflowRef,
+    describe_input,
+)
 from . import sqlite_sql
 from . import sqlite_sql as sql
 from .base import SCHEMA_VERSION, CallKey, ClaimOutcome, CopiedUnit, SessionRun, StartOutcome, Store
@@ -258,7 +268,7 @@ class SQLiteStore(Store):
         with self._tx():
             return self.db.execute(statement, params).fetchall()
 
-    def register_workflow(self, ref: WorkflowRef, ir: dict[str, Any], now: float) -> str:
+    def register_workflow(self, ref: WorkflowRef, ir: dict[str, Any], now: float) -> RegisterOutcome:
         with self._tx():
             row = self.db.execute(SELECT_WORKFLOW, (ref.workflow_id, ref.version_hash)).fetchone()
             if row is not None:
