@@ -675,6 +675,7 @@ class NexumDurability(BaseDurabilityCapability[AgentDepsT]):
         client = self.client or (NexumClient(self.url) if owned else shared_client())
         holder = f"pid {os.getpid()} on {socket.gethostname()}"
         session_id = self.session_id
+        assert session_id is not None  # only a run in a session takes it
         deadline = time.monotonic() + DEFAULT_TIMEOUT
         # The journal is read beside the take: a unit the old holder records in between is not in
         # it, and its start answers it from the store instead.
