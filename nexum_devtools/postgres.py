@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 START_TIMEOUT_SECONDS = 60
 SUPERUSER = "postgres"
@@ -115,13 +116,13 @@ class ThrowawayPostgres:
         """A new empty database; its URL."""
         name = f"{prefix}_{uuid.uuid4().hex[:12]}"
         with psycopg.connect(self.url(), autocommit=True) as db:
-            db.execute(f'CREATE DATABASE "{name}"')
+            db.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return self.url(name)
 
     def drop_database(self, url: str) -> None:
         name = url.rsplit("/", 1)[1]
         with psycopg.connect(self.url(), autocommit=True) as db:
-            db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            db.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
     def remove(self) -> None:
         """Stop at once if running, and delete every file."""
