@@ -16,10 +16,11 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, LiteralString, NoReturn, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool
@@ -76,7 +77,7 @@ SERVER_ALIVE_SECONDS = 10.0
 """A server seen by the database within this long is alive (it checks in every `RECHECK_SECONDS`)."""
 START_RETRIES = 3
 """A start whose live execution ended between its insert and its read tries again this often."""
-KEEPALIVE = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
+KEEPALIVE: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
 """TCP keepalives, so a database host that vanished is noticed within about 11 s."""
 
 
@@ -121,10 +122,10 @@ class PostgresStore(Store):
         self.url: str = settings.db
         self.origin = uuid.uuid4().hex[:16]
         """Names this server in the notifications it sends, so it can skip its own."""
-        self._pool: ConnectionPool | None = None
+        self._pool: ConnectionPool[Any] | None = None
         self._local = threading.local()
         try:
-            psycopg.conninfo.conninfo_to_dict(self.url)
+            conninfo_to_dict(self.url)
         except psycopg.ProgrammingError as e:
             raise ConfigError(f"NEXUM_DB={redacted(self.url)!r} is not a valid PostgreSQL URL: {e}") from e
 
@@ -244,7 +245,7 @@ class PostgresStore(Store):
         with self._db() as db, _transaction(db):
             yield db
 
-    def _rows(self, statement: str, params: dict[str, Any]) -> list[Any]:
+    def _rows(self, statement: LiteralString, params: dict[str, Any]) -> list[Any]:
         with self._db() as db:
             cursor = db.execute(statement, params)
             return cursor.fetchall() if cursor.description is not None else []
@@ -408,7 +409,7 @@ class PostgresStore(Store):
             ).fetchone()
         if row is None:
             self._lease_lost(task_id)
-        return row["lease_expires_at"]  # type: ignore[index]
+        return row["lease_expires_at"]
 
     def complete(self, task_id: str, lease_token: str, output: Any, now: float) -> Execution:
         return self._finish(sql.COMPLETE, {"id": task_id, "token": lease_token, "now": now, "output": _dump(output)})
@@ -430,14 +431,14 @@ class PostgresStore(Store):
     def release(self, task_id: str, lease_token: str, now: float) -> Execution:
         return self._finish(sql.RELEASE, {"id": task_id, "token": lease_token, "now": now})
 
-    def _finish(self, statement: str, params: dict[str, Any]) -> Execution:
+    def _finish(self, statement: LiteralString, params: dict[str, Any]) -> Execution:
         with self._db() as db:
             row = db.execute(statement, {**params, "origin": self.origin}).fetchone()
         if row is None:
             self._lease_lost(params["id"])
         return _execution(row)
 
-    def _lease_lost(self, task_id: str) -> None:
+    def _lease_lost(self, task_id: str) -> NoReturn:
         current = self.get_execution(task_id)
         if current.status is Status.RUNNING:
             raise LeaseLost(
@@ -689,7 +690,7 @@ class PostgresStore(Store):
             application_name=self.application_name,
             **KEEPALIVE,
         ) as db:
-            await db.execute(f"LISTEN {sql.CHANNEL}")
+            await db.execute(sql.LISTEN)
             yield None
             while True:
                 async for notice in db.notifies(timeout=RECHECK_SECONDS):
@@ -717,6 +718,6 @@ def _transaction(db: psycopg.Connection[Any]) -> Iterator[None]:
             yield
 
 
-def _scalar(db: psycopg.Connection[Any], statement: str, params: Any = None) -> Any:
+def _scalar(db: psycopg.Connection[Any], statement: LiteralString, params: Any = None) -> Any:
     row = db.cursor(row_factory=tuple_row).execute(statement, params).fetchone()
     return None if row is None else row[0]

@@ -16,6 +16,7 @@ which ignores its own: it has already woken its own waiters.
 from __future__ import annotations
 
 CHANNEL = "nexum"
+LISTEN = f"LISTEN {CHANNEL}"
 LIVE = "('PENDING', 'RUNNING', 'INTERRUPTED', 'COMPLETED')"
 TERMINAL = "('COMPLETED', 'FAILED', 'CANCELLED')"
 # Two servers starting on a new database create the schema one after the other.

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from ..errors import (
     ConfigError,
@@ -426,7 +426,7 @@ class SQLiteStore(Store):
                 self._lease_lost(params["id"])
         return _execution(row)
 
-    def _lease_lost(self, task_id: str) -> None:
+    def _lease_lost(self, task_id: str) -> NoReturn:
         current = self.get_execution(task_id)
         if current.status is Status.RUNNING:
             raise LeaseLost(
@@ -455,8 +455,8 @@ class SQLiteStore(Store):
                 },
             )
             origin = self.session_origin(session_id) or (None, None)
-        live = previous is not None and previous["lease_expires_at"] > now
-        return SessionRun(session_id, token, now + lease_seconds, previous["holder"] if live else None, *origin)
+        live_holder = previous["holder"] if previous is not None and previous["lease_expires_at"] > now else None
+        return SessionRun(session_id, token, now + lease_seconds, live_holder, *origin)
 
     def renew_session(self, session_id: str, token: str, lease_seconds: float, now: float) -> float:
         with self._tx():
