@@ -3,6 +3,7 @@
 #                served from the store), then stops what it started. QUERY='...' asks something
 #                else; WEB=real uses the real web instead of the local stand-in
 #   make test    installs the test tools and runs the whole test suite
+#   make lint    installs the test tools and runs ruff (lint and format check) and pyright
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
@@ -12,13 +13,25 @@ WEB ?= local
 # $(value ...) keeps make from expanding a `$` in it.
 export DEMO_QUERY := $(value QUERY)
 
-.PHONY: demo test bench bench-calls clean
+.PHONY: demo test lint format bench bench-calls clean
 
 demo: $(VENV)/.app
 	$(PY) scripts/demo_stack.py --web '$(WEB)'
 
 test: $(VENV)/.test
 	$(PY) -m pytest
+
+# pyright checks against this virtualenv's packages; without the variable it asks PyPI for a newer
+# release of itself at every run.
+lint: $(VENV)/.test
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	PYRIGHT_PYTHON_IGNORE_WARNINGS=1 $(PY) -m pyright --pythonpath $(PY)
+
+# Rewrites the files as `make lint` wants them: ruff's fixes and its formatting.
+format: $(VENV)/.test
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
 
 bench: $(VENV)/.app
 	$(PY) benchmark.py

@@ -44,38 +44,54 @@ from typing import Any
 
 from rich.console import Console
 
-from nexum_research import tools
 from bench.agent import agent_figures, agent_table, run_scenarios
 from bench.calls import CallsConfig, calls_tables, measure_calls
+from bench.peer_table import peers_markdown, peers_table
 from bench.peer_workloads import QUICK as PEERS_QUICK
 from bench.peer_workloads import PeersConfig, run_peers
-from bench.peer_table import peers_markdown, peers_table
 from bench.resume import resume_table, run_resumes
 from bench.scaling import backends_table, measure_backends
 from bench.stack import Stack, scoped_env, start_stack
 from bench.stats import machine
 from demo import pick_model
-from nexum_server.client import NexumClient
-from nexum_research.settings import AgentSettings
-from nexum_server.errors import NexumError
+from nexum_research import tools
 from nexum_research.offline_model import default_plan, planned_model
+from nexum_research.settings import AgentSettings
+from nexum_server.client import NexumClient
+from nexum_server.errors import NexumError
 
 QUERY = "What is durable execution?"
 DEFAULTS: dict[str, Any] = {
-    "tool_calls": 10, "batch": 1, "search_latency": 0.3, "page_latency": 0.5, "samples": 200,
-    "polling_samples": 30, "clients": 32, "workers": (1, 2), "throughput_calls": 2000,
-    "throughput_seconds": 5.0, "worker_concurrency": 64, "model_latency": 0.5,
+    "tool_calls": 10,
+    "batch": 1,
+    "search_latency": 0.3,
+    "page_latency": 0.5,
+    "samples": 200,
+    "polling_samples": 30,
+    "clients": 32,
+    "workers": (1, 2),
+    "throughput_calls": 2000,
+    "throughput_seconds": 5.0,
+    "worker_concurrency": 64,
+    "model_latency": 0.5,
 }
 QUICK: dict[str, Any] = {
-    "tool_calls": 4, "search_latency": 0.01, "page_latency": 0.01, "samples": 20, "polling_samples": 5,
-    "clients": 8, "throughput_calls": 100, "throughput_seconds": 1.0, "model_latency": 0.01,
+    "tool_calls": 4,
+    "search_latency": 0.01,
+    "page_latency": 0.01,
+    "samples": 20,
+    "polling_samples": 5,
+    "clients": 8,
+    "throughput_calls": 100,
+    "throughput_seconds": 1.0,
+    "model_latency": 0.01,
 }
 
 console = Console()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     part = parser.add_argument_group("what to run (the agent runs when neither is given)")
     part.add_argument("--agent", action="store_true", help="the agent runs, scenarios 1 and 2")
     part.add_argument("--resume", action="store_true", help="scenario 3: resume after a crash")
@@ -91,8 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--search-latency", type=float, metavar="S", help="fixture delay per search (0.3)")
     agent.add_argument("--page-latency", type=float, metavar="S", help="fixture delay per page (0.5)")
     agent.add_argument("--model", help="a Pydantic AI model name: a real model and the real web")
-    agent.add_argument("--model-latency", type=float, metavar="S",
-                       help="scenario 3: seconds the offline model takes per answer (0.5)")
+    agent.add_argument(
+        "--model-latency", type=float, metavar="S", help="scenario 3: seconds the offline model takes per answer (0.5)"
+    )
     agent.add_argument("--live", action="store_true", help="the real model an API key in the environment picks")
     calls = parser.add_argument_group("per-call cost")
     calls.add_argument("--samples", type=int, metavar="N", help="samples per latency measure (200)")
@@ -101,11 +118,18 @@ def build_parser() -> argparse.ArgumentParser:
     calls.add_argument("--workers", type=_counts, metavar="W,...", help="worker counts for throughput (1,2)")
     calls.add_argument("--throughput-calls", type=int, metavar="N", help="most calls per throughput run (2000)")
     calls.add_argument("--throughput-seconds", type=float, metavar="S", help="longest throughput run (5)")
-    calls.add_argument("--no-backends", dest="backends", action="store_false",
-                       help="skip the same calls on SQLite and on PostgreSQL with 1 and 2 servers")
+    calls.add_argument(
+        "--no-backends",
+        dest="backends",
+        action="store_false",
+        help="skip the same calls on SQLite and on PostgreSQL with 1 and 2 servers",
+    )
     stack = parser.add_argument_group("processes")
-    stack.add_argument("--nexum-url", metavar="URL",
-                       help="use this running server instead of starting one (stop its own workers first)")
+    stack.add_argument(
+        "--nexum-url",
+        metavar="URL",
+        help="use this running server instead of starting one (stop its own workers first)",
+    )
     stack.add_argument("--worker-concurrency", type=int, metavar="N", help="--concurrency of each worker (64)")
     return parser
 
@@ -125,8 +149,19 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, str | None]:
         if getattr(args, key) is None:
             setattr(args, key, QUICK.get(key, default) if args.quick else default)
     args.agent = args.agent or not (args.calls or args.resume or args.peers)
-    small = [k for k in ("tool_calls", "batch", "samples", "polling_samples", "clients", "throughput_calls",
-                         "worker_concurrency") if getattr(args, k) < 1]
+    small = [
+        k
+        for k in (
+            "tool_calls",
+            "batch",
+            "samples",
+            "polling_samples",
+            "clients",
+            "throughput_calls",
+            "worker_concurrency",
+        )
+        if getattr(args, k) < 1
+    ]
     if small or min(args.search_latency, args.page_latency) < 0 or args.throughput_seconds <= 0:
         parser.error(f"sizes must be 1 or more and times positive: {', '.join(small) or 'a latency or time'}")
     model = args.model
@@ -135,7 +170,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, str | None]:
         if not isinstance(model, str):
             parser.error("--live needs GOOGLE_API_KEY, GEMINI_API_KEY or OPENAI_API_KEY (or use --model NAME)")
     if model and (args.calls or args.resume or args.peers):
-        parser.error("--calls, --resume and --peers measure against the local web fixture: run them without --model/--live")
+        parser.error(
+            "--calls, --resume and --peers measure against the local web fixture: run them without --model/--live"
+        )
     return args, model
 
 
@@ -160,8 +197,14 @@ async def run(args: argparse.Namespace, stack: Stack, model: str | None) -> dict
             results["resume"] = [r.json() for r in resumes]
         if args.calls:
             console.print("[bold]Per-call cost[/]")
-            config = CallsConfig(args.samples, args.polling_samples, args.clients, args.workers,
-                                 args.throughput_calls, args.throughput_seconds)
+            config = CallsConfig(
+                args.samples,
+                args.polling_samples,
+                args.clients,
+                args.workers,
+                args.throughput_calls,
+                args.throughput_seconds,
+            )
             results["calls"] = await measure_calls(stack, client, config, report)
             for table in calls_tables(results["calls"]):
                 console.print(table)
@@ -191,16 +234,26 @@ def main(argv: list[str] | None = None) -> None:
         # Piped or redirected: no terminal to fit, so do not squeeze the tables into 80 columns.
         console.width = max(console.width, 120)
     box = machine()
-    console.print(f"[bold]Machine[/]  {box['cpu_count']} CPUs, {box['cpu_model']}, Python {box['python']}, "
-                  f"load {box['load_average_1m']}", highlight=False)
+    console.print(
+        f"[bold]Machine[/]  {box['cpu_count']} CPUs, {box['cpu_model']}, Python {box['python']}, "
+        f"load {box['load_average_1m']}",
+        highlight=False,
+    )
     # Ctrl-C and SIGTERM interrupt at once, rather than asyncio's polite cancel of the main task,
     # which an agent run holds until its tool calls end (a minute or two if the server is gone);
     # either way the stack's clean-up stops every process started here.
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with start_stack(nexum_url=args.nexum_url, offline=model is None, search_latency=args.search_latency,
-                         page_latency=args.page_latency, worker_concurrency=args.worker_concurrency) as stack, \
-                scoped_env(stack.tool_env):
+        with (
+            start_stack(
+                nexum_url=args.nexum_url,
+                offline=model is None,
+                search_latency=args.search_latency,
+                page_latency=args.page_latency,
+                worker_concurrency=args.worker_concurrency,
+            ) as stack,
+            scoped_env(stack.tool_env),
+        ):
             web = f", web fixture {stack.web.url}" if stack.web else ", the real web"
             console.print(f"[bold]Nexum[/]    {stack.nexum_url}{web}", highlight=False)
             results = asyncio.run(run(args, stack, model))

@@ -30,8 +30,16 @@ from nexum_server.errors import ConfigError, NexumError, RequestRejected, Server
 from nexum_server.ids import InvalidSessionId, validate_session_id
 from workflow import TOOL_NAMES, TOOLSET_ID
 
-__all__ = ["InvalidToolCall", "ToolCallFailed", "ToolCallOutcome", "call_tool", "call_tool_sync", "main",
-           "submit_tool_call", "submit_tool_call_async"]
+__all__ = [
+    "InvalidToolCall",
+    "ToolCallFailed",
+    "ToolCallOutcome",
+    "call_tool",
+    "call_tool_sync",
+    "main",
+    "submit_tool_call",
+    "submit_tool_call_async",
+]
 
 
 def check_call(tool_name: str, tool_args: dict[str, Any]) -> None:
@@ -45,28 +53,52 @@ def check_call(tool_name: str, tool_args: dict[str, Any]) -> None:
         raise InvalidToolCall(str(e)) from e
 
 
-async def call_tool(tool_name: str, tool_args: dict[str, Any], session_id: str = "default",
-                    timeout: float = DEFAULT_TIMEOUT, *, client: NexumClient | None = None) -> ToolCallOutcome:
+async def call_tool(
+    tool_name: str,
+    tool_args: dict[str, Any],
+    session_id: str = "default",
+    timeout: float = DEFAULT_TIMEOUT,
+    *,
+    client: NexumClient | None = None,
+) -> ToolCallOutcome:
     """Run one research tool call durably; raises `ToolCallFailed`, `ServerUnavailable` or `WaitTimeout`."""
     check_call(tool_name, tool_args)
     return await library.call_tool(TOOLSET_ID, tool_name, tool_args, session_id, timeout, client=client)
 
 
-def call_tool_sync(tool_name: str, tool_args: dict[str, Any], session_id: str = "default",
-                   timeout: float = DEFAULT_TIMEOUT, *, client: NexumSyncClient | None = None) -> ToolCallOutcome:
+def call_tool_sync(
+    tool_name: str,
+    tool_args: dict[str, Any],
+    session_id: str = "default",
+    timeout: float = DEFAULT_TIMEOUT,
+    *,
+    client: NexumSyncClient | None = None,
+) -> ToolCallOutcome:
     """The blocking twin of `call_tool`, safe from any number of threads at once."""
     check_call(tool_name, tool_args)
     return library.call_tool_sync(TOOLSET_ID, tool_name, tool_args, session_id, timeout, client=client)
 
 
-async def submit_tool_call_async(tool_name: str, tool_args: dict[str, Any], session_id: str = "default",
-                                 timeout: float = DEFAULT_TIMEOUT, *, client: NexumClient | None = None) -> Any:
+async def submit_tool_call_async(
+    tool_name: str,
+    tool_args: dict[str, Any],
+    session_id: str = "default",
+    timeout: float = DEFAULT_TIMEOUT,
+    *,
+    client: NexumClient | None = None,
+) -> Any:
     """The tool's result; the same call in the same session runs once."""
     return (await call_tool(tool_name, tool_args, session_id, timeout, client=client)).result
 
 
-def submit_tool_call(tool_name: str, tool_args: dict[str, Any], session_id: str = "default",
-                     timeout: float = DEFAULT_TIMEOUT, *, client: NexumSyncClient | None = None) -> Any:
+def submit_tool_call(
+    tool_name: str,
+    tool_args: dict[str, Any],
+    session_id: str = "default",
+    timeout: float = DEFAULT_TIMEOUT,
+    *,
+    client: NexumSyncClient | None = None,
+) -> Any:
     """Blocking form for scripts and sync tools; safe from any number of threads at once."""
     return call_tool_sync(tool_name, tool_args, session_id, timeout, client=client).result
 
@@ -75,23 +107,32 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=(__doc__ or "").split("\n\n")[0],
         epilog=f"Reads NEXUM_URL (default {DEFAULT_URL}) and NEXUM_TOKEN from the environment or from .env "
-               "in the current directory. Exit codes: 0 done, 1 the call failed, 2 cannot start (bad setting, "
-               "no server, token refused), 130 Ctrl-C.")
+        "in the current directory. Exit codes: 0 done, 1 the call failed, 2 cannot start (bad setting, "
+        "no server, token refused), 130 Ctrl-C.",
+    )
     parser.add_argument("tool_name", metavar="TOOL", help="the tool to run: " + ", ".join(TOOL_NAMES))
-    parser.add_argument("tool_args", metavar="ARGS",
-                        help='its arguments as a JSON object, e.g. \'{"query": "durable execution"}\'')
-    parser.add_argument("--session", default="default",
-                        help="session id: the same call in the same session runs once (default: default)")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
-                        help=f"seconds to wait for the result (default {DEFAULT_TIMEOUT:g})")
+    parser.add_argument(
+        "tool_args", metavar="ARGS", help='its arguments as a JSON object, e.g. \'{"query": "durable execution"}\''
+    )
+    parser.add_argument(
+        "--session",
+        default="default",
+        help="session id: the same call in the same session runs once (default: default)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help=f"seconds to wait for the result (default {DEFAULT_TIMEOUT:g})",
+    )
     parser.add_argument("--url", help=f"server URL (NEXUM_URL, default {DEFAULT_URL})")
     args = parser.parse_args(argv)
     try:
         tool_args = json.loads(args.tool_args)
     except json.JSONDecodeError as e:
-        parser.error(f"ARGS is not valid JSON ({e}); pass an object like '{{\"query\": \"...\"}}'")
+        parser.error(f'ARGS is not valid JSON ({e}); pass an object like \'{{"query": "..."}}\'')
     if not isinstance(tool_args, dict):
-        parser.error("ARGS must be a JSON object, like '{\"query\": \"...\"}'")
+        parser.error('ARGS must be a JSON object, like \'{"query": "..."}\'')
     try:
         validate_session_id(args.session)
     except InvalidSessionId as e:

@@ -13,7 +13,12 @@ Run with:
 
 from __future__ import annotations
 
+import argparse
 import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic_ai.toolsets import AbstractToolset
 
 from nexum_pydantic_ai.worker import build_parser, configure_logging, serve
 from nexum_server.client import run
@@ -36,8 +41,7 @@ no server at the URL, a refused token)."""
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = build_parser("Run the research tool calls the Nexum server queues, and report their results.",
-                          HELP_EPILOG)
+    parser = build_parser("Run the research tool calls the Nexum server queues, and report their results.", HELP_EPILOG)
     args = parser.parse_args(argv)
     if args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
@@ -53,10 +57,21 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from e
 
 
-async def _serve(args, toolset, describe, aclose_clients) -> None:  # type: ignore[no-untyped-def]
+async def _serve(
+    args: argparse.Namespace,
+    toolset: AbstractToolset[Any],
+    describe: str,
+    aclose_clients: Callable[[], Awaitable[None]],
+) -> None:
     try:
-        await serve([toolset], url=args.url, concurrency=args.concurrency, worker_id=args.worker_id,
-                    grace_seconds=args.grace_seconds, describe=describe)
+        await serve(
+            [toolset],
+            url=args.url,
+            concurrency=args.concurrency,
+            worker_id=args.worker_id,
+            grace_seconds=args.grace_seconds,
+            describe=describe,
+        )
     finally:
         await aclose_clients()
 

@@ -13,8 +13,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from nexum_pydantic_ai import AGENT_WORKFLOW_ID, ToolCallInput, ToolCallOutput, canonical_json, standalone_tool_key, tool_ir
-from nexum_pydantic_ai import tool_workflow_id, version_hash
+from nexum_pydantic_ai import (
+    AGENT_WORKFLOW_ID,
+    ToolCallInput,
+    ToolCallOutput,
+    canonical_json,
+    standalone_tool_key,
+    tool_ir,
+    tool_workflow_id,
+    version_hash,
+)
 from nexum_research import AGENT_NAME, TOOL_NAMES, VISIT_WEBPAGE, WEB_SEARCH
 
 TOOLSET_ID = "research"
@@ -24,8 +32,22 @@ NODE_ID = "tool_call"
 IR: dict[str, Any] = tool_ir(TOOLSET_ID)
 VERSION_HASH = version_hash(IR)
 
-__all__ = ["AGENT_NAME", "AGENT_WORKFLOW_ID", "IR", "NODE_ID", "TOOLSET_ID", "TOOL_NAMES", "VERSION_HASH", "VISIT_WEBPAGE", "WEB_SEARCH",
-           "WORKFLOW_ID", "ToolCallInput", "ToolCallOutput", "canonical_json", "tool_call_key"]
+__all__ = [
+    "AGENT_NAME",
+    "AGENT_WORKFLOW_ID",
+    "IR",
+    "NODE_ID",
+    "TOOLSET_ID",
+    "TOOL_NAMES",
+    "VERSION_HASH",
+    "VISIT_WEBPAGE",
+    "WEB_SEARCH",
+    "WORKFLOW_ID",
+    "ToolCallInput",
+    "ToolCallOutput",
+    "canonical_json",
+    "tool_call_key",
+]
 
 
 def tool_call_key(tool_name: str, tool_args: dict[str, Any], occurrence: int = 0) -> str:

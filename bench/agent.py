@@ -21,13 +21,13 @@ from pydantic_ai.models import Model
 from pydantic_ai.toolsets import ToolsetTool, WrapperToolset
 from rich.table import Table
 
-from nexum_research import tools
 from demo import build_agent
+from nexum_devtools.web import WebFixture
 from nexum_pydantic_ai import UnitEvent
+from nexum_research import tools
+from nexum_research.tools import ToolError
 from nexum_server.client import NexumClient
 from submit_task import call_tool
-from nexum_devtools.web import WebFixture
-from nexum_research.tools import ToolError
 from workflow import VISIT_WEBPAGE
 
 PLAIN = "Pydantic AI"
@@ -68,8 +68,9 @@ class CountingToolset(WrapperToolset[None]):
 
     run: AgentRun | None = None
 
-    async def call_tool(self, name: str, tool_args: dict[str, Any], ctx: RunContext[None],
-                        tool: ToolsetTool[None]) -> Any:
+    async def call_tool(
+        self, name: str, tool_args: dict[str, Any], ctx: RunContext[None], tool: ToolsetTool[None]
+    ) -> Any:
         assert self.run is not None
         self.run.tool_calls += 1
         try:
@@ -103,8 +104,15 @@ def _nexum_recorder(run: AgentRun) -> Callable[[UnitEvent], None]:
     return on_unit
 
 
-async def run_once(scenario: str, agent_name: str, model: Model | str, query: str, client: NexumClient,
-                   session: str | None, web: WebFixture | None) -> AgentRun:
+async def run_once(
+    scenario: str,
+    agent_name: str,
+    model: Model | str,
+    query: str,
+    client: NexumClient,
+    session: str | None,
+    web: WebFixture | None,
+) -> AgentRun:
     run = AgentRun(scenario, agent_name, session, 0.0)
     if session is None:
         agent = build_plain_agent(model, run)
@@ -120,8 +128,9 @@ async def run_once(scenario: str, agent_name: str, model: Model | str, query: st
     return run
 
 
-async def run_scenarios(model: Model | str, query: str, client: NexumClient,
-                        web: WebFixture | None, report: Callable[[str], None] = print) -> list[AgentRun]:
+async def run_scenarios(
+    model: Model | str, query: str, client: NexumClient, web: WebFixture | None, report: Callable[[str], None] = print
+) -> list[AgentRun]:
     """Plain and Nexum cold (a new session), then both again (Nexum in the same session)."""
     session = f"bench-{uuid.uuid4().hex[:12]}"
     if web is not None:
@@ -133,8 +142,10 @@ async def run_scenarios(model: Model | str, query: str, client: NexumClient,
     for scenario in (COLD, RERUN):
         for agent_name, agent_session in ((PLAIN, None), (NEXUM, session)):
             run = await run_once(scenario, agent_name, model, query, client, agent_session, web)
-            report(f"  {SCENARIO_LABELS[scenario]:<9} {agent_name:<20} {run.seconds:7.2f} s  "
-                   f"{run.tool_calls} tool calls, {run.executed} executed, {run.cached} cached")
+            report(
+                f"  {SCENARIO_LABELS[scenario]:<9} {agent_name:<20} {run.seconds:7.2f} s  "
+                f"{run.tool_calls} tool calls, {run.executed} executed, {run.cached} cached"
+            )
             runs.append(run)
     return runs
 
@@ -146,14 +157,24 @@ def agent_table(runs: list[AgentRun]) -> Table:
     if show_failed:
         columns.insert(6, "Failed")
     for name in columns:
-        table.add_column(name, justify="left" if name in ("Scenario", "Run", "vs plain") else "right",
-                         no_wrap=name in ("Run", "vs plain"))
+        table.add_column(
+            name,
+            justify="left" if name in ("Scenario", "Run", "vs plain") else "right",
+            no_wrap=name in ("Run", "vs plain"),
+        )
     plain = {r.scenario: r for r in runs if r.session is None}
     for r in runs:
         label = r.agent if r.session is None else f"{r.agent}, {'new' if r.scenario == COLD else 'same'} session"
-        cells = [SCENARIO_LABELS[r.scenario], label, f"{r.seconds:.2f} s", str(r.tool_calls), str(r.executed),
-                 str(r.cached), "n/a" if r.web_requests is None else str(r.web_requests),
-                 "" if r.session is None else _versus(r, plain.get(r.scenario))]
+        cells = [
+            SCENARIO_LABELS[r.scenario],
+            label,
+            f"{r.seconds:.2f} s",
+            str(r.tool_calls),
+            str(r.executed),
+            str(r.cached),
+            "n/a" if r.web_requests is None else str(r.web_requests),
+            "" if r.session is None else _versus(r, plain.get(r.scenario)),
+        ]
         if show_failed:
             cells.insert(6, str(r.failed))
         table.add_row(*cells)
@@ -183,6 +204,14 @@ def agent_figures(runs: list[AgentRun]) -> dict[str, Any]:
 
 
 def _run_json(r: AgentRun) -> dict[str, Any]:
-    return {"scenario": r.scenario, "agent": r.agent, "session": r.session, "seconds": r.seconds,
-            "tool_calls": r.tool_calls, "executed": r.executed, "cached": r.cached, "failed": r.failed,
-            "web_requests": r.web_requests}
+    return {
+        "scenario": r.scenario,
+        "agent": r.agent,
+        "session": r.session,
+        "seconds": r.seconds,
+        "tool_calls": r.tool_calls,
+        "executed": r.executed,
+        "cached": r.cached,
+        "failed": r.failed,
+        "web_requests": r.web_requests,
+    }

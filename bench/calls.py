@@ -32,14 +32,14 @@ from typing import Any
 
 from rich.table import Table
 
-from nexum_research import tools
 from bench.stack import Stack
 from bench.stats import Summary, summarize
+from nexum_research import tools
+from nexum_research.tools import ToolError, run_tool
 from nexum_server.client import NexumClient, NexumSyncClient
 from nexum_server.errors import WaitTimeout
 from nexum_server.models import Execution, WorkflowRef
 from submit_task import ToolCallOutcome, call_tool, call_tool_sync
-from nexum_research.tools import ToolError, run_tool
 from workflow import IR, VERSION_HASH, WEB_SEARCH, WORKFLOW_ID, ToolCallInput, ToolCallOutput, tool_call_key
 
 INSTANT_TOOL = WEB_SEARCH
@@ -119,8 +119,12 @@ def blocking_figures(url: str, args: dict[str, Any], count: int, session: str) -
     """The bare round trip and the cached call of the blocking client, in this (non-loop) thread."""
     with NexumSyncClient(url) as client:
         bare = timed_blocking(count, lambda i: client.request("GET", "/health"))
-        cached = timed_blocking(count, lambda i: _check_cached(
-            call_tool_sync(INSTANT_TOOL, args, session, CALL_TIMEOUT_SECONDS, client=client), session))
+        cached = timed_blocking(
+            count,
+            lambda i: _check_cached(
+                call_tool_sync(INSTANT_TOOL, args, session, CALL_TIMEOUT_SECONDS, client=client), session
+            ),
+        )
     return bare, cached
 
 
@@ -137,8 +141,9 @@ async def durable(client: NexumClient, args: dict[str, Any], session: str, *, ca
     return outcome
 
 
-async def cold_and_direct(client: NexumClient, args: dict[str, Any], count: int,
-                          prefix: str) -> tuple[list[float], list[float], list[float]]:
+async def cold_and_direct(
+    client: NexumClient, args: dict[str, Any], count: int, prefix: str
+) -> tuple[list[float], list[float], list[float]]:
     """Interleaved, so both see the same machine: the direct tool, then the same call through Nexum.
 
     Returns the direct times, the cold times, and each cold time minus its claimed-to-completed span.
@@ -172,8 +177,9 @@ async def polling_call(client: NexumClient, args: dict[str, Any], session: str) 
     deadline = time.monotonic() + CALL_TIMEOUT_SECONDS
     while not execution.status.terminal:
         if time.monotonic() >= deadline:
-            raise WaitTimeout(f"polling call {execution.id} still {execution.status.value} after "
-                              f"{CALL_TIMEOUT_SECONDS:g} s")
+            raise WaitTimeout(
+                f"polling call {execution.id} still {execution.status.value} after {CALL_TIMEOUT_SECONDS:g} s"
+            )
         await asyncio.sleep(CLIENT_POLL_SECONDS)
         execution = await client.get(execution.id)
     return execution
@@ -222,8 +228,9 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float] | None:
         return None
 
 
-async def throughput(call: Callable[[int], Awaitable[Any]], clients: int, count: int,
-                     seconds: float, pids: dict[str, int] | None = None) -> dict[str, Any]:
+async def throughput(
+    call: Callable[[int], Awaitable[Any]], clients: int, count: int, seconds: float, pids: dict[str, int] | None = None
+) -> dict[str, Any]:
     """`clients` loops making calls until `count` have been made or `seconds` have passed.
 
     With `pids`, also the CPU time each of those processes spent per call during the run.
@@ -254,14 +261,23 @@ async def throughput(call: Callable[[int], Awaitable[Any]], clients: int, count:
             group.create_task(client_loop())
     elapsed = time.perf_counter() - started
     after = cpu_seconds(pids) if pids else None
-    cpu = ({role: (after[role] - before[role]) * 1000 / made for role in before}
-           if before is not None and after is not None and made else None)
-    return {"clients": clients, "calls": made, "seconds": elapsed, "calls_per_second": made / elapsed,
-            "cpu_ms_per_call": cpu}
+    cpu = (
+        {role: (after[role] - before[role]) * 1000 / made for role in before}
+        if before is not None and after is not None and made
+        else None
+    )
+    return {
+        "clients": clients,
+        "calls": made,
+        "seconds": elapsed,
+        "calls_per_second": made / elapsed,
+        "cpu_ms_per_call": cpu,
+    }
 
 
-async def measure_calls(stack: Stack, client: NexumClient, config: CallsConfig,
-                        report: Callable[[str], None] = print) -> dict[str, Any]:
+async def measure_calls(
+    stack: Stack, client: NexumClient, config: CallsConfig, report: Callable[[str], None] = print
+) -> dict[str, Any]:
     """Every per-call figure, and the targets they are held to."""
     await asyncio.to_thread(stack.use_instant_search)
     args = INSTANT_ARGS
@@ -273,10 +289,12 @@ async def measure_calls(stack: Stack, client: NexumClient, config: CallsConfig,
     report("  cached call")
     await durable(client, args, f"{prefix}-cached", cached=False)
     figures["cached_call_ms"] = summarize(
-        await timed(config.samples, lambda i: durable(client, args, f"{prefix}-cached", cached=True)))
+        await timed(config.samples, lambda i: durable(client, args, f"{prefix}-cached", cached=True))
+    )
     report("  blocking client: bare round trip and cached call")
-    bare, cached_blocking = await asyncio.to_thread(blocking_figures, client.url, args, config.samples,
-                                                    f"{prefix}-cached")
+    bare, cached_blocking = await asyncio.to_thread(
+        blocking_figures, client.url, args, config.samples, f"{prefix}-cached"
+    )
     figures["bare_round_trip_blocking_ms"] = summarize(bare)
     figures["cached_call_blocking_ms"] = summarize(cached_blocking)
     report("  cold call and the tool called directly")
@@ -291,14 +309,20 @@ async def measure_calls(stack: Stack, client: NexumClient, config: CallsConfig,
 
     runs = []
     report(f"  throughput: the tool alone, {config.clients} at once")
-    alone = await throughput(lambda i: tools.run_tool(INSTANT_TOOL, args), config.clients, config.throughput_calls,
-                             config.throughput_seconds)
+    alone = await throughput(
+        lambda i: tools.run_tool(INSTANT_TOOL, args), config.clients, config.throughput_calls, config.throughput_seconds
+    )
     runs.append({"label": "tool alone, in process", "workers": 0, **alone})
     for workers in config.workers:
         await asyncio.to_thread(stack.scale_workers, workers)
         report(f"  throughput: {config.clients} clients, {workers} worker(s)")
-        run = await throughput(lambda i, w=workers: durable(client, args, f"{prefix}-w{w}-{i}", cached=False),
-                               config.clients, config.throughput_calls, config.throughput_seconds, stack.pids())
+        run = await throughput(
+            lambda i, w=workers: durable(client, args, f"{prefix}-w{w}-{i}", cached=False),
+            config.clients,
+            config.throughput_calls,
+            config.throughput_seconds,
+            stack.pids(),
+        )
         runs.append({"label": f"Nexum, {workers} worker{'s' if workers > 1 else ''}", "workers": workers, **run})
     figures["throughput"] = runs
     await tools.aclose_clients()
@@ -316,31 +340,66 @@ def targets(figures: dict[str, Any]) -> list[dict[str, Any]]:
     # percentile: the run cannot tell, so it neither passes nor misses.
     ratio = polling.p50 / overhead.p50 if overhead.p50 > 0 else None
     rows = [
-        _target("cached call p50 / bare round trip p50", f"≤ {CACHED_VS_ROUND_TRIP:g}x", cached / round_trip,
-                f"{cached / round_trip:.2f}x ({cached:.2f} vs {round_trip:.2f} ms)",
-                cached <= CACHED_VS_ROUND_TRIP * round_trip),
-        _target("blocking cached call p50 / blocking round trip p50", f"≤ {CACHED_VS_ROUND_TRIP:g}x",
-                cached_blocking / round_trip_blocking,
-                f"{cached_blocking / round_trip_blocking:.2f}x ({cached_blocking:.2f} vs {round_trip_blocking:.2f} ms)",
-                cached_blocking <= CACHED_VS_ROUND_TRIP * round_trip_blocking),
-        _target("cold overhead p50", f"≤ {COLD_OVERHEAD_P50_MS:g} ms", overhead.p50, f"{overhead.p50:.2f} ms",
-                None if overhead.p50 < 0 else overhead.p50 <= COLD_OVERHEAD_P50_MS),
-        _target("cold overhead p99", f"≤ {COLD_OVERHEAD_P99_MS:g} ms", overhead.p99, f"{overhead.p99:.2f} ms",
-                None if overhead.p99 < 0 else overhead.p99 <= COLD_OVERHEAD_P99_MS),
-        _target("polling overhead p50 / cold overhead p50", f"≥ {POLLING_VS_LONG_POLL:g}x", ratio,
-                "n/a (cold overhead ≤ 0)" if ratio is None else f"{ratio:.0f}x ({polling.p50:.1f} ms)",
-                None if ratio is None else ratio >= POLLING_VS_LONG_POLL),
+        _target(
+            "cached call p50 / bare round trip p50",
+            f"≤ {CACHED_VS_ROUND_TRIP:g}x",
+            cached / round_trip,
+            f"{cached / round_trip:.2f}x ({cached:.2f} vs {round_trip:.2f} ms)",
+            cached <= CACHED_VS_ROUND_TRIP * round_trip,
+        ),
+        _target(
+            "blocking cached call p50 / blocking round trip p50",
+            f"≤ {CACHED_VS_ROUND_TRIP:g}x",
+            cached_blocking / round_trip_blocking,
+            f"{cached_blocking / round_trip_blocking:.2f}x ({cached_blocking:.2f} vs {round_trip_blocking:.2f} ms)",
+            cached_blocking <= CACHED_VS_ROUND_TRIP * round_trip_blocking,
+        ),
+        _target(
+            "cold overhead p50",
+            f"≤ {COLD_OVERHEAD_P50_MS:g} ms",
+            overhead.p50,
+            f"{overhead.p50:.2f} ms",
+            None if overhead.p50 < 0 else overhead.p50 <= COLD_OVERHEAD_P50_MS,
+        ),
+        _target(
+            "cold overhead p99",
+            f"≤ {COLD_OVERHEAD_P99_MS:g} ms",
+            overhead.p99,
+            f"{overhead.p99:.2f} ms",
+            None if overhead.p99 < 0 else overhead.p99 <= COLD_OVERHEAD_P99_MS,
+        ),
+        _target(
+            "polling overhead p50 / cold overhead p50",
+            f"≥ {POLLING_VS_LONG_POLL:g}x",
+            ratio,
+            "n/a (cold overhead ≤ 0)" if ratio is None else f"{ratio:.0f}x ({polling.p50:.1f} ms)",
+            None if ratio is None else ratio >= POLLING_VS_LONG_POLL,
+        ),
     ]
     one_worker = next((r for r in figures["throughput"] if r["workers"] == 1), None)
     if one_worker is not None:
         rate = one_worker["calls_per_second"]
-        rows.append(_target("throughput, 1 server + 1 worker", f"≥ {CALLS_PER_SECOND_ONE_WORKER:g} calls/s", rate,
-                            f"{rate:.0f} calls/s", rate >= CALLS_PER_SECOND_ONE_WORKER))
+        rows.append(
+            _target(
+                "throughput, 1 server + 1 worker",
+                f"≥ {CALLS_PER_SECOND_ONE_WORKER:g} calls/s",
+                rate,
+                f"{rate:.0f} calls/s",
+                rate >= CALLS_PER_SECOND_ONE_WORKER,
+            )
+        )
         two_workers = next((r for r in figures["throughput"] if r["workers"] == 2), None)
         if two_workers is not None:
             second = two_workers["calls_per_second"]
-            rows.append(_target("throughput, 2 workers / 1 worker", "≥ 1x", second / rate,
-                                f"{second / rate:.2f}x ({second:.0f} calls/s)", second >= rate))
+            rows.append(
+                _target(
+                    "throughput, 2 workers / 1 worker",
+                    "≥ 1x",
+                    second / rate,
+                    f"{second / rate:.2f}x ({second:.0f} calls/s)",
+                    second >= rate,
+                )
+            )
     return rows
 
 
@@ -351,21 +410,25 @@ def _target(name: str, goal: str, value: float | None, measured: str, met: bool 
 def calls_tables(figures: dict[str, Any]) -> list[Table]:
     note = None
     if any(figures[k][p] < 0 for k in ("cold_overhead_ms", "polling_overhead_ms") for p in ("p50", "p95", "p99")):
-        note = ("Overheads are percentile differences; a negative one means the tool's own jitter is larger "
-                "than the overhead there: raise --samples, or run on a quiet machine.")
+        note = (
+            "Overheads are percentile differences; a negative one means the tool's own jitter is larger "
+            "than the overhead there: raise --samples, or run on a quiet machine."
+        )
     latency = Table(title="Per-call latency (ms)", title_justify="left", caption=note, caption_justify="left")
     for name in ("Measure", "n", "p50", "p95", "p99"):
         latency.add_column(name, justify="left" if name == "Measure" else "right")
-    for key, label in (("bare_round_trip_ms", "bare round trip, GET /health"),
-                       ("cached_call_ms", "cached call"),
-                       ("bare_round_trip_blocking_ms", "blocking bare round trip, GET /health"),
-                       ("cached_call_blocking_ms", "blocking cached call"),
-                       ("direct_tool_ms", "instant tool called directly"),
-                       ("cold_call_ms", "cold call, server + long-poll worker"),
-                       ("cold_overhead_ms", "cold overhead (cold - direct)"),
-                       ("cold_outside_worker_ms", "cold call minus its claim-to-completion span"),
-                       ("polling_call_ms", "polling-pattern call"),
-                       ("polling_overhead_ms", "polling overhead (polling - direct)")):
+    for key, label in (
+        ("bare_round_trip_ms", "bare round trip, GET /health"),
+        ("cached_call_ms", "cached call"),
+        ("bare_round_trip_blocking_ms", "blocking bare round trip, GET /health"),
+        ("cached_call_blocking_ms", "blocking cached call"),
+        ("direct_tool_ms", "instant tool called directly"),
+        ("cold_call_ms", "cold call, server + long-poll worker"),
+        ("cold_overhead_ms", "cold overhead (cold - direct)"),
+        ("cold_outside_worker_ms", "cold call minus its claim-to-completion span"),
+        ("polling_call_ms", "polling-pattern call"),
+        ("polling_overhead_ms", "polling overhead (polling - direct)"),
+    ):
         s = figures[key]
         latency.add_row(label, str(s["n"]), *(_ms(s[p]) for p in ("p50", "p95", "p99")))
 
@@ -373,20 +436,28 @@ def calls_tables(figures: dict[str, Any]) -> list[Table]:
     for name in ("Run", "Clients", "Calls", "Seconds", "Calls/s"):
         rates.add_column(name, justify="left" if name == "Run" else "right")
     for r in figures["throughput"]:
-        rates.add_row(r["label"], str(r["clients"]), str(r["calls"]), f"{r['seconds']:.2f}",
-                      f"{r['calls_per_second']:.0f}")
+        rates.add_row(
+            r["label"], str(r["clients"]), str(r["calls"]), f"{r['seconds']:.2f}", f"{r['calls_per_second']:.0f}"
+        )
 
     measured = [r for r in figures["throughput"] if r.get("cpu_ms_per_call")]
-    cpu = Table(title="CPU per call during the throughput runs (ms, user + system)", title_justify="left",
-                caption="On 2 cores the calls/s a run can reach is at most 2000 / total.", caption_justify="left")
+    cpu = Table(
+        title="CPU per call during the throughput runs (ms, user + system)",
+        title_justify="left",
+        caption="On 2 cores the calls/s a run can reach is at most 2000 / total.",
+        caption_justify="left",
+    )
     cpu.add_column("Run")
     roles = list(dict.fromkeys(role for r in reversed(measured) for role in r["cpu_ms_per_call"]))
     for role in [*roles, "total"]:
         cpu.add_column(role, justify="right")
     for r in measured:
         shares = r["cpu_ms_per_call"]
-        cpu.add_row(r["label"], *(f"{shares[role]:.2f}" if role in shares else "" for role in roles),
-                    f"{sum(shares.values()):.2f}")
+        cpu.add_row(
+            r["label"],
+            *(f"{shares[role]:.2f}" if role in shares else "" for role in roles),
+            f"{sum(shares.values()):.2f}",
+        )
 
     goals = Table(title="Targets", title_justify="left")
     for name in ("Target", "Goal", "Measured", ""):

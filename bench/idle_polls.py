@@ -42,7 +42,7 @@ async def measure(url: str, pid: int, polls: int, window: float) -> tuple[float,
         cpu = (cpu_seconds(pid) - before) / window
         started = time.perf_counter()
         await http.post("/v1/executions", json={**REF, "session_id": "idle", "key": "cold", "input": 1})
-        done, _ = await asyncio.wait(held, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(held, return_when=asyncio.FIRST_COMPLETED)
         cold = time.perf_counter() - started
         for task in held:
             task.cancel()
@@ -69,8 +69,10 @@ def main() -> None:
         finally:
             if cluster is not None:
                 cluster.remove()
-    print(f"{args.polls} idle polls on {args.db}: server CPU {cpu:.1%} of a core; cold call claimed in "
-          f"{cold * 1000:.1f} ms")
+    print(
+        f"{args.polls} idle polls on {args.db}: server CPU {cpu:.1%} of a core; cold call claimed in "
+        f"{cold * 1000:.1f} ms"
+    )
 
 
 if __name__ == "__main__":

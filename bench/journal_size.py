@@ -33,8 +33,9 @@ def run(store: SQLiteStore, session_id: str, turns: int) -> list[float]:
     for turn, (sent, new, response) in enumerate(conversation(turns, 4096, session_id)):
         hashes, messages = start_fields(sent, new)
         started = time.perf_counter()
-        input, journal = split_input({"unit": "model_request", "sent": hashes},
-                                     [MessageBody.model_validate(m) for m in messages])
+        input, journal = split_input(
+            {"unit": "model_request", "sent": hashes}, [MessageBody.model_validate(m) for m in messages]
+        )
         store.start_execution(REF, session_id, f"r{turn}", input, time.time(), journal)
         took.append(time.perf_counter() - started)
         task = store.claim("w", [REF], 1, 30, time.time()).tasks[0]
@@ -57,8 +58,9 @@ def main() -> None:
             journal = counts["message_bytes"] + counts["execution_bytes"]
             naive = whole_history_bytes(turns, 4096)
             last = statistics.median(took[-5:]) * 1000
-            print(f"{turns:>5} {journal / 1e6:>8.2f} MB {naive / 1e6:>23.2f} MB {naive / journal:>5.0f}x "
-                  f"{last:>15.2f} ms")
+            print(
+                f"{turns:>5} {journal / 1e6:>8.2f} MB {naive / 1e6:>23.2f} MB {naive / journal:>5.0f}x {last:>15.2f} ms"
+            )
 
 
 if __name__ == "__main__":

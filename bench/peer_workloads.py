@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import statistics
@@ -73,8 +74,19 @@ class PeersConfig:
     """Most time one workload may take (it still runs one round)."""
 
 
-QUICK = PeersConfig(runs=2, steps=4, resumes=1, crash_at=3, concurrent=4, concurrent_steps=2, concurrent_rounds=1,
-                    long_steps=8, long_runs=1, window=2, seconds=20.0)
+QUICK = PeersConfig(
+    runs=2,
+    steps=4,
+    resumes=1,
+    crash_at=3,
+    concurrent=4,
+    concurrent_steps=2,
+    concurrent_rounds=1,
+    long_steps=8,
+    long_runs=1,
+    window=2,
+    seconds=20.0,
+)
 
 
 class PeerCheckFailed(AssertionError):
@@ -120,18 +132,23 @@ def _ratio(values: list[float]) -> dict[str, float]:
 
 
 @contextlib.asynccontextmanager
-async def open_engines(stack: Stack, client: NexumClient, directory: Path,
-                       report: Callable[[str], None]) -> AsyncIterator[list[Engine]]:
+async def open_engines(
+    stack: Stack, client: NexumClient, directory: Path, report: Callable[[str], None]
+) -> AsyncIterator[list[Engine]]:
     """Every engine that can run here; DBOS is launched in this process and destroyed at the end."""
-    engines = [peers.plain_engine(PLAIN, peers.INSTANT_TOOLSET),
-               peers.plain_engine(PLAIN_SEARCH, peers.TOOLSET, shown=False)]
+    engines = [
+        peers.plain_engine(PLAIN, peers.INSTANT_TOOLSET),
+        peers.plain_engine(PLAIN_SEARCH, peers.TOOLSET, shown=False),
+    ]
     missing = peers.dbos_missing()
     if missing:
         report(missing)
     else:
         engines.append(await asyncio.to_thread(peers.dbos_engine, DBOS, PLAIN, directory / "dbos.sqlite"))
-    engines += [peers.nexum_engine(NEXUM_PROCESS, PLAIN, client, worker_tools=False),
-                peers.nexum_engine(NEXUM_WORKER, PLAIN_SEARCH, client, worker_tools=True)]
+    engines += [
+        peers.nexum_engine(NEXUM_PROCESS, PLAIN, client, worker_tools=False),
+        peers.nexum_engine(NEXUM_WORKER, PLAIN_SEARCH, client, worker_tools=True),
+    ]
     try:
         yield engines
     finally:
@@ -142,7 +159,9 @@ async def open_engines(stack: Stack, client: NexumClient, directory: Path,
 async def _fresh(engine: Engine, steps: int, run_id: str) -> float:
     peers.reset_counts()
     seconds = await _timed(engine.fresh(steps, run_id))
-    _check(peers.COUNTS["model"] == steps + 1, f"{engine.name}: {peers.COUNTS['model']} model requests, not {steps + 1}")
+    _check(
+        peers.COUNTS["model"] == steps + 1, f"{engine.name}: {peers.COUNTS['model']} model requests, not {steps + 1}"
+    )
     if not engine.search_tool:
         _check(peers.COUNTS["tool"] == steps, f"{engine.name}: {peers.COUNTS['tool']} tool calls, not {steps}")
     return seconds
@@ -184,16 +203,31 @@ async def fresh_and_replay(engines: list[Engine], config: PeersConfig) -> dict[s
         base = fresh[engine.baseline]
         entry: dict[str, Any] = {"fresh_ms": _ms(fresh[engine.name])}
         if engine.replay is not None:
-            entry["overhead_per_unit_ms"] = _ms([(t - b) / units for t, b in zip(fresh[engine.name], base)])
+            entry["overhead_per_unit_ms"] = _ms(
+                [(t - b) / units for t, b in zip(fresh[engine.name], base, strict=True)]
+            )
             # A replay runs no tool, so every column's is against the same plain run.
-            entry["replay_vs_plain"] = _ratio([t / b for t, b in zip(replay[engine.name], fresh[PLAIN])])
+            entry["replay_vs_plain"] = _ratio([t / b for t, b in zip(replay[engine.name], fresh[PLAIN], strict=True)])
         figures[engine.name] = entry
     return figures
 
 
 def _child(engine: Engine, run_id: str, stack: Stack, db: Path, steps: int, crash_at: int | None) -> Proc:
-    args = [sys.executable, "-m", "bench.peers", "--engine", str(engine.child), "--id", run_id, "--steps",
-            str(steps), "--url", stack.nexum_url, "--db", str(db)]
+    args = [
+        sys.executable,
+        "-m",
+        "bench.peers",
+        "--engine",
+        str(engine.child),
+        "--id",
+        run_id,
+        "--steps",
+        str(steps),
+        "--url",
+        stack.nexum_url,
+        "--db",
+        str(db),
+    ]
     return Proc(args + (["--crash-at", str(crash_at)] if crash_at else []), env=stack.tool_env)
 
 
@@ -218,8 +252,10 @@ def resume_once(engine: Engine, stack: Stack, directory: Path, config: PeersConf
     assert line is not None
     figures = json.loads(line.removeprefix(peers.RESUMED))
     left = config.steps + 2 - config.crash_at  # the request that died and every one after it
-    _check(figures["model_calls"] == left, f"{engine.name}: the resume made {figures['model_calls']} model "
-                                           f"requests, not {left}")
+    _check(
+        figures["model_calls"] == left,
+        f"{engine.name}: the resume made {figures['model_calls']} model requests, not {left}",
+    )
     return figures
 
 
@@ -246,10 +282,18 @@ async def concurrent(engines: list[Engine], config: PeersConfig) -> dict[str, An
             latencies[engine.name] += await asyncio.gather(*runs)
             rates[engine.name].append(config.concurrent / (time.perf_counter() - started))
             expected = config.concurrent * (config.concurrent_steps + 1)
-            _check(peers.COUNTS["model"] == expected, f"{engine.name}: {peers.COUNTS['model']} model requests, "
-                                                       f"not {expected}")
-    return {name: {"runs_per_second": statistics.median(rates[name]), "rounds": len(rates[name]),
-                   "run_ms": _ms(latencies[name])} for name in rates}
+            _check(
+                peers.COUNTS["model"] == expected,
+                f"{engine.name}: {peers.COUNTS['model']} model requests, not {expected}",
+            )
+    return {
+        name: {
+            "runs_per_second": statistics.median(rates[name]),
+            "rounds": len(rates[name]),
+            "run_ms": _ms(latencies[name]),
+        }
+        for name in rates
+    }
 
 
 async def long_runs(engines: list[Engine], config: PeersConfig) -> dict[str, Any]:
@@ -258,14 +302,17 @@ async def long_runs(engines: list[Engine], config: PeersConfig) -> dict[str, Any
     for i in _rounds(config.long_runs, config.seconds):
         for engine in _rotated(engines, i):
             await _fresh(engine, config.long_steps, _new_id(engine))
-            steps[engine.name].append([b - a for a, b in zip(peers.STAMPS, peers.STAMPS[1:])])
+            steps[engine.name].append([b - a for a, b in itertools.pairwise(peers.STAMPS)])
     figures: dict[str, Any] = {}
     w = config.window
     for engine in engines:
         if engine.replay is None:
             continue
-        paired = [[t - b for t, b in zip(run, base)] for run, base in zip(steps[engine.name], steps[engine.baseline])]
-        per_step = [statistics.median(column) for column in zip(*paired)]
+        paired = [
+            [t - b for t, b in zip(run, base, strict=True)]
+            for run, base in zip(steps[engine.name], steps[engine.baseline], strict=True)
+        ]
+        per_step = [statistics.median(column) for column in zip(*paired, strict=True)]
         slope = statistics.linear_regression(range(1, len(per_step) + 1), per_step).slope
         figures[engine.name] = {
             "first_steps_ms": _ms([x for run in paired for x in run[:w]]),
@@ -281,8 +328,10 @@ async def run_peers(stack: Stack, config: PeersConfig, report: Callable[[str], N
     await asyncio.to_thread(stack.use_instant_search)
     figures: dict[str, Any] = {"machine": machine(), "config": asdict(config)}
     with tempfile.TemporaryDirectory(prefix="nexum-peers-") as tmp:
-        async with NexumClient(stack.nexum_url, max_connections=2 * config.concurrent + 16) as client, \
-                open_engines(stack, client, Path(tmp), report) as engines:
+        async with (
+            NexumClient(stack.nexum_url, max_connections=2 * config.concurrent + 16) as client,
+            open_engines(stack, client, Path(tmp), report) as engines,
+        ):
             figures["engines"] = [e.name for e in engines if e.shown]
             figures["dbos_missing"] = peers.dbos_missing()
             await warm_up(engines)

@@ -42,8 +42,8 @@ from pydantic_ai.usage import UsageLimits
 
 # The Nexum integration, imported here only: the rest of the comparison takes it from this module.
 from nexum_pydantic_ai import NexumDurability, WorkerToolset
-from nexum_server.client import NexumClient
 from nexum_research.tools import TOOLSET
+from nexum_server.client import NexumClient
 from workflow import WEB_SEARCH
 
 AGENT_NAME = "peers"
@@ -145,8 +145,9 @@ def plain_engine(name: str, toolset: AbstractToolset[None], *, shown: bool = Tru
     return Engine(name, name, fresh, search_tool=toolset is TOOLSET, shown=shown)
 
 
-def nexum_agent(session_id: str, *, worker_tools: bool, client: NexumClient | None = None,
-                url: str | None = None) -> tuple[Agent[None, str], NexumDurability[None]]:
+def nexum_agent(
+    session_id: str, *, worker_tools: bool, client: NexumClient | None = None, url: str | None = None
+) -> tuple[Agent[None, str], NexumDurability[None]]:
     durability = NexumDurability(session_id=session_id, client=client, url=url)
     toolset = WorkerToolset(TOOLSET) if worker_tools else INSTANT_TOOLSET
     return Agent(MODEL, name=AGENT_NAME, toolsets=[toolset], capabilities=[durability]), durability
@@ -161,8 +162,15 @@ def nexum_engine(name: str, baseline: str, client: NexumClient, *, worker_tools:
         stats[:] = [durability.last_stats]
 
     # A run in a session that has recorded every unit is the replay.
-    return Engine(name, baseline, run, run, search_tool=worker_tools, stats=stats,
-                  child="nexum-worker" if worker_tools else "nexum")
+    return Engine(
+        name,
+        baseline,
+        run,
+        run,
+        search_tool=worker_tools,
+        stats=stats,
+        child="nexum-worker" if worker_tools else "nexum",
+    )
 
 
 def dbos_missing() -> str | None:
@@ -187,8 +195,9 @@ def dbos_configure(db: Path) -> Callable[[str], Awaitable[str]]:
         connection.execute("PRAGMA journal_mode=WAL")
     DBOS(config={"name": AGENT_NAME, "system_database_url": f"sqlite:///{db}", "log_level": "WARNING"})
     tool = DBOS.step(name=f"{AGENT_NAME}.{INSTANT}")(instant)
-    agent = Agent(MODEL, name=AGENT_NAME, toolsets=[FunctionToolset([tool], id="peers")],
-                  capabilities=[DBOSDurability()])
+    agent = Agent(
+        MODEL, name=AGENT_NAME, toolsets=[FunctionToolset([tool], id="peers")], capabilities=[DBOSDurability()]
+    )
 
     @DBOS.workflow(name=f"{AGENT_NAME}.run")
     async def run_agent(text: str) -> str:

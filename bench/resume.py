@@ -29,11 +29,11 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from rich.table import Table
 
 from demo import AGENT_NAME, INSTRUCTIONS, build_agent
-from nexum_pydantic_ai import WorkerToolset
-from nexum_server.client import NexumClient
 from nexum_devtools.web import WebFixture
+from nexum_pydantic_ai import WorkerToolset
 from nexum_research.offline_model import offline_model
 from nexum_research.tools import TOOLSET
+from nexum_server.client import NexumClient
 
 DESIGNS = ("tool calls only", "full journal")
 PAGES = 3
@@ -78,16 +78,20 @@ def counting_model(think_seconds: float, crash_at: int | None) -> tuple[Function
 def _agent(design: str, model: FunctionModel, session: str, client: NexumClient) -> Agent[None, str]:
     if design == "full journal":
         return build_agent(model, session, client=client)
-    return Agent(model, name=AGENT_NAME, instructions=INSTRUCTIONS, retries=3,
-                 toolsets=[WorkerToolset(TOOLSET, session_id=session, client=client)])
+    return Agent(
+        model,
+        name=AGENT_NAME,
+        instructions=INSTRUCTIONS,
+        retries=3,
+        toolsets=[WorkerToolset(TOOLSET, session_id=session, client=client)],
+    )
 
 
 async def _web_requests(web: WebFixture) -> int:
     return len(await asyncio.to_thread(web.log))
 
 
-async def run_resume(design: str, query: str, client: NexumClient, web: WebFixture,
-                     think_seconds: float) -> Resume:
+async def run_resume(design: str, query: str, client: NexumClient, web: WebFixture, think_seconds: float) -> Resume:
     session = f"resume-{uuid.uuid4().hex[:12]}"
     await asyncio.to_thread(web.reset)
     model, made = counting_model(think_seconds, CRASH_AT)
@@ -105,24 +109,34 @@ async def run_resume(design: str, query: str, client: NexumClient, web: WebFixtu
     return Resume(design, first_made, first_web, len(made), await _web_requests(web) - first_web, seconds)
 
 
-async def run_resumes(query: str, client: NexumClient, web: WebFixture, think_seconds: float,
-                      report: Any = print) -> list[Resume]:
+async def run_resumes(
+    query: str, client: NexumClient, web: WebFixture, think_seconds: float, report: Any = print
+) -> list[Resume]:
     resumes = []
     for design in DESIGNS:
         r = await run_resume(design, query, client, web, think_seconds)
-        report(f"  3 resume  {r.design:<16} model requests {r.model_requests}, web requests {r.web_requests}, "
-               f"{r.seconds:.2f} s")
+        report(
+            f"  3 resume  {r.design:<16} model requests {r.model_requests}, web requests {r.web_requests}, "
+            f"{r.seconds:.2f} s"
+        )
         resumes.append(r)
     return resumes
 
 
 def resume_table(resumes: list[Resume], think_seconds: float) -> Table:
-    table = Table(title=f"Scenario 3: resume after a crash at the third model request "
-                        f"(model takes {think_seconds:g} s an answer, words its search anew in every process)",
-                  title_justify="left")
+    table = Table(
+        title=f"Scenario 3: resume after a crash at the third model request "
+        f"(model takes {think_seconds:g} s an answer, words its search anew in every process)",
+        title_justify="left",
+    )
     for name in ("Design", "Before the crash", "Resume: model requests", "Resume: web requests", "Resume: wall time"):
         table.add_column(name, justify="left" if name == "Design" else "right")
     for r in resumes:
-        table.add_row(r.design, f"{r.first_model_requests} model (killed in the last), {r.first_web_requests} web",
-                      str(r.model_requests), str(r.web_requests), f"{r.seconds:.2f} s")
+        table.add_row(
+            r.design,
+            f"{r.first_model_requests} model (killed in the last), {r.first_web_requests} web",
+            str(r.model_requests),
+            str(r.web_requests),
+            f"{r.seconds:.2f} s",
+        )
     return table

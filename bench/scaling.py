@@ -43,9 +43,19 @@ def _servers(db: str, count: int, stack: Stack) -> Iterator[list[str]]:
             urls.append(server.wait_for(SERVER_READY).group(1))
         for i in range(WORKERS):
             url = urls[-1 - i % count]  # with two servers, one worker on each, the last server first
-            worker = Proc([sys.executable, str(ROOT / "worker.py"), "--url", url, "--concurrency",
-                           str(stack.worker_concurrency), "--grace-seconds", str(WORKER_GRACE_SECONDS)],
-                          env={"NEXUM_URL": url, **stack.tool_env})
+            worker = Proc(
+                [
+                    sys.executable,
+                    str(ROOT / "worker.py"),
+                    "--url",
+                    url,
+                    "--concurrency",
+                    str(stack.worker_concurrency),
+                    "--grace-seconds",
+                    str(WORKER_GRACE_SECONDS),
+                ],
+                env={"NEXUM_URL": url, **stack.tool_env},
+            )
             started.callback(worker.stop, WORKER_STOP_SECONDS)
             worker.wait_for(WORKER_READY)
         yield urls
@@ -57,21 +67,25 @@ async def _measure(urls: list[str], config: CallsConfig, prefix: str) -> dict[st
         first = clients[0]  # with two servers: the one whose worker is on the other
         args = INSTANT_ARGS
         await durable(first, args, f"{prefix}-cached", cached=False)
-        cached = summarize(await timed(config.samples, lambda i: durable(first, args, f"{prefix}-cached",
-                                                                          cached=True)))
-        cold = summarize(await timed(config.samples, lambda i: durable(first, args, f"{prefix}-cold-{i}",
-                                                                        cached=False)))
+        cached = summarize(await timed(config.samples, lambda i: durable(first, args, f"{prefix}-cached", cached=True)))
+        cold = summarize(
+            await timed(config.samples, lambda i: durable(first, args, f"{prefix}-cold-{i}", cached=False))
+        )
         rate = await throughput(
             lambda i: durable(clients[i % len(clients)], args, f"{prefix}-rate-{i}", cached=False),
-            config.clients, config.throughput_calls, config.throughput_seconds)
+            config.clients,
+            config.throughput_calls,
+            config.throughput_seconds,
+        )
     finally:
         for client in clients:
             await client.aclose()
     return {"cached_call_ms": asdict(cached), "cold_call_ms": asdict(cold), **rate}
 
 
-async def measure_backends(stack: Stack, config: CallsConfig,
-                           report: Callable[[str], None] = print) -> list[dict[str, Any]]:
+async def measure_backends(
+    stack: Stack, config: CallsConfig, report: Callable[[str], None] = print
+) -> list[dict[str, Any]]:
     """One row per setup; the PostgreSQL rows are left out, saying why, where it is not installed."""
     rows = []
     with ExitStack() as started:
@@ -89,8 +103,11 @@ async def measure_backends(stack: Stack, config: CallsConfig,
                 continue
             label = f"{backend}, {servers} server{'s' if servers > 1 else ''}"
             report(f"  {label}, {WORKERS} workers")
-            db = postgres.create_database("bench") if postgres and backend == "PostgreSQL" \
+            db = (
+                postgres.create_database("bench")
+                if postgres and backend == "PostgreSQL"
                 else str(folder / f"{uuid.uuid4().hex[:8]}.db")
+            )
             with _servers(db, servers, stack) as urls:
                 figures = await _measure(urls, config, f"bench-{uuid.uuid4().hex[:8]}")
             rows.append({"setup": label, "backend": backend, "servers": servers, "workers": WORKERS, **figures})
@@ -98,12 +115,21 @@ async def measure_backends(stack: Stack, config: CallsConfig,
 
 
 def backends_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title=f"Backends: the instant tool, {WORKERS} workers in every setup", title_justify="left",
-                  caption="Two servers: clients alternate between them; latency samples start on the server "
-                          "without a worker.", caption_justify="left")
+    table = Table(
+        title=f"Backends: the instant tool, {WORKERS} workers in every setup",
+        title_justify="left",
+        caption="Two servers: clients alternate between them; latency samples start on the server without a worker.",
+        caption_justify="left",
+    )
     for name in ("Setup", "Cached p50 ms", "Cold p50 ms", "Cold p99 ms", "Clients", "Calls/s"):
         table.add_column(name, justify="left" if name == "Setup" else "right")
     for r in rows:
-        table.add_row(r["setup"], f"{r['cached_call_ms']['p50']:.2f}", f"{r['cold_call_ms']['p50']:.2f}",
-                      f"{r['cold_call_ms']['p99']:.2f}", str(r["clients"]), f"{r['calls_per_second']:.0f}")
+        table.add_row(
+            r["setup"],
+            f"{r['cached_call_ms']['p50']:.2f}",
+            f"{r['cold_call_ms']['p50']:.2f}",
+            f"{r['cold_call_ms']['p99']:.2f}",
+            str(r["clients"]),
+            f"{r['calls_per_second']:.0f}",
+        )
     return table

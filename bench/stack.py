@@ -17,9 +17,9 @@ from pathlib import Path
 
 import httpx2
 
-from nexum_server.errors import ServerUnavailable
-from nexum_devtools.web import WebFixture, run_web_fixture, tools_env
 from nexum_devtools.procs import ROOT, SERVER_READY, WORKER_READY, Proc
+from nexum_devtools.web import WebFixture, run_web_fixture, tools_env
+from nexum_server.errors import ServerUnavailable
 
 CHECK_TIMEOUT_SECONDS = 5.0
 WORKER_GRACE_SECONDS = 1.0
@@ -78,8 +78,16 @@ class Stack:
         while len(self.workers) < count:
             env = {"NEXUM_URL": self.nexum_url, **self.tool_env}
             # A short grace: calls still in flight when the benchmark stops are not worth waiting for.
-            args = [sys.executable, str(ROOT / "worker.py"), "--url", self.nexum_url,
-                    "--concurrency", str(self.worker_concurrency), "--grace-seconds", str(WORKER_GRACE_SECONDS)]
+            args = [
+                sys.executable,
+                str(ROOT / "worker.py"),
+                "--url",
+                self.nexum_url,
+                "--concurrency",
+                str(self.worker_concurrency),
+                "--grace-seconds",
+                str(WORKER_GRACE_SECONDS),
+            ]
             # Kept before waiting for its ready line, so one that never gets ready is still stopped.
             self.workers.append(worker := Proc(args, env=env))
             worker.wait_for(WORKER_READY)
@@ -99,8 +107,15 @@ class Stack:
 
 
 @contextmanager
-def start_stack(*, nexum_url: str | None, offline: bool, search_latency: float, page_latency: float,
-                worker_concurrency: int, workers: int = 1) -> Iterator[Stack]:
+def start_stack(
+    *,
+    nexum_url: str | None,
+    offline: bool,
+    search_latency: float,
+    page_latency: float,
+    worker_concurrency: int,
+    workers: int = 1,
+) -> Iterator[Stack]:
     """Start what the benchmark needs; everything started here is stopped when the block ends.
 
     Offline, the web fixture is started with the given latencies and the tools are pointed at it;
@@ -113,8 +128,9 @@ def start_stack(*, nexum_url: str | None, offline: bool, search_latency: float, 
             nexum_url, server_pid = _start_server(started)
         else:
             _check_server(nexum_url)
-        stack = Stack(nexum_url.rstrip("/"), web, tools_env(web.url) if web else {}, worker_concurrency,
-                      server_pid=server_pid)
+        stack = Stack(
+            nexum_url.rstrip("/"), web, tools_env(web.url) if web else {}, worker_concurrency, server_pid=server_pid
+        )
         started.callback(stack.stop_workers)
         stack.scale_workers(workers)
         yield stack

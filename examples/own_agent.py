@@ -68,7 +68,7 @@ def build_agent(durability: NexumDurability) -> Agent:
     """The agent, its runs journaled by `durability` (with `session_id=None`, not at all: a test's)."""
     return Agent(
         FunctionModel(offline_model),  # a real model instead: "openai:gpt-5-mini", with OPENAI_API_KEY set
-        name="files",                  # part of every unit's key: keep it when you edit the agent
+        name="files",  # part of every unit's key: keep it when you edit the agent
         toolsets=[WorkerToolset(TOOLSET)],
         capabilities=[durability],
     )
@@ -85,8 +85,11 @@ async def main(files: list[str]) -> None:
     print(result.output)
     stats = durability.last_stats
     assert stats is not None
-    print(f"replayed {stats.model_replayed} model requests and {stats.tools_replayed} tool calls; "
-          f"made {stats.model_made} and ran {stats.tools_run}", flush=True)
+    print(
+        f"replayed {stats.model_replayed} model requests and {stats.tools_replayed} tool calls; "
+        f"made {stats.model_made} and ran {stats.tools_run}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

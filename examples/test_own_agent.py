@@ -12,9 +12,9 @@ Run with:
 from pathlib import Path
 
 import pytest
+from own_agent import build_agent, task
 
 from nexum_pydantic_ai import NexumDurability, NotRecorded, RecordedModel, RecordedTools
-from own_agent import build_agent, task
 
 RECORDING = Path(__file__).with_name("own-agent.json")
 
@@ -29,6 +29,8 @@ def test_the_agent_answers_as_it_did_when_recorded() -> None:
 
 def test_a_question_never_recorded_fails_naming_it() -> None:
     agent = build_agent(NexumDurability(session_id=None))
-    with agent.override(model=RecordedModel.from_export(RECORDING)):
-        with pytest.raises(NotRecorded, match="model request 1 .* the user prompt 'Count the words in these files: c.txt'"):
-            agent.run_sync(task(["c.txt"]))
+    with (
+        agent.override(model=RecordedModel.from_export(RECORDING)),
+        pytest.raises(NotRecorded, match=r"model request 1 .* the user prompt 'Count the words in these files: c.txt'"),
+    ):
+        agent.run_sync(task(["c.txt"]))

@@ -17,18 +17,33 @@ from nexum_server.journal import message_hash
 
 def _request(turn: int, result_bytes: int, tag: str) -> dict[str, Any]:
     if turn == 0:
-        return {"kind": "request", "instructions": "You are a research assistant.",
-                "parts": [{"part_kind": "user-prompt", "content": f"What is durable execution? {tag}"}]}
+        return {
+            "kind": "request",
+            "instructions": "You are a research assistant.",
+            "parts": [{"part_kind": "user-prompt", "content": f"What is durable execution? {tag}"}],
+        }
     text = (f"result {turn} {tag} " + "lorem ipsum dolor sit amet " * (result_bytes // 27 + 1))[:result_bytes]
-    return {"kind": "request", "parts": [{"part_kind": "tool-return", "tool_name": "visit_webpage",
-                                          "tool_call_id": f"call-{turn}", "content": text}]}
+    return {
+        "kind": "request",
+        "parts": [
+            {"part_kind": "tool-return", "tool_name": "visit_webpage", "tool_call_id": f"call-{turn}", "content": text}
+        ],
+    }
 
 
 def _response(turn: int) -> dict[str, Any]:
-    return {"kind": "response", "parts": [{"part_kind": "tool-call", "tool_name": "visit_webpage",
-                                           "args": {"url": f"https://example.org/{turn}"},
-                                           "tool_call_id": f"call-{turn + 1}"}],
-            "usage": {"input_tokens": 100 * (turn + 1), "output_tokens": 20}}
+    return {
+        "kind": "response",
+        "parts": [
+            {
+                "part_kind": "tool-call",
+                "tool_name": "visit_webpage",
+                "args": {"url": f"https://example.org/{turn}"},
+                "tool_call_id": f"call-{turn + 1}",
+            }
+        ],
+        "usage": {"input_tokens": 100 * (turn + 1), "output_tokens": 20},
+    }
 
 
 def conversation(turns: int, result_bytes: int = 4096, tag: str = "") -> Iterator[tuple[list[Any], list[Any], Any]]:
@@ -42,10 +57,11 @@ def conversation(turns: int, result_bytes: int = 4096, tag: str = "") -> Iterato
 
 def whole_history_bytes(turns: int, result_bytes: int = 4096) -> int:
     """What storing the whole history with every request would cost: its JSON text, per request."""
-    return sum(len(json.dumps(sent, separators=(",", ":")).encode()) for sent, _, _ in conversation(turns, result_bytes))
+    return sum(
+        len(json.dumps(sent, separators=(",", ":")).encode()) for sent, _, _ in conversation(turns, result_bytes)
+    )
 
 
 def start_fields(sent: list[Any], new: list[Any]) -> tuple[list[str], list[dict[str, Any]]]:
     """The `sent` hashes and the `messages` a start carries for one request."""
     return [message_hash(m) for m in sent], [{"hash": message_hash(m), "body": m} for m in new]
-

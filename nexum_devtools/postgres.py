@@ -11,6 +11,7 @@ Run with (a shell on a cluster, until Ctrl-C):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -22,6 +23,7 @@ import uuid
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 START_TIMEOUT_SECONDS = 60
 SUPERUSER = "postgres"
@@ -39,12 +41,15 @@ def find_bindir() -> Path:
         return Path(initdb).resolve().parent
     pg_config = shutil.which("pg_config")
     if pg_config:
-        bindir = Path(subprocess.run([pg_config, "--bindir"], capture_output=True, text=True,
-                                     check=True).stdout.strip())
+        bindir = Path(
+            subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=True).stdout.strip()
+        )
         if (bindir / "initdb").exists() and (bindir / "pg_ctl").exists():
             return bindir
-    raise PostgresMissing("PostgreSQL's initdb and pg_ctl were not found on PATH nor in `pg_config --bindir`; "
-                          "install the PostgreSQL server (Debian: apt-get install postgresql)")
+    raise PostgresMissing(
+        "PostgreSQL's initdb and pg_ctl were not found on PATH nor in `pg_config --bindir`; "
+        "install the PostgreSQL server (Debian: apt-get install postgresql)"
+    )
 
 
 def free_port() -> int:
@@ -66,21 +71,39 @@ class ThrowawayPostgres:
             user = pwd.getpwnam(SUPERUSER)
             os.chown(self.root, user.pw_uid, user.pw_gid)
             self._as_user = ["runuser", "-u", SUPERUSER, "--"]
-        self._run("initdb", "-D", str(self.data), "-U", SUPERUSER, "-A", "trust", "-E", "UTF8",
-                  "--locale=C", "--no-sync")
+        self._run(
+            "initdb", "-D", str(self.data), "-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"
+        )
 
     def _run(self, tool: str, *args: str) -> None:
-        done = subprocess.run([*self._as_user, str(self.bindir / tool), *args], capture_output=True, text=True,
-                              timeout=START_TIMEOUT_SECONDS)
+        done = subprocess.run(
+            [*self._as_user, str(self.bindir / tool), *args],
+            capture_output=True,
+            text=True,
+            timeout=START_TIMEOUT_SECONDS,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"{tool} {' '.join(args)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
 
     def start(self) -> None:
         """Start (or restart after `stop`) on the same port and data; returns once it accepts connections."""
-        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root} "
-                   "-c fsync=off -c full_page_writes=off -c max_connections=300")
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-o", options,
-                  "-w", "-t", str(START_TIMEOUT_SECONDS), "start")
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root} "
+            "-c fsync=off -c full_page_writes=off -c max_connections=300"
+        )
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "server.log"),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            str(START_TIMEOUT_SECONDS),
+            "start",
+        )
 
     def stop(self, mode: str = "fast") -> None:
         """`immediate` is a crash as far as clients can tell: connections drop, recovery runs on start."""
@@ -93,13 +116,13 @@ class ThrowawayPostgres:
         """A new empty database; its URL."""
         name = f"{prefix}_{uuid.uuid4().hex[:12]}"
         with psycopg.connect(self.url(), autocommit=True) as db:
-            db.execute(f'CREATE DATABASE "{name}"')
+            db.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return self.url(name)
 
     def drop_database(self, url: str) -> None:
         name = url.rsplit("/", 1)[1]
         with psycopg.connect(self.url(), autocommit=True) as db:
-            db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            db.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
     def remove(self) -> None:
         """Stop at once if running, and delete every file."""
@@ -119,10 +142,8 @@ def main() -> None:
     try:
         cluster.start()
         print(f"PostgreSQL listening: {cluster.url()}  (Ctrl-C stops it and deletes its data)", flush=True)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             signal.pause()
-        except KeyboardInterrupt:
-            pass
     finally:
         cluster.remove()
 

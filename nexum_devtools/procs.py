@@ -22,8 +22,15 @@ import httpx2
 ROOT = Path(__file__).resolve().parent.parent
 """The checkout, when run from one (the tests, `make demo`); the processes start there."""
 _ENV_EXAMPLE = ROOT / ".env.example"
-DOTENV_KEYS = tuple(line.split("=", 1)[0] for line in _ENV_EXAMPLE.read_text().splitlines()
-                    if line and not line.startswith("#") and "=" in line) if _ENV_EXAMPLE.exists() else ()
+DOTENV_KEYS = (
+    tuple(
+        line.split("=", 1)[0]
+        for line in _ENV_EXAMPLE.read_text().splitlines()
+        if line and not line.startswith("#") and "=" in line
+    )
+    if _ENV_EXAMPLE.exists()
+    else ()
+)
 """Every variable the project reads (`.env.example` lists them all); none for an installed copy."""
 READY_TIMEOUT = 30.0
 SERVER_READY = re.compile(r"listening on (http://\S+)")
@@ -33,15 +40,27 @@ WORKER_READY = re.compile(r"worker \S+ ready")
 class Proc:
     """A child process whose output is collected by a thread, so its pipe never fills up."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None, ready: re.Pattern[str] | None = None,
-                 cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        ready: re.Pattern[str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         # Variables the test did not set are blank, not absent: a variable in the environment, even
         # an empty one, hides the same key in .env, so a developer's .env cannot reach a test's processes.
         blank = dict.fromkeys(DOTENV_KEYS, "")
         full_env = {**blank, **os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.args = args
-        self.popen = subprocess.Popen(args, cwd=cwd or _default_cwd(), env=full_env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True, errors="replace")
+        self.popen = subprocess.Popen(
+            args,
+            cwd=cwd or _default_cwd(),
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+        )
         self.lines: list[str] = []
         self._changed = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -77,8 +96,9 @@ class Proc:
                 seen = len(self.lines)
                 remaining = deadline - time.monotonic()
                 if self.popen.poll() is not None and not self._reader.is_alive():
-                    raise RuntimeError(f"{self.args} exited with {self.popen.returncode} before "
-                                       f"{pattern.pattern!r}:\n{self.output}")
+                    raise RuntimeError(
+                        f"{self.args} exited with {self.popen.returncode} before {pattern.pattern!r}:\n{self.output}"
+                    )
                 if remaining <= 0:
                     raise TimeoutError(f"{self.args}: no {pattern.pattern!r} within {timeout} s:\n{self.output}")
                 self._changed.wait(min(remaining, 0.5))

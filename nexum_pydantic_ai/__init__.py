@@ -7,13 +7,14 @@
 
 `NexumDurability` journals every model request, tool call and tool listing of a run as one keyed
 execution of the session; `WorkerToolset` sends the tools marked `RUN_IN_WORKER` to a worker
-(`python -m nexum_pydantic_ai.worker module:TOOLSET`); `call_tool` submits one call on its own. `RecordedModel` and `RecordedTools` (`testing.py`) answer
-an agent from a file `nexum export` wrote: a test with no server, no network and no API key.
+(`python -m nexum_pydantic_ai.worker module:TOOLSET`); `call_tool` submits one call on its own.
+`RecordedModel` and `RecordedTools` (`testing.py`) answer an agent from a file `nexum export` wrote:
+a test with no server, no network and no API key.
 """
 
 from ._durability import NexumBackend, NexumDurability, Run, RunStats, UnitEvent, current_run
-from ._events import NexumEventWaiter, WaitDetached
 from ._errors import InvalidToolCall, NotRecorded, PermanentToolError, ToolCallFailed, ToolError, TransientToolError
+from ._events import NexumEventWaiter, WaitDetached
 from ._keys import KEY_SCHEME, canonical_json, standalone_tool_key
 from ._protocol import AGENT_WORKFLOW_ID, ToolCallInput, ToolCallOutput, tool_ir, tool_workflow_id, version_hash
 from ._tool_call import (

@@ -164,8 +164,11 @@ class _Hold:
             self.forked = [unit for unit in units if unit.step <= journal.fork_until]
         sid = self.info.session_id
         self.recorded = {unit.key: unit.as_execution(sid) for unit in units if unit not in self.forked}
-        self.refused = {unit.key: f"unit {unit.id} cannot be recorded: {unit.error}" for unit in journal.units
-                        if unit.status is Status.FAILED and (unit.error or "").startswith(TOO_LARGE)}
+        self.refused = {
+            unit.key: f"unit {unit.id} cannot be recorded: {unit.error}"
+            for unit in journal.units
+            if unit.status is Status.FAILED and (unit.error or "").startswith(TOO_LARGE)
+        }
 
     def check_reports(self) -> None:
         """Raise what a completion sent earlier met (another run took the session, a refused result)."""
@@ -197,9 +200,11 @@ class _Hold:
                 del self.forked[index]
                 return unit.as_execution(self.info.session_id)
         head = self.forked[0]
-        raise UserError(f"this run departs from the fork of {self.info.session_id} at step {head.step}: it was "
-                        f"recorded as {_describe(head.input)}, this run asks for {_describe(input)}; fork with a "
-                        f"smaller --until, or run it in a new session")
+        raise UserError(
+            f"this run departs from the fork of {self.info.session_id} at step {head.step}: it was "
+            f"recorded as {_describe(head.input)}, this run asks for {_describe(input)}; fork with a "
+            f"smaller --until, or run it in a new session"
+        )
 
 
 @dataclass
@@ -234,7 +239,10 @@ class Run:
 
 def _same_step(recorded: dict[str, Any], asked: dict[str, Any]) -> bool:
     if "tool_name" in asked or "tool_name" in recorded:  # a tool call, in the agent or in a worker
-        return (recorded.get("tool_name"), recorded.get("tool_args")) == (asked.get("tool_name"), asked.get("tool_args"))
+        return (recorded.get("tool_name"), recorded.get("tool_args")) == (
+            asked.get("tool_name"),
+            asked.get("tool_args"),
+        )
     return recorded.get("unit") == asked.get("unit")
 
 
@@ -265,14 +273,23 @@ def model_label(model: Model | str | None) -> str:
 # --- running one unit --------------------------------------------------------------------------------
 
 
-async def _start(run: Run, key: str, input: Any, deadline: float,
-                 messages: list[dict[str, Any]] | None = None) -> Execution:
+async def _start(
+    run: Run, key: str, input: Any, deadline: float, messages: list[dict[str, Any]] | None = None
+) -> Execution:
     client, session = run.client, run.session
 
     async def start() -> Execution:
         try:
-            return await client.start(AGENT_WORKFLOW_ID, AGENT_VERSION_HASH, session.session_id, key, input,
-                                      wait=HOLD_SECONDS, run_token=session.run_token, messages=messages)
+            return await client.start(
+                AGENT_WORKFLOW_ID,
+                AGENT_VERSION_HASH,
+                session.session_id,
+                key,
+                input,
+                wait=HOLD_SECONDS,
+                run_token=session.run_token,
+                messages=messages,
+            )
         except RequestRejected as e:
             if e.error_code == "session_taken_over":
                 raise SessionTakenOver(str(e)) from e
@@ -296,9 +313,15 @@ async def _heartbeat(client: NexumClient, task: Task, every: float) -> None:
             return  # the lease is over: the report will say so
 
 
-async def run_unit(run: Run, key: str, input: Any, body: Callable[[], Awaitable[object]],
-                   timeout: float = DEFAULT_TIMEOUT, messages: list[dict[str, Any]] | None = None,
-                   on_recorded: Recorded | None = None) -> tuple[object, Execution, bool]:
+async def run_unit(
+    run: Run,
+    key: str,
+    input: Any,
+    body: Callable[[], Awaitable[object]],
+    timeout: float = DEFAULT_TIMEOUT,
+    messages: list[dict[str, Any]] | None = None,
+    on_recorded: Recorded | None = None,
+) -> tuple[object, Execution, bool]:
     """The unit's recorded payload: from the store, or by running `body` and recording it.
 
     Returns the payload, its execution and whether it came from the store (this run ran nothing).
@@ -325,9 +348,11 @@ async def run_unit(run: Run, key: str, input: Any, body: Callable[[], Awaitable[
             if e.status not in (413, 422):
                 raise
             await hold.settle()  # a result refused just before this start is the cause to name
-            raise UserError(f"the {str(input.get('unit', 'unit')).replace('_', ' ')} cannot be stored: {e}; "
-                            "keep what tools return and send smaller (or raise the server's "
-                            "NEXUM_MAX_BODY_BYTES)") from e
+            raise UserError(
+                f"the {str(input.get('unit', 'unit')).replace('_', ' ')} cannot be stored: {e}; "
+                "keep what tools return and send smaller (or raise the server's "
+                "NEXUM_MAX_BODY_BYTES)"
+            ) from e
         if messages:  # the server has them now: later starts name them without their bodies
             hold.sent.update(item["hash"] for item in messages)
             messages = None
@@ -344,8 +369,10 @@ async def run_unit(run: Run, key: str, input: Any, body: Callable[[], Awaitable[
         # Another holder runs it (the server held this start up to HOLD_SECONDS), or its attempt
         # ended FAILED, CANCELLED or back to PENDING: start again, which claims or creates anew.
         if time.monotonic() >= deadline:
-            raise WaitTimeout(f"execution {execution.id} is still held by {execution.worker_id} after "
-                              f"{timeout:g} s; it stays on the server, resume the session to try again")
+            raise WaitTimeout(
+                f"execution {execution.id} is still held by {execution.worker_id} after "
+                f"{timeout:g} s; it stays on the server, resume the session to try again"
+            )
     task = execution.claimed
     beat = asyncio.create_task(_heartbeat(run.client, task, run.session.lease_seconds / 3))
     try:
@@ -358,14 +385,30 @@ async def run_unit(run: Run, key: str, input: Any, body: Callable[[], Awaitable[
     finally:
         beat.cancel()
     seconds = time.perf_counter() - started
-    report = asyncio.create_task(_complete(run, task, key, input, execution.id, payload,
-                                           lambda done: on_recorded and on_recorded(payload, done, False, seconds)))
+    report = asyncio.create_task(
+        _complete(
+            run,
+            task,
+            key,
+            input,
+            execution.id,
+            payload,
+            lambda done: on_recorded and on_recorded(payload, done, False, seconds),
+        )
+    )
     hold.reports.add(report)
     return payload, execution, False
 
 
-async def _complete(run: Run, task: Task, key: str, input: Any, execution_id: str, payload: object,
-                    recorded: Callable[[Execution], object]) -> Execution:
+async def _complete(
+    run: Run,
+    task: Task,
+    key: str,
+    input: Any,
+    execution_id: str,
+    payload: object,
+    recorded: Callable[[Execution], object],
+) -> Execution:
     """Record a unit's result; a server away meanwhile is waited out (the lease guards the result)."""
     try:
         done = await reconnecting(lambda: run.client.complete(task, payload), time.monotonic() + DEFAULT_TIMEOUT)
@@ -379,8 +422,10 @@ async def _complete(run: Run, task: Task, key: str, input: Any, execution_id: st
             reason = f"{TOO_LARGE}: {e}"
             with contextlib.suppress(Exception):
                 await run.client.fail(task, reason, retryable=False)
-            raise UserError(f"unit {execution_id} ({input.get('unit')}) cannot be recorded: {reason}; "
-                            "return something smaller (or raise the server's NEXUM_MAX_BODY_BYTES)") from e
+            raise UserError(
+                f"unit {execution_id} ({input.get('unit')}) cannot be recorded: {reason}; "
+                "return something smaller (or raise the server's NEXUM_MAX_BODY_BYTES)"
+            ) from e
         raise
 
 
@@ -395,8 +440,15 @@ class NexumBackend(CallableOperationBackend[dict[str, Any]]):
         super().__init__(namer=JournalOperationNamer(capability.name), config=config)
         self._capability = capability
 
-    async def execute(self, *, operation_id: DurableOperationId, name: str, body: Callable[[], Awaitable[object]],
-                      cache_key: tuple[object, ...], config: dict[str, Any]) -> object:
+    async def execute(
+        self,
+        *,
+        operation_id: DurableOperationId,
+        name: str,
+        body: Callable[[], Awaitable[object]],
+        cache_key: tuple[object, ...],
+        config: dict[str, Any],
+    ) -> object:
         run = _RUN.get()
         if run is None:
             return await body()
@@ -405,14 +457,29 @@ class NexumBackend(CallableOperationBackend[dict[str, Any]]):
             label = model_label(self._capability.model_for(model_id))
             key = model_request_key(run.identity, run.chain, label, messages, settings, parameters)  # type: ignore[arg-type]
             sent = run.chain.stored(len(messages))  # type: ignore[arg-type]
-            input = {"unit": "model_request", "model": label, "messages": len(messages),  # type: ignore[arg-type]
-                     "agent": run.identity.agent, "sent": [digest for digest, _ in sent]}
+            input = {
+                "unit": "model_request",
+                "model": label,
+                "messages": len(messages),  # type: ignore[arg-type]
+                "agent": run.identity.agent,
+                "sent": [digest for digest, _ in sent],
+            }
             new = [{"hash": digest, "body": body} for digest, body in sent if digest not in run.hold.sent]
+
             def model_done(payload: object, execution: Execution, cached: bool, seconds: float) -> None:
                 usage = payload.get("usage", {}) if isinstance(payload, dict) else {}
-                run.report(UnitEvent("model", label, None, cached, seconds, ran_seconds(execution) if cached else 0.0,
-                                     tokens=usage.get("input_tokens", 0) + usage.get("output_tokens", 0),
-                                     execution=execution))
+                run.report(
+                    UnitEvent(
+                        "model",
+                        label,
+                        None,
+                        cached,
+                        seconds,
+                        ran_seconds(execution) if cached else 0.0,
+                        tokens=usage.get("input_tokens", 0) + usage.get("output_tokens", 0),
+                        execution=execution,
+                    )
+                )
 
             payload, _, _ = await run_unit(run, key, input, body, messages=new, on_recorded=model_done)
             return payload
@@ -429,13 +496,36 @@ class NexumBackend(CallableOperationBackend[dict[str, Any]]):
             assert isinstance(ctx, RunContext)
             # Validated arguments may hold Pydantic models or dataclasses: key and store them as JSON.
             tool_args = jsonable(cache_key[1], f"the arguments of tool {tool_name!r}")
-            key = tool_call_key(run.identity, run.chain, operation_id.toolset_id, tool_name, tool_args,
-                                ctx.messages, ctx.tool_call_id, ctx.tool_call_approved)
-            input = {"unit": "tool_call", "tool_name": tool_name, "tool_args": tool_args,
-                     "toolset_id": operation_id.toolset_id, "agent": run.identity.agent}
+            key = tool_call_key(
+                run.identity,
+                run.chain,
+                operation_id.toolset_id,
+                tool_name,
+                tool_args,
+                ctx.messages,
+                ctx.tool_call_id,
+                ctx.tool_call_approved,
+            )
+            input = {
+                "unit": "tool_call",
+                "tool_name": tool_name,
+                "tool_args": tool_args,
+                "toolset_id": operation_id.toolset_id,
+                "agent": run.identity.agent,
+            }
+
             def tool_done(payload: object, execution: Execution, cached: bool, seconds: float) -> None:
-                run.report(UnitEvent("tool", tool_name, tool_args, cached, seconds,
-                                     ran_seconds(execution) if cached else 0.0, execution=execution))
+                run.report(
+                    UnitEvent(
+                        "tool",
+                        tool_name,
+                        tool_args,
+                        cached,
+                        seconds,
+                        ran_seconds(execution) if cached else 0.0,
+                        execution=execution,
+                    )
+                )
 
             payload, _, _ = await run_unit(run, key, input, _storable(body, tool_name), on_recorded=tool_done)
             return payload
@@ -448,8 +538,11 @@ def _storable(body: Callable[[], Awaitable[object]], tool_name: str) -> Callable
         try:
             return await body()
         except PydanticSerializationError as e:
-            raise UserError(f"tool {tool_name!r} returned a value that cannot be stored as JSON ({e}); return "
-                            "text, numbers, lists, dicts, dataclasses or Pydantic models instead") from e
+            raise UserError(
+                f"tool {tool_name!r} returned a value that cannot be stored as JSON ({e}); return "
+                "text, numbers, lists, dicts, dataclasses or Pydantic models instead"
+            ) from e
+
     return guarded
 
 
@@ -491,11 +584,20 @@ class NexumDurability(BaseDurabilityCapability[AgentDepsT]):
         tool_config_key="nexum",
     )
 
-    def __init__(self, *, session_id: str | None, url: str | None = None, client: NexumClient | None = None,
-                 on_unit: Callable[[UnitEvent], None] | None = None, name: str | None = None,
-                 models: dict[str, Model] | None = None, event_stream_handler: Any = None,
-                 deps_key: Callable[[Any], Any] | None = None, on_wait: Callable[[Any], None] | None = None,
-                 detach_waits: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        session_id: str | None,
+        url: str | None = None,
+        client: NexumClient | None = None,
+        on_unit: Callable[[UnitEvent], None] | None = None,
+        name: str | None = None,
+        models: dict[str, Model] | None = None,
+        event_stream_handler: Any = None,
+        deps_key: Callable[[Any], Any] | None = None,
+        on_wait: Callable[[Any], None] | None = None,
+        detach_waits: bool = False,
+    ) -> None:
         super().__init__(models=models, name=name, event_stream_handler=event_stream_handler)
         self.session_id = session_id
         self.url = url
@@ -533,13 +635,16 @@ class NexumDurability(BaseDurabilityCapability[AgentDepsT]):
         """The model a request names: a registered one, a model string, or the agent's own."""
         if isinstance(model_id, str):
             return self._extra_models.get(model_id, model_id)
-        return self.agent.model if self.agent is not None else None  # type: ignore[return-value]
+        return self.agent.model if self.agent is not None else None
 
     def identity(self, ctx: RunContext[Any]) -> RunIdentity:
         """What tells this run apart from other runs of the session with the same messages."""
         deps = self.deps_key(ctx.deps) if self.deps_key is not None else ctx.deps
-        identity = RunIdentity(agent=self.name or "agent", deps=jsonable(deps, "the run's deps"),
-                               metadata=jsonable(ctx.metadata, "the run's metadata"))
+        identity = RunIdentity(
+            agent=self.name or "agent",
+            deps=jsonable(deps, "the run's deps"),
+            metadata=jsonable(ctx.metadata, "the run's metadata"),
+        )
         # The same run made again by this capability (the same prompt on the same history, in a
         # loop) is a new run, as every `agent.run` in a DBOS or Temporal workflow is; a re-run of the
         # script in another process makes the same runs in the same order, and replays them.
@@ -589,15 +694,21 @@ class NexumDurability(BaseDurabilityCapability[AgentDepsT]):
         client = self.client or (NexumClient(self.url) if owned else shared_client())
         holder = f"pid {os.getpid()} on {socket.gethostname()}"
         session_id = self.session_id
+        assert session_id is not None  # only a run in a session takes it
         deadline = time.monotonic() + DEFAULT_TIMEOUT
         # The journal is read beside the take: a unit the old holder records in between is not in
         # it, and its start answers it from the store instead.
-        info, journal = await asyncio.gather(reconnecting(lambda: client.take_session(session_id, holder), deadline),
-                                             reconnecting(lambda: client.journal(session_id), deadline))
+        info, journal = await asyncio.gather(
+            reconnecting(lambda: client.take_session(session_id, holder), deadline),
+            reconnecting(lambda: client.journal(session_id), deadline),
+        )
         warm_up()
         if info.previous_holder:
-            log.warning("took session %s over from a run still live (%s); that run stops at its next unit",
-                        self.session_id, info.previous_holder)
+            log.warning(
+                "took session %s over from a run still live (%s); that run stops at its next unit",
+                self.session_id,
+                info.previous_holder,
+            )
         hold = _Hold(info, client, owned=owned)
         hold.load(journal)
         hold.tasks = [asyncio.create_task(_renew(hold)), asyncio.create_task(_presence(hold))]

@@ -1,13 +1,13 @@
 """How a tool's failure reads, and the errors of a durable tool call.
 
-    ToolError                a tool raises these (or anything: the worker classifies it)
-    ├── TransientToolError   may succeed on retry: timeouts, connection errors, HTTP 5xx/408/429
-    └── PermanentToolError   will fail the same way again: bad arguments, unknown tool, refused input
-    NexumError (engine)
-    ├── ToolCallFailed       the call ended FAILED (all attempts used, or permanent) or CANCELLED
-    └── InvalidToolCall      the tool name or its arguments do not match the toolset: nothing was submitted
-    UserError (Pydantic AI)
-    └── NotRecorded          a test's run asked a recorded session (`testing.py`) what it never answered
+ToolError                a tool raises these (or anything: the worker classifies it)
+├── TransientToolError   may succeed on retry: timeouts, connection errors, HTTP 5xx/408/429
+└── PermanentToolError   will fail the same way again: bad arguments, unknown tool, refused input
+NexumError (engine)
+├── ToolCallFailed       the call ended FAILED (all attempts used, or permanent) or CANCELLED
+└── InvalidToolCall      the tool name or its arguments do not match the toolset: nothing was submitted
+UserError (Pydantic AI)
+└── NotRecorded          a test's run asked a recorded session (`testing.py`) what it never answered
 """
 
 from __future__ import annotations

@@ -30,12 +30,13 @@ from pydantic import JsonValue, TypeAdapter
 from pydantic_ai.external_events import ExternalEventError, ExternalEventWaiter
 from pydantic_ai.tools import DeferredToolRequests
 
-# The integration's run state and unit runner; `durability` until the package holds them.
-from ._durability import Run, run_unit
-from ._keys import digest
 from nexum_server.client import reconnecting
 from nexum_server.errors import NexumError, RequestRejected
 from nexum_server.models import PendingCall, Wait, WaitRequest, WaitStatus
+
+# The integration's run state and unit runner; `durability` until the package holds them.
+from ._durability import Run, run_unit
+from ._keys import digest
 
 ASKED_BY = "ask"
 """`resolved_by` of a wait that `ask` answered in place."""
@@ -51,8 +52,10 @@ class WaitDetached(NexumError):
     code = "wait_detached"
 
     def __init__(self, wait: Wait) -> None:
-        super().__init__(f"the run waits for an answer on token {wait.token} (session {wait.session_id}); "
-                         "resolve it, then run the same command with the same session to go on")
+        super().__init__(
+            f"the run waits for an answer on token {wait.token} (session {wait.session_id}); "
+            "resolve it, then run the same command with the same session to go on"
+        )
         self.wait = wait
 
 
@@ -65,8 +68,9 @@ class NexumEventWaiter(ExternalEventWaiter):
         """Called when the run is about to wait for a person (not when `ask` answered, nor on a replay of an answer)."""
         self.detach = detach
 
-    async def wait(self, name: str, *, ask: Callable[[str], Awaitable[JsonValue]],
-                   timeout: timedelta | None) -> JsonValue:
+    async def wait(
+        self, name: str, *, ask: Callable[[str], Awaitable[JsonValue]], timeout: timedelta | None
+    ) -> JsonValue:
         run = self.run
         request = wait_request(pending_requests(ask))
         described = request.model_dump(mode="json")
@@ -74,9 +78,10 @@ class NexumEventWaiter(ExternalEventWaiter):
         key = digest("wait", run.identity.base, run.chain.last, name, described, occurrence)
         session_id = run.session.session_id
         seconds = None if timeout is None else timeout.total_seconds()
-        wait = await reconnecting(lambda: run.client.create_wait(session_id, key, name, timeout_seconds=seconds,
-                                                                 request=request),
-                                  time.monotonic() + CREATE_SECONDS)
+        wait = await reconnecting(
+            lambda: run.client.create_wait(session_id, key, name, timeout_seconds=seconds, request=request),
+            time.monotonic() + CREATE_SECONDS,
+        )
         if wait.status is WaitStatus.WAITING:
             wait = await self._ask(wait, ask)
         if wait.status is WaitStatus.WAITING:
@@ -90,11 +95,13 @@ class NexumEventWaiter(ExternalEventWaiter):
 
     async def _ask(self, wait: Wait, ask: Callable[[str], Awaitable[JsonValue]]) -> Wait:
         """Call `ask` once, as a recorded unit; resolve the wait with its answer if it gave one."""
+
         async def body() -> dict[str, Any]:
             return {"answer": await ask(wait.token)}
 
-        recorded, _, _ = await run_unit(self.run, digest("ask", wait.key),
-                                        {"unit": "ask", "wait": wait.name, "token": wait.token}, body)
+        recorded, _, _ = await run_unit(
+            self.run, digest("ask", wait.key), {"unit": "ask", "wait": wait.name, "token": wait.token}, body
+        )
         # Recorded before anything waits: a run stopped while it waits must not ask again.
         await self.run.hold.settle()
         answer = recorded.get("answer") if isinstance(recorded, dict) else None
@@ -111,7 +118,7 @@ class NexumEventWaiter(ExternalEventWaiter):
 def outcome(wait: Wait) -> JsonValue:
     """The payload of a resolved wait; `ExternalEventError` for one that failed or timed out."""
     if wait.status is WaitStatus.RESOLVED:
-        return wait.payload  # type: ignore[no-any-return]
+        return wait.payload
     raise ExternalEventError(wait.error or f"the wait ended {wait.status.value}")
 
 
@@ -135,7 +142,13 @@ def wait_request(requests: DeferredToolRequests | None) -> WaitRequest:
     """What the server shows and lists of a wait: its pending calls with their arguments."""
     if requests is None:
         return WaitRequest()
-    calls = [PendingCall(tool_call_id=call.tool_call_id, tool_name=call.tool_name, args=call.args_as_dict(),
-                         kind=requests.kind(call.tool_call_id))
-             for call in (*requests.approvals, *requests.calls)]
+    calls = [
+        PendingCall(
+            tool_call_id=call.tool_call_id,
+            tool_name=call.tool_name,
+            args=call.args_as_dict(),
+            kind=requests.kind(call.tool_call_id),
+        )
+        for call in (*requests.approvals, *requests.calls)
+    ]
     return WaitRequest(calls=calls, detail=_REQUESTS.dump_python(requests, mode="json"))

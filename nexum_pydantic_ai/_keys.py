@@ -56,9 +56,11 @@ def jsonable(value: Any, what: str) -> Any:
         data = _ANY.dump_python(value, mode="json")
         canonical_json(data)
     except Exception as e:
-        raise UserError(f"{what} of type {type(value).__name__} cannot be part of a unit key ({e}); pass "
-                        "JSON-serialisable data (a Pydantic model, a dataclass, a dict), or tell "
-                        "NexumDurability what identifies it, e.g. deps_key=lambda deps: deps.tenant_id") from e
+        raise UserError(
+            f"{what} of type {type(value).__name__} cannot be part of a unit key ({e}); pass "
+            "JSON-serialisable data (a Pydantic model, a dataclass, a dict), or tell "
+            "NexumDurability what identifies it, e.g. deps_key=lambda deps: deps.tenant_id"
+        ) from e
     return data
 
 
@@ -160,28 +162,55 @@ def response_holding(messages: list[ModelMessage], tool_call_id: str | None) -> 
     for index in range(len(messages) - 1, -1, -1):
         message = messages[index]
         if isinstance(message, ModelResponse) and any(
-                getattr(part, "tool_call_id", None) == tool_call_id for part in message.parts):
+            getattr(part, "tool_call_id", None) == tool_call_id for part in message.parts
+        ):
             return index + 1
     return len(messages)
 
 
-def model_request_key(run: RunIdentity, chain: MessageChain, model: str, messages: list[ModelMessage],
-                      settings: Any, parameters: ModelRequestParameters) -> str:
+def model_request_key(
+    run: RunIdentity,
+    chain: MessageChain,
+    model: str,
+    messages: list[ModelMessage],
+    settings: Any,
+    parameters: ModelRequestParameters,
+) -> str:
     history = chain.through(messages)
-    return digest("model", run.base, model, history, _without_volatile(_ANY.dump_python(settings or {}, mode="json"), {}),
-                  _without_volatile(_PARAMETERS.dump_python(parameters, mode="json"), {}))
+    return digest(
+        "model",
+        run.base,
+        model,
+        history,
+        _without_volatile(_ANY.dump_python(settings or {}, mode="json"), {}),
+        _without_volatile(_PARAMETERS.dump_python(parameters, mode="json"), {}),
+    )
 
 
-def tool_call_key(run: RunIdentity, chain: MessageChain, toolset_id: str | None, tool_name: str,
-                  tool_args: Any, messages: list[ModelMessage], tool_call_id: str | None,
-                  approved: bool = False) -> str:
+def tool_call_key(
+    run: RunIdentity,
+    chain: MessageChain,
+    toolset_id: str | None,
+    tool_name: str,
+    tool_args: Any,
+    messages: list[ModelMessage],
+    tool_call_id: str | None,
+    approved: bool = False,
+) -> str:
     history = chain.through(messages, response_holding(messages, tool_call_id))
-    return digest("tool", run.base, toolset_id, tool_name, tool_args, history, chain.call_ordinal(tool_call_id),
-                  approved)
+    return digest(
+        "tool", run.base, toolset_id, tool_name, tool_args, history, chain.call_ordinal(tool_call_id), approved
+    )
 
 
-def tool_listing_key(run: RunIdentity, chain: MessageChain, toolset_id: str, messages: list[ModelMessage],
-                     run_step: int, what: str = "tools") -> str:
+def tool_listing_key(
+    run: RunIdentity,
+    chain: MessageChain,
+    toolset_id: str,
+    messages: list[ModelMessage],
+    run_step: int,
+    what: str = "tools",
+) -> str:
     return digest(what, run.base, toolset_id, chain.through(messages), run_step)
 
 

@@ -53,8 +53,14 @@ def tool_ir(toolset_id: str | None) -> dict[str, Any]:
     return {
         "workflow_id": tool_workflow_id(toolset_id),
         "key_scheme": KEY_SCHEME,
-        "nodes": [{"id": NODE_ID, "kind": "EFFECT", "input_schema": ToolCallInput.model_json_schema(),
-                   "output_schema": ToolCallOutput.model_json_schema()}],
+        "nodes": [
+            {
+                "id": NODE_ID,
+                "kind": "EFFECT",
+                "input_schema": ToolCallInput.model_json_schema(),
+                "output_schema": ToolCallOutput.model_json_schema(),
+            }
+        ],
         "edges": [],
     }
 

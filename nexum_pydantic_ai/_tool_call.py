@@ -83,8 +83,16 @@ def shared_sync_client() -> NexumSyncClient:
 class _Call:
     """One submission's fixed parts, shared by the async and the blocking path."""
 
-    def __init__(self, toolset_id: str | None, tool_name: str, tool_args: dict[str, Any], session_id: str,
-                 timeout: float, key: str | None, ctx: dict[str, Any] | None) -> None:
+    def __init__(
+        self,
+        toolset_id: str | None,
+        tool_name: str,
+        tool_args: dict[str, Any],
+        session_id: str,
+        timeout: float,
+        key: str | None,
+        ctx: dict[str, Any] | None,
+    ) -> None:
         self.tool_name = tool_name
         self.ir = tool_ir(toolset_id)
         self.workflow = (tool_workflow_id(toolset_id), version_hash(self.ir))
@@ -101,15 +109,24 @@ class _Call:
 
     def warn_if_unclaimed(self, execution: Execution, url: str) -> None:
         if _unclaimed(execution) and self.timeout > self.first_wait:
-            log.warning("no worker has picked up %s after %g s: is `python worker.py` running against %s? "
-                        "Still waiting (timeout %.0f s).", self.tool_name, self.first_wait, url, self.timeout)
+            log.warning(
+                "no worker has picked up %s after %g s: is `python worker.py` running against %s? "
+                "Still waiting (timeout %.0f s).",
+                self.tool_name,
+                self.first_wait,
+                url,
+                self.timeout,
+            )
 
     def timed_out(self, error: WaitTimeout, execution: Execution, url: str) -> WaitTimeout:
         latest = error.execution if isinstance(error.execution, Execution) else execution
         hint = f"; no worker picked it up: is `python worker.py` running against {url}?"
         hint = hint if _unclaimed(latest) else ""
-        return WaitTimeout(f"{self.tool_name} did not finish within its timeout of {self.timeout:g} s "
-                           f"(execution {execution.id}); it stays queued on the server{hint}", latest)
+        return WaitTimeout(
+            f"{self.tool_name} did not finish within its timeout of {self.timeout:g} s "
+            f"(execution {execution.id}); it stays queued on the server{hint}",
+            latest,
+        )
 
     def outcome(self, execution: Execution) -> ToolCallOutcome:
         if execution.status is not Status.COMPLETED:
@@ -122,9 +139,17 @@ def _unclaimed(execution: Execution) -> bool:
     return execution.status is Status.PENDING and execution.attempts == 0
 
 
-async def call_tool(toolset_id: str | None, tool_name: str, tool_args: dict[str, Any], session_id: str = "default",
-                    timeout: float = DEFAULT_TIMEOUT, *, client: NexumClient | None = None, key: str | None = None,
-                    ctx: dict[str, Any] | None = None) -> ToolCallOutcome:
+async def call_tool(
+    toolset_id: str | None,
+    tool_name: str,
+    tool_args: dict[str, Any],
+    session_id: str = "default",
+    timeout: float = DEFAULT_TIMEOUT,
+    *,
+    client: NexumClient | None = None,
+    key: str | None = None,
+    ctx: dict[str, Any] | None = None,
+) -> ToolCallOutcome:
     """Run one tool call durably in a worker that serves `toolset_id`; raises `ToolCallFailed`,
     `ServerUnavailable` or `WaitTimeout`.
 
@@ -155,9 +180,16 @@ async def call_tool(toolset_id: str | None, tool_name: str, tool_args: dict[str,
     return call.outcome(execution)
 
 
-def call_tool_sync(toolset_id: str | None, tool_name: str, tool_args: dict[str, Any], session_id: str = "default",
-                   timeout: float = DEFAULT_TIMEOUT, *, client: NexumSyncClient | None = None,
-                   key: str | None = None) -> ToolCallOutcome:
+def call_tool_sync(
+    toolset_id: str | None,
+    tool_name: str,
+    tool_args: dict[str, Any],
+    session_id: str = "default",
+    timeout: float = DEFAULT_TIMEOUT,
+    *,
+    client: NexumSyncClient | None = None,
+    key: str | None = None,
+) -> ToolCallOutcome:
     """The blocking twin of `call_tool`, safe from any number of threads at once."""
     client = client or shared_sync_client()
     call = _Call(toolset_id, tool_name, tool_args, session_id, timeout, key, None)

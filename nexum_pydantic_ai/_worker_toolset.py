@@ -61,39 +61,82 @@ class WorkerToolset(WrapperToolset[AgentDepsT]):
 
     def __post_init__(self) -> None:
         if self.wrapped.id is None:
-            raise UserError("WorkerToolset needs a toolset with an id (FunctionToolset(id='...')): the id "
-                            "names the worker that runs its tools")
+            raise UserError(
+                "WorkerToolset needs a toolset with an id (FunctionToolset(id='...')): the id "
+                "names the worker that runs its tools"
+            )
 
-    async def call_tool(self, name: str, tool_args: dict[str, Any], ctx: RunContext[AgentDepsT],
-                        tool: ToolsetTool[AgentDepsT]) -> Any:
+    async def call_tool(
+        self, name: str, tool_args: dict[str, Any], ctx: RunContext[AgentDepsT], tool: ToolsetTool[AgentDepsT]
+    ) -> Any:
         if not runs_in_worker(tool):
             return await super().call_tool(name, tool_args, ctx, tool)
         run = current_run()
         session_id = run.session.session_id if run is not None else self.session_id
         if session_id is None:
-            raise UserError("WorkerToolset needs a session: pass session_id=..., or give the agent "
-                            "NexumDurability(session_id=...)")
+            raise UserError(
+                "WorkerToolset needs a session: pass session_id=..., or give the agent NexumDurability(session_id=...)"
+            )
         identity, chain = (run.identity, run.chain) if run is not None else self._standalone(ctx)
-        key = tool_call_key(identity, chain, self.wrapped.id, name, tool_args, ctx.messages, ctx.tool_call_id,
-                            ctx.tool_call_approved)
+        key = tool_call_key(
+            identity, chain, self.wrapped.id, name, tool_args, ctx.messages, ctx.tool_call_id, ctx.tool_call_approved
+        )
         client = self.client or (run.client if run is not None else None)
         report = self._reporter(run)
         started = time.perf_counter()
-        recorded = run.hold.served(key, {"tool_name": name, "tool_args": tool_args}, tool_workflow_id(self.wrapped.id)) \
-            if run is not None else None
+        recorded = (
+            run.hold.served(key, {"tool_name": name, "tool_args": tool_args}, tool_workflow_id(self.wrapped.id))
+            if run is not None
+            else None
+        )
         if recorded is not None and isinstance(recorded.result, dict):
-            report(UnitEvent("tool", name, tool_args, True, time.perf_counter() - started, ran_seconds(recorded),
-                             execution=recorded))
+            report(
+                UnitEvent(
+                    "tool",
+                    name,
+                    tool_args,
+                    True,
+                    time.perf_counter() - started,
+                    ran_seconds(recorded),
+                    execution=recorded,
+                )
+            )
             return recorded.result.get("result")
         try:
-            outcome = await call_tool(self.wrapped.id, name, tool_args, session_id, self.timeout, client=client,
-                                      key=key, ctx=worker_context(ctx))
+            outcome = await call_tool(
+                self.wrapped.id,
+                name,
+                tool_args,
+                session_id,
+                self.timeout,
+                client=client,
+                key=key,
+                ctx=worker_context(ctx),
+            )
         except ToolCallFailed as e:
-            report(UnitEvent("tool", name, tool_args, False, time.perf_counter() - started,
-                             error=str(e.execution.error or e), execution=e.execution))
+            report(
+                UnitEvent(
+                    "tool",
+                    name,
+                    tool_args,
+                    False,
+                    time.perf_counter() - started,
+                    error=str(e.execution.error or e),
+                    execution=e.execution,
+                )
+            )
             raise ModelRetry(str(e)) from e
-        report(UnitEvent("tool", name, tool_args, outcome.cached, outcome.seconds,
-                         outcome.tool_seconds if outcome.cached else 0.0, execution=outcome.execution))
+        report(
+            UnitEvent(
+                "tool",
+                name,
+                tool_args,
+                outcome.cached,
+                outcome.seconds,
+                outcome.tool_seconds if outcome.cached else 0.0,
+                execution=outcome.execution,
+            )
+        )
         return outcome.result
 
     def _reporter(self, run: Run | None) -> Any:

@@ -34,6 +34,7 @@ from typing import Any
 
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.durable_exec import JSON_CODEC, CallToolResult
+
 # Private, but the one decoder of the capability's own records (Pydantic AI is pinned): it raises
 # the control-flow signals (ModelRetry, ApprovalRequired...) a recorded call ended with.
 from pydantic_ai.durable_exec._toolset import unwrap_tool_call_result
@@ -98,16 +99,24 @@ class RecordedModel(Model):
             structured output mode, say); Pydantic AI's default otherwise.
     """
 
-    def __init__(self, document: SessionExport, *, deps: Any = _UNSET, metadata: Any = _UNSET,
-                 source: str = "the recording", profile: ModelProfileSpec | None = None) -> None:
+    def __init__(
+        self,
+        document: SessionExport,
+        *,
+        deps: Any = _UNSET,
+        metadata: Any = _UNSET,
+        source: str = "the recording",
+        profile: ModelProfileSpec | None = None,
+    ) -> None:
         super().__init__(profile=profile)
         self.source = source
         self.requests = 0
         """Model requests answered so far."""
         units = [unit for unit in document.units if _is_model_request(unit)]
         self._by_key = deps is not _UNSET or metadata is not _UNSET
-        self._identities = {(str(unit.input.get("agent", "agent")), str(unit.input.get("model", "default")))
-                            for unit in units}
+        self._identities = {
+            (str(unit.input.get("agent", "agent")), str(unit.input.get("model", "default"))) for unit in units
+        }
         self._deps = jsonable(None if deps is _UNSET else deps, "the run's deps")
         self._metadata = jsonable(None if metadata is _UNSET else metadata, "the run's metadata")
         self._recorded: dict[str, _Recorded] = {}
@@ -117,8 +126,9 @@ class RecordedModel(Model):
         self._count = len(units)
 
     @classmethod
-    def from_export(cls, path: str | Path, *, deps: Any = _UNSET, metadata: Any = _UNSET,
-                    profile: ModelProfileSpec | None = None) -> RecordedModel:
+    def from_export(
+        cls, path: str | Path, *, deps: Any = _UNSET, metadata: Any = _UNSET, profile: ModelProfileSpec | None = None
+    ) -> RecordedModel:
         """The model of the session `nexum export SESSION -o path` wrote."""
         return cls(read_export(path), deps=deps, metadata=metadata, source=str(path), profile=profile)
 
@@ -130,16 +140,22 @@ class RecordedModel(Model):
     def system(self) -> str:
         return "nexum"
 
-    async def request(self, messages: list[ModelMessage], model_settings: ModelSettings | None,
-                      model_request_parameters: ModelRequestParameters) -> ModelResponse:
+    async def request(
+        self,
+        messages: list[ModelMessage],
+        model_settings: ModelSettings | None,
+        model_request_parameters: ModelRequestParameters,
+    ) -> ModelResponse:
         recorded = self._recorded.get(self._match(messages, model_settings, model_request_parameters))
         if recorded is None:
             position = 1 + sum(isinstance(message, ModelResponse) for message in messages)
             last = _describe(messages[-1]) if messages else "nothing"
             compared = "unit key (messages, settings, tools, deps, metadata)" if self._by_key else "message history"
-            raise NotRecorded(f"model request {position} of this run was never recorded in {self.source} "
-                              f"(none of its {self._count} recorded "
-                              f"requests has the same {compared}); its last message: {last}")
+            raise NotRecorded(
+                f"model request {position} of this run was never recorded in {self.source} "
+                f"(none of its {self._count} recorded "
+                f"requests has the same {compared}); its last message: {last}"
+            )
         self.requests += 1
         unit: ExportedUnit = recorded.next()
         response = JSON_CODEC.load(ModelResponse, unit.result)
@@ -150,21 +166,26 @@ class RecordedModel(Model):
         return response
 
     @asynccontextmanager
-    async def request_stream(self, messages: list[ModelMessage], model_settings: ModelSettings | None,
-                             model_request_parameters: ModelRequestParameters,
-                             run_context: RunContext[Any] | None = None) -> AsyncIterator[StreamedResponse]:
+    async def request_stream(
+        self,
+        messages: list[ModelMessage],
+        model_settings: ModelSettings | None,
+        model_request_parameters: ModelRequestParameters,
+        run_context: RunContext[Any] | None = None,
+    ) -> AsyncIterator[StreamedResponse]:
         response = await self.request(messages, model_settings, model_request_parameters)
-        yield CompletedStreamedResponse(response, model_request_parameters=model_request_parameters,
-                                        replay_events=True)
+        yield CompletedStreamedResponse(response, model_request_parameters=model_request_parameters, replay_events=True)
 
-    def _match(self, messages: list[ModelMessage], settings: ModelSettings | None,
-               parameters: ModelRequestParameters) -> str:
+    def _match(
+        self, messages: list[ModelMessage], settings: ModelSettings | None, parameters: ModelRequestParameters
+    ) -> str:
         chain = MessageChain()
         if not self._by_key:
             return chain.through(messages)
         for agent, model in self._identities:
-            key = model_request_key(RunIdentity(agent, self._deps, self._metadata), chain, model, messages,
-                                    settings, parameters)
+            key = model_request_key(
+                RunIdentity(agent, self._deps, self._metadata), chain, model, messages, settings, parameters
+            )
             if key in self._recorded:
                 return key
         return ""
@@ -205,8 +226,10 @@ class RecordedTools(AbstractCapability[AgentDepsT]):
         if recorded is None:
             if self.run_missing:
                 return False, None
-            raise NotRecorded(f"the call {name}({canonical_json(tool_args)}) was never recorded in {self.source}; "
-                              f"recorded calls: {', '.join(sorted(self._recorded)) or 'none'}")
+            raise NotRecorded(
+                f"the call {name}({canonical_json(tool_args)}) was never recorded in {self.source}; "
+                f"recorded calls: {', '.join(sorted(self._recorded)) or 'none'}"
+            )
         self.calls += 1
         unit: ExportedUnit = recorded.next()
         if unit.workflow_id == AGENT_WORKFLOW_ID:  # run in the agent: the durable capability's record
@@ -219,8 +242,9 @@ class RecordedTools(AbstractCapability[AgentDepsT]):
 class _RecordedToolset(WrapperToolset[AgentDepsT]):
     recording: RecordedTools[Any] | None = None
 
-    async def call_tool(self, name: str, tool_args: dict[str, Any], ctx: RunContext[AgentDepsT],
-                        tool: ToolsetTool[AgentDepsT]) -> Any:
+    async def call_tool(
+        self, name: str, tool_args: dict[str, Any], ctx: RunContext[AgentDepsT], tool: ToolsetTool[AgentDepsT]
+    ) -> Any:
         assert self.recording is not None
         served, result = self.recording.serve(name, jsonable(tool_args, f"the arguments of tool {name!r}"))
         if served:
@@ -266,4 +290,3 @@ def _describe(message: ModelMessage) -> str:
 def _quote(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
     return repr(text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "…")
-

@@ -4,8 +4,9 @@ It runs ANY Pydantic AI toolset whose tools are marked `RUN_IN_WORKER` (a `Funct
 `id`, wrapped on the agent's side in `WorkerToolset`). Each call is validated again here, with the
 tool's own schema, then run with the run context the agent sent (`DurableRunContext`; no deps).
 A `TransientToolError` is reported as retryable, so the server retries it with backoff;
-`ModelRetry`, `PermanentToolError` and anything else fail the call, and the agent's model is told why. A worker asked for a tool it does not have fails that call,
-naming the tool and the toolsets it serves.
+`ModelRetry`, `PermanentToolError` and anything else fail the call, and the agent's model is told
+why. A worker asked for a tool it does not have fails that call, naming the tool and the toolsets
+it serves.
 
 Up to `concurrency` calls run at once. A long call keeps its lease with heartbeats, timed on the
 worker's own monotonic clock from the lease length the task carries. If the server goes away the
@@ -68,11 +69,14 @@ class Toolsets:
         self.by_id: dict[str, AbstractToolset[Any]] = {}
         for toolset in toolsets:
             if toolset.id is None:
-                raise ConfigError(f"the toolset {toolset!r} has no id; give it one (FunctionToolset(id='...')): "
-                                  "the id names the calls this worker takes")
+                raise ConfigError(
+                    f"the toolset {toolset!r} has no id; give it one (FunctionToolset(id='...')): "
+                    "the id names the calls this worker takes"
+                )
             self.by_id[toolset.id] = toolset
-        self.refs = [WorkflowRef(workflow_id=tool_workflow_id(i), version_hash=version_hash(tool_ir(i)))
-                     for i in self.by_id]
+        self.refs = [
+            WorkflowRef(workflow_id=tool_workflow_id(i), version_hash=version_hash(tool_ir(i))) for i in self.by_id
+        ]
 
     def describe(self) -> str:
         return ", ".join(self.by_id)
@@ -87,8 +91,9 @@ class Toolsets:
         tools = await toolset.get_tools(ctx)
         tool = tools.get(call.tool_name)
         if tool is None:
-            raise PermanentToolError(f"unknown tool {call.tool_name!r}; toolset {toolset_id!r} has: "
-                                     f"{', '.join(tools) or 'no tools'}")
+            raise PermanentToolError(
+                f"unknown tool {call.tool_name!r}; toolset {toolset_id!r} has: {', '.join(tools) or 'no tools'}"
+            )
         try:
             args = tool.args_validator.validate_python(call.tool_args)
         except ValidationError as e:
@@ -109,8 +114,15 @@ def _context(call: ToolCallInput) -> Any:
 class Worker:
     """Claims the calls of its toolsets and runs them; `run()` until `stop()`."""
 
-    def __init__(self, client: NexumClient, toolsets: Toolsets, concurrency: int = CONCURRENCY,
-                 worker_id: str | None = None, grace_seconds: float = GRACE_SECONDS, describe: str = "") -> None:
+    def __init__(
+        self,
+        client: NexumClient,
+        toolsets: Toolsets,
+        concurrency: int = CONCURRENCY,
+        worker_id: str | None = None,
+        grace_seconds: float = GRACE_SECONDS,
+        describe: str = "",
+    ) -> None:
         self.client = client
         self.toolsets = toolsets
         self.concurrency = concurrency
@@ -125,11 +137,17 @@ class Worker:
         """Register, then poll until `stop()`; then drain or hand back what is in flight."""
         for ref in self.toolsets.refs:
             ir = tool_ir(ref.workflow_id.partition(".")[2] or None)
-            await self._with_reconnect(lambda ref=ref, ir=ir: self._until_stopping(
-                self.client.register_workflow(ref.workflow_id, ref.version_hash, ir)))
+            await self._with_reconnect(
+                lambda ref=ref, ir=ir: self._until_stopping(
+                    self.client.register_workflow(ref.workflow_id, ref.version_hash, ir)
+                )
+            )
         extra = f", {self.describe}" if self.describe else ""
-        print(f"worker {self.worker_id} ready: polling {self.client.url} for toolset {self.toolsets.describe()}, "
-              f"concurrency {self.concurrency}{extra}. Ctrl-C stops it.", flush=True)
+        print(
+            f"worker {self.worker_id} ready: polling {self.client.url} for toolset {self.toolsets.describe()}, "
+            f"concurrency {self.concurrency}{extra}. Ctrl-C stops it.",
+            flush=True,
+        )
         while not self.stopping.is_set():
             await self.run_once()
         await self._drain()
@@ -142,7 +160,8 @@ class Worker:
             await self._until_stopping(self._slot_free.wait())
             return
         tasks = await self._with_reconnect(
-            lambda: self._until_stopping(self.client.poll(self.worker_id, self.toolsets.refs, HOLD_SECONDS, free)))
+            lambda: self._until_stopping(self.client.poll(self.worker_id, self.toolsets.refs, HOLD_SECONDS, free))
+        )
         received = time.monotonic()
         for task in tasks or []:
             self.running[task.task_id] = asyncio.create_task(self.execute(task, LeaseClock(task, received)))
@@ -165,7 +184,9 @@ class Worker:
                 heartbeat.cancel()
             if isinstance(result, str) and len(result) > MAX_RESULT_CHARS:
                 result = result[:MAX_RESULT_CHARS] + f"\n\n[result cut by the worker at {MAX_RESULT_CHARS} characters]"
-            execution = await self._report(self.client.complete, task, ToolCallOutput(result=result).model_dump(mode="json"))
+            execution = await self._report(
+                self.client.complete, task, ToolCallOutput(result=result).model_dump(mode="json")
+            )
             if execution is None:
                 verb, detail = "discarded", " (its report was refused: the lease is no longer this worker's)"
             elif execution.status is not Status.COMPLETED:
@@ -193,8 +214,7 @@ class Worker:
         finally:
             self.running.pop(task.task_id, None)
             self._slot_free.set()
-        log.info("%s %s after %.2f s (attempt %d)%s", label, verb, time.perf_counter() - started, task.attempt,
-                 detail)
+        log.info("%s %s after %.2f s (attempt %d)%s", label, verb, time.perf_counter() - started, task.attempt, detail)
 
     async def _report(self, method: Any, task: Task, *args: Any, last: bool = False) -> Any:
         """Send a report; None when the server refused it (the lease is no longer ours).
@@ -227,9 +247,11 @@ class Worker:
             except (ServerUnavailable, RequestRejected) as e:
                 if retryable(e):
                     if lease.remaining() < 0:
-                        log.warning("task %s: lease ran out by this worker's clock while the server was "
-                                    "away; a restarted server renews it, otherwise the result is refused",
-                                    task.task_id)
+                        log.warning(
+                            "task %s: lease ran out by this worker's clock while the server was "
+                            "away; a restarted server renews it, otherwise the result is refused",
+                            task.task_id,
+                        )
                     continue
                 log.warning("task %s: lease lost (%s); its result will be refused", task.task_id, e)
                 return
@@ -259,8 +281,12 @@ class Worker:
         if not self.stopping.is_set():
             count = len(self.running)
             if count:
-                log.info("stopping: no new work; waiting up to %g s for %s in flight, then handing back what "
-                         "is left (Ctrl-C again: hand back now)", self.grace_seconds, _calls(count))
+                log.info(
+                    "stopping: no new work; waiting up to %g s for %s in flight, then handing back what "
+                    "is left (Ctrl-C again: hand back now)",
+                    self.grace_seconds,
+                    _calls(count),
+                )
             else:
                 log.info("stopping: no calls in flight")
             self.stopping.set()
@@ -278,8 +304,10 @@ class Worker:
                 # Hand-backs retry while the server is away; past this, their leases expire instead.
                 _, lost = await asyncio.wait(late, timeout=HANDBACK_SECONDS)
                 if lost:
-                    log.warning("%s not handed back (server unreachable); they run again once "
-                                "their lease expires", _calls(len(lost)))
+                    log.warning(
+                        "%s not handed back (server unreachable); they run again once their lease expires",
+                        _calls(len(lost)),
+                    )
         log.info("worker %s stopped", self.worker_id)
 
 
@@ -309,11 +337,18 @@ def _calls(count: int) -> str:
 def _short(args: dict[str, Any], width: int = 70) -> str:
     """The arguments on one line; a long one loses its middle, since URLs differ at their ends."""
     text = ", ".join(repr(v) for v in args.values())
-    return text if len(text) <= width else f"{text[: width // 2 - 1]}…{text[-(width // 2):]}"
+    return text if len(text) <= width else f"{text[: width // 2 - 1]}…{text[-(width // 2) :]}"
 
 
-async def serve(toolsets: Sequence[AbstractToolset[Any]], *, url: str | None = None, concurrency: int = CONCURRENCY,
-                worker_id: str | None = None, grace_seconds: float = GRACE_SECONDS, describe: str = "") -> None:
+async def serve(
+    toolsets: Sequence[AbstractToolset[Any]],
+    *,
+    url: str | None = None,
+    concurrency: int = CONCURRENCY,
+    worker_id: str | None = None,
+    grace_seconds: float = GRACE_SECONDS,
+    describe: str = "",
+) -> None:
     """Serve `toolsets` until SIGINT/SIGTERM (the second one hands calls in flight back at once)."""
     served = Toolsets(toolsets)
     # A small pool: httpx2 checks every pooled connection on each request, so a pool sized to a
@@ -348,15 +383,20 @@ def load_toolset(spec: str) -> AbstractToolset[Any]:
 
 def build_parser(description: str, epilog: str = "") -> argparse.ArgumentParser:
     """The worker's flags, shared by `python -m nexum_pydantic_ai.worker` and the example's worker.py."""
-    parser = argparse.ArgumentParser(description=description, epilog=epilog,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--url", help=f"server URL (NEXUM_URL, default {DEFAULT_URL})")
-    parser.add_argument("--concurrency", type=int, default=CONCURRENCY,
-                        help=f"tool calls at once (default {CONCURRENCY})")
+    parser.add_argument(
+        "--concurrency", type=int, default=CONCURRENCY, help=f"tool calls at once (default {CONCURRENCY})"
+    )
     parser.add_argument("--worker-id", help="name shown in `nexum show` (default HOST-PID)")
-    parser.add_argument("--grace-seconds", type=float, default=GRACE_SECONDS,
-                        help=f"on Ctrl-C, how long calls in flight may finish before they are handed back "
-                             f"(default {GRACE_SECONDS:g})")
+    parser.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=GRACE_SECONDS,
+        help=f"on Ctrl-C, how long calls in flight may finish before they are handed back (default {GRACE_SECONDS:g})",
+    )
     return parser
 
 
@@ -368,9 +408,11 @@ def configure_logging() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = build_parser("Run the calls of the given toolsets that the Nexum server queues.",
-                          "Reads NEXUM_URL and NEXUM_TOKEN from the environment or .env. Exit codes: 0 stopped, "
-                          "2 cannot start (a bad setting or toolset, no server at the URL, a refused token).")
+    parser = build_parser(
+        "Run the calls of the given toolsets that the Nexum server queues.",
+        "Reads NEXUM_URL and NEXUM_TOKEN from the environment or .env. Exit codes: 0 stopped, "
+        "2 cannot start (a bad setting or toolset, no server at the URL, a refused token).",
+    )
     parser.add_argument("toolsets", nargs="+", metavar="MODULE:TOOLSET", help="the toolsets to serve")
     args = parser.parse_args(argv)
     if args.concurrency < 1:
@@ -378,8 +420,15 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging()
     try:
         toolsets = [load_toolset(spec) for spec in args.toolsets]
-        run(serve(toolsets, url=args.url, concurrency=args.concurrency, worker_id=args.worker_id,
-                  grace_seconds=args.grace_seconds))
+        run(
+            serve(
+                toolsets,
+                url=args.url,
+                concurrency=args.concurrency,
+                worker_id=args.worker_id,
+                grace_seconds=args.grace_seconds,
+            )
+        )
     except NexumError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from e

@@ -41,8 +41,16 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from . import VISIT_WEBPAGE, WEB_SEARCH
 
 OFFLINE_MODEL_NAME = "offline"
-SEARCH_WORDINGS = ("{} explained", "{} overview", "about {}", "{} in practice", "{} guide", "{} basics",
-                   "learn {}", "{} introduction")
+SEARCH_WORDINGS = (
+    "{} explained",
+    "{} overview",
+    "about {}",
+    "{} in practice",
+    "{} guide",
+    "{} basics",
+    "learn {}",
+    "{} introduction",
+)
 """How a varying offline model may word its search; each model picks one."""
 PLANNED_MODEL_NAME = "planned"
 OFFLINE_LABEL = (

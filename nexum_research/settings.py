@@ -43,16 +43,15 @@ class ToolSettings(NexumSettings):
     @model_validator(mode="after")
     def _searxng_needs_url(self) -> Self:
         if self.search_backend == "searxng" and not self.searxng_url:
-            raise ValueError(f"{self.key('search_backend')}=searxng needs {self.key('searxng_url')}, the base URL "
-                             "of a SearXNG instance with the JSON format enabled (e.g. http://127.0.0.1:8888)")
+            raise ValueError(
+                f"{self.key('search_backend')}=searxng needs {self.key('searxng_url')}, the base URL "
+                "of a SearXNG instance with the JSON format enabled (e.g. http://127.0.0.1:8888)"
+            )
         return self
 
     def describe(self) -> str:
         """Where searches go, for the worker's ready line."""
-        if self.search_backend == "searxng":
-            search = f"SearXNG at {self.searxng_url}"
-        else:
-            search = "DuckDuckGo (ddgs)"
+        search = f"SearXNG at {self.searxng_url}" if self.search_backend == "searxng" else "DuckDuckGo (ddgs)"
         return search + ("; private addresses allowed" if self.allow_private_urls else "")
 
 

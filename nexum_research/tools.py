@@ -23,7 +23,7 @@ import os
 import socket
 import threading
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
 
@@ -83,8 +83,9 @@ class _SearxngPage(BaseModel):
 
 _SEARCH_RESULTS = TypeAdapter(list[SearchResult])
 
-TOOLSET: FunctionToolset[Any] = FunctionToolset(id="research", docstring_format="google",
-                                                 require_parameter_descriptions=True)
+TOOLSET: FunctionToolset[Any] = FunctionToolset(
+    id="research", docstring_format="google", require_parameter_descriptions=True
+)
 """The research tools, declared once: the model sees these signatures, bounds and docstrings, and
 the worker validates and runs calls with the same functions."""
 
@@ -128,7 +129,8 @@ def tool_settings() -> ToolSettings:
 
 
 _searxng_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
-    weakref.WeakKeyDictionary())
+    weakref.WeakKeyDictionary()
+)
 
 
 def _searxng_client() -> aiohttp.ClientSession:
@@ -153,11 +155,15 @@ async def aclose_clients() -> None:
 
 
 async def _search_searxng(query: str, max_results: int, settings: ToolSettings) -> list[SearchResult]:
-    async with _searxng_client().get(f"{settings.searxng_url}/search", params={"q": query, "format": "json"},
-                                     timeout=aiohttp.ClientTimeout(total=settings.fetch_timeout)) as response:
+    async with _searxng_client().get(
+        f"{settings.searxng_url}/search",
+        params={"q": query, "format": "json"},
+        timeout=aiohttp.ClientTimeout(total=settings.fetch_timeout),
+    ) as response:
         if response.status == 403:
-            raise PermanentToolError("SearXNG refused format=json (HTTP 403): add json to search.formats in "
-                                     "settings.yml")
+            raise PermanentToolError(
+                "SearXNG refused format=json (HTTP 403): add json to search.formats in settings.yml"
+            )
         response.raise_for_status()
         content = await response.read()
     page = _SearxngPage.model_validate_json(content)
@@ -292,8 +298,16 @@ def _verdict(exc: BaseException) -> tuple[type[ToolError], str] | None:
         return TransientToolError, "rate limited"
     if isinstance(exc, (httpx2.TimeoutException, DDGSTimeoutException, TimeoutError)):
         return TransientToolError, "timed out"
-    if isinstance(exc, (httpx2.InvalidURL, httpx2.UnsupportedProtocol, httpx2.TooManyRedirects,
-                        aiohttp.InvalidURL, aiohttp.TooManyRedirects)):
+    if isinstance(
+        exc,
+        (
+            httpx2.InvalidURL,
+            httpx2.UnsupportedProtocol,
+            httpx2.TooManyRedirects,
+            aiohttp.InvalidURL,
+            aiohttp.TooManyRedirects,
+        ),
+    ):
         return PermanentToolError, "invalid URL"
     if isinstance(exc, socket.gaierror):
         if exc.errno == socket.EAI_AGAIN:

@@ -26,6 +26,7 @@ from .guard import Guard
 from .hotroutes import HotRoutes
 from .jsonbody import StrictJSONRoute
 from .models import (
+    NO_NUL,
     CompleteTask,
     ErrorBody,
     Execution,
@@ -34,7 +35,6 @@ from .models import (
     Health,
     Lease,
     LeaseBody,
-    NO_NUL,
     PollTasks,
     RegisterResult,
     RegisterWorkflow,
@@ -50,17 +50,29 @@ from .params import Id, RunToken, SessionFilter, SessionPath, Text
 from .service import QueueService
 from .store import SCHEMA_VERSION, Store, open_store
 
-ERROR_STATUS: dict[type[NexumError], int] = {NotFound: 404, LeaseLost: 409, SessionBusy: 409, WaitOver: 409,
-                                              InvalidValue: 422, StoreUnavailable: 503}
-ERRORS = {
+ERROR_STATUS: dict[type[NexumError], int] = {
+    NotFound: 404,
+    LeaseLost: 409,
+    SessionBusy: 409,
+    WaitOver: 409,
+    InvalidValue: 422,
+    StoreUnavailable: 503,
+}
+ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "Body that cannot be decoded as JSON text at all"},
     401: {"model": ErrorBody, "description": "Missing or wrong bearer token"},
     404: {"model": ErrorBody, "description": "Unknown execution, task or workflow"},
-    409: {"model": ErrorBody, "description": "Stale lease token, the execution is already over, or (code "
-                                             "`session_taken_over`) a newer run took the session"},
+    409: {
+        "model": ErrorBody,
+        "description": "Stale lease token, the execution is already over, or (code "
+        "`session_taken_over`) a newer run took the session",
+    },
     413: {"model": ErrorBody, "description": "Body larger than the server accepts"},
-    422: {"model": ErrorBody, "description": "A field is missing or has a wrong type or value (code "
-                                             "`invalid_request`, with `details`), or a value cannot be stored"},
+    422: {
+        "model": ErrorBody,
+        "description": "A field is missing or has a wrong type or value (code "
+        "`invalid_request`, with `details`), or a value cannot be stored",
+    },
     503: {"model": ErrorBody, "description": "The database is busy or failing; try again"},
 }
 
@@ -72,8 +84,7 @@ def _json(model: BaseModel, status: int = 200) -> Response:
     return Response(model.model_dump_json(), status_code=status, media_type="application/json")
 
 
-def create_app(settings: Settings, store: Store | None = None,
-               on_ready: Callable[[], None] | None = None) -> Guard:
+def create_app(settings: Settings, store: Store | None = None, on_ready: Callable[[], None] | None = None) -> Guard:
     """The ASGI app: the routes behind the auth, size-limit and latency guard."""
     service = QueueService(settings, store)
 
@@ -90,8 +101,14 @@ def create_app(settings: Settings, store: Store | None = None,
 
     # No /docs or /redoc: FastAPI's pages load their scripts from CDNs (blank offline, and against
     # the page's no-CDN policy). /openapi.json is the contract; any OpenAPI viewer reads it.
-    app = FastAPI(title="Nexum", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="Durable, idempotent executions with a long-poll task queue.")
+    app = FastAPI(
+        title="Nexum",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        description="Durable, idempotent executions with a long-poll task queue.",
+    )
     app.state.service = service
     app.state.waits = waits.Waits(service)
     app.include_router(router)
@@ -105,18 +122,23 @@ def create_app(settings: Settings, store: Store | None = None,
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = shape.document_errors(get_openapi(
-                title=app.title, version=app.version, description=app.description, routes=app.routes))
+            app.openapi_schema = shape.document_errors(
+                get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            )
         return app.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
-    return Guard(HotRoutes(app, service, error_answer), token=settings.token, max_body_bytes=settings.max_body_bytes,
-                 metrics=service.metrics)
+    app.openapi = openapi
+    return Guard(
+        HotRoutes(app, service, error_answer),
+        token=settings.token,
+        max_body_bytes=settings.max_body_bytes,
+        metrics=service.metrics,
+    )
 
 
 async def _service(request: Request) -> QueueService:
     # async: FastAPI would run a plain function in its thread pool, on every request.
-    return request.app.state.service  # type: ignore[no-any-return]
+    return request.app.state.service
 
 
 Service = Annotated[QueueService, Depends(_service)]
@@ -139,8 +161,12 @@ async def health() -> Health:
     return Health(status="ok", version=__version__, schema_version=SCHEMA_VERSION)
 
 
-@router.get("/metrics", tags=["server"], response_class=Response,
-            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
+@router.get(
+    "/metrics",
+    tags=["server"],
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 async def metrics(service: Service) -> Response:
     service.metrics.set_counts(await service.counts())
     return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -152,37 +178,48 @@ async def register_workflow(body: RegisterWorkflow, service: Service) -> Registe
     return RegisterResult(workflow_id=body.workflow_id, version_hash=body.version_hash, outcome=outcome)
 
 
-@router.post("/v1/executions", response_model=Execution, status_code=201, tags=["executions"],
-             responses={200: {"model": Execution, "description": "The existing execution (cached when COMPLETED)"},
-                        **ERRORS})
+@router.post(
+    "/v1/executions",
+    response_model=Execution,
+    status_code=201,
+    tags=["executions"],
+    responses={200: {"model": Execution, "description": "The existing execution (cached when COMPLETED)"}, **ERRORS},
+)
 async def start_execution(body: StartExecution, service: Service) -> Response:
     execution, created = await service.start_execution(body)
     return _json(execution, 201 if created else 200)
 
 
 @router.get("/v1/executions/{execution_id}", response_model=Execution, tags=["executions"], responses=ERRORS)
-async def get_execution(execution_id: Id, service: Service,
-                        wait: Annotated[float, Query(ge=0, le=3600)] = 0.0) -> Response:
+async def get_execution(
+    execution_id: Id, service: Service, wait: Annotated[float, Query(ge=0, le=3600)] = 0.0
+) -> Response:
     return _json(await service.get_execution(execution_id, wait))
 
 
 @router.get("/v1/executions", response_model=ExecutionList, tags=["executions"], responses=ERRORS)
-async def list_executions(service: Service, session_id: SessionFilter = None, status: Status | None = None,
-                          key: Text = None,
-                          limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-                          id_prefix: Annotated[str | None, Query(min_length=1, max_length=64, pattern=NO_NUL)] = None,
-                          ) -> ExecutionList:
+async def list_executions(
+    service: Service,
+    session_id: SessionFilter = None,
+    status: Status | None = None,
+    key: Text = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    id_prefix: Annotated[str | None, Query(min_length=1, max_length=64, pattern=NO_NUL)] = None,
+) -> ExecutionList:
     return ExecutionList(executions=await service.list_executions(session_id, status, key, limit, id_prefix))
 
 
-@router.post("/v1/executions/{execution_id}/cancel", response_model=Execution, tags=["executions"],
-             responses=ERRORS)
+@router.post("/v1/executions/{execution_id}/cancel", response_model=Execution, tags=["executions"], responses=ERRORS)
 async def cancel_execution(execution_id: Id, service: Service) -> Execution:
     return await service.cancel(execution_id)
 
 
-@router.post("/v1/tasks/poll", response_model=TaskBatch, tags=["tasks"],
-             responses={204: {"description": "No task became ready within the wait"}, **ERRORS})
+@router.post(
+    "/v1/tasks/poll",
+    response_model=TaskBatch,
+    tags=["tasks"],
+    responses={204: {"description": "No task became ready within the wait"}, **ERRORS},
+)
 async def poll_tasks(body: PollTasks, request: Request, service: Service) -> Response:
     tasks = await service.poll(body, request.is_disconnected)
     return _json(TaskBatch(tasks=tasks)) if tasks else Response(status_code=204)
@@ -216,14 +253,23 @@ async def take_session(session_id: SessionPath, body: TakeSession, service: Serv
     return await service.take_session(session_id, body.holder)
 
 
-@router.post("/v1/sessions/{session_id}/runs/{run_token}/heartbeat", response_model=SessionLease,
-             tags=["sessions"], responses=ERRORS)
+@router.post(
+    "/v1/sessions/{session_id}/runs/{run_token}/heartbeat",
+    response_model=SessionLease,
+    tags=["sessions"],
+    responses=ERRORS,
+)
 async def renew_session(session_id: SessionPath, run_token: RunToken, service: Service) -> SessionLease:
     return SessionLease(session_id=session_id, lease_expires_at=await service.renew_session(session_id, run_token))
 
 
-@router.get("/v1/sessions/{session_id}/runs/{run_token}/presence", status_code=204, tags=["sessions"],
-            responses=ERRORS, response_class=Response)
+@router.get(
+    "/v1/sessions/{session_id}/runs/{run_token}/presence",
+    status_code=204,
+    tags=["sessions"],
+    responses=ERRORS,
+    response_class=Response,
+)
 async def presence(session_id: SessionPath, run_token: RunToken, request: Request, service: Service) -> Response:
     """Held open by a live run for as long as it runs. When the connection closes (the agent's process
     ended or was killed) the run is gone: what it held is claimable by the session's next run at once."""
@@ -236,10 +282,10 @@ async def presence(session_id: SessionPath, run_token: RunToken, request: Reques
     return Response(status_code=204)
 
 
-@router.delete("/v1/sessions/{session_id}/runs/{run_token}", status_code=204, tags=["sessions"],
-               responses=ERRORS)
-async def end_session_run(session_id: SessionPath, run_token: RunToken, service: Service,
-                          body: ServedHits | None = None) -> Response:
+@router.delete("/v1/sessions/{session_id}/runs/{run_token}", status_code=204, tags=["sessions"], responses=ERRORS)
+async def end_session_run(
+    session_id: SessionPath, run_token: RunToken, service: Service, body: ServedHits | None = None
+) -> Response:
     """The run ended; with a body, the executions it served from the journal count as cached hits."""
     if body is not None:
         service.served_from_journal(body.execution_ids)

@@ -55,8 +55,11 @@ class CompletedCache:
         return list(self._keys)
 
     def put(self, execution: Execution) -> None:
-        if (execution.status is not Status.COMPLETED or self.entries <= 0
-                or _size(execution.result) > CACHE_MAX_RESULT_BYTES):
+        if (
+            execution.status is not Status.COMPLETED
+            or self.entries <= 0
+            or _size(execution.result) > CACHE_MAX_RESULT_BYTES
+        ):
             return
         k = (execution.workflow_id, execution.session_id, execution.key)
         self._items[k] = execution

@@ -28,6 +28,7 @@ import json
 import logging
 import socket
 import sys
+import types
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -55,8 +56,14 @@ console = Console()
 errors = Console(stderr=True)
 LISTEN_BACKLOG = 2048
 """Connections the kernel queues while the server is busy (uvicorn's default)."""
-STATUS_STYLE = {"PENDING": "yellow", "RUNNING": "cyan", "INTERRUPTED": "magenta", "COMPLETED": "green",
-                "FAILED": "red", "CANCELLED": "dim"}
+STATUS_STYLE = {
+    "PENDING": "yellow",
+    "RUNNING": "cyan",
+    "INTERRUPTED": "magenta",
+    "COMPLETED": "green",
+    "FAILED": "red",
+    "CANCELLED": "dim",
+}
 
 
 DEV_DESCRIPTION = """\
@@ -73,43 +80,66 @@ URL_HELP = f"server URL (NEXUM_URL, default {config.DEFAULT_URL})"
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="nexum", description="The Nexum server (`nexum dev`) and commands to look at what it stored.",
+        prog="nexum",
+        description="The Nexum server (`nexum dev`) and commands to look at what it stored.",
         epilog="Exit codes: 0 done; 1 refused or failed; 2 cannot start (bad setting, no server, token "
-               "refused). Settings come from flags, then the environment, then .env in the current directory.")
+        "refused). Settings come from flags, then the environment, then .env in the current directory.",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    dev = commands.add_parser("dev", help="run the server", description=DEV_DESCRIPTION,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    dev = commands.add_parser(
+        "dev", help="run the server", description=DEV_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     for flag, kind, text in (
-            ("--host", str, f"address to bind; beyond loopback, set NEXUM_TOKEN (default {config.DEFAULT_HOST})"),
-            ("--port", int, f"port, 0 for any free one (default {config.DEFAULT_PORT})"),
-            ("--db", str, f"SQLite file (its folder is created), or postgresql://user@host:port/dbname "
-                          f"for several servers on one database (default {config.DEFAULT_DB})"),
-            ("--lease-seconds", float, f"how long a claimed task is a worker's without a heartbeat "
-                                       f"(default {config.LEASE_SECONDS:g})"),
-            ("--max-attempts", int, f"attempts per execution before it is FAILED (default {config.MAX_ATTEMPTS})"),
-            ("--retry-backoff-seconds", float, f"first retry delay, doubling with each attempt "
-                                               f"(default {config.RETRY_BACKOFF_SECONDS:g})"),
-            ("--retry-backoff-max-seconds", float,
-             f"longest retry delay (default {config.RETRY_BACKOFF_MAX_SECONDS:g})"),
-            ("--max-body-bytes", int, f"largest request body; larger get 413 (default {config.MAX_BODY_BYTES})"),
-            ("--max-wait-seconds", float, f"longest a long-poll is held (default {config.MAX_WAIT_SECONDS:g})"),
-            ("--header-timeout-seconds", float, f"a request's headers must arrive within this long, else 408 "
-                                                f"(default {config.HEADER_TIMEOUT_SECONDS:g})"),
-            ("--max-header-bytes", int, f"largest request headers; larger get 431 (default {config.MAX_HEADER_BYTES})"),
-            ("--max-connections", int, f"open connections; past it, idle ones are closed first "
-                                       f"(default {config.MAX_CONNECTIONS})"),
-            ("--sqlite-synchronous", str.upper, f"NORMAL survives a crash, FULL also a power cut "
-                                                f"(default {config.SQLITE_SYNCHRONOUS})"),
-            ("--retain", str, "delete executions this long after they ended, e.g. 30d, 12h, 90m "
-                              "(default: keep forever)")):
+        ("--host", str, f"address to bind; beyond loopback, set NEXUM_TOKEN (default {config.DEFAULT_HOST})"),
+        ("--port", int, f"port, 0 for any free one (default {config.DEFAULT_PORT})"),
+        (
+            "--db",
+            str,
+            f"SQLite file (its folder is created), or postgresql://user@host:port/dbname "
+            f"for several servers on one database (default {config.DEFAULT_DB})",
+        ),
+        (
+            "--lease-seconds",
+            float,
+            f"how long a claimed task is a worker's without a heartbeat (default {config.LEASE_SECONDS:g})",
+        ),
+        ("--max-attempts", int, f"attempts per execution before it is FAILED (default {config.MAX_ATTEMPTS})"),
+        (
+            "--retry-backoff-seconds",
+            float,
+            f"first retry delay, doubling with each attempt (default {config.RETRY_BACKOFF_SECONDS:g})",
+        ),
+        ("--retry-backoff-max-seconds", float, f"longest retry delay (default {config.RETRY_BACKOFF_MAX_SECONDS:g})"),
+        ("--max-body-bytes", int, f"largest request body; larger get 413 (default {config.MAX_BODY_BYTES})"),
+        ("--max-wait-seconds", float, f"longest a long-poll is held (default {config.MAX_WAIT_SECONDS:g})"),
+        (
+            "--header-timeout-seconds",
+            float,
+            f"a request's headers must arrive within this long, else 408 (default {config.HEADER_TIMEOUT_SECONDS:g})",
+        ),
+        ("--max-header-bytes", int, f"largest request headers; larger get 431 (default {config.MAX_HEADER_BYTES})"),
+        (
+            "--max-connections",
+            int,
+            f"open connections; past it, idle ones are closed first (default {config.MAX_CONNECTIONS})",
+        ),
+        (
+            "--sqlite-synchronous",
+            str.upper,
+            f"NORMAL survives a crash, FULL also a power cut (default {config.SQLITE_SYNCHRONOUS})",
+        ),
+        ("--retain", str, "delete executions this long after they ended, e.g. 30d, 12h, 90m (default: keep forever)"),
+    ):
         key = "NEXUM_" + flag.removeprefix("--").replace("-", "_").upper()
         dev.add_argument(flag, type=kind, help=f"{text}; {key}")
     dev.add_argument("--access-log", action="store_true", help="log every request")
 
-    for name, help_text in (("ps", "list executions, newest first"),
-                            ("show", "one execution, with its result or error"),
-                            ("cancel", "cancel a PENDING, RUNNING or INTERRUPTED execution")):
+    for name, help_text in (
+        ("ps", "list executions, newest first"),
+        ("show", "one execution, with its result or error"),
+        ("cancel", "cancel a PENDING, RUNNING or INTERRUPTED execution"),
+    ):
         sub = commands.add_parser(name, help=help_text, description=help_text[:1].upper() + help_text[1:] + ".")
         sub.add_argument("--url", help=URL_HELP)
         sub.add_argument("--json", action="store_true", help="print JSON (the API's shape) instead of text")
@@ -134,8 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
     fork.add_argument("--url", help=URL_HELP)
     fork.add_argument("session_id", metavar="SESSION")
     fork.add_argument("new_session_id", metavar="NEW")
-    fork.add_argument("--until", type=int, metavar="K", help="copy only the completed units of the first K steps; "
-                      "a run of NEW serves them in order, whatever their keys")
+    fork.add_argument(
+        "--until",
+        type=int,
+        metavar="K",
+        help="copy only the completed units of the first K steps; "
+        "a run of NEW serves them in order, whatever their keys",
+    )
     export = commands.add_parser("export", help="write a session's completed units and their messages to a file")
     export.add_argument("--url", help=URL_HELP)
     export.add_argument("session_id", metavar="SESSION")
@@ -198,9 +233,12 @@ def _serve(args: argparse.Namespace) -> None:
         sock.bind((settings.host, settings.port))
     except OSError as e:
         sock.close()
-        errors.print(f"[red]error:[/] cannot listen on {settings.host}:{settings.port}: {e.strerror}. "
-                     "Is another `nexum dev` running? Use --port to pick another port.", highlight=False,
-                     soft_wrap=True)
+        errors.print(
+            f"[red]error:[/] cannot listen on {settings.host}:{settings.port}: {e.strerror}. "
+            "Is another `nexum dev` running? Use --port to pick another port.",
+            highlight=False,
+            soft_wrap=True,
+        )
         sys.exit(2)
     try:
         store = open_store(settings)
@@ -223,21 +261,36 @@ def _serve(args: argparse.Namespace) -> None:
         retain = f"retain {settings.retain}" if settings.retain else "keep forever"
         console.print(f"Nexum server listening on {url}", highlight=False)
         console.print(f"  page {url}/ui", highlight=False)
-        console.print(f"  db {store.location}  lease {settings.lease_seconds:g}s  max attempts "
-                      f"{settings.max_attempts}  {retain}  {auth}", style="dim", highlight=False)
+        console.print(
+            f"  db {store.location}  lease {settings.lease_seconds:g}s  max attempts "
+            f"{settings.max_attempts}  {retain}  {auth}",
+            style="dim",
+            highlight=False,
+        )
         if exposed:
-            errors.print(f"[bold red]WARNING:[/] listening on {settings.host}, beyond loopback, with no token: "
-                         f"anyone who can reach port {port} can read, start and cancel executions. Set "
-                         "NEXUM_TOKEN (environment or .env) and restart, or bind to 127.0.0.1.", highlight=False)
+            errors.print(
+                f"[bold red]WARNING:[/] listening on {settings.host}, beyond loopback, with no token: "
+                f"anyone who can reach port {port} can read, start and cancel executions. Set "
+                "NEXUM_TOKEN (environment or .env) and restart, or bind to 127.0.0.1.",
+                highlight=False,
+            )
         sys.stdout.flush()
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings, store, on_ready=ready)
     NexumUvicorn = _uvicorn_server_class()
-    http = slowclients.protocol(settings.header_timeout_seconds, settings.max_header_bytes,
-                                _connection_bound(settings.max_connections))
-    server_config = uvicorn.Config(app, loop="auto", http=http, access_log=args.access_log,
-                                   log_level="warning", timeout_graceful_shutdown=5, lifespan="on")
+    http = slowclients.protocol(
+        settings.header_timeout_seconds, settings.max_header_bytes, _connection_bound(settings.max_connections)
+    )
+    server_config = uvicorn.Config(
+        app,
+        loop="auto",
+        http=http,
+        access_log=args.access_log,
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+        lifespan="on",
+    )
     if args.access_log:
         # log_level="warning" quiets uvicorn's start-up chatter, and with it the INFO access lines asked for.
         access = logging.getLogger("uvicorn.access")
@@ -267,16 +320,19 @@ def _connection_bound(wanted: int) -> int:
     if soft == resource.RLIM_INFINITY or soft >= needed:
         return wanted
     bound = max(soft - FILES_KEPT, 16)
-    errors.print(f"[yellow]warning:[/] the open-file limit ({soft}) allows {bound} connections, not "
-                 f"NEXUM_MAX_CONNECTIONS={wanted}; raise it with `ulimit -n`", highlight=False)
+    errors.print(
+        f"[yellow]warning:[/] the open-file limit ({soft}) allows {bound} connections, not "
+        f"NEXUM_MAX_CONNECTIONS={wanted}; raise it with `ulimit -n`",
+        highlight=False,
+    )
     return bound
 
 
 def _without_query(record: logging.LogRecord) -> bool:
     """Access lines show the path only: a token a client put in a URL's query never reaches the log."""
-    if isinstance(record.args, tuple) and len(record.args) == 5 and isinstance(record.args[2], str):
-        client, method, path, version, status = record.args
-        record.args = (client, method, path.split("?", 1)[0], version, status)
+    args = record.args
+    if isinstance(args, tuple) and len(args) == 5 and isinstance(path := args[2], str):
+        record.args = (*args[:2], path.split("?", 1)[0], *args[3:])
     return True
 
 
@@ -299,7 +355,7 @@ def _uvicorn_server_class() -> type:
             super().__init__(config)
             self.service = app.state.service  # type: ignore[attr-defined]
 
-        def handle_exit(self, sig: int, frame: object) -> None:
+        def handle_exit(self, sig: int, frame: types.FrameType | None) -> None:
             super().handle_exit(sig, frame)
             if self.service.loop is not None:
                 self.service.loop.call_soon_threadsafe(self.service.close_requests)
@@ -345,8 +401,12 @@ async def inspect(args: argparse.Namespace) -> None:
             execution = await client.get(execution.id)  # a list carries no result; the execution does
         sent = await client.sent(execution.id) if args.command == "show" else None
         if args.json:
-            print_json({**execution.model_dump(mode="json"),
-                        **({"sent": sent.model_dump(mode="json")} if sent and sent.messages else {})})
+            print_json(
+                {
+                    **execution.model_dump(mode="json"),
+                    **({"sent": sent.model_dump(mode="json")} if sent and sent.messages else {}),
+                }
+            )
         elif args.command == "show":
             show_one(execution)
             if sent is not None and sent.messages:
@@ -365,8 +425,9 @@ async def resolve(client: Any, given: str) -> Execution:
         return (exact or matches)[0]
     if not matches:
         raise NexumError(f"no execution id starts with {given!r}; `nexum ps` lists them")
-    raise NexumError(f"{given!r} starts more than one execution id ({matches[0].id}, {matches[1].id}, ...); "
-                     "give more of it")
+    raise NexumError(
+        f"{given!r} starts more than one execution id ({matches[0].id}, {matches[1].id}, ...); give more of it"
+    )
 
 
 def print_json(value: object) -> None:
@@ -388,10 +449,14 @@ async def forget(args: argparse.Namespace) -> None:
             raise NexumError(str(e)) from e
         if not args.yes:
             if not sys.stdin.isatty():
-                raise NexumError(f"not forgetting session {args.session_id!r} without confirmation; "
-                                 "pass --yes to forget it without asking")
-            question = (f"Forget session [bold]{escape(args.session_id)}[/]: delete its {_count(session.calls, 'stored call')}, "
-                        "so a re-run executes them all again?")
+                raise NexumError(
+                    f"not forgetting session {args.session_id!r} without confirmation; "
+                    "pass --yes to forget it without asking"
+                )
+            question = (
+                f"Forget session [bold]{escape(args.session_id)}[/]: "
+                f"delete its {_count(session.calls, 'stored call')}, so a re-run executes them all again?"
+            )
             if not Confirm.ask(question, console=console, default=False):
                 console.print("nothing deleted")
                 return
@@ -399,8 +464,9 @@ async def forget(args: argparse.Namespace) -> None:
             done = await client.forget(args.session_id)
         except RequestRejected as e:
             raise NexumError(str(e)) from e
-        console.print(f"session {escape(done.session_id)} forgotten: {_count(done.deleted, 'execution')} deleted",
-                      highlight=False)
+        console.print(
+            f"session {escape(done.session_id)} forgotten: {_count(done.deleted, 'execution')} deleted", highlight=False
+        )
 
 
 def show_sessions(sessions: list[SessionSummary]) -> None:
@@ -416,9 +482,17 @@ def show_sessions(sessions: list[SessionSummary]) -> None:
     table.add_column("saved tools", justify="right", no_wrap=True, min_width=6)
     table.add_column("model", justify="right", no_wrap=True, min_width=6)
     for s in sessions:
-        table.add_row(escape(s.session_id), str(s.calls), str(s.cached_hits), str(s.completed), str(s.failed),
-                      str(s.running + s.pending), datetime.fromtimestamp(s.last_activity).strftime("%m-%d %H:%M"),
-                      f"{s.tool_seconds_saved:.1f}s", f"{s.model_seconds_saved:.1f}s")
+        table.add_row(
+            escape(s.session_id),
+            str(s.calls),
+            str(s.cached_hits),
+            str(s.completed),
+            str(s.failed),
+            str(s.running + s.pending),
+            datetime.fromtimestamp(s.last_activity).strftime("%m-%d %H:%M"),
+            f"{s.tool_seconds_saved:.1f}s",
+            f"{s.model_seconds_saved:.1f}s",
+        )
     console.print(table if sessions else "[dim]no sessions[/]")
 
 
@@ -452,24 +526,41 @@ def show_table(executions: list[Execution], width: int | None = None, one_sessio
     table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0), header_style="bold")
     names = [name for name, width in widths.items() if width]
     for name in names:
-        table.add_column(name, no_wrap=True, overflow="ellipsis", width=widths[name],
-                         justify="right" if name in ("try", "took") else "left")
+        table.add_column(
+            name,
+            no_wrap=True,
+            overflow="ellipsis",
+            width=widths[name],
+            justify="right" if name in ("try", "took") else "left",
+        )
     for e in executions:
         took = f"{ran_seconds(e):.2f}s" if e.completed_at else ""
-        cells: dict[str, str] = {"id": e.id, "status": _status(e.status), "try": str(e.attempts), "took": took,
-                 "session": escape(e.session_id), "call": escape(_short_input(e.input, widths["call"])),
-                 "error": f"[red]{escape(e.error or '')}[/]"}
+        cells: dict[str, str] = {
+            "id": e.id,
+            "status": _status(e.status),
+            "try": str(e.attempts),
+            "took": took,
+            "session": escape(e.session_id),
+            "call": escape(_short_input(e.input, widths["call"])),
+            "error": f"[red]{escape(e.error or '')}[/]",
+        }
         table.add_row(*(cells[name] for name in names))
     console.print(table if executions else "[dim]no executions[/]", highlight=False, width=width)
 
 
 def show_one(e: Execution) -> None:
     console.print(f"[bold]{e.id}[/]  {_status(e.status)}  attempt {e.attempts} of {e.max_attempts}")
-    console.print(f"workflow {e.workflow_id} {e.version_hash}\nsession  {e.session_id}\nkey      {e.key}",
-                  highlight=False)
+    console.print(
+        f"workflow {e.workflow_id} {e.version_hash}\nsession  {e.session_id}\nkey      {e.key}", highlight=False
+    )
     console.print("input    " + json.dumps(e.input, ensure_ascii=False))
-    for label, value in (("created", e.created_at), ("started", e.started_at), ("finished", e.completed_at),
-                         ("next try", e.next_attempt_at), ("lease to", e.lease_expires_at)):
+    for label, value in (
+        ("created", e.created_at),
+        ("started", e.started_at),
+        ("finished", e.completed_at),
+        ("next try", e.next_attempt_at),
+        ("lease to", e.lease_expires_at),
+    ):
         if value:
             console.print(f"{label:<8} {_time(value)}")
     if e.completed_at:
@@ -484,8 +575,11 @@ def show_one(e: Execution) -> None:
         return  # shown part by part by show_model_request
     if e.result is not None:
         console.print("result:")
-        console.print(e.result["result"] if isinstance(e.result, dict) and "result" in e.result
-                      else json.dumps(e.result, indent=2, ensure_ascii=False))
+        console.print(
+            e.result["result"]
+            if isinstance(e.result, dict) and "result" in e.result
+            else json.dumps(e.result, indent=2, ensure_ascii=False)
+        )
 
 
 def _status(status: Status) -> str:
@@ -521,9 +615,13 @@ def show_model_request(e: Execution, sent: Any, full: bool) -> None:
     from .render import fold, parts_of, usage_line
 
     new = sum(m.new for m in sent.messages)
-    console.print(Text(f"\nsent {_count(len(sent.messages), 'message')}, {new} new since the session's previous "
-                       "model request" + ("" if sent.complete else " (older messages deleted by retention)"),
-                       style="bold"))
+    console.print(
+        Text(
+            f"\nsent {_count(len(sent.messages), 'message')}, {new} new since the session's previous "
+            "model request" + ("" if sent.complete else " (older messages deleted by retention)"),
+            style="bold",
+        )
+    )
     for message in sent.messages:
         body = message.body if message.body is not None else {"parts": [{"content": "(no longer stored)"}]}
         for part in parts_of(body, message.new):
@@ -548,8 +646,11 @@ async def journal_command(client: Any, args: argparse.Namespace) -> None:
     if args.command == "fork":
         done = await client.fork(args.session_id, args.new_session_id, args.until)
         first = "" if done.fork_until is None else f" (the first {done.fork_until} are served in order)"
-        console.print(f"session {escape(done.session_id)} forked from {escape(args.session_id)}: "
-                      f"{_count(done.copied, 'unit')} copied{first}", highlight=False)
+        console.print(
+            f"session {escape(done.session_id)} forked from {escape(args.session_id)}: "
+            f"{_count(done.copied, 'unit')} copied{first}",
+            highlight=False,
+        )
     elif args.command == "export":
         text = (await client.export(args.session_id)).model_dump_json(indent=1) + "\n"
         if args.output == "-":
@@ -565,4 +666,3 @@ async def journal_command(client: Any, args: argparse.Namespace) -> None:
         document = SessionExport.model_validate_json(raw)
         done = await client.import_session(document, args.as_session)
         console.print(f"session {escape(done.session_id)} imported: {_count(done.copied, 'unit')}", highlight=False)
-

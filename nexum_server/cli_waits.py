@@ -36,21 +36,29 @@ def add_commands(commands: Any, url_help: str) -> None:
     waits.add_argument("--session", help="only this session")
     waits.add_argument("--all", action="store_true", help="also waits that are over, with who resolved them")
     waits.add_argument("--json", action="store_true", help="print JSON (the API's shape) instead of text")
-    for name, help_text in (("approve", "approve a wait's pending tool calls"),
-                            ("deny", "deny a wait's pending tool calls, telling the model why"),
-                            ("resolve", "resolve a wait with a JSON payload")):
+    for name, help_text in (
+        ("approve", "approve a wait's pending tool calls"),
+        ("deny", "deny a wait's pending tool calls, telling the model why"),
+        ("resolve", "resolve a wait with a JSON payload"),
+    ):
         sub = commands.add_parser(name, help=help_text, description=help_text[:1].upper() + help_text[1:] + ".")
         sub.add_argument("--url", help=url_help)
         sub.add_argument("token", metavar="TOKEN", help="the wait's token (`nexum waits` lists them)")
         sub.add_argument("--by", metavar="NAME", help="who resolves it, recorded and shown (default: token holder)")
         if name == "approve":
-            sub.add_argument("--call", action="append", metavar="ID", dest="calls",
-                             help="approve only this call (repeatable); the others are denied")
+            sub.add_argument(
+                "--call",
+                action="append",
+                metavar="ID",
+                dest="calls",
+                help="approve only this call (repeatable); the others are denied",
+            )
         elif name == "deny":
             sub.add_argument("--reason", required=True, metavar="TEXT", help="what the model is told")
         else:
-            sub.add_argument("--json", required=True, metavar="PAYLOAD", dest="payload",
-                             help="the answer, as JSON text")
+            sub.add_argument(
+                "--json", required=True, metavar="PAYLOAD", dest="payload", help="the answer, as JSON text"
+            )
 
 
 async def run(args: argparse.Namespace, client: Any) -> None:
@@ -71,8 +79,11 @@ async def run(args: argparse.Namespace, client: Any) -> None:
         except ValueError as e:
             raise ValueError(f"--json is not JSON text: {e}") from e
         wait = await client.resolve_wait(args.token, payload=payload, with_payload=True, by=args.by)
-    console.print(f"wait {escape(wait.token)} of session {escape(wait.session_id)}: {wait.status.value} "
-                  f"by {escape(wait.resolved_by or '?')}", highlight=False)
+    console.print(
+        f"wait {escape(wait.token)} of session {escape(wait.session_id)}: {wait.status.value} "
+        f"by {escape(wait.resolved_by or '?')}",
+        highlight=False,
+    )
 
 
 def show_waits(waits: list[Wait], now: float | None = None) -> None:
@@ -85,13 +96,21 @@ def show_waits(waits: list[Wait], now: float | None = None) -> None:
     for wait in waits:
         state = "waiting" if wait.resolved_by is None else f"{wait.status.value} by {escape(wait.resolved_by)}"
         console.print(f"[bold]{escape(wait.token)}[/]", highlight=False, soft_wrap=True)
-        console.print(f"  session {escape(wait.session_id)} · {state} · since {_ago(now - wait.created_at)}"
-                      f" · {escape(wait.name)}", highlight=False)
+        console.print(
+            f"  session {escape(wait.session_id)} · {state} · since {_ago(now - wait.created_at)}"
+            f" · {escape(wait.name)}",
+            highlight=False,
+        )
         for call in wait.request.calls:
-            console.print(f"  {escape(call.tool_call_id)}  {escape(call.tool_name)}({escape(_args(call.args))})",
-                          highlight=False, markup=True)
-    console.print("[dim]nexum approve TOKEN [--call ID] · nexum deny TOKEN --reason TEXT · "
-                  "nexum resolve TOKEN --json PAYLOAD[/]", highlight=False)
+            console.print(
+                f"  {escape(call.tool_call_id)}  {escape(call.tool_name)}({escape(_args(call.args))})",
+                highlight=False,
+                markup=True,
+            )
+    console.print(
+        "[dim]nexum approve TOKEN [--call ID] · nexum deny TOKEN --reason TEXT · nexum resolve TOKEN --json PAYLOAD[/]",
+        highlight=False,
+    )
 
 
 def _args(args: Any) -> str:

@@ -58,7 +58,8 @@ READ_SECONDS = 30.0
 """Longest wait for an answer beyond what a long-poll asked the server to hold it."""
 
 T = TypeVar("T")
-R = TypeVar("R")
+R = TypeVar("R", httpx2.Response, "Answer")
+"""A response: httpx2's, or one read whole (`Answer`)."""
 
 
 async def reconnecting(call: Callable[[], Awaitable[T]], deadline: float) -> T:
@@ -93,8 +94,14 @@ class NexumClient:
     instead (tests pass one with a `MockTransport`).
     """
 
-    def __init__(self, url: str | None = None, token: str | None = None, *,
-                 http: httpx2.AsyncClient | None = None, max_connections: int = 100) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        http: httpx2.AsyncClient | None = None,
+        max_connections: int = 100,
+    ) -> None:
         settings = ClientSettings.from_env(url=url, token=token)
         self.url = settings.url
         origin = ClientSettings.origin("url", {"url": url})
@@ -124,24 +131,30 @@ class NexumClient:
         if self._session is None or self._session.closed:
             # Read timeouts are set per request from the long-poll hold.
             connector = aiohttp.TCPConnector(limit=self._max_connections)
-            self._session = aiohttp.ClientSession(headers=self._headers, connector=connector,
-                                                  timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT))
+            self._session = aiohttp.ClientSession(
+                headers=self._headers,
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT),
+            )
         return self._session
 
-    async def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
-                      hold: float = 0.0) -> Answer | httpx2.Response:
+    async def request(
+        self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None, hold: float = 0.0
+    ) -> Answer | httpx2.Response:
         """One request; transport errors become `ServerUnavailable`, 4xx/5xx `RequestRejected`."""
         if self._httpx is not None:
             try:
                 response: Answer | httpx2.Response = await self._httpx.request(
-                    method, path, json=json, params=params, timeout=_timeout(hold))
+                    method, path, json=json, params=params, timeout=_timeout(hold)
+                )
             except httpx2.TransportError as e:
                 raise _unreachable(self.where, e) from e
             return _checked(response, self.url, method, path)
         timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_read=hold + READ_SECONDS)
         try:
-            async with self._open().request(method, self.url + path, json=json, params=params,
-                                            timeout=timeout) as reply:
+            async with self._open().request(
+                method, self.url + path, json=json, params=params, timeout=timeout
+            ) as reply:
                 response = Answer(reply.status, await reply.read())
         except (aiohttp.ClientError, TimeoutError) as e:
             raise _unreachable(self.where, e) from e
@@ -156,17 +169,21 @@ class NexumClient:
         Entry points call this first, so a wrong URL costs a second, not a wait in a retry loop.
         The request is an authenticated one, so a missing or wrong token shows up here too.
         """
-        stranger = ServerUnavailable(f"something answers at {self.where}, but not as a Nexum server does; "
-                                     f"is {self._url_name} right?")
+        stranger = ServerUnavailable(
+            f"something answers at {self.where}, but not as a Nexum server does; is {self._url_name} right?"
+        )
         try:
             answer = await asyncio.wait_for(self.request("GET", "/v1/executions", params={"limit": 1}), timeout)
         except TimeoutError as e:
-            raise ServerUnavailable(f"no Nexum server answers at {self.where}: no answer within {timeout:g} s "
-                                    "(start one with `nexum dev`, or point NEXUM_URL or --url at yours)") from e
+            raise ServerUnavailable(
+                f"no Nexum server answers at {self.where}: no answer within {timeout:g} s "
+                "(start one with `nexum dev`, or point NEXUM_URL or --url at yours)"
+            ) from e
         except RequestRejected as e:
             if e.status == 401:
-                raise RequestRejected(401, e.body, f"the Nexum server at {self.where} refused the request "
-                                      f"(HTTP 401): {_message(e.body)}") from e
+                raise RequestRejected(
+                    401, e.body, f"the Nexum server at {self.where} refused the request (HTTP 401): {_message(e.body)}"
+                ) from e
             raise stranger from e
         try:
             listed = answer.json()
@@ -179,17 +196,31 @@ class NexumClient:
         body = {"workflow_id": workflow_id, "version_hash": version_hash, "ir": ir}
         return (await self.request("POST", "/v1/workflows", json=body)).json()["outcome"]
 
-    async def start(self, workflow_id: str, version_hash: str, session_id: str, key: str, input: Any,
-                    wait: float = 0.0, run_token: str | None = None,
-                    messages: list[dict[str, Any]] | None = None) -> Execution:
+    async def start(
+        self,
+        workflow_id: str,
+        version_hash: str,
+        session_id: str,
+        key: str,
+        input: Any,
+        wait: float = 0.0,
+        run_token: str | None = None,
+        messages: list[dict[str, Any]] | None = None,
+    ) -> Execution:
         """Start (or find) the execution; with `wait`, the server holds the answer until it is terminal.
 
         With `run_token` (see `take_session`) the execution is leased to the caller when nobody runs
         it: the answer's `claimed` task is the caller's to run and report. `messages` carries
         `{"hash", "body"}` of messages the server may not have, named by `input["sent"]` (`journal.py`).
         """
-        body: dict[str, Any] = {"workflow_id": workflow_id, "version_hash": version_hash, "session_id": session_id,
-                                "key": key, "input": input, "wait": wait}
+        body: dict[str, Any] = {
+            "workflow_id": workflow_id,
+            "version_hash": version_hash,
+            "session_id": session_id,
+            "key": key,
+            "input": input,
+            "wait": wait,
+        }
         if run_token is not None:
             body["run_token"] = run_token
         if messages:
@@ -216,17 +247,30 @@ class NexumClient:
 
         while not execution.status.terminal:
             if deadline - time.monotonic() <= 0:
-                raise WaitTimeout(f"execution {execution.id} is still {execution.status.value} "
-                                  f"after {timeout:g} s", execution)
+                raise WaitTimeout(
+                    f"execution {execution.id} is still {execution.status.value} after {timeout:g} s", execution
+                )
             execution = await reconnecting(held_get, deadline)
         return execution
 
-    async def list(self, session_id: str | None = None, status: Status | str | None = None,
-                   key: str | None = None, limit: int = 50, id_prefix: str | None = None) -> list[Execution]:
-        params = {"session_id": session_id, "status": Status(status).value if status else None,
-                  "key": key, "limit": limit, "id_prefix": id_prefix}
-        response = await self.request("GET", "/v1/executions",
-                                      params={k: v for k, v in params.items() if v is not None})
+    async def list(
+        self,
+        session_id: str | None = None,
+        status: Status | str | None = None,
+        key: str | None = None,
+        limit: int = 50,
+        id_prefix: str | None = None,
+    ) -> list[Execution]:
+        params = {
+            "session_id": session_id,
+            "status": Status(status).value if status else None,
+            "key": key,
+            "limit": limit,
+            "id_prefix": id_prefix,
+        }
+        response = await self.request(
+            "GET", "/v1/executions", params={k: v for k, v in params.items() if v is not None}
+        )
         return [Execution.model_validate(e) for e in response.json()["executions"]]
 
     async def cancel(self, execution_id: str) -> Execution:
@@ -254,8 +298,12 @@ class NexumClient:
         if not response.content:
             # Only something other than a Nexum server (or an older one, which routed some ids
             # elsewhere) answers a forget without a body: say so, rather than fail to read it.
-            raise RequestRejected(response.status_code, None, f"DELETE {path} answered {response.status_code} "
-                                  "with no body, not with what a forget answers; nothing is known to be deleted")
+            raise RequestRejected(
+                response.status_code,
+                None,
+                f"DELETE {path} answered {response.status_code} "
+                "with no body, not with what a forget answers; nothing is known to be deleted",
+            )
         return ForgetResult.model_validate_json(response.content)
 
     async def journal(self, session_id: str) -> Journal:
@@ -282,38 +330,49 @@ class NexumClient:
     async def import_session(self, document: SessionExport, session_id: str | None = None) -> ForkResult:
         """Load an exported session, as `session_id` or under its own name."""
         name = session_id or document.session_id
-        response = await self.request("POST", f"/v1/sessions/{quote(name, safe='')}/import",
-                                      json=document.model_dump(mode="json"))
+        response = await self.request(
+            "POST", f"/v1/sessions/{quote(name, safe='')}/import", json=document.model_dump(mode="json")
+        )
         return ForkResult.model_validate_json(response.content)
 
-    async def poll(self, worker_id: str, workflows: list[WorkflowRef], wait: float = HOLD_SECONDS,
-                   max_tasks: int = 1) -> list[Task]:
-        body = {"worker_id": worker_id, "workflows": [w.model_dump() for w in workflows],
-                "wait": wait, "max_tasks": max_tasks}
+    async def poll(
+        self, worker_id: str, workflows: list[WorkflowRef], wait: float = HOLD_SECONDS, max_tasks: int = 1
+    ) -> list[Task]:
+        body = {
+            "worker_id": worker_id,
+            "workflows": [w.model_dump() for w in workflows],
+            "wait": wait,
+            "max_tasks": max_tasks,
+        }
         response = await self.request("POST", "/v1/tasks/poll", json=body, hold=wait)
         if response.status_code == 204:
             return []
         return [Task.model_validate(t) for t in response.json()["tasks"]]
 
     async def heartbeat(self, task: Task) -> Lease:
-        response = await self.request("POST", f"/v1/tasks/{task.task_id}/heartbeat",
-                                      json={"lease_token": task.lease_token})
+        response = await self.request(
+            "POST", f"/v1/tasks/{task.task_id}/heartbeat", json={"lease_token": task.lease_token}
+        )
         return Lease.model_validate_json(response.content)
 
     async def complete(self, task: Task, output: Any) -> Execution:
-        response = await self.request("POST", f"/v1/tasks/{task.task_id}/complete",
-                                      json={"lease_token": task.lease_token, "output": output})
+        response = await self.request(
+            "POST", f"/v1/tasks/{task.task_id}/complete", json={"lease_token": task.lease_token, "output": output}
+        )
         return Execution.model_validate_json(response.content)
 
     async def fail(self, task: Task, error: str, retryable: bool) -> Execution:
-        response = await self.request("POST", f"/v1/tasks/{task.task_id}/fail",
-                                      json={"lease_token": task.lease_token, "error": error,
-                                            "retryable": retryable})
+        response = await self.request(
+            "POST",
+            f"/v1/tasks/{task.task_id}/fail",
+            json={"lease_token": task.lease_token, "error": error, "retryable": retryable},
+        )
         return Execution.model_validate_json(response.content)
 
     async def release(self, task: Task) -> Execution:
-        response = await self.request("POST", f"/v1/tasks/{task.task_id}/release",
-                                      json={"lease_token": task.lease_token})
+        response = await self.request(
+            "POST", f"/v1/tasks/{task.task_id}/release", json={"lease_token": task.lease_token}
+        )
         return Execution.model_validate_json(response.content)
 
     async def take_session(self, session_id: str, holder: str) -> SessionRunInfo:
@@ -321,14 +380,16 @@ class NexumClient:
 
         `InvalidSessionId` before any request for an id outside the rule (`ids.py`)."""
         validate_session_id(session_id)
-        response = await self.request("POST", f"/v1/sessions/{quote(session_id, safe='')}/runs",
-                                      json={"holder": holder})
+        response = await self.request(
+            "POST", f"/v1/sessions/{quote(session_id, safe='')}/runs", json={"holder": holder}
+        )
         return SessionRunInfo.model_validate_json(response.content)
 
     async def renew_session(self, run: SessionRunInfo) -> float:
         """Extend the run's lease on its session; `RequestRejected` (409) once another run took it."""
         response = await self.request(
-            "POST", f"/v1/sessions/{quote(run.session_id, safe='')}/runs/{run.run_token}/heartbeat")
+            "POST", f"/v1/sessions/{quote(run.session_id, safe='')}/runs/{run.run_token}/heartbeat"
+        )
         return response.json()["lease_expires_at"]
 
     async def hold_presence(self, run: SessionRunInfo) -> None:
@@ -340,16 +401,30 @@ class NexumClient:
 
     async def end_session_run(self, run: SessionRunInfo, hits: list[str] | None = None) -> None:
         """End the run; `hits` are the executions it served from the journal (counted as cached hits)."""
-        await self.request("DELETE", f"/v1/sessions/{quote(run.session_id, safe='')}/runs/{run.run_token}",
-                           json={"execution_ids": hits} if hits else None)
+        await self.request(
+            "DELETE",
+            f"/v1/sessions/{quote(run.session_id, safe='')}/runs/{run.run_token}",
+            json={"execution_ids": hits} if hits else None,
+        )
 
     # Waits: a run waiting for an answer from outside, and whoever resolves it
 
-    async def create_wait(self, session_id: str, key: str, name: str, *, timeout_seconds: float | None = None,
-                          request: WaitRequest | None = None) -> Wait:
+    async def create_wait(
+        self,
+        session_id: str,
+        key: str,
+        name: str,
+        *,
+        timeout_seconds: float | None = None,
+        request: WaitRequest | None = None,
+    ) -> Wait:
         """The session's wait for `key`: made now (`created`), or the one made before, with its token."""
-        body = {"key": key, "name": name, "timeout_seconds": timeout_seconds,
-                "request": (request or WaitRequest()).model_dump(mode="json")}
+        body = {
+            "key": key,
+            "name": name,
+            "timeout_seconds": timeout_seconds,
+            "request": (request or WaitRequest()).model_dump(mode="json"),
+        }
         response = await self.request("POST", f"/v1/sessions/{quote(session_id, safe='')}/waits", json=body)
         return Wait.model_validate_json(response.content)
 
@@ -368,9 +443,18 @@ class NexumClient:
             if wait.status is not WaitStatus.WAITING:
                 return wait
 
-    async def resolve_wait(self, token: str, *, payload: Any = None, error: str | None = None,
-                           decision: Literal["approve", "deny"] | None = None, calls: list[str] | None = None,
-                           reason: str | None = None, by: str | None = None, with_payload: bool = False) -> Wait:
+    async def resolve_wait(
+        self,
+        token: str,
+        *,
+        payload: Any = None,
+        error: str | None = None,
+        decision: Literal["approve", "deny"] | None = None,
+        calls: list[str] | None = None,
+        reason: str | None = None,
+        by: str | None = None,
+        with_payload: bool = False,
+    ) -> Wait:
         """Resolve the wait: with `payload` (pass `with_payload=True` for a payload of None), with
         `error`, or with a `decision`. `RequestRejected` 409 when it is over already, 404 unknown."""
         body: dict[str, Any] = {}
@@ -382,14 +466,21 @@ class NexumClient:
             body["payload"] = payload
         if by is not None:
             body["by"] = by
-        response = await self.request("POST", f"/v1/events/{quote(token, safe='')}",
-                                      json={k: v for k, v in body.items() if v is not None or k == "payload"})
+        response = await self.request(
+            "POST",
+            f"/v1/events/{quote(token, safe='')}",
+            json={k: v for k, v in body.items() if v is not None or k == "payload"},
+        )
         return Wait.model_validate_json(response.content)
 
-    async def waits(self, status: WaitStatus | str | None = WaitStatus.WAITING, session_id: str | None = None,
-                    limit: int = 100) -> WaitList:
-        params = {"status": WaitStatus(str(status).upper() if isinstance(status, str) else status).value
-                  if status else None, "session_id": session_id, "limit": limit}
+    async def waits(
+        self, status: WaitStatus | str | None = WaitStatus.WAITING, session_id: str | None = None, limit: int = 100
+    ) -> WaitList:
+        params = {
+            "status": WaitStatus(str(status).upper() if isinstance(status, str) else status).value if status else None,
+            "session_id": session_id,
+            "limit": limit,
+        }
         response = await self.request("GET", "/v1/events", params={k: v for k, v in params.items() if v is not None})
         return WaitList.model_validate_json(response.content)
 
@@ -408,8 +499,12 @@ class NexumSyncClient:
         token = settings.token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         limits = httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        self.http = httpx2.Client(base_url=self.url, headers=headers, limits=limits,
-                                  timeout=httpx2.Timeout(READ_SECONDS, connect=CONNECT_TIMEOUT))
+        self.http = httpx2.Client(
+            base_url=self.url,
+            headers=headers,
+            limits=limits,
+            timeout=httpx2.Timeout(READ_SECONDS, connect=CONNECT_TIMEOUT),
+        )
 
     def __enter__(self) -> NexumSyncClient:
         return self
@@ -420,8 +515,9 @@ class NexumSyncClient:
     def close(self) -> None:
         self.http.close()
 
-    def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
-                hold: float = 0.0) -> httpx2.Response:
+    def request(
+        self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None, hold: float = 0.0
+    ) -> httpx2.Response:
         """One request; transport errors become `ServerUnavailable`, 4xx/5xx `RequestRejected`."""
         try:
             response = self.http.request(method, path, json=json, params=params, timeout=_timeout(hold))
@@ -433,12 +529,26 @@ class NexumSyncClient:
         body = {"workflow_id": workflow_id, "version_hash": version_hash, "ir": ir}
         return self.request("POST", "/v1/workflows", json=body).json()["outcome"]
 
-    def start(self, workflow_id: str, version_hash: str, session_id: str, key: str, input: Any,
-              wait: float = 0.0, messages: list[dict[str, Any]] | None = None) -> Execution:
+    def start(
+        self,
+        workflow_id: str,
+        version_hash: str,
+        session_id: str,
+        key: str,
+        input: Any,
+        wait: float = 0.0,
+        messages: list[dict[str, Any]] | None = None,
+    ) -> Execution:
         """Start (or find) the execution; with `wait`, the server holds the answer until it is terminal.
         `messages` as for `NexumClient.start`."""
-        body: dict[str, Any] = {"workflow_id": workflow_id, "version_hash": version_hash, "session_id": session_id,
-                                "key": key, "input": input, "wait": wait}
+        body: dict[str, Any] = {
+            "workflow_id": workflow_id,
+            "version_hash": version_hash,
+            "session_id": session_id,
+            "key": key,
+            "input": input,
+            "wait": wait,
+        }
         if messages:
             body["messages"] = messages
         response = self.request("POST", "/v1/executions", json=body, hold=wait)
@@ -459,8 +569,9 @@ class NexumSyncClient:
 
         while not execution.status.terminal:
             if deadline - time.monotonic() <= 0:
-                raise WaitTimeout(f"execution {execution.id} is still {execution.status.value} "
-                                  f"after {timeout:g} s", execution)
+                raise WaitTimeout(
+                    f"execution {execution.id} is still {execution.status.value} after {timeout:g} s", execution
+                )
             execution = retry_sync(held_get, deadline=deadline)
         return execution
 
@@ -468,7 +579,7 @@ class NexumSyncClient:
 class Answer:
     """A response read whole: what `NexumClient.request` returns (the parts of `httpx2.Response` used)."""
 
-    __slots__ = ("status_code", "content")
+    __slots__ = ("content", "status_code")
 
     def __init__(self, status_code: int, content: bytes) -> None:
         self.status_code = status_code
@@ -488,8 +599,10 @@ def _timeout(hold: float) -> httpx2.Timeout | Any:
 
 
 def _unreachable(where: str, error: Exception) -> ServerUnavailable:
-    return ServerUnavailable(f"no Nexum server answers at {where}: {_reason(error)} "
-                             "(start one with `nexum dev`, or point NEXUM_URL or --url at yours)")
+    return ServerUnavailable(
+        f"no Nexum server answers at {where}: {_reason(error)} "
+        "(start one with `nexum dev`, or point NEXUM_URL or --url at yours)"
+    )
 
 
 def _reason(error: BaseException) -> str:
@@ -498,7 +611,7 @@ def _reason(error: BaseException) -> str:
     while cause is not None:
         if isinstance(cause, TimeoutError | httpx2.TimeoutException):
             return "no answer in time"
-        if isinstance(cause, socket.gaierror) or isinstance(cause, aiohttp.ClientConnectorDNSError):
+        if isinstance(cause, socket.gaierror | aiohttp.ClientConnectorDNSError):
             return "host name not found"
         if isinstance(cause, ConnectionRefusedError) or getattr(cause, "errno", None) == errno.ECONNREFUSED:
             return "connection refused"
@@ -520,10 +633,8 @@ def _checked(response: R, url: str, method: str, path: str) -> R:
     if response.status_code in GATEWAY_ERRORS:
         # The server's own 503 (a busy database) says so; otherwise a proxy in front of it
         # cannot reach it. Either way the same request may succeed a little later.
-        reason = (body["error"]["message"] if _has_error(body)
-                  else "from a proxy; is `nexum dev` running?")
-        raise ServerUnavailable(f"the Nexum server at {url} is unavailable "
-                                f"(HTTP {response.status_code}: {reason})")
+        reason = body["error"]["message"] if _has_error(body) else "from a proxy; is `nexum dev` running?"
+        raise ServerUnavailable(f"the Nexum server at {url} is unavailable (HTTP {response.status_code}: {reason})")
     message = body["error"]["message"] if _has_error(body) else _not_ours(body)
     raise RequestRejected(response.status_code, body, f"{method} {path} answered {response.status_code}: {message}")
 

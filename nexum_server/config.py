@@ -55,8 +55,14 @@ Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 class NexumSettings(BaseSettings):
     """What every settings class shares: the prefix, `.env`, blank means unset, errors name the key."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=ENV_FILE, env_file_encoding="utf-8",
-                                      extra="ignore", frozen=True, populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=ENV_FILE,
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -106,8 +112,10 @@ def _describe(cls: type[NexumSettings], error: ValidationError, flags: dict[str,
         where = cls.origin(field, flags)
         label = where if where.startswith("--") else cls.key(field)
         source = where.removeprefix(f"{cls.key(field)} ") if where.startswith(cls.key(field)) else ""
-        problems.append(f"{label}={item.get('input')!r}{f' ({source})' if source else ''} is not valid: "
-                        f"{message[:1].lower()}{message[1:]}")
+        problems.append(
+            f"{label}={item.get('input')!r}{f' ({source})' if source else ''} is not valid: "
+            f"{message[:1].lower()}{message[1:]}"
+        )
     return "; ".join(problems)
 
 
@@ -176,8 +184,9 @@ class Settings(NexumSettings):
             return None
         found = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", value)
         if found is None or float(found.group(1)) <= 0:
-            raise ValueError("expected a positive number and a unit, e.g. 30d, 12h, 90m or 45s "
-                             "(leave it unset to keep everything)")
+            raise ValueError(
+                "expected a positive number and a unit, e.g. 30d, 12h, 90m or 45s (leave it unset to keep everything)"
+            )
         return value
 
     @property

@@ -56,8 +56,9 @@ class Guard:
                 raise  # the answer is under way (FastAPI's own 500 went out): uvicorn logs it
             # A bug on the fast path: the client still gets the shape, the log the traceback.
             log.exception("%s %s failed", scope["method"], scope["path"])
-            await _error(send_recording, 500, "internal_error",
-                         "the server failed on this request; its log has the details")
+            await _error(
+                send_recording, 500, "internal_error", "the server failed on this request; its log has the details"
+            )
         finally:
             route = scope.get("route")
             self.metrics.latency.labels(
@@ -66,17 +67,20 @@ class Guard:
 
     async def _guarded(self, scope: Scope, receive: Any, send: Any) -> None:
         headers = dict(scope["headers"])
-        if (self.token is not None and scope["path"] not in OPEN_PATHS
-                and not scope["path"].startswith(PAGE_FILES)):
+        if self.token is not None and scope["path"] not in OPEN_PATHS and not scope["path"].startswith(PAGE_FILES):
             given = headers.get(b"authorization", b"")
             scheme, _, credentials = given.partition(b" ")
             # The scheme is case-insensitive (RFC 7235): `bearer` and `BEARER` are `Bearer`.
             if scheme.lower() != b"bearer" or not hmac.compare_digest(credentials.strip(), self.token):
                 # One code for both (clients branch on it); the message says which of the two it is.
                 problem = "the token sent is wrong" if given else "this server needs a token and none was sent"
-                await _error(send, 401, "unauthorized",
-                             f"{problem}: set NEXUM_TOKEN for the client to the token `nexum dev` was started with",
-                             extra=[(b"www-authenticate", b"Bearer")])
+                await _error(
+                    send,
+                    401,
+                    "unauthorized",
+                    f"{problem}: set NEXUM_TOKEN for the client to the token `nexum dev` was started with",
+                    extra=[(b"www-authenticate", b"Bearer")],
+                )
                 return
         if scope["path"].startswith(SESSIONS) and (refused := _slash_in_session_id(scope)) is not None:
             await _error(send, 422, refused.code, str(refused))
@@ -124,8 +128,12 @@ class Guard:
         await self.app(scope, replay, send)
 
     async def _too_large(self, send: Any) -> None:
-        await _error(send, 413, "body_too_large",
-                     f"request body is larger than {self.max_body_bytes} bytes (NEXUM_MAX_BODY_BYTES)")
+        await _error(
+            send,
+            413,
+            "body_too_large",
+            f"request body is larger than {self.max_body_bytes} bytes (NEXUM_MAX_BODY_BYTES)",
+        )
 
 
 def _slash_in_session_id(scope: Scope) -> InvalidSessionId | None:
@@ -141,8 +149,9 @@ def _slash_in_session_id(scope: Scope) -> InvalidSessionId | None:
     return None
 
 
-async def _error(send: Any, status: int, code: str, message: str,
-                 extra: list[tuple[bytes, bytes]] | None = None) -> None:
+async def _error(
+    send: Any, status: int, code: str, message: str, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
     body = error_json(code, message)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers + (extra or [])})

@@ -27,8 +27,26 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 ErrorAnswer = Callable[[NexumError], tuple[int, bytes]]
 
 # Cheap byte tests for what the strict decoder refuses; a false alarm only costs the slow path.
-_SUSPECT = (b"NaN", b"Infinity", b"\\ud8", b"\\ud9", b"\\uda", b"\\udb", b"\\udc", b"\\udd", b"\\ude", b"\\udf",
-            b"\\uD8", b"\\uD9", b"\\uDA", b"\\uDB", b"\\uDC", b"\\uDD", b"\\uDE", b"\\uDF")
+_SUSPECT = (
+    b"NaN",
+    b"Infinity",
+    b"\\ud8",
+    b"\\ud9",
+    b"\\uda",
+    b"\\udb",
+    b"\\udc",
+    b"\\udd",
+    b"\\ude",
+    b"\\udf",
+    b"\\uD8",
+    b"\\uD9",
+    b"\\uDA",
+    b"\\uDB",
+    b"\\uDC",
+    b"\\uDD",
+    b"\\uDE",
+    b"\\uDF",
+)
 _JSON = (b"application/json", b"application/json; charset=utf-8")
 
 
@@ -81,10 +99,13 @@ class HotRoutes:
             return (200, TaskBatch(tasks=tasks).model_dump_json().encode()) if tasks else (204, b"")
         task_id = scope["path"].split("/")[3]
         if route is COMPLETE:
-            return 200, (await self.service.complete(task_id, model.lease_token, model.output)).model_dump_json().encode()
+            return 200, (
+                await self.service.complete(task_id, model.lease_token, model.output)
+            ).model_dump_json().encode()
         expires = await self.service.heartbeat(task_id, model.lease_token)
-        return 200, Lease(task_id=task_id, lease_token=model.lease_token,
-                          lease_expires_at=expires).model_dump_json().encode()
+        return 200, Lease(
+            task_id=task_id, lease_token=model.lease_token, lease_expires_at=expires
+        ).model_dump_json().encode()
 
 
 def _match(scope: Scope) -> _Route | None:
@@ -101,8 +122,12 @@ def _match(scope: Scope) -> _Route | None:
     return None
 
 
-_MODELS: dict[int, type[BaseModel]] = {id(START): StartExecution, id(POLL): PollTasks,
-                                       id(COMPLETE): CompleteTask, id(HEARTBEAT): LeaseBody}
+_MODELS: dict[int, type[BaseModel]] = {
+    id(START): StartExecution,
+    id(POLL): PollTasks,
+    id(COMPLETE): CompleteTask,
+    id(HEARTBEAT): LeaseBody,
+}
 
 
 def _decode(route: _Route, scope: Scope, body: bytes) -> Any:
@@ -119,7 +144,12 @@ def _decode(route: _Route, scope: Scope, body: bytes) -> Any:
         model = _MODELS[id(route)].model_validate_json(body)
     except ValidationError:
         return None
-    if not shallow and _deeper_than(MAX_JSON_DEPTH - 3, model.input, *(m.body for m in model.messages or ())):
+    # Not shallow: a start (the check above), whose input and messages are measured.
+    if (
+        not shallow
+        and isinstance(model, StartExecution)
+        and _deeper_than(MAX_JSON_DEPTH - 3, model.input, *(m.body for m in model.messages or ()))
+    ):
         return None
     return model
 

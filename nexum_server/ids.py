@@ -20,6 +20,9 @@ def validate_session_id(session_id: object) -> str:
     """`session_id` when it follows the rule; `InvalidSessionId` (code `invalid_session_id`) naming it."""
     if isinstance(session_id, str) and _SESSION_ID.fullmatch(session_id):
         return session_id
-    shown = repr(session_id) if not isinstance(session_id, str) or len(session_id) <= 60 \
+    shown = (
+        repr(session_id)
+        if not isinstance(session_id, str) or len(session_id) <= 60
         else repr(session_id[:60]) + f"... ({len(session_id)} characters)"
+    )
     raise InvalidSessionId(f"session id {shown} is not valid: a session id is {SESSION_ID_RULE}")

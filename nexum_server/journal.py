@@ -75,16 +75,21 @@ def split_input(input: Any, messages: list[Any] | None) -> tuple[Any, Sent | Non
     hashes = input.get(SENT_FIELD) if isinstance(input, dict) else None
     if hashes is None and not messages:
         return input, None
-    if hashes is not None and not (isinstance(hashes, list) and all(isinstance(h, str) and HASH.match(h)
-                                                                   for h in hashes)):
-        raise InvalidValue("input.sent must be a list of sha256 hex digests (64 lowercase hex characters), "
-                           "the hashes of the messages the model request was sent, in order")
+    if hashes is not None and not (
+        isinstance(hashes, list) and all(isinstance(h, str) and HASH.match(h) for h in hashes)
+    ):
+        raise InvalidValue(
+            "input.sent must be a list of sha256 hex digests (64 lowercase hex characters), "
+            "the hashes of the messages the model request was sent, in order"
+        )
     bodies = []
     for i, message in enumerate(messages or ()):
         text = canonical(message.body)
         if hashlib.sha256(text.encode()).hexdigest() != message.hash:
-            raise InvalidValue(f"messages[{i}]: hash {message.hash} is not the sha256 of the body's canonical JSON "
-                               "(json.dumps(body, sort_keys=True, separators=(',', ':'), ensure_ascii=False), UTF-8)")
+            raise InvalidValue(
+                f"messages[{i}]: hash {message.hash} is not the sha256 of the body's canonical JSON "
+                "(json.dumps(body, sort_keys=True, separators=(',', ':'), ensure_ascii=False), UTF-8)"
+            )
         bodies.append((message.hash, text))
     stored = {k: v for k, v in input.items() if k != SENT_FIELD} if isinstance(input, dict) else input
     return stored, Sent(bodies, list(hashes or ()))

@@ -46,8 +46,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "Missing or wrong bearer token"},
     404: {"model": ErrorBody, "description": "Nothing is stored under that session or execution id"},
     409: {"model": ErrorBody, "description": "The new session already has stored calls"},
-    422: {"model": ErrorBody, "description": "A message whose hash is not its body's, or one a unit names "
-                                             "that the file does not hold"},
+    422: {
+        "model": ErrorBody,
+        "description": "A message whose hash is not its body's, or one a unit names that the file does not hold",
+    },
     503: {"model": ErrorBody, "description": "The database is busy or failing; try again"},
 }
 
@@ -55,7 +57,7 @@ router = APIRouter(route_class=StrictJSONRoute)
 
 
 def _service(request: Request) -> QueueService:
-    return request.app.state.service  # type: ignore[no-any-return]
+    return request.app.state.service
 
 
 @router.get("/v1/sessions/{session_id:path}/journal", response_model=Journal, tags=["journal"], responses=ERRORS)
@@ -84,12 +86,21 @@ async def sent(request: Request, execution_id: str) -> SentView:
     hashes, complete = lists[execution_id]
     before = set(lists[previous][0]) if previous else set()
     bodies = await store.run(store.messages, sorted(set(hashes)))
-    return SentView(execution_id=execution_id, previous_id=previous, complete=complete,
-                    messages=[SentMessage(hash=h, body=bodies.get(h), new=h not in before) for h in hashes])
+    return SentView(
+        execution_id=execution_id,
+        previous_id=previous,
+        complete=complete,
+        messages=[SentMessage(hash=h, body=bodies.get(h), new=h not in before) for h in hashes],
+    )
 
 
-@router.post("/v1/sessions/{session_id:path}/fork", response_model=ForkResult, status_code=201, tags=["journal"],
-             responses=ERRORS)
+@router.post(
+    "/v1/sessions/{session_id:path}/fork",
+    response_model=ForkResult,
+    status_code=201,
+    tags=["journal"],
+    responses=ERRORS,
+)
 async def fork(request: Request, session_id: str, body: ForkSession) -> ForkResult:
     """Make `new_session_id` hold copies of this session's completed units, in order (with `until`:
     those among its first `until` steps). The new session records where it came from; with `until`
@@ -106,8 +117,7 @@ async def fork(request: Request, session_id: str, body: ForkSession) -> ForkResu
     return ForkResult(session_id=body.new_session_id, forked_from=session_id, fork_until=until, copied=copied)
 
 
-@router.get("/v1/sessions/{session_id:path}/export", response_model=SessionExport, tags=["journal"],
-            responses=ERRORS)
+@router.get("/v1/sessions/{session_id:path}/export", response_model=SessionExport, tags=["journal"], responses=ERRORS)
 async def export(request: Request, session_id: str) -> Response:
     store = _service(request).store
     origin, units = await store.run(store.journal, session_id)
@@ -120,17 +130,36 @@ async def export(request: Request, session_id: str) -> Response:
     workflows = await store.run(store.workflows_of, session_id)
     forked_from, fork_until = origin or (None, None)
     document = SessionExport(
-        format=EXPORT_FORMAT, version=EXPORT_VERSION, session_id=session_id, exported_at=time.time(),
-        forked_from=forked_from, fork_until=fork_until,
+        format=EXPORT_FORMAT,
+        version=EXPORT_VERSION,
+        session_id=session_id,
+        exported_at=time.time(),
+        forked_from=forked_from,
+        fork_until=fork_until,
         workflows=[ExportedWorkflow(workflow_id=w, version_hash=v, ir=ir) for w, v, ir in workflows],
-        units=[ExportedUnit(workflow_id=u.workflow_id, version_hash=u.version_hash, key=u.key, input=u.input,
-                            result=u.result, sent=lists.get(u.id)) for u in done],
-        messages=bodies)
+        units=[
+            ExportedUnit(
+                workflow_id=u.workflow_id,
+                version_hash=u.version_hash,
+                key=u.key,
+                input=u.input,
+                result=u.result,
+                sent=lists.get(u.id),
+            )
+            for u in done
+        ],
+        messages=bodies,
+    )
     return Response(document.model_dump_json(), media_type="application/json")
 
 
-@router.post("/v1/sessions/{session_id:path}/import", response_model=ForkResult, status_code=201, tags=["journal"],
-             responses=ERRORS)
+@router.post(
+    "/v1/sessions/{session_id:path}/import",
+    response_model=ForkResult,
+    status_code=201,
+    tags=["journal"],
+    responses=ERRORS,
+)
 async def import_session(request: Request, session_id: str, body: SessionExport) -> ForkResult:
     """Load an exported session as `session_id` (refused when anything is stored under it)."""
     store = _service(request).store

@@ -55,8 +55,9 @@ def _check_text(text: str, body: bytes) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
-        raise json.JSONDecodeError(f"lone surrogate \\u{ord(text[e.start]):04x} is not Unicode text",
-                                   _doc(body), 0) from None
+        raise json.JSONDecodeError(
+            f"lone surrogate \\u{ord(text[e.start]):04x} is not Unicode text", _doc(body), 0
+        ) from None
 
 
 def _doc(body: bytes) -> str:

@@ -7,7 +7,7 @@ retryable failure and a re-claim after an expired lease are each one more attemp
 from __future__ import annotations
 
 import json
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -34,7 +34,7 @@ SessionId = Annotated[str, AfterValidator(_session_id)]
 """A session id, checked by the one rule of `ids.py`, in bodies, paths and queries alike."""
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     """Lifecycle of an execution. PENDING covers both "never claimed" and "waiting to retry".
 
     INTERRUPTED: an in-process execution (run by an agent run, not a worker) whose run is gone
@@ -89,12 +89,15 @@ class RegisterWorkflow(WorkflowRef):
         return ir
 
 
+RegisterOutcome = Literal["NEW", "IDENTICAL", "CHANGED"]
+
+
 class RegisterResult(BaseModel):
     """What registering did: NEW id, IDENTICAL version, or a CHANGED (new) version of a known id."""
 
     workflow_id: str
     version_hash: str
-    outcome: Literal["NEW", "IDENTICAL", "CHANGED"]
+    outcome: RegisterOutcome
 
 
 class MessageBody(_Body):
@@ -441,12 +444,25 @@ class JournalUnit(BaseModel):
 
     def as_execution(self, session_id: str) -> Execution:
         """The unit as `start` would have answered it (`cached`), for a run that serves it from memory."""
-        return Execution(id=self.id, workflow_id=self.workflow_id, version_hash=self.version_hash,
-                         session_id=session_id, key=self.key, input=self.input, status=self.status,
-                         attempts=self.attempts, max_attempts=self.attempts, result=self.result, error=self.error,
-                         created_at=self.created_at, updated_at=self.completed_at or self.created_at,
-                         started_at=self.started_at, attempt_started_at=self.attempt_started_at,
-                         completed_at=self.completed_at, cached=True)
+        return Execution(
+            id=self.id,
+            workflow_id=self.workflow_id,
+            version_hash=self.version_hash,
+            session_id=session_id,
+            key=self.key,
+            input=self.input,
+            status=self.status,
+            attempts=self.attempts,
+            max_attempts=self.attempts,
+            result=self.result,
+            error=self.error,
+            created_at=self.created_at,
+            updated_at=self.completed_at or self.created_at,
+            started_at=self.started_at,
+            attempt_started_at=self.attempt_started_at,
+            completed_at=self.completed_at,
+            cached=True,
+        )
 
 
 class Journal(BaseModel):
@@ -528,10 +544,12 @@ class SessionExport(_Body):
     """The session's completed units, in recorded order."""
     messages: dict[str, Any]
     """Every message the units name, by hash."""
+
+
 # --- waits: a run waiting for an answer from outside (an approval, a result) ---------------------
 
 
-class WaitStatus(str, Enum):
+class WaitStatus(StrEnum):
     """Lifecycle of a wait. Only WAITING changes, once, to one of the others."""
 
     WAITING = "WAITING"
@@ -623,8 +641,10 @@ class ResolveWait(_Body):
     def _one_answer(self) -> ResolveWait:
         given = [name for name in ("payload", "error", "decision") if name in self.model_fields_set]
         if len(given) != 1:
-            raise ValueError("give exactly one of `payload` (the answer), `error` (a failure reason) or "
-                             f"`decision` (approve or deny), not {given or 'none'}")
+            raise ValueError(
+                "give exactly one of `payload` (the answer), `error` (a failure reason) or "
+                f"`decision` (approve or deny), not {given or 'none'}"
+            )
         if self.decision == "deny" and not self.reason:
             raise ValueError("a denial needs a `reason`: the model is told it")
         if (self.calls is not None or self.reason is not None) and self.decision is None:
@@ -652,8 +672,7 @@ def describe_input(input_head: str, complete: bool) -> tuple[str | None, Any, st
             if isinstance(tool, str):
                 args = value.get(args_key)
                 return tool, args, _cut(_compact(args))
-        return None, None, _cut(", ".join(f"{k}: {v if isinstance(v, str) else _compact(v)}"
-                                          for k, v in value.items()))
+        return None, None, _cut(", ".join(f"{k}: {v if isinstance(v, str) else _compact(v)}" for k, v in value.items()))
     return None, None, _cut(_compact(value))
 
 

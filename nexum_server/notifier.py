@@ -149,8 +149,9 @@ class Notifier:
             if not waiters:
                 del self._waiters[execution_id]
 
-    async def wait_terminal(self, future: asyncio.Future[Execution], execution_id: str,
-                            timeout: float) -> Execution | None:
+    async def wait_terminal(
+        self, future: asyncio.Future[Execution], execution_id: str, timeout: float
+    ) -> Execution | None:
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:

@@ -15,8 +15,15 @@ from typing import Any
 FOLD_CHARS = 600
 """Longer parts are cut to this many characters unless the whole text is asked for."""
 
-LABELS = {"system-prompt": "system", "user-prompt": "user", "tool-return": "tool result",
-          "retry-prompt": "retry", "text": "text", "thinking": "thinking", "tool-call": "tool call"}
+LABELS = {
+    "system-prompt": "system",
+    "user-prompt": "user",
+    "tool-return": "tool result",
+    "retry-prompt": "retry",
+    "text": "text",
+    "thinking": "thinking",
+    "tool-call": "tool call",
+}
 
 
 @dataclass(frozen=True)

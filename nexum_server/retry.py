@@ -17,6 +17,7 @@ true (a worker shutting down), or never (a worker's report, which the server's l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -38,8 +39,9 @@ MAX_SECONDS = 2.0
 
 def _backoff(first: float) -> wait_base:
     """Pause n: half of `first * 2**(n-1)` fixed, up to as much again at random; at most `MAX_SECONDS`."""
-    return (wait_exponential(multiplier=first / 2, max=MAX_SECONDS / 2)
-            + wait_random_exponential(multiplier=first / 2, max=MAX_SECONDS / 2))
+    return wait_exponential(multiplier=first / 2, max=MAX_SECONDS / 2) + wait_random_exponential(
+        multiplier=first / 2, max=MAX_SECONDS / 2
+    )
 
 
 WAIT = _backoff(FIRST_SECONDS)
@@ -69,8 +71,9 @@ class _Outage:
         now = time.monotonic()
         if self.since is None:
             self.since = self.said = now
-            self.log.warning("%s; retrying in %.1fs (and saying so again every %g s while it lasts)", error, pause,
-                             QUIET_SECONDS)
+            self.log.warning(
+                "%s; retrying in %.1fs (and saying so again every %g s while it lasts)", error, pause, QUIET_SECONDS
+            )
         elif now - self.said >= QUIET_SECONDS:
             self.said = now
             self.log.warning("%s; still retrying, %.0f s so far", error, now - self.since)
@@ -88,16 +91,20 @@ def _outage(log: logging.Logger) -> _Outage:
     return _OUTAGES.setdefault(log.name, _Outage(log))
 
 
-def _first_failed(error: Exception, deadline: float | None, stopping: Callable[[], bool] | None,
-                  log: logging.Logger | None) -> float:
+def _first_failed(
+    error: Exception, deadline: float | None, stopping: Callable[[], bool] | None, log: logging.Logger | None
+) -> float:
     """After a failed first attempt: the pause before the second, or re-raise `error` as tenacity would.
 
     The first attempt runs outside tenacity because building a retry loop costs ~25 µs, a third of
     what a cached call adds to a bare round trip; the loop takes over from the second attempt.
     """
     pause = FIRST_SECONDS / 2 + random.uniform(0, FIRST_SECONDS / 2)
-    if (not retryable(error) or (stopping is not None and stopping())
-            or (deadline is not None and time.monotonic() + pause >= deadline)):
+    if (
+        not retryable(error)
+        or (stopping is not None and stopping())
+        or (deadline is not None and time.monotonic() + pause >= deadline)
+    ):
         raise error
     if log is not None:
         _outage(log).failed(error, pause)
@@ -109,6 +116,7 @@ def _stop(deadline: float | None, stopping: Callable[[], bool] | None) -> Callab
         if stopping is not None and stopping():
             return True
         return deadline is not None and time.monotonic() + state.upcoming_sleep >= deadline
+
     return stop
 
 
@@ -119,23 +127,28 @@ def _logger(log: logging.Logger | None) -> Callable[[RetryCallState], None] | No
     def before_sleep(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
         _outage(log).failed(error or RuntimeError("failed"), state.upcoming_sleep)
+
     return before_sleep
 
 
-async def retry_async(call: Callable[[], Awaitable[T]], *, deadline: float | None = None,
-                      stopping: asyncio.Event | None = None, log: logging.Logger | None = None) -> T:
+async def retry_async(
+    call: Callable[[], Awaitable[T]],
+    *,
+    deadline: float | None = None,
+    stopping: asyncio.Event | None = None,
+    log: logging.Logger | None = None,
+) -> T:
     """`await call()`, again under the policy while the error is `retryable`; the last error is raised.
 
     `stopping` also cuts a pause short, so a worker asked to stop does not sit out its backoff.
     """
+
     async def sleep(seconds: float) -> None:
         if stopping is None:
             await asyncio.sleep(seconds)
             return
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), seconds)
-        except TimeoutError:
-            pass
 
     try:
         return await call()
@@ -148,9 +161,14 @@ async def retry_async(call: Callable[[], Awaitable[T]], *, deadline: float | Non
         return await call()
 
     # A new policy object per call: tenacity keeps the state of a retry loop on the object.
-    policy = AsyncRetrying(sleep=sleep, wait=_WAIT_AFTER_FIRST, retry=retry_if_exception(retryable), reraise=True,
-                           stop=_stop(deadline, stopping.is_set if stopping else None),
-                           before_sleep=_logger(log))
+    policy = AsyncRetrying(
+        sleep=sleep,
+        wait=_WAIT_AFTER_FIRST,
+        retry=retry_if_exception(retryable),
+        reraise=True,
+        stop=_stop(deadline, stopping.is_set if stopping else None),
+        before_sleep=_logger(log),
+    )
     result = await policy(attempt)
     if log is not None:
         _outage(log).answered()
@@ -164,8 +182,14 @@ def retry_sync(call: Callable[[], T], *, deadline: float | None = None, log: log
     except Exception as e:
         pause = _first_failed(e, deadline, None, log)
     time.sleep(pause)
-    policy = Retrying(sleep=time.sleep, wait=_WAIT_AFTER_FIRST, retry=retry_if_exception(retryable), reraise=True,
-                      stop=_stop(deadline, None), before_sleep=_logger(log))
+    policy = Retrying(
+        sleep=time.sleep,
+        wait=_WAIT_AFTER_FIRST,
+        retry=retry_if_exception(retryable),
+        reraise=True,
+        stop=_stop(deadline, None),
+        before_sleep=_logger(log),
+    )
     result = policy(call)
     if log is not None:
         _outage(log).answered()

@@ -18,9 +18,19 @@ from .config import Settings
 from .errors import LeaseLost, StoreUnavailable
 from .journal import split_input
 from .metrics import Metrics
-from .models import Execution, PollTasks, RegisterWorkflow, SessionRunInfo, StartExecution, Status, Task, WorkflowRef
+from .models import (
+    Execution,
+    PollTasks,
+    RegisterOutcome,
+    RegisterWorkflow,
+    SessionRunInfo,
+    StartExecution,
+    Status,
+    Task,
+    WorkflowRef,
+)
 from .notifier import Notifier, Ref
-from .store import Store, StartOutcome
+from .store import StartOutcome, Store
 
 log = logging.getLogger("nexum.service")
 
@@ -78,7 +88,7 @@ class QueueService:
 
     # Executions
 
-    async def register(self, body: RegisterWorkflow) -> str:
+    async def register(self, body: RegisterWorkflow) -> RegisterOutcome:
         return await self.store.run(self.store.register_workflow, body, body.ir, time.time())
 
     def served_from_journal(self, execution_ids: list[str]) -> None:
@@ -97,7 +107,8 @@ class QueueService:
             return hit.model_copy(update={"cached": True}), False
         input, sent = split_input(body.input, body.messages)
         outcome: StartOutcome = await self.store.run(
-            self.store.start_execution, body, body.session_id, body.key, input, time.time(), sent)
+            self.store.start_execution, body, body.session_id, body.key, input, time.time(), sent
+        )
         execution = outcome.execution
         if outcome.created:
             self.metrics.started.inc()
@@ -109,13 +120,25 @@ class QueueService:
             self.completed.put(execution)
             execution = execution.model_copy(update={"cached": True})
         if body.run_token is not None and not execution.status.terminal:
-            task = await self.store.run(self.store.claim_for_run, execution.id, body.session_id, body.run_token,
-                                        self.settings.lease_seconds, time.time())
+            task = await self.store.run(
+                self.store.claim_for_run,
+                execution.id,
+                body.session_id,
+                body.run_token,
+                self.settings.lease_seconds,
+                time.time(),
+            )
             if task is not None:
                 self.metrics.claims.inc()
-                claimed = execution.model_copy(update={
-                    "status": Status.RUNNING, "attempts": task.attempt, "lease_expires_at": task.lease_expires_at,
-                    "worker_id": f"run:{body.run_token}", "claimed": task})
+                claimed = execution.model_copy(
+                    update={
+                        "status": Status.RUNNING,
+                        "attempts": task.attempt,
+                        "lease_expires_at": task.lease_expires_at,
+                        "worker_id": f"run:{body.run_token}",
+                        "claimed": task,
+                    }
+                )
                 return claimed, outcome.created
         return await self.await_terminal(execution, body.wait), outcome.created
 
@@ -123,8 +146,9 @@ class QueueService:
         execution = await self.store.run(self.store.get_execution, execution_id)
         return await self.await_terminal(execution, wait)
 
-    async def list_executions(self, session_id: str | None, status: Status | None, key: str | None,
-                              limit: int, id_prefix: str | None = None) -> list[Execution]:
+    async def list_executions(
+        self, session_id: str | None, status: Status | None, key: str | None, limit: int, id_prefix: str | None = None
+    ) -> list[Execution]:
         return await self.store.run(self.store.list_executions, session_id, status, key, limit, id_prefix)
 
     async def cancel(self, execution_id: str) -> Execution:
@@ -162,8 +186,14 @@ class QueueService:
             # Registered before the claim reads the store, so a task started after that read wakes us.
             woken = self.notifier.poller(refs)
             try:
-                outcome = await self.store.run(self.store.claim, body.worker_id, body.workflows,
-                                               body.max_tasks, self.settings.lease_seconds, time.time())
+                outcome = await self.store.run(
+                    self.store.claim,
+                    body.worker_id,
+                    body.workflows,
+                    body.max_tasks,
+                    self.settings.lease_seconds,
+                    time.time(),
+                )
             except BaseException:
                 self._leave(woken)
                 raise
@@ -178,10 +208,11 @@ class QueueService:
             timeout = deadline - time.monotonic()
             if outcome.next_due_at is not None:
                 timeout = min(timeout, max(outcome.next_due_at - time.time(), 0.0) + 0.001)
-            if timeout <= 0 or not await self.notifier.wait_for_tasks(woken, timeout):
-                if time.monotonic() >= deadline:
-                    self._leave(woken)
-                    return []
+            if (
+                timeout <= 0 or not await self.notifier.wait_for_tasks(woken, timeout)
+            ) and time.monotonic() >= deadline:
+                self._leave(woken)
+                return []
             self.notifier.drop_poller(woken)
             if self.notifier.closing:
                 return []
@@ -198,15 +229,15 @@ class QueueService:
 
     async def heartbeat(self, task_id: str, lease_token: str) -> float:
         """Extend the lease; its new expiry."""
-        return await self.store.run(self.store.heartbeat, task_id, lease_token,
-                                    self.settings.lease_seconds, time.time())
+        return await self.store.run(
+            self.store.heartbeat, task_id, lease_token, self.settings.lease_seconds, time.time()
+        )
 
     async def complete(self, task_id: str, lease_token: str, output: Any) -> Execution:
         return self._reported(await self._report(self.store.complete, task_id, lease_token, output, time.time()))
 
     async def fail(self, task_id: str, lease_token: str, error: str, retryable: bool) -> Execution:
-        return self._reported(await self._report(self.store.fail, task_id, lease_token, error, retryable,
-                                                 time.time()))
+        return self._reported(await self._report(self.store.fail, task_id, lease_token, error, retryable, time.time()))
 
     async def release(self, task_id: str, lease_token: str) -> Execution:
         execution = await self._report(self.store.release, task_id, lease_token, time.time())
@@ -237,15 +268,23 @@ class QueueService:
     # Session runs
 
     async def take_session(self, session_id: str, holder: str) -> SessionRunInfo:
-        run = await self.store.run(self.store.take_session, session_id, holder, self.settings.lease_seconds,
-                                   time.time())
-        return SessionRunInfo(session_id=session_id, run_token=run.token, lease_seconds=self.settings.lease_seconds,
-                              lease_expires_at=run.lease_expires_at, previous_holder=run.previous_holder,
-                              forked_from=run.forked_from, fork_until=run.fork_until)
+        run = await self.store.run(
+            self.store.take_session, session_id, holder, self.settings.lease_seconds, time.time()
+        )
+        return SessionRunInfo(
+            session_id=session_id,
+            run_token=run.token,
+            lease_seconds=self.settings.lease_seconds,
+            lease_expires_at=run.lease_expires_at,
+            previous_holder=run.previous_holder,
+            forked_from=run.forked_from,
+            fork_until=run.fork_until,
+        )
 
     async def renew_session(self, session_id: str, run_token: str) -> float:
-        return await self.store.run(self.store.renew_session, session_id, run_token, self.settings.lease_seconds,
-                                    time.time())
+        return await self.store.run(
+            self.store.renew_session, session_id, run_token, self.settings.lease_seconds, time.time()
+        )
 
     async def end_session_run(self, session_id: str, run_token: str) -> None:
         await self.store.run(self.store.end_session_run, session_id, run_token)
@@ -312,8 +351,12 @@ class QueueService:
                     elif change.kind == "deleted" and change.execution_id:
                         self.completed.discard_id(change.execution_id)
             except Exception as e:  # the database went away: try again, a little later each time
-                log.warning("not following other servers' changes (%s: %s); reconnecting in %.1f s",
-                            type(e).__name__, str(e).strip(), delay)
+                log.warning(
+                    "not following other servers' changes (%s: %s); reconnecting in %.1f s",
+                    type(e).__name__,
+                    str(e).strip(),
+                    delay,
+                )
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX_SECONDS)
 

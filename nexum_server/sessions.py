@@ -46,13 +46,16 @@ RETENTION_SWEEP_SECONDS = 60.0
 """Longest pause between retention sweeps (shorter for a retention period of minutes)."""
 PAGE_LIMIT = 50
 UI_DIR = Path(__file__).with_name("ui")
-UI_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
-            "app.css": "text/css; charset=utf-8"}
+UI_FILES = {
+    "index.html": "text/html; charset=utf-8",
+    "app.js": "text/javascript; charset=utf-8",
+    "app.css": "text/css; charset=utf-8",
+}
 # Results are web pages chosen by a language model: even if some text were ever put into the page
 # as markup, nothing inline or from elsewhere could run.
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-                               "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
@@ -61,8 +64,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "Missing or wrong bearer token"},
     404: {"model": ErrorBody, "description": "Nothing is stored under that session id"},
     409: {"model": ErrorBody, "description": "Forget refused: the session has pending or running calls"},
-    422: {"model": ErrorBody, "description": "A parameter is missing or has a wrong type or value (code "
-                                             "`invalid_request`, with `details`)"},
+    422: {
+        "model": ErrorBody,
+        "description": "A parameter is missing or has a wrong type or value (code `invalid_request`, with `details`)",
+    },
     503: {"model": ErrorBody, "description": "The database is busy or failing; try again"},
 }
 
@@ -137,7 +142,7 @@ async def housekeeping(service: QueueService) -> AsyncIterator[None]:
 
 
 def _service(request: Request) -> QueueService:
-    return request.app.state.service  # type: ignore[no-any-return]
+    return request.app.state.service
 
 
 async def _fresh_counts(service: QueueService) -> None:
@@ -149,8 +154,12 @@ async def _fresh_counts(service: QueueService) -> None:
 
 
 @router.get("/v1/sessions", response_model=SessionPage, tags=["sessions"], responses=ERRORS)
-async def list_sessions(request: Request, contains: Text = None, cursor: Text = None,
-                        limit: Annotated[int, Query(ge=1, le=500)] = PAGE_LIMIT) -> SessionPage:
+async def list_sessions(
+    request: Request,
+    contains: Text = None,
+    cursor: Text = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = PAGE_LIMIT,
+) -> SessionPage:
     """Sessions by latest activity (a change or a cached hit), newest first, with their counts."""
     service = _service(request)
     await _fresh_counts(service)
@@ -186,16 +195,19 @@ async def forget_session(request: Request, session_id: SessionPath) -> ForgetRes
 
 
 @router.get("/v1/calls", response_model=CallPage, tags=["sessions"], responses=ERRORS)
-async def list_calls(request: Request, session_id: Annotated[SessionId, Query()], cursor: Text = None,
-                     limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> CallPage:
+async def list_calls(
+    request: Request,
+    session_id: Annotated[SessionId, Query()],
+    cursor: Text = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> CallPage:
     """A session's executions, newest first: tool and arguments (or a summary of any other input),
     status, attempts, times, worker, error; the result is in `GET /v1/executions/{id}`."""
     service = _service(request)
     await _fresh_counts(service)
     before = _decode_call_cursor(cursor) if cursor else None
     calls, next_before = await service.store.read(service.store.list_calls, session_id, limit, before)
-    return CallPage(calls=calls, next_cursor=None if next_before is None else str(next_before),
-                    server_time=time.time())
+    return CallPage(calls=calls, next_cursor=None if next_before is None else str(next_before), server_time=time.time())
 
 
 @router.get("/ui", include_in_schema=False)
@@ -236,6 +248,13 @@ def _decode_call_cursor(cursor: str) -> int:
 
 def _bad_cursor(cursor: str) -> RequestValidationError:
     # The same 422 as any other bad query parameter, so the documented answer holds.
-    return RequestValidationError([{
-        "type": "value_error", "loc": ("query", "cursor"), "input": cursor,
-        "msg": "cursor is not one this server gave; leave it out to start from the newest"}])
+    return RequestValidationError(
+        [
+            {
+                "type": "value_error",
+                "loc": ("query", "cursor"),
+                "input": cursor,
+                "msg": "cursor is not one this server gave; leave it out to start from the newest",
+            }
+        ]
+    )

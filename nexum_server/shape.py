@@ -12,7 +12,7 @@ The OpenAPI document says the same: every error response of every operation is `
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -38,10 +38,16 @@ def error_json(code: str, message: str, details: list[dict[str, Any]] | None = N
     return json.dumps({"error": error}, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def error_response(status: int, code: str, message: str, details: list[dict[str, Any]] | None = None,
-                   headers: dict[str, str] | None = None) -> Response:
-    return Response(error_json(code, message, details), status_code=status, media_type="application/json",
-                    headers=headers)
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    return Response(
+        error_json(code, message, details), status_code=status, media_type="application/json", headers=headers
+    )
 
 
 def _text(value: object) -> str:
@@ -64,8 +70,13 @@ def validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
         reason = (error.get("ctx") or {}).get("error")
         if error.get("type") == "json_invalid" and reason:
             msg = f"{msg}: {reason}"  # our own decoder's words (jsonbody.py), not the input
-        details.append({"loc": [p if isinstance(p, int) else _text(p) for p in error.get("loc", ())],
-                        "msg": _text(msg), "type": _text(error.get("type", "value_error"))})
+        details.append(
+            {
+                "loc": [p if isinstance(p, int) else _text(p) for p in error.get("loc", ())],
+                "msg": _text(msg),
+                "type": _text(error.get("type", "value_error")),
+            }
+        )
     return details
 
 
@@ -89,8 +100,9 @@ async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
 async def internal_error(request: Request, exc: Exception) -> Response:
     """A bug: the client gets the shape and a message that says so. Starlette raises the error
     again after this answer, so uvicorn logs its traceback."""
-    return error_response(500, "internal_error", f"the server failed on this request ({type(exc).__name__}); "
-                                                 "its log has the details")
+    return error_response(
+        500, "internal_error", f"the server failed on this request ({type(exc).__name__}); its log has the details"
+    )
 
 
 def document_errors(openapi: dict[str, Any]) -> dict[str, Any]:

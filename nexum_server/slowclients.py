@@ -27,26 +27,39 @@ from .shape import error_json
 
 def _answer(status: int, reason: str, code: str, message: str) -> bytes:
     body = error_json(code, message)
-    return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
-            "connection: close\r\n\r\n").encode() + body
+    return (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+        "connection: close\r\n\r\n"
+    ).encode() + body
 
 
 def protocol(header_timeout_seconds: float, max_header_bytes: int, max_connections: int) -> type[Any]:
     """The uvicorn protocol class (httptools) with these bounds; pass it as `uvicorn.Config(http=...)`."""
-    too_slow = _answer(408, "Request Timeout", "request_timeout",
-                       f"the request's headers did not arrive within {header_timeout_seconds:g} s "
-                       "(NEXUM_HEADER_TIMEOUT_SECONDS)")
-    too_large = _answer(431, "Request Header Fields Too Large", "headers_too_large",
-                        f"the request's headers are larger than {max_header_bytes} bytes (NEXUM_MAX_HEADER_BYTES)")
-    too_many = _answer(503, "Service Unavailable", "too_many_connections",
-                       f"the server has {max_connections} connections open, each with a request in progress "
-                       "(NEXUM_MAX_CONNECTIONS); try again")
+    too_slow = _answer(
+        408,
+        "Request Timeout",
+        "request_timeout",
+        f"the request's headers did not arrive within {header_timeout_seconds:g} s (NEXUM_HEADER_TIMEOUT_SECONDS)",
+    )
+    too_large = _answer(
+        431,
+        "Request Header Fields Too Large",
+        "headers_too_large",
+        f"the request's headers are larger than {max_header_bytes} bytes (NEXUM_MAX_HEADER_BYTES)",
+    )
+    too_many = _answer(
+        503,
+        "Service Unavailable",
+        "too_many_connections",
+        f"the server has {max_connections} connections open, each with a request in progress "
+        "(NEXUM_MAX_CONNECTIONS); try again",
+    )
 
     class BoundedProtocol(HttpToolsProtocol):
         _timer: asyncio.TimerHandle | None = None
         _head_bytes = 0
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
             waiting = _waiting(self.server_state)
             if len(self.connections) > max_connections:
@@ -110,4 +123,4 @@ def _waiting(state: Any) -> dict[Any, None]:
     waiting = getattr(state, "nexum_waiting", None)
     if waiting is None:
         waiting = state.nexum_waiting = {}
-    return waiting  # type: ignore[no-any-return]
+    return waiting

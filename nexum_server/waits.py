@@ -21,8 +21,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from .errors import InvalidValue
-from .service import WAIT_PREFIX
 from .models import CreateWait, ErrorBody, ResolveWait, Wait, WaitList, WaitStatus
+from .service import WAIT_PREFIX
 
 if TYPE_CHECKING:
     from .service import QueueService
@@ -33,7 +33,10 @@ LIST_LIMIT = 100
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "Missing or wrong bearer token"},
     404: {"model": ErrorBody, "description": "No wait has this token"},
-    409: {"model": ErrorBody, "description": "The wait was resolved already, or timed out: the first resolution stands"},
+    409: {
+        "model": ErrorBody,
+        "description": "The wait was resolved already, or timed out: the first resolution stands",
+    },
     422: {"model": ErrorBody, "description": "A decision that does not fit the pending calls"},
     503: {"model": ErrorBody, "description": "The database is busy or failing; try again"},
 }
@@ -113,8 +116,10 @@ def decision_outcome(wait: Wait, body: ResolveWait, by: str) -> tuple[WaitStatus
     if body.decision == "deny" and not approvals:
         return WaitStatus.FAILED, None, body.reason
     if others:
-        raise InvalidValue(f"this wait also needs results for {', '.join(others)}, not only approvals; "
-                           "resolve it with a JSON payload (`nexum resolve TOKEN --json ...`)")
+        raise InvalidValue(
+            f"this wait also needs results for {', '.join(others)}, not only approvals; "
+            "resolve it with a JSON payload (`nexum resolve TOKEN --json ...`)"
+        )
     if not approvals:
         raise InvalidValue("this wait asks about no tool calls: resolve it with a JSON payload")
     chosen = set(approvals if body.decision == "deny" or body.calls is None else body.calls)
@@ -129,15 +134,20 @@ def decision_outcome(wait: Wait, body: ResolveWait, by: str) -> tuple[WaitStatus
 
 
 def _waits(request: Request) -> Waits:
-    return request.app.state.waits  # type: ignore[no-any-return]
+    return request.app.state.waits
 
 
 def _json(wait: Wait, status: int = 200) -> Response:
     return Response(wait.model_dump_json(), status_code=status, media_type="application/json")
 
 
-@router.post("/v1/sessions/{session_id:path}/waits", response_model=Wait, status_code=201, tags=["waits"],
-             responses={200: {"model": Wait, "description": "The wait made before for this key"}, **ERRORS})
+@router.post(
+    "/v1/sessions/{session_id:path}/waits",
+    response_model=Wait,
+    status_code=201,
+    tags=["waits"],
+    responses={200: {"model": Wait, "description": "The wait made before for this key"}, **ERRORS},
+)
 async def create_wait(request: Request, session_id: str, body: CreateWait) -> Response:
     """Make the session's wait for `key`, with a new token, or return the one made before."""
     wait = await _waits(request).create(session_id, body)
@@ -156,9 +166,12 @@ async def resolve_wait(request: Request, token: str, body: ResolveWait) -> Respo
 
 
 @router.get("/v1/events", response_model=WaitList, tags=["waits"], responses=ERRORS)
-async def list_waits(request: Request, status: Annotated[str | None, Query(pattern="(?i)^(waiting|resolved|failed|timed_out)$")] = None,
-                     session_id: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
-                     limit: Annotated[int, Query(ge=1, le=1000)] = LIST_LIMIT) -> WaitList:
+async def list_waits(
+    request: Request,
+    status: Annotated[str | None, Query(pattern="(?i)^(waiting|resolved|failed|timed_out)$")] = None,
+    session_id: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = LIST_LIMIT,
+) -> WaitList:
     """Waits, newest first, each with its session, its pending calls and since when it waits."""
     chosen = WaitStatus(status.upper()) if status else None
     return WaitList(waits=await _waits(request).list(chosen, session_id, limit), server_time=time.time())

@@ -1,11 +1,11 @@
 """`make demo`: the three-terminal demo in one command, then the re-run that is served from the store.
 
 Starts `nexum dev` (on the database a later plain `nexum dev` shows: NEXUM_DB, else
-`.nexum/local.db`; `.nexum/demo.db` when another server holds that one) and `worker.py` in the background, runs `demo.py QUERY` in a new
-session, runs it again in the same session (every call cached), and stops what it started. The
-worker uses the project's local stand-in web (`nexum-web`: a SearXNG-style search and pages), so
-nothing leaves this machine and no name is looked up; `--web real` (`make demo WEB=real`) uses the
-real web instead.
+`.nexum/local.db`; `.nexum/demo.db` when another server holds that one) and `worker.py` in the
+background, runs `demo.py QUERY` in a new session, runs it again in the same session (every call
+cached), and stops what it started. The worker uses the project's local stand-in web (`nexum-web`:
+a SearXNG-style search and pages), so nothing leaves this machine and no name is looked up;
+`--web real` (`make demo WEB=real`) uses the real web instead.
 
 The query comes as an argument or in the environment (`DEMO_QUERY`, which `make demo QUERY=...`
 sets without a shell in between: quotes, `$` and backticks arrive as typed).
@@ -40,8 +40,11 @@ def start_server() -> tuple[Proc, str, bool]:
     default = Settings.from_env().db
     for db in (default, FALLBACK_DB):
         try:
-            return Proc([sys.executable, "-m", "nexum_server", "dev", "--port", "0", "--db", db],
-                        ready=SERVER_READY), db, db == default
+            return (
+                Proc([sys.executable, "-m", "nexum_server", "dev", "--port", "0", "--db", db], ready=SERVER_READY),
+                db,
+                db == default,
+            )
         except RuntimeError as e:
             if "already served" not in str(e) or db == FALLBACK_DB:
                 raise
@@ -51,10 +54,18 @@ def start_server() -> tuple[Proc, str, bool]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("query", nargs="?", default=os.environ.get("DEMO_QUERY") or DEFAULT_QUERY,
-                        help="the question (default: DEMO_QUERY, else %(default)r)")
-    parser.add_argument("--web", choices=("local", "real"), default="local",
-                        help="local: the stand-in web on this machine (default); real: the internet")
+    parser.add_argument(
+        "query",
+        nargs="?",
+        default=os.environ.get("DEMO_QUERY") or DEFAULT_QUERY,
+        help="the question (default: DEMO_QUERY, else %(default)r)",
+    )
+    parser.add_argument(
+        "--web",
+        choices=("local", "real"),
+        default="local",
+        help="local: the stand-in web on this machine (default); real: the internet",
+    )
     args = parser.parse_args(argv)
     try:
         sys.exit(run(args.query, args.web))
@@ -69,10 +80,25 @@ def run(query: str, web_mode: str) -> int:
     env: dict[str, str] = {}
     try:
         if web_mode == "local":
-            print("Using the local stand-in web (nexum-web) for search and pages: nothing leaves this machine. "
-                  "`make demo WEB=real` (or --web real) uses the real web.\n", flush=True)
-            web = Proc([sys.executable, "-m", "nexum_devtools.web", "--port", "0", "--search-latency", "0.3",
-                        "--page-latency", "0.5"], ready=WEB_READY)
+            print(
+                "Using the local stand-in web (nexum-web) for search and pages: nothing leaves this machine. "
+                "`make demo WEB=real` (or --web real) uses the real web.\n",
+                flush=True,
+            )
+            web = Proc(
+                [
+                    sys.executable,
+                    "-m",
+                    "nexum_devtools.web",
+                    "--port",
+                    "0",
+                    "--search-latency",
+                    "0.3",
+                    "--page-latency",
+                    "0.5",
+                ],
+                ready=WEB_READY,
+            )
             started.append(web)
             assert web.match is not None
             env = tools_env(web.match.group(1))
@@ -81,8 +107,11 @@ def run(query: str, web_mode: str) -> int:
         assert server.match is not None
         env["NEXUM_URL"] = server.match.group(1)
         started.append(Proc([sys.executable, "worker.py"], env=env, ready=WORKER_READY))
-        print(f"Started nexum dev at {env['NEXUM_URL']} (database {db}) and worker.py.\n"
-              f"Watch the calls arrive on its page: {env['NEXUM_URL']}/ui\n", flush=True)
+        print(
+            f"Started nexum dev at {env['NEXUM_URL']} (database {db}) and worker.py.\n"
+            f"Watch the calls arrive on its page: {env['NEXUM_URL']}/ui\n",
+            flush=True,
+        )
 
         session = f"demo-{uuid.uuid4().hex[:8]}"
         demo_env = {**os.environ, **env, "SESSION_ID": session}

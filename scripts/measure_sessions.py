@@ -25,10 +25,10 @@ import httpx2
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from nexum_devtools.procs import NexumServer  # noqa: E402
 from nexum_server.config import Settings  # noqa: E402
 from nexum_server.models import WorkflowRef  # noqa: E402
 from nexum_server.store import SQLiteStore  # noqa: E402
-from nexum_devtools.procs import NexumServer  # noqa: E402
 
 REF = WorkflowRef(workflow_id="measure", version_hash="sha256:measure")
 IR = {"nodes": [{"id": "call", "kind": "EFFECT"}]}
@@ -46,8 +46,9 @@ def fill(db: Path, sessions: int, per_session: int) -> None:
         for s in range(sessions):
             for k in range(per_session):
                 now += 1
-                store.start_execution(REF, f"session-{s}", f"k{k}", {"tool_name": "web_search",
-                                                                     "tool_args": {"query": f"q{s}-{k}"}}, now)
+                store.start_execution(
+                    REF, f"session-{s}", f"k{k}", {"tool_name": "web_search", "tool_args": {"query": f"q{s}-{k}"}}, now
+                )
             for task in store.claim("filler", [REF], per_session, 30.0, now).tasks:
                 store.complete(task.task_id, task.lease_token, {"result": "x" * RESULT_CHARS}, now + 0.5)
         store.db.execute("COMMIT")
@@ -59,16 +60,19 @@ def starts(http: httpx2.Client, count: int) -> list[float]:
     took = []
     for _ in range(count):
         started = time.perf_counter()
-        response = http.post("/v1/executions", json={**REF.model_dump(), "session_id": "measure", "input": {},
-                                                     "key": uuid.uuid4().hex})
+        response = http.post(
+            "/v1/executions", json={**REF.model_dump(), "session_id": "measure", "input": {}, "key": uuid.uuid4().hex}
+        )
         response.raise_for_status()
         took.append(time.perf_counter() - started)
     return sorted(took)
 
 
 def summary(took: list[float]) -> str:
-    return (f"median {statistics.median(took) * 1000:.2f} ms, p99 {took[int(len(took) * 0.99)] * 1000:.2f} ms, "
-            f"max {took[-1] * 1000:.2f} ms")
+    return (
+        f"median {statistics.median(took) * 1000:.2f} ms, p99 {took[int(len(took) * 0.99)] * 1000:.2f} ms, "
+        f"max {took[-1] * 1000:.2f} ms"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -80,8 +84,10 @@ def main(argv: list[str] | None = None) -> None:
         db = Path(folder) / "measure.db"
         began = time.monotonic()
         fill(db, args.sessions, args.calls_per_session)
-        print(f"{args.sessions * args.calls_per_session} completed calls in {args.sessions} sessions "
-              f"({time.monotonic() - began:.1f} s to fill)")
+        print(
+            f"{args.sessions * args.calls_per_session} completed calls in {args.sessions} sessions "
+            f"({time.monotonic() - began:.1f} s to fill)"
+        )
         server = NexumServer(db)
         try:
             with httpx2.Client(base_url=server.url, timeout=60) as http:
@@ -104,8 +110,10 @@ def main(argv: list[str] | None = None) -> None:
                 finally:
                     stop.set()
                     lister.join()
-                print(f"GET /v1/sessions (50 sessions):    median {statistics.median(listed) * 1000:.0f} ms "
-                      f"over {len(listed)}")
+                print(
+                    f"GET /v1/sessions (50 sessions):    median {statistics.median(listed) * 1000:.0f} ms "
+                    f"over {len(listed)}"
+                )
         finally:
             server.stop()
 

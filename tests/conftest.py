@@ -13,8 +13,8 @@ import pydantic_ai.models
 import pytest
 
 from nexum_devtools.postgres import PostgresMissing, ThrowawayPostgres, find_bindir
-from nexum_devtools.web import WebFixture, run_web_fixture, tools_env
 from nexum_devtools.procs import DOTENV_KEYS, WORKER_READY, NexumServer, Proc, server_env
+from nexum_devtools.web import WebFixture, run_web_fixture, tools_env
 
 CI = pytest.StashKey[bool]()
 
@@ -35,7 +35,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # The checkout too: a process started elsewhere (cwd=tmp_path) runs this checkout's code, not
     # whichever checkout the virtualenv's editable install points at.
     os.environ["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(NETGUARD_DIR), str(NETGUARD_DIR.parent.parent), os.environ.get("PYTHONPATH")]))
+        filter(None, [str(NETGUARD_DIR), str(NETGUARD_DIR.parent.parent), os.environ.get("PYTHONPATH")])
+    )
     sys.path.insert(0, str(NETGUARD_DIR))
     import sitecustomize  # noqa: F401  (installs the guard here too)
 
@@ -67,13 +68,13 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     except PostgresMissing as e:
         lines = [f"postgresql: MISSING, its tests {outcome}: {e}"]
     reason = missing()
-    lines.append(f"page tests (tests/ui): {outcome}: {reason}" if reason else
-                 "page tests (tests/ui): headless Debian chromium")
+    lines.append(
+        f"page tests (tests/ui): {outcome}: {reason}" if reason else "page tests (tests/ui): headless Debian chromium"
+    )
     return lines
 
 
-PROJECT_VARIABLES = ("NEXUM_", "SESSION_ID", "OPENAI_API_KEY", "GEMINI_API_KEY",
-                     "GOOGLE_API_KEY", "ANTHROPIC_API_KEY")
+PROJECT_VARIABLES = ("NEXUM_", "SESSION_ID", "OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "ANTHROPIC_API_KEY")
 
 
 @pytest.fixture(autouse=True)
@@ -124,8 +125,9 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., NexumServer]]:
     """Start `nexum dev` on a free port with a temporary database; every server started is stopped."""
     started: list[NexumServer] = []
 
-    def start(db: Path | None = None, port: int = 0, env: dict[str, str] | None = None,
-              **settings: object) -> NexumServer:
+    def start(
+        db: Path | None = None, port: int = 0, env: dict[str, str] | None = None, **settings: object
+    ) -> NexumServer:
         server = NexumServer(db or tmp_path / "nexum.db", port, {**server_env(**settings), **(env or {})})
         started.append(server)
         return server

@@ -27,24 +27,71 @@ TOOL_CALLS = 4
 RUN_TIMEOUT_SECONDS = 150
 PROJECT_VARIABLES = ("NEXUM_", "SESSION_ID")
 TABLE_ROWS = (
-    "Agent runs", "1 cold", "2 re-run", "Pydantic AI + Nexum, new session", "Pydantic AI + Nexum, same session",
-    "Per-call latency", "bare round trip, GET /health", "cached call", "cold overhead (cold - direct)",
-    "polling-pattern call", "Throughput, end to end", "tool alone, in process", "Nexum, 1 worker",
-    "Nexum, 2 workers", "Targets", "cold overhead p99", "throughput, 1 server + 1 worker",
-    "blocking bare round trip, GET /health", "blocking cached call", "throughput, 2 workers / 1 worker",
-    "Backends: the instant tool", "SQLite, 1 server",
+    "Agent runs",
+    "1 cold",
+    "2 re-run",
+    "Pydantic AI + Nexum, new session",
+    "Pydantic AI + Nexum, same session",
+    "Per-call latency",
+    "bare round trip, GET /health",
+    "cached call",
+    "cold overhead (cold - direct)",
+    "polling-pattern call",
+    "Throughput, end to end",
+    "tool alone, in process",
+    "Nexum, 1 worker",
+    "Nexum, 2 workers",
+    "Targets",
+    "cold overhead p99",
+    "throughput, 1 server + 1 worker",
+    "blocking bare round trip, GET /health",
+    "blocking cached call",
+    "throughput, 2 workers / 1 worker",
+    "Backends: the instant tool",
+    "SQLite, 1 server",
 )
-LATENCIES = ("bare_round_trip_ms", "cached_call_ms", "bare_round_trip_blocking_ms", "cached_call_blocking_ms",
-             "direct_tool_ms", "cold_call_ms", "cold_outside_worker_ms", "polling_call_ms")
+LATENCIES = (
+    "bare_round_trip_ms",
+    "cached_call_ms",
+    "bare_round_trip_blocking_ms",
+    "cached_call_blocking_ms",
+    "direct_tool_ms",
+    "cold_call_ms",
+    "cold_outside_worker_ms",
+    "polling_call_ms",
+)
 
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
     """Run the benchmark once for every test here: its output and its JSON figures."""
     figures = tmp_path_factory.mktemp("bench") / "bench.json"
-    command = [sys.executable, "benchmark.py", "--agent", "--resume", "--calls", "--quick", "--tool-calls", str(TOOL_CALLS),
-               "--search-latency", "0.01", "--page-latency", "0.01", "--samples", "10", "--polling-samples", "3",
-               "--clients", "4", "--throughput-calls", "20", "--throughput-seconds", "1", "--json", str(figures)]
+    command = [
+        sys.executable,
+        "benchmark.py",
+        "--agent",
+        "--resume",
+        "--calls",
+        "--quick",
+        "--tool-calls",
+        str(TOOL_CALLS),
+        "--search-latency",
+        "0.01",
+        "--page-latency",
+        "0.01",
+        "--samples",
+        "10",
+        "--polling-samples",
+        "3",
+        "--clients",
+        "4",
+        "--throughput-calls",
+        "20",
+        "--throughput-seconds",
+        "1",
+        "--json",
+        str(figures),
+    ]
     # A module fixture runs before the per-test environment scrub, so it scrubs for itself. Wide
     # enough that no table cell is wrapped or cut, so rows can be found as text.
     env = {k: v for k, v in os.environ.items() if not k.startswith(PROJECT_VARIABLES) and not k.endswith("_API_KEY")}
@@ -155,8 +202,9 @@ def peers(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]
     return done.stdout, json.loads(figures.read_text())["peers"]
 
 
-def test_peers_runs_every_engine_on_every_workload(peers: tuple[str, dict[str, Any]],
-                                                   pytestconfig: pytest.Config) -> None:
+def test_peers_runs_every_engine_on_every_workload(
+    peers: tuple[str, dict[str, Any]], pytestconfig: pytest.Config
+) -> None:
     output, figures = peers
     if figures["dbos_missing"]:
         # DBOS is in the test extra: missing, it is a broken install, not a machine without it.
@@ -184,8 +232,10 @@ def test_peers_prints_the_readme_table(peers: tuple[str, dict[str, Any]]) -> Non
     lines = output.splitlines()
     header = "| workload | " + " | ".join(figures["engines"]) + " |"
     start = lines.index(header)
-    rows = lines[start + 2:start + 2 + len(PEER_ROWS)]
-    assert [row.split(" | ")[0].removeprefix("| ")[:len(p)] for row, p in zip(rows, PEER_ROWS)] == list(PEER_ROWS)
+    rows = lines[start + 2 : start + 2 + len(PEER_ROWS)]
+    assert [row.split(" | ")[0].removeprefix("| ")[: len(p)] for row, p in zip(rows, PEER_ROWS, strict=True)] == list(
+        PEER_ROWS
+    )
     assert all(row.count(" | ") == len(figures["engines"]) for row in rows)
     assert any(line.startswith("Machine: ") and "load (1 min)" in line for line in lines[start:])
 

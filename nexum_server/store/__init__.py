@@ -26,8 +26,10 @@ def backend(db: str) -> str:
         return "sqlite"
     if found.group(1).lower() in POSTGRES_SCHEMES:
         return "postgresql"
-    raise ConfigError(f"NEXUM_DB / --db {found.group(1)}://... is not supported: give a SQLite file path "
-                      "(e.g. .nexum/local.db) or a PostgreSQL URL (postgresql://user@host:5432/dbname)")
+    raise ConfigError(
+        f"NEXUM_DB / --db {found.group(1)}://... is not supported: give a SQLite file path "
+        "(e.g. .nexum/local.db) or a PostgreSQL URL (postgresql://user@host:5432/dbname)"
+    )
 
 
 def open_store(settings: Settings) -> Store:
@@ -39,8 +41,10 @@ def open_store(settings: Settings) -> Store:
         except ImportError as e:
             if e.name not in ("psycopg", "psycopg_pool"):
                 raise
-            raise ConfigError(f"NEXUM_DB / --db is a PostgreSQL URL but {e.name or 'psycopg'} is not installed: "
-                              "pip install 'nexum-pydantic-ai[postgres]'") from e
+            raise ConfigError(
+                f"NEXUM_DB / --db is a PostgreSQL URL but {e.name or 'psycopg'} is not installed: "
+                "pip install 'nexum-pydantic-ai[postgres]'"
+            ) from e
 
         store = PostgresStore(settings)
     else:

@@ -27,6 +27,7 @@ from ..models import (
     CreateWait,
     Execution,
     JournalUnit,
+    RegisterOutcome,
     SessionSummary,
     Status,
     Task,
@@ -128,6 +129,7 @@ class Store(ABC):
         """Run a read that may be slow (the web page's session counts) where it holds up no state
         change; the store's own executor unless a dialect has a better place."""
         return await self.run(method, *args, **kwargs)
+
     async def _execute(self, call: Callable[[], T]) -> T:
         """One hop to the store's executor and back; a store may group calls instead."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
@@ -146,7 +148,7 @@ class Store(ABC):
     def location(self) -> str:
         """Where the data is, for messages: a file path, or a URL without its password."""
 
-    def announce(self, url: str) -> None:
+    def announce(self, url: str) -> None:  # noqa: B027 - a hook that does nothing by default, not abstract
         """The server listens at `url` (a SQLite store names it to a second server on its file)."""
 
     async def changes(self) -> AsyncIterator[Any]:
@@ -162,7 +164,7 @@ class Store(ABC):
     def close(self) -> None: ...
 
     @abstractmethod
-    def register_workflow(self, ref: WorkflowRef, ir: dict[str, Any], now: float) -> str:
+    def register_workflow(self, ref: WorkflowRef, ir: dict[str, Any], now: float) -> RegisterOutcome:
         """Store a workflow version; answer NEW, IDENTICAL or CHANGED."""
 
     @abstractmethod
@@ -183,7 +185,11 @@ class Store(ABC):
 
     @abstractmethod
     def list_executions(
-        self, session_id: str | None, status: Status | None, key: str | None, limit: int,
+        self,
+        session_id: str | None,
+        status: Status | None,
+        key: str | None,
+        limit: int,
         id_prefix: str | None = None,
     ) -> list[Execution]:
         """Newest first; `id_prefix` keeps those whose id starts with it (`nexum show` takes a prefix)."""
@@ -265,13 +271,15 @@ class Store(ABC):
         Returns those executions."""
 
     @abstractmethod
-    def claim_for_run(self, execution_id: str, session_id: str, token: str, lease_seconds: float,
-                      now: float) -> Task | None:
+    def claim_for_run(
+        self, execution_id: str, session_id: str, token: str, lease_seconds: float, now: float
+    ) -> Task | None:
         """Lease a PENDING or INTERRUPTED in-process execution to the session's current run.
 
         `None` when it is terminal or someone holds it (a live previous run finishes what it holds).
         `SessionTakenOver` when `token` is not the session's current run.
         """
+
     # --- sessions, forget and retention: the web page, `nexum sessions`, `nexum forget` ------------
 
     @abstractmethod
@@ -329,9 +337,15 @@ class Store(ABC):
         """(workflow_id, version_hash, ir) of every workflow version the session's executions use."""
 
     @abstractmethod
-    def copy_units(self, session_id: str, units: list[CopiedUnit], bodies: list[tuple[str, str]],
-                   workflows: list[tuple[str, str, dict[str, Any]]], origin: tuple[str, int | None] | None,
-                   now: float) -> int:
+    def copy_units(
+        self,
+        session_id: str,
+        units: list[CopiedUnit],
+        bodies: list[tuple[str, str]],
+        workflows: list[tuple[str, str, dict[str, Any]]],
+        origin: tuple[str, int | None] | None,
+        now: float,
+    ) -> int:
         """Write `units` as the new session's completed executions, in order, with the message
         bodies (hash, canonical JSON) and workflow versions they need, in one transaction.
 
@@ -356,9 +370,16 @@ class Store(ABC):
         Insert first: the UNIQUE (session_id, key) decides between two creates, and a new wait is
         one statement. The timeout counts from the first create, so a replay does not restart it.
         """
-        params = {"token": secrets.token_urlsafe(24), "session_id": session_id, "key": body.key, "name": body.name,
-                  "request": _dump_json(body.request.model_dump(mode="json")), "now": now,
-                  "timeout_seconds": body.timeout_seconds, "origin": getattr(self, "origin", "")}
+        params = {
+            "token": secrets.token_urlsafe(24),
+            "session_id": session_id,
+            "key": body.key,
+            "name": body.name,
+            "request": _dump_json(body.request.model_dump(mode="json")),
+            "now": now,
+            "timeout_seconds": body.timeout_seconds,
+            "origin": getattr(self, "origin", ""),
+        }
         rows = self._rows(self.sql.CREATE_WAIT, params)
         if rows:
             return _wait(rows[0]).model_copy(update={"created": True})
@@ -375,18 +396,26 @@ class Store(ABC):
             raise NotFound("no wait has this token: it is wrong, or its session was forgotten")
         return _wait(rows[0])
 
-    def resolve_wait(self, token: str, status: WaitStatus, payload: Any, error: str | None, by: str,
-                     now: float) -> Wait:
+    def resolve_wait(
+        self, token: str, status: WaitStatus, payload: Any, error: str | None, by: str, now: float
+    ) -> Wait:
         """End a WAITING wait; `WaitOver` (changing nothing) once it was resolved or its time is up."""
-        params = {"token": token, "status": status.value, "by": by, "now": now, "error": error,
-                  "payload": None if status is not WaitStatus.RESOLVED else _dump_json(payload),
-                  "origin": getattr(self, "origin", "")}
+        params = {
+            "token": token,
+            "status": status.value,
+            "by": by,
+            "now": now,
+            "error": error,
+            "payload": None if status is not WaitStatus.RESOLVED else _dump_json(payload),
+            "origin": getattr(self, "origin", ""),
+        }
         rows = self._rows(self.sql.RESOLVE_WAIT, params)
         if rows:
             return _wait(rows[0])
         current = self.get_wait(token, now)
-        raise WaitOver(f"this wait is already {current.status.value} (by {current.resolved_by}); "
-                       "the first resolution stands")
+        raise WaitOver(
+            f"this wait is already {current.status.value} (by {current.resolved_by}); the first resolution stands"
+        )
 
     def list_waits(self, status: WaitStatus | None, session_id: str | None, limit: int, now: float) -> list[Wait]:
         """Newest first."""
@@ -396,8 +425,10 @@ class Store(ABC):
 
     def expire_waits(self, now: float) -> list[str]:
         """WAITING waits whose timeout ran out become TIMED_OUT; their tokens."""
-        return [row["token"] for row in self._rows(self.sql.EXPIRE_WAITS, {"now": now,
-                                                                        "origin": getattr(self, "origin", "")})]
+        return [
+            row["token"]
+            for row in self._rows(self.sql.EXPIRE_WAITS, {"now": now, "origin": getattr(self, "origin", "")})
+        ]
 
     def waits_over_among(self, tokens: list[str]) -> list[str]:
         """Those of `tokens` whose wait is over (a re-check for holds on other servers' resolutions)."""
@@ -421,8 +452,16 @@ def _dump_json(value: Any) -> str:
 
 def _wait(row: Any) -> Wait:
     return Wait(
-        token=row["token"], session_id=row["session_id"], key=row["key"], name=row["name"],
-        status=WaitStatus(row["status"]), request=WaitRequest.model_validate_json(row["request"]),
-        payload=json.loads(row["payload"]) if row["payload"] is not None else None, error=row["error"],
-        resolved_by=row["resolved_by"], created_at=row["created_at"], expires_at=row["expires_at"],
-        resolved_at=row["resolved_at"])
+        token=row["token"],
+        session_id=row["session_id"],
+        key=row["key"],
+        name=row["name"],
+        status=WaitStatus(row["status"]),
+        request=WaitRequest.model_validate_json(row["request"]),
+        payload=json.loads(row["payload"]) if row["payload"] is not None else None,
+        error=row["error"],
+        resolved_by=row["resolved_by"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        resolved_at=row["resolved_at"],
+    )

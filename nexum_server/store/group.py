@@ -11,6 +11,7 @@ fails with that error. A call that finds the queue empty runs alone, as before.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -80,10 +81,9 @@ class GroupCommit:
             db.execute("COMMIT")
         except Exception as e:  # the transaction itself failed: nothing in it counts
             if db.in_transaction:
-                try:
+                # A failed ROLLBACK: the connection is broken; the error below says why.
+                with contextlib.suppress(sqlite3.Error):
                     db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass  # the connection is broken; the error below says why
             return [(future, False, e) for _, future in group]
         return outcomes
 

@@ -30,7 +30,8 @@ class ServerLock:
             raise ConfigError(
                 f"{db_path} is already served by {holder}. A SQLite file serves one `nexum dev` at a time: "
                 "use that server, stop it first, or give this one another --db. To run several servers on "
-                "one database, use PostgreSQL: --db postgresql://user@host:5432/dbname") from None
+                "one database, use PostgreSQL: --db postgresql://user@host:5432/dbname"
+            ) from None
         self.announce(None)
 
     def announce(self, url: str | None) -> None:

@@ -16,10 +16,11 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, LiteralString, NoReturn, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool
@@ -27,8 +28,8 @@ from psycopg_pool import ConnectionPool
 from ..errors import (
     ConfigError,
     InvalidValue,
-    NexumError,
     LeaseLost,
+    NexumError,
     NotFound,
     SchemaError,
     SessionBusy,
@@ -37,7 +38,7 @@ from ..errors import (
     WorkflowNotFound,
 )
 from ..journal import Sent, SentRow, encode_sent
-from ..models import CallSummary, Execution, JournalUnit, SessionSummary, Status, Task, WorkflowRef
+from ..models import CallSummary, Execution, JournalUnit, RegisterOutcome, SessionSummary, Status, Task, WorkflowRef
 from . import postgres_sql as sql
 from .base import SCHEMA_VERSION, CallKey, ClaimOutcome, CopiedUnit, SessionRun, StartOutcome, Store
 
@@ -49,11 +50,11 @@ from .sqlite import (
     _copy_params,
     _dump,
     _execution,
+    _refuse_waiting,
     _sent_params,
     _session,
     _task,
     _unit,
-    _refuse_waiting,
     _unknown_message,
 )
 
@@ -76,7 +77,7 @@ SERVER_ALIVE_SECONDS = 10.0
 """A server seen by the database within this long is alive (it checks in every `RECHECK_SECONDS`)."""
 START_RETRIES = 3
 """A start whose live execution ended between its insert and its read tries again this often."""
-KEEPALIVE = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
+KEEPALIVE: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
 """TCP keepalives, so a database host that vanished is noticed within about 11 s."""
 
 
@@ -121,10 +122,10 @@ class PostgresStore(Store):
         self.url: str = settings.db
         self.origin = uuid.uuid4().hex[:16]
         """Names this server in the notifications it sends, so it can skip its own."""
-        self._pool: ConnectionPool | None = None
+        self._pool: ConnectionPool[Any] | None = None
         self._local = threading.local()
         try:
-            psycopg.conninfo.conninfo_to_dict(self.url)
+            conninfo_to_dict(self.url)
         except psycopg.ProgrammingError as e:
             raise ConfigError(f"NEXUM_DB={redacted(self.url)!r} is not a valid PostgreSQL URL: {e}") from e
 
@@ -146,9 +147,14 @@ class PostgresStore(Store):
         return super().translate(error)
 
     def _connect_args(self) -> dict[str, Any]:
-        return {"autocommit": True, "row_factory": dict_row, "connect_timeout": CONNECT_TIMEOUT_SECONDS,
-                "options": f"-c lock_timeout={LOCK_TIMEOUT}", "application_name": self.application_name,
-                **KEEPALIVE}
+        return {
+            "autocommit": True,
+            "row_factory": dict_row,
+            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            "options": f"-c lock_timeout={LOCK_TIMEOUT}",
+            "application_name": self.application_name,
+            **KEEPALIVE,
+        }
 
     @property
     def application_name(self) -> str:
@@ -160,11 +166,17 @@ class PostgresStore(Store):
             with psycopg.connect(self.url, **self._connect_args()) as db:
                 self._create_schema(db)
         except psycopg.OperationalError as e:
-            raise StoreUnavailable(f"cannot use the PostgreSQL database at {self.location}: "
-                                   f"{str(e).strip()}") from e
-        pool = ConnectionPool(self.url, min_size=1, max_size=CONNECTIONS, timeout=POOL_WAIT_SECONDS,
-                              reconnect_timeout=RECONNECT_GIVE_UP_SECONDS, kwargs=self._connect_args(),
-                              open=False, name="nexum")
+            raise StoreUnavailable(f"cannot use the PostgreSQL database at {self.location}: {str(e).strip()}") from e
+        pool = ConnectionPool(
+            self.url,
+            min_size=1,
+            max_size=CONNECTIONS,
+            timeout=POOL_WAIT_SECONDS,
+            reconnect_timeout=RECONNECT_GIVE_UP_SECONDS,
+            kwargs=self._connect_args(),
+            open=False,
+            name="nexum",
+        )
         pool.open(wait=True, timeout=CONNECT_TIMEOUT_SECONDS)
         self._pool = pool
 
@@ -176,11 +188,15 @@ class PostgresStore(Store):
             assert state is not None
             version = _scalar(db, sql.SELECT_SCHEMA_VERSION) if state["versioned"] else 0
             if state["tables"] and not state["versioned"]:
-                raise SchemaError(f"{self.location}: the schema `nexum` holds tables but no schema version, so "
-                                  "it is not a Nexum database; point --db at another database")
+                raise SchemaError(
+                    f"{self.location}: the schema `nexum` holds tables but no schema version, so "
+                    "it is not a Nexum database; point --db at another database"
+                )
             if version > SCHEMA_VERSION:
-                raise SchemaError(f"{self.location} was written by a newer Nexum server (schema {version}; this "
-                                  f"server knows up to {SCHEMA_VERSION}): upgrade this server or use another --db")
+                raise SchemaError(
+                    f"{self.location} was written by a newer Nexum server (schema {version}; this "
+                    f"server knows up to {SCHEMA_VERSION}): upgrade this server or use another --db"
+                )
             if version < SCHEMA_VERSION:
                 if version:
                     db.execute(sql.MIGRATE)
@@ -229,7 +245,7 @@ class PostgresStore(Store):
         with self._db() as db, _transaction(db):
             yield db
 
-    def _rows(self, statement: str, params: dict[str, Any]) -> list[Any]:
+    def _rows(self, statement: LiteralString, params: dict[str, Any]) -> list[Any]:
         with self._db() as db:
             cursor = db.execute(statement, params)
             return cursor.fetchall() if cursor.description is not None else []
@@ -237,7 +253,7 @@ class PostgresStore(Store):
     def _list_param(self, values: list[str]) -> Any:
         return values
 
-    def register_workflow(self, ref: WorkflowRef, ir: dict[str, Any], now: float) -> str:
+    def register_workflow(self, ref: WorkflowRef, ir: dict[str, Any], now: float) -> RegisterOutcome:
         with self._db() as db:
             if db.execute(sql.SELECT_WORKFLOW, (ref.workflow_id, ref.version_hash)).fetchone() is not None:
                 return "IDENTICAL"
@@ -247,20 +263,30 @@ class PostgresStore(Store):
             return "IDENTICAL"
         return "CHANGED" if known else "NEW"
 
-    def start_execution(self, ref: WorkflowRef, session_id: str, key: str, input: Any, now: float,
-                        sent: Sent | None = None) -> StartOutcome:
-        params = {"id": uuid.uuid4().hex, "workflow_id": ref.workflow_id, "version_hash": ref.version_hash,
-                  "session_id": session_id, "key": key, "input": _dump(input),
-                  "max_attempts": self.settings.max_attempts, "now": now, "origin": self.origin,
-                  **_sent_params(None)}
+    def start_execution(
+        self, ref: WorkflowRef, session_id: str, key: str, input: Any, now: float, sent: Sent | None = None
+    ) -> StartOutcome:
+        params = {
+            "id": uuid.uuid4().hex,
+            "workflow_id": ref.workflow_id,
+            "version_hash": ref.version_hash,
+            "session_id": session_id,
+            "key": key,
+            "input": _dump(input),
+            "max_attempts": self.settings.max_attempts,
+            "now": now,
+            "origin": self.origin,
+            **_sent_params(None),
+        }
         if sent is None:
             with self._db() as db:
                 return self._start(db, ref, params)
         # The messages, the session's references and the execution commit together, or none of them.
         with self._tx() as db:
             row = db.cursor(row_factory=tuple_row).execute(sql.PREVIOUS_SENT, (session_id,)).fetchone()
-            params.update(_sent_params(self._store_sent(db, session_id, sent.bodies, sent.hashes,
-                                                        tuple(row) if row else None)))  # type: ignore[arg-type]
+            params.update(
+                _sent_params(self._store_sent(db, session_id, sent.bodies, sent.hashes, tuple(row) if row else None))
+            )
             return self._start(db, ref, params)
 
     def _start(self, db: psycopg.Connection[Any], ref: WorkflowRef, params: dict[str, Any]) -> StartOutcome:
@@ -277,8 +303,10 @@ class PostgresStore(Store):
             if row is not None:
                 return StartOutcome(_execution(row), created=False)
             if db.execute(sql.SELECT_WORKFLOW, (ref.workflow_id, ref.version_hash)).fetchone() is None:
-                raise WorkflowNotFound(f"workflow {ref.workflow_id!r} version {ref.version_hash!r} is not "
-                                       "registered; register it with POST /v1/workflows first")
+                raise WorkflowNotFound(
+                    f"workflow {ref.workflow_id!r} version {ref.version_hash!r} is not "
+                    "registered; register it with POST /v1/workflows first"
+                )
         raise StoreUnavailable(f"the execution of {key!r} kept ending while it was started; try again")
 
     def get_execution(self, execution_id: str) -> Execution:
@@ -288,10 +316,16 @@ class PostgresStore(Store):
             raise NotFound(f"no execution with id {execution_id!r}")
         return _execution(row)
 
-    def list_executions(self, session_id: str | None, status: Status | None, key: str | None,
-                        limit: int, id_prefix: str | None = None) -> list[Execution]:
-        params = {"session_id": session_id, "status": status.value if status else None, "key": key, "limit": limit,
-                  "id_prefix": id_prefix}
+    def list_executions(
+        self, session_id: str | None, status: Status | None, key: str | None, limit: int, id_prefix: str | None = None
+    ) -> list[Execution]:
+        params = {
+            "session_id": session_id,
+            "status": status.value if status else None,
+            "key": key,
+            "limit": limit,
+            "id_prefix": id_prefix,
+        }
         with self._db() as db:
             return [_execution(row, listed=True) for row in db.execute(sql.LIST_EXECUTIONS, params)]
 
@@ -304,8 +338,11 @@ class PostgresStore(Store):
             return [row["id"] for row in db.execute(sql.PRESENT_AMONG, (execution_ids,))]
 
     def ready_by_workflow(self, workflows: list[WorkflowRef], now: float) -> dict[tuple[str, str], int]:
-        params = {"now": now, "workflow_ids": [w.workflow_id for w in workflows],
-                  "hashes": [w.version_hash for w in workflows]}
+        params = {
+            "now": now,
+            "workflow_ids": [w.workflow_id for w in workflows],
+            "hashes": [w.version_hash for w in workflows],
+        }
         with self._db() as db:
             rows = db.cursor(row_factory=tuple_row).execute(sql.READY_BY_WORKFLOW, params).fetchall()
         return {(w, v): n for w, v, n in rows}
@@ -320,11 +357,18 @@ class PostgresStore(Store):
             return current
         raise LeaseLost(f"execution {execution_id} is already {current.status.value}; nothing to cancel")
 
-    def claim(self, worker_id: str, workflows: list[WorkflowRef], limit: int, lease_seconds: float,
-              now: float) -> ClaimOutcome:
-        params = {"now": now, "lease_seconds": lease_seconds, "worker_id": worker_id, "limit": limit,
-                  "workflow_ids": [w.workflow_id for w in workflows], "hashes": [w.version_hash for w in workflows],
-                  "origin": self.origin}
+    def claim(
+        self, worker_id: str, workflows: list[WorkflowRef], limit: int, lease_seconds: float, now: float
+    ) -> ClaimOutcome:
+        params = {
+            "now": now,
+            "lease_seconds": lease_seconds,
+            "worker_id": worker_id,
+            "limit": limit,
+            "workflow_ids": [w.workflow_id for w in workflows],
+            "hashes": [w.version_hash for w in workflows],
+            "origin": self.origin,
+        }
         with self._db() as db:
             pending, lapsed, next_due = db.cursor(row_factory=tuple_row).execute(sql.CLAIMABLE, params).fetchone()  # type: ignore[misc]
             if not (pending or lapsed):
@@ -337,8 +381,12 @@ class PostgresStore(Store):
 
     def on_server_start(self, now: float) -> int:
         # Whether another server is alive is judged on the database's clock, never on ours.
-        params = {"origin": self.origin, "now": now, "lease_seconds": self.settings.lease_seconds,
-                  "alive_seconds": SERVER_ALIVE_SECONDS}
+        params = {
+            "origin": self.origin,
+            "now": now,
+            "lease_seconds": self.settings.lease_seconds,
+            "alive_seconds": SERVER_ALIVE_SECONDS,
+        }
         with self._tx() as db:
             db.execute(sql.SERVERS_LOCK)
             others = _scalar(db, sql.OTHER_SERVERS_ALIVE, params)
@@ -356,35 +404,46 @@ class PostgresStore(Store):
 
     def heartbeat(self, task_id: str, lease_token: str, lease_seconds: float, now: float) -> float:
         with self._db() as db:
-            row = db.execute(sql.HEARTBEAT, {"id": task_id, "token": lease_token, "now": now,
-                                             "lease_seconds": lease_seconds}).fetchone()
+            row = db.execute(
+                sql.HEARTBEAT, {"id": task_id, "token": lease_token, "now": now, "lease_seconds": lease_seconds}
+            ).fetchone()
         if row is None:
             self._lease_lost(task_id)
-        return row["lease_expires_at"]  # type: ignore[index]
+        return row["lease_expires_at"]
 
     def complete(self, task_id: str, lease_token: str, output: Any, now: float) -> Execution:
         return self._finish(sql.COMPLETE, {"id": task_id, "token": lease_token, "now": now, "output": _dump(output)})
 
     def fail(self, task_id: str, lease_token: str, error: str, retryable: bool, now: float) -> Execution:
-        return self._finish(sql.FAIL, {"id": task_id, "token": lease_token, "now": now, "error": error,
-                                       "retryable": retryable, "backoff": self.settings.retry_backoff_seconds,
-                                       "backoff_max": self.settings.retry_backoff_max_seconds})
+        return self._finish(
+            sql.FAIL,
+            {
+                "id": task_id,
+                "token": lease_token,
+                "now": now,
+                "error": error,
+                "retryable": retryable,
+                "backoff": self.settings.retry_backoff_seconds,
+                "backoff_max": self.settings.retry_backoff_max_seconds,
+            },
+        )
 
     def release(self, task_id: str, lease_token: str, now: float) -> Execution:
         return self._finish(sql.RELEASE, {"id": task_id, "token": lease_token, "now": now})
 
-    def _finish(self, statement: str, params: dict[str, Any]) -> Execution:
+    def _finish(self, statement: LiteralString, params: dict[str, Any]) -> Execution:
         with self._db() as db:
             row = db.execute(statement, {**params, "origin": self.origin}).fetchone()
         if row is None:
             self._lease_lost(params["id"])
         return _execution(row)
 
-    def _lease_lost(self, task_id: str) -> None:
+    def _lease_lost(self, task_id: str) -> NoReturn:
         current = self.get_execution(task_id)
         if current.status is Status.RUNNING:
-            raise LeaseLost(f"task {task_id}: the lease token is stale (the task was claimed again, "
-                            f"attempt {current.attempts})")
+            raise LeaseLost(
+                f"task {task_id}: the lease token is stale (the task was claimed again, attempt {current.attempts})"
+            )
         raise LeaseLost(f"task {task_id} is {current.status.value}; its lease is over")
 
     def count_by_status(self) -> dict[Status, int]:
@@ -397,20 +456,36 @@ class PostgresStore(Store):
     def take_session(self, session_id: str, holder: str, lease_seconds: float, now: float) -> SessionRun:
         token = uuid.uuid4().hex
         with self._db() as db:
-            row = db.execute(sql.TAKE_SESSION, {"session_id": session_id, "token": token, "holder": holder,
-                                                "now": now, "lease_seconds": lease_seconds}).fetchone()
+            row = db.execute(
+                sql.TAKE_SESSION,
+                {
+                    "session_id": session_id,
+                    "token": token,
+                    "holder": holder,
+                    "now": now,
+                    "lease_seconds": lease_seconds,
+                },
+            ).fetchone()
         assert row is not None
         live = row["holder"] is not None and row["lease_expires_at"] > now
-        return SessionRun(session_id, token, now + lease_seconds, row["holder"] if live else None,
-                          row["forked_from"], row["fork_until"])
+        return SessionRun(
+            session_id,
+            token,
+            now + lease_seconds,
+            row["holder"] if live else None,
+            row["forked_from"],
+            row["fork_until"],
+        )
 
     def renew_session(self, session_id: str, token: str, lease_seconds: float, now: float) -> float:
         with self._db() as db:
-            row = db.execute(sql.RENEW_SESSION, {"session_id": session_id, "token": token, "now": now,
-                                                 "lease_seconds": lease_seconds}).fetchone()
+            row = db.execute(
+                sql.RENEW_SESSION,
+                {"session_id": session_id, "token": token, "now": now, "lease_seconds": lease_seconds},
+            ).fetchone()
         if row is None:
             raise SessionTakenOver(f"session {session_id!r} was taken over by a newer run")
-        return row["lease_expires_at"]  # type: ignore[no-any-return]
+        return row["lease_expires_at"]
 
     def end_session_run(self, session_id: str, token: str) -> None:
         with self._db() as db:
@@ -422,10 +497,16 @@ class PostgresStore(Store):
             db.execute(sql.SESSION_RUN_GONE, params)
             return [_execution(r) for r in db.execute(sql.RUN_GONE, params).fetchall()]
 
-    def claim_for_run(self, execution_id: str, session_id: str, token: str, lease_seconds: float,
-                      now: float) -> Task | None:
-        params = {"id": execution_id, "session_id": session_id, "token": token, "now": now,
-                  "lease_seconds": lease_seconds}
+    def claim_for_run(
+        self, execution_id: str, session_id: str, token: str, lease_seconds: float, now: float
+    ) -> Task | None:
+        params = {
+            "id": execution_id,
+            "session_id": session_id,
+            "token": token,
+            "now": now,
+            "lease_seconds": lease_seconds,
+        }
         with self._tx() as db:
             row = db.execute(sql.CLAIM_FOR_RUN, params).fetchone()
             if row is None and db.execute(sql.SESSION_RUN_IS, params).fetchone() is None:
@@ -450,8 +531,13 @@ class PostgresStore(Store):
         return _session(row)
 
     def list_calls(self, session_id: str, limit: int, before: int | None) -> tuple[list[CallSummary], int | None]:
-        params = {"session_id": session_id, "limit": limit, "before": before,
-                  "input_chars": CALL_INPUT_CHARS, "error_chars": CALL_ERROR_CHARS}
+        params = {
+            "session_id": session_id,
+            "limit": limit,
+            "before": before,
+            "input_chars": CALL_INPUT_CHARS,
+            "error_chars": CALL_ERROR_CHARS,
+        }
         with self._db() as db:
             rows = db.execute(sql.LIST_CALLS, params).fetchall()
         next_before = rows[-1]["seq"] if len(rows) == limit else None
@@ -466,11 +552,13 @@ class PostgresStore(Store):
                 raise SessionBusy(
                     f"session {session_id!r} has {state['live']} call(s) still pending or running: a run in "
                     "progress would lose results it is about to read. Let it finish (or cancel them), then "
-                    "forget again")
+                    "forget again"
+                )
             if state["holder"] is not None:
                 raise SessionBusy(
                     f"session {session_id!r} is held by a run in progress ({state['holder']}): it would lose "
-                    "results it is about to read. Let it finish, then forget again")
+                    "results it is about to read. Let it finish, then forget again"
+                )
             rows = db.execute(sql.FORGET_SESSION, {"session_id": session_id, "origin": self.origin}).fetchall()
             self._collect(db, {session_id})
             db.execute(sql.FORGET_WAITS, {"session_id": session_id})
@@ -480,15 +568,22 @@ class PostgresStore(Store):
 
     def delete_terminal_before(self, cutoff: float, limit: int) -> list[CallKey]:
         with self._tx() as db:
-            rows = db.execute(sql.DELETE_TERMINAL_BEFORE,
-                              {"cutoff": cutoff, "limit": limit, "origin": self.origin}).fetchall()
+            rows = db.execute(
+                sql.DELETE_TERMINAL_BEFORE, {"cutoff": cutoff, "limit": limit, "origin": self.origin}
+            ).fetchall()
             self._collect(db, {r["session_id"] for r in rows})
         return [(r["workflow_id"], r["session_id"], r["key"]) for r in rows]
 
     # --- the journal -----------------------------------------------------------------------------------
 
-    def _store_sent(self, db: psycopg.Connection[Any], session_id: str, bodies: list[tuple[str, str]],
-                    hashes: list[str], previous: tuple[str, int, str] | None) -> SentRow:
+    def _store_sent(
+        self,
+        db: psycopg.Connection[Any],
+        session_id: str,
+        bodies: list[tuple[str, str]],
+        hashes: list[str],
+        previous: tuple[str, int, str] | None,
+    ) -> SentRow:
         """Store the bodies and the session's references to what the list adds; how to store the list."""
         encoded = encode_sent(previous, hashes)
         if bodies:
@@ -538,29 +633,43 @@ class PostgresStore(Store):
             rows = db.execute(sql.SELECT_WORKFLOWS_OF, (session_id,)).fetchall()
         return [(r["workflow_id"], r["version_hash"], json.loads(r["ir"])) for r in rows]
 
-    def copy_units(self, session_id: str, units: list[CopiedUnit], bodies: list[tuple[str, str]],
-                   workflows: list[tuple[str, str, dict[str, Any]]], origin: tuple[str, int | None] | None,
-                   now: float) -> int:
+    def copy_units(
+        self,
+        session_id: str,
+        units: list[CopiedUnit],
+        bodies: list[tuple[str, str]],
+        workflows: list[tuple[str, str, dict[str, Any]]],
+        origin: tuple[str, int | None] | None,
+        now: float,
+    ) -> int:
         with self._tx() as db:
             db.execute(sql.SESSION_LOCK, (session_id,))
             if _scalar(db, sql.SESSION_EXISTS, (session_id,)):
-                raise SessionBusy(f"session {session_id!r} already has stored calls; forget it first or pick "
-                                  "another name")
+                raise SessionBusy(
+                    f"session {session_id!r} already has stored calls; forget it first or pick another name"
+                )
             for workflow_id, version_hash, ir in workflows:
                 db.execute(sql.INSERT_WORKFLOW_IF_NEW, (workflow_id, version_hash, _dump(ir), now))
             if bodies:
                 db.execute(sql.INSERT_MESSAGES, {"hashes": [h for h, _ in bodies], "bodies": [b for _, b in bodies]})
             previous: tuple[str, int, str] | None = None
             for unit in units:
-                params = {"id": uuid.uuid4().hex, "session_id": session_id, **_copy_params(unit, now),
-                          "max_attempts": self.settings.max_attempts, **_sent_params(None)}
+                params = {
+                    "id": uuid.uuid4().hex,
+                    "session_id": session_id,
+                    **_copy_params(unit, now),
+                    "max_attempts": self.settings.max_attempts,
+                    **_sent_params(None),
+                }
                 if unit.sent is not None:
                     encoded = self._store_sent(db, session_id, [], unit.sent, previous)
                     params.update(_sent_params(encoded))
                     previous = (params["id"], encoded.count, encoded.digest)
                 if db.execute(sql.INSERT_COPY, params).fetchone() is None:
-                    raise WorkflowNotFound(f"workflow {unit.workflow_id!r} version {unit.version_hash!r} is not "
-                                           "registered here, and the copy does not carry it")
+                    raise WorkflowNotFound(
+                        f"workflow {unit.workflow_id!r} version {unit.version_hash!r} is not "
+                        "registered here, and the copy does not carry it"
+                    )
             if origin is not None:
                 db.execute(sql.INSERT_FORK, (session_id, origin[0], origin[1], now))
         return len(units)
@@ -575,9 +684,13 @@ class PostgresStore(Store):
         `RECHECK_SECONDS`: the caller re-checks what it waits for, so a notification lost with a
         dropped connection costs at most one interval. Raises when the connection is lost."""
         async with await psycopg.AsyncConnection.connect(
-                self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                application_name=self.application_name, **KEEPALIVE) as db:
-            await db.execute(f"LISTEN {sql.CHANNEL}")
+            self.url,
+            autocommit=True,
+            connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            application_name=self.application_name,
+            **KEEPALIVE,
+        ) as db:
+            await db.execute(sql.LISTEN)
             yield None
             while True:
                 async for notice in db.notifies(timeout=RECHECK_SECONDS):
@@ -605,6 +718,6 @@ def _transaction(db: psycopg.Connection[Any]) -> Iterator[None]:
             yield
 
 
-def _scalar(db: psycopg.Connection[Any], statement: str, params: Any = None) -> Any:
+def _scalar(db: psycopg.Connection[Any], statement: LiteralString, params: Any = None) -> Any:
     row = db.cursor(row_factory=tuple_row).execute(statement, params).fetchone()
     return None if row is None else row[0]

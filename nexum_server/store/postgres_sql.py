@@ -16,6 +16,7 @@ which ignores its own: it has already woken its own waiters.
 from __future__ import annotations
 
 CHANNEL = "nexum"
+LISTEN = f"LISTEN {CHANNEL}"
 LIVE = "('PENDING', 'RUNNING', 'INTERRUPTED', 'COMPLETED')"
 TERMINAL = "('COMPLETED', 'FAILED', 'CANCELLED')"
 # Two servers starting on a new database create the schema one after the other.
@@ -158,8 +159,7 @@ WORKFLOWS_IN = "(workflow_id, version_hash) IN (SELECT * FROM unnest(%(workflow_
 NOTIFY_READY = f"pg_notify('{CHANNEL}', %(origin)s || ' ready ' || workflow_id || chr(9) || version_hash)"
 NOTIFY_DONE = f"pg_notify('{CHANNEL}', %(origin)s || ' done ' || id)"
 # Per returned row: a terminal one wakes its waiters, a requeued one wakes pollers.
-NOTIFY_OUTCOME = (f"CASE WHEN status IN {TERMINAL} THEN {NOTIFY_DONE} "
-                  f"WHEN status = 'PENDING' THEN {NOTIFY_READY} END")
+NOTIFY_OUTCOME = f"CASE WHEN status IN {TERMINAL} THEN {NOTIFY_DONE} WHEN status = 'PENDING' THEN {NOTIFY_READY} END"
 
 SELECT_WORKFLOW = "SELECT 1 FROM nexum.workflows WHERE workflow_id = %s AND version_hash = %s"
 SELECT_WORKFLOW_ANY = "SELECT 1 FROM nexum.workflows WHERE workflow_id = %s LIMIT 1"
@@ -584,8 +584,9 @@ SELECT (SELECT count(*) FROM nexum.messages) AS messages,
 
 # --- waits (see sqlite_sql.py for why each statement is shaped so) ----------------------------------
 
-WAIT_COLUMNS = ("token, session_id, key, name, request, status, payload, error, resolved_by, created_at, "
-                "expires_at, resolved_at")
+WAIT_COLUMNS = (
+    "token, session_id, key, name, request, status, payload, error, resolved_by, created_at, expires_at, resolved_at"
+)
 NOTIFY_WAIT_OVER = f"pg_notify('{CHANNEL}', %(origin)s || ' done wait:' || token)"
 CREATE_WAIT = f"""
 INSERT INTO nexum.waits (token, session_id, key, name, request, status, created_at, expires_at)
@@ -615,7 +616,8 @@ SELECT *, {NOTIFY_WAIT_OVER} AS notified FROM resolved
 """
 LIST_WAITS = f"""
 SELECT {WAIT_COLUMNS} FROM nexum.waits
-WHERE (%(status)s::text IS NULL OR status = %(status)s) AND (%(session_id)s::text IS NULL OR session_id = %(session_id)s)
+WHERE (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(session_id)s::text IS NULL OR session_id = %(session_id)s)
 ORDER BY seq DESC LIMIT %(limit)s
 """
 OVER_AMONG = "SELECT token FROM nexum.waits WHERE token = ANY(%(tokens)s) AND status != 'WAITING'"

@@ -5,12 +5,14 @@ from __future__ import annotations
 LIVE = "('PENDING', 'RUNNING', 'INTERRUPTED', 'COMPLETED')"
 
 # Retention deletes the oldest terminal executions first, in small batches, without a table scan.
-RETENTION_INDEX = ("CREATE INDEX IF NOT EXISTS executions_done ON executions (completed_at) "
-                   "WHERE completed_at IS NOT NULL")
+RETENTION_INDEX = (
+    "CREATE INDEX IF NOT EXISTS executions_done ON executions (completed_at) WHERE completed_at IS NOT NULL"
+)
 # Each session's latest cached hit, read without the table (schema 4). Only the batched writes of
 # hit counts change it, never a start, claim or report.
-HITS_INDEX = ("CREATE INDEX IF NOT EXISTS executions_hits ON executions (session_id, last_hit_at) "
-              "WHERE last_hit_at IS NOT NULL")
+HITS_INDEX = (
+    "CREATE INDEX IF NOT EXISTS executions_hits ON executions (session_id, last_hit_at) WHERE last_hit_at IS NOT NULL"
+)
 
 # Schema 5: messages stored once by content hash, the sessions that refer to each (what forget and
 # retention collect by), and where a forked or imported session came from.
@@ -131,8 +133,9 @@ ALTER TABLE executions ADD COLUMN attempt_started_at REAL;
 }
 
 # One statement, so both are read from one snapshot while another server may be creating the schema.
-SCHEMA_STATE = ("SELECT (SELECT user_version FROM pragma_user_version), "
-                "(SELECT count(*) FROM sqlite_master WHERE type = 'table')")
+SCHEMA_STATE = (
+    "SELECT (SELECT user_version FROM pragma_user_version), (SELECT count(*) FROM sqlite_master WHERE type = 'table')"
+)
 
 COLUMNS = (
     "id, workflow_id, version_hash, node_id, session_id, key, input, status, attempts, max_attempts, result, "
@@ -450,7 +453,7 @@ SET forked_from = excluded.forked_from, fork_until = excluded.fork_until, create
 """
 SESSION_EXISTS = "SELECT EXISTS (SELECT 1 FROM executions WHERE session_id = ?)"
 # A copied unit (fork, import): COMPLETED with its result, as recorded in the session it came from.
-INSERT_COPY = f"""
+INSERT_COPY = """
 INSERT INTO executions (id, workflow_id, version_hash, node_id, session_id, key, input, status, attempts,
                         max_attempts, result, worker_id, scheduled_at, created_at, updated_at, started_at,
                         completed_at, sent_base, sent_added, sent_count, sent_digest)
@@ -487,7 +490,8 @@ WHERE hash IN (SELECT value FROM json_each(:hashes))
 """
 STORED_BYTES = """
 SELECT (SELECT count(*) FROM messages) AS messages,
-       (SELECT coalesce(sum(length(CAST(hash AS BLOB)) + length(CAST(body AS BLOB))), 0) FROM messages) AS message_bytes,
+       (SELECT coalesce(sum(length(CAST(hash AS BLOB)) + length(CAST(body AS BLOB))), 0) FROM messages)
+           AS message_bytes,
        (SELECT coalesce(sum(length(CAST(input AS BLOB)) + coalesce(length(CAST(result AS BLOB)), 0)
                             + coalesce(length(CAST(sent_added AS BLOB)), 0) + coalesce(length(sent_base), 0)
                             + coalesce(length(sent_digest), 0)), 0) FROM executions) AS execution_bytes,
@@ -496,8 +500,9 @@ SELECT (SELECT count(*) FROM messages) AS messages,
 
 # --- waits ----------------------------------------------------------------------------------------
 
-WAIT_COLUMNS = ("token, session_id, key, name, request, status, payload, error, resolved_by, created_at, "
-                "expires_at, resolved_at")
+WAIT_COLUMNS = (
+    "token, session_id, key, name, request, status, payload, error, resolved_by, created_at, expires_at, resolved_at"
+)
 # The UNIQUE (session_id, key) decides: a second create of the same wait inserts nothing and reads it.
 CREATE_WAIT = f"""
 INSERT INTO waits (token, session_id, key, name, request, status, created_at, expires_at)

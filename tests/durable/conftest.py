@@ -82,8 +82,18 @@ class Conformance:
     def elsewhere(self, name: str, crash_at: int | None = None, label: str = "replay") -> Outcome:
         """The scenario in this test's session, in a process of its own."""
         ledger = self._ledger(label)
-        args = [sys.executable, "-m", "tests.durable.run", name, "--url", self.server.url,
-                "--session", self.session_id, "--ledger", str(ledger)]
+        args = [
+            sys.executable,
+            "-m",
+            "tests.durable.run",
+            name,
+            "--url",
+            self.server.url,
+            "--session",
+            self.session_id,
+            "--ledger",
+            str(ledger),
+        ]
         if crash_at is not None:
             args += ["--crash-at", str(crash_at)]
         proc = Proc(args)
@@ -94,9 +104,9 @@ class Conformance:
         result = error = None
         for line in proc.lines:
             if line.startswith(RESULT):
-                result = json.loads(line[len(RESULT):])
+                result = json.loads(line[len(RESULT) :])
             elif line.startswith(ERROR):
-                error = line[len(ERROR):]
+                error = line[len(ERROR) :]
         if code not in (0, 1, -9) or (code != -9 and result is None and error is None):
             raise AssertionError(f"{args} exited with {code}:\n{proc.output}")
         return Outcome(result, error, read(ledger), code)

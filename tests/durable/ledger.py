@@ -35,5 +35,8 @@ class Entries:
 def read(path: Path) -> Entries:
     lines = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
     by = lambda kind: [line["what"] for line in lines if line["kind"] == kind]  # noqa: E731
-    return Entries(by("model"), by("effect"), [f"{line['kind']} {line['what']}" for line in lines
-                                               if line["kind"] not in ("model", "effect")])
+    return Entries(
+        by("model"),
+        by("effect"),
+        [f"{line['kind']} {line['what']}" for line in lines if line["kind"] not in ("model", "effect")],
+    )

@@ -87,6 +87,7 @@ def model(env: Env, agent: str, script: Script) -> FunctionModel:
     def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         env.answered(agent)
         return script(messages, info)
+
     return FunctionModel(answer)
 
 
@@ -118,8 +119,12 @@ def data(value: Any) -> Any:
 
 def usage_of(result: Any) -> dict[str, int]:
     usage = result.usage
-    return {"requests": usage.requests, "tool_calls": usage.tool_calls,
-            "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}
+    return {
+        "requests": usage.requests,
+        "tool_calls": usage.tool_calls,
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+    }
 
 
 SCENARIOS: dict[str, Callable[[Env], Awaitable[dict[str, Any]]]] = {}
@@ -135,8 +140,11 @@ def scenario(fn: Callable[[Env], Awaitable[dict[str, Any]]]) -> Callable[[Env], 
 
 @scenario
 async def simple(env: Env) -> dict[str, Any]:
-    agent = Agent(model(env, "simple", lambda m, i: text("The capital of Mexico is Mexico City.")),
-                  name="simple", capabilities=[env.durable()])
+    agent = Agent(
+        model(env, "simple", lambda m, i: text("The capital of Mexico is Mexico City.")),
+        name="simple",
+        capabilities=[env.durable()],
+    )
     result = await agent.run("What is the capital of Mexico?")
     return {"output": result.output}
 
@@ -169,11 +177,17 @@ def complex_agent(env: Env, name: str = "complex") -> Agent[Deps, Response]:
         if "get_country" not in done:
             return call("get_country", {}, "c1")
         if "get_weather" not in done:
-            return ModelResponse(parts=[ToolCallPart("get_weather", {"args": {"city": "Mexico City"}}, tool_call_id="c2"),
-                                        ToolCallPart("get_product_name", {}, tool_call_id="c3")])
-        answers = [{"label": "Capital of the Country", "answer": f"{done['get_country']} City"},
-                   {"label": "Weather in Mexico City", "answer": done["get_weather"]},
-                   {"label": "Product Name", "answer": done["get_product_name"]}]
+            return ModelResponse(
+                parts=[
+                    ToolCallPart("get_weather", {"args": {"city": "Mexico City"}}, tool_call_id="c2"),
+                    ToolCallPart("get_product_name", {}, tool_call_id="c3"),
+                ]
+            )
+        answers = [
+            {"label": "Capital of the Country", "answer": f"{done['get_country']} City"},
+            {"label": "Weather in Mexico City", "answer": done["get_weather"]},
+            {"label": "Product Name", "answer": done["get_product_name"]},
+        ]
         return call(info.output_tools[0].name, {"answers": answers}, "c4")
 
     def get_country(ctx: RunContext[Deps]) -> str:
@@ -188,9 +202,15 @@ def complex_agent(env: Env, name: str = "complex") -> Agent[Deps, Response]:
         env.effect("get_product_name")
         return "Pydantic AI"
 
-    return Agent(model(env, name, script), name=name, deps_type=Deps, output_type=Response,
-                 toolsets=[FunctionToolset[Deps](tools=[get_country], id="country")],
-                 tools=[get_weather, get_product_name], capabilities=[env.durable()])
+    return Agent(
+        model(env, name, script),
+        name=name,
+        deps_type=Deps,
+        output_type=Response,
+        toolsets=[FunctionToolset[Deps](tools=[get_country], id="country")],
+        tools=[get_weather, get_product_name],
+        capabilities=[env.durable()],
+    )
 
 
 COMPLEX_PROMPT = "Tell me: the capital of the country; the weather there; the product name"
@@ -216,9 +236,13 @@ async def parallel_tools(env: Env) -> dict[str, Any]:
     def script(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         if done := returns(messages):
             return text(" ".join(str(p.content) for p in done))
-        return ModelResponse(parts=[ToolCallPart("add", {"a": 1, "b": 2}, tool_call_id="p1"),
-                                    ToolCallPart("add", {"a": 1, "b": 2}, tool_call_id="p2"),
-                                    ToolCallPart("add", {"a": 3, "b": 4}, tool_call_id="p3")])
+        return ModelResponse(
+            parts=[
+                ToolCallPart("add", {"a": 1, "b": 2}, tool_call_id="p1"),
+                ToolCallPart("add", {"a": 1, "b": 2}, tool_call_id="p2"),
+                ToolCallPart("add", {"a": 3, "b": 4}, tool_call_id="p3"),
+            ]
+        )
 
     agent = Agent(model(env, "parallel", script), name="parallel", capabilities=[env.durable()])
 
@@ -248,9 +272,13 @@ def shout(text: str) -> str:
 
 
 def output_agent(env: Env, mode: str) -> Agent[None, Any]:
-    output_type: Any = {"tool": ToolOutput(City, name="final_city"), "native": NativeOutput(City),
-                        "prompted": PromptedOutput(City), "text_function": TextOutput(shout),
-                        "text": str}[mode]
+    output_type: Any = {
+        "tool": ToolOutput(City, name="final_city"),
+        "native": NativeOutput(City),
+        "prompted": PromptedOutput(City),
+        "text_function": TextOutput(shout),
+        "text": str,
+    }[mode]
 
     def script(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         if not returns(messages):
@@ -261,8 +289,12 @@ def output_agent(env: Env, mode: str) -> Agent[None, Any]:
             return text('{"city": "Mexico City", "country": "Mexico"}')
         return text("Mexico City, Mexico")
 
-    agent = Agent(model(env, f"output-{mode}", script), name=f"output-{mode}", output_type=output_type,
-                  capabilities=[env.durable()])
+    agent = Agent(
+        model(env, f"output-{mode}", script),
+        name=f"output-{mode}",
+        output_type=output_type,
+        capabilities=[env.durable()],
+    )
 
     @agent.tool_plain
     def lookup(q: str) -> str:
@@ -278,8 +310,10 @@ async def _output_mode(env: Env, mode: str) -> dict[str, Any]:
 
 
 for _mode in ("tool", "native", "prompted", "text_function", "text"):
+
     async def _run(env: Env, mode: str = _mode) -> dict[str, Any]:
         return await _output_mode(env, mode)
+
     SCENARIOS[f"output_{_mode}"] = _run
 
 
@@ -377,9 +411,12 @@ async def usage_and_run_ids(env: Env) -> dict[str, Any]:
 
     first = await agent.run("first")
     second = await agent.run("second")
-    return {"output": [first.output, second.output], "usage": [usage_of(first), usage_of(second)],
-            "run_ids": [first.run_id, second.run_id],
-            "message_run_ids": [[m.run_id for m in r.all_messages()] for r in (first, second)]}
+    return {
+        "output": [first.output, second.output],
+        "usage": [usage_of(first), usage_of(second)],
+        "run_ids": [first.run_id, second.run_id],
+        "message_run_ids": [[m.run_id for m in r.all_messages()] for r in (first, second)],
+    }
 
 
 # --- deps and metadata -------------------------------------------------------------------------------
@@ -573,7 +610,10 @@ async def cart_from_stored_history(env: Env) -> dict[str, Any]:
 
 def kind_of(output: Any) -> Any:
     if isinstance(output, DeferredToolRequests):
-        return {"calls": [c.tool_call_id for c in output.calls], "approvals": [c.tool_call_id for c in output.approvals]}
+        return {
+            "calls": [c.tool_call_id for c in output.calls],
+            "approvals": [c.tool_call_id for c in output.approvals],
+        }
     return output
 
 
@@ -584,13 +624,18 @@ def hitl_agent(env: Env) -> Agent[None, str | DeferredToolRequests]:
     def script(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         if done := returns(messages):
             return text("; ".join(f"{p.tool_name}: {p.content}" for p in sorted(done, key=lambda p: p.tool_name)))
-        return ModelResponse(parts=[ToolCallPart("create_file", {"path": "test.txt"}, tool_call_id="h1"),
-                                    ToolCallPart("delete_file", {"path": ".env"}, tool_call_id="h2"),
-                                    ToolCallPart("wipe_disk", {}, tool_call_id="h3"),
-                                    ToolCallPart("format_disk", {}, tool_call_id="h4")])
+        return ModelResponse(
+            parts=[
+                ToolCallPart("create_file", {"path": "test.txt"}, tool_call_id="h1"),
+                ToolCallPart("delete_file", {"path": ".env"}, tool_call_id="h2"),
+                ToolCallPart("wipe_disk", {}, tool_call_id="h3"),
+                ToolCallPart("format_disk", {}, tool_call_id="h4"),
+            ]
+        )
 
-    agent = Agent(model(env, "hitl", script), name="hitl", output_type=[str, DeferredToolRequests],
-                  capabilities=[env.durable()])
+    agent = Agent(
+        model(env, "hitl", script), name="hitl", output_type=[str, DeferredToolRequests], capabilities=[env.durable()]
+    )
 
     @agent.tool_plain
     def create_file(path: str) -> None:
@@ -623,16 +668,20 @@ async def approvals(env: Env) -> dict[str, Any]:
     agent = hitl_agent(env)
     rounds, results, history = [], None, None
     for _ in range(3):
-        result = await agent.run("Delete the file `.env` and create `test.txt`", message_history=history,
-                                 deferred_tool_results=results)
+        result = await agent.run(
+            "Delete the file `.env` and create `test.txt`", message_history=history, deferred_tool_results=results
+        )
         rounds.append(kind_of(result.output))
         if not isinstance(result.output, DeferredToolRequests):
             break
         history = result.all_messages()
         results = DeferredToolResults(
             calls={c.tool_call_id: "Success" for c in result.output.calls},
-            approvals={c.tool_call_id: (ToolDenied("not that") if c.tool_name == "format_disk" else True)
-                       for c in result.output.approvals})
+            approvals={
+                c.tool_call_id: (ToolDenied("not that") if c.tool_name == "format_disk" else True)
+                for c in result.output.approvals
+            },
+        )
     return {"output": rounds}
 
 
@@ -651,10 +700,16 @@ async def dynamic_toolset(env: Env) -> dict[str, Any]:
         def charge(amount: int) -> str:
             env.effect(f"charge {amount} in {ctx.deps.country}")
             return f"charged {amount} EUR"
+
         return FunctionToolset([charge])
 
-    agent = Agent(model(env, "dynamic", charge_script), name="dynamic", deps_type=Deps,
-                  toolsets=[DynamicToolset(payments, id="payments")], capabilities=[env.durable()])
+    agent = Agent(
+        model(env, "dynamic", charge_script),
+        name="dynamic",
+        deps_type=Deps,
+        toolsets=[DynamicToolset(payments, id="payments")],
+        capabilities=[env.durable()],
+    )
     result = await agent.run("Charge me", deps=Deps(country="Mexico"))
     return {"output": result.output}
 
@@ -664,8 +719,12 @@ def mcp_toolset(env: Env) -> Any:
     from fastmcp.client.transports import StdioTransport
     from pydantic_ai.mcp import MCPToolset
 
-    transport = StdioTransport(command=sys.executable, args=["-m", "tests.durable.mcp_server"], cwd=str(ROOT),
-                               env={**os.environ, LEDGER_VARIABLE: str(env.ledger)})
+    transport = StdioTransport(
+        command=sys.executable,
+        args=["-m", "tests.durable.mcp_server"],
+        cwd=str(ROOT),
+        env={**os.environ, LEDGER_VARIABLE: str(env.ledger)},
+    )
     return MCPToolset(transport, id="mcp", init_timeout=20)
 
 
@@ -674,8 +733,12 @@ async def mcp(env: Env) -> dict[str, Any]:
     def script(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         done = {p.tool_name: p.content for p in every_return(messages)}
         if not done:
-            return ModelResponse(parts=[ToolCallPart("get_product_name", {}, tool_call_id="m1"),
-                                        ToolCallPart("charge", {"amount": 10}, tool_call_id="m2")])
+            return ModelResponse(
+                parts=[
+                    ToolCallPart("get_product_name", {}, tool_call_id="m1"),
+                    ToolCallPart("charge", {"amount": 10}, tool_call_id="m2"),
+                ]
+            )
         return text(f"{done['get_product_name']}: {done['charge']}")
 
     agent = Agent(model(env, "mcp", script), name="mcp", toolsets=[mcp_toolset(env)], capabilities=[env.durable()])
@@ -713,8 +776,10 @@ async def two_agents(env: Env) -> dict[str, Any]:
 
 @scenario
 async def gather_two_agents(env: Env) -> dict[str, Any]:
-    first, second = await asyncio.gather(lookup_only(env, "left", "from left").run("look it up"),
-                                         lookup_only(env, "right", "from right").run("look it up"))
+    first, second = await asyncio.gather(
+        lookup_only(env, "left", "from left").run("look it up"),
+        lookup_only(env, "right", "from right").run("look it up"),
+    )
     return {"output": [first.output, second.output]}
 
 

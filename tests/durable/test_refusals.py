@@ -25,16 +25,22 @@ def test_an_agent_without_a_name_or_a_model_is_refused() -> None:
         Agent(name="no-model", capabilities=[NexumDurability(session_id="s")])
 
 
-@pytest.mark.parametrize("toolset", [FunctionToolset([ping]), DynamicToolset(lambda ctx: FunctionToolset([ping]))],
-                         ids=["function", "dynamic"])
+@pytest.mark.parametrize(
+    "toolset",
+    [FunctionToolset([ping]), DynamicToolset(lambda ctx: FunctionToolset([ping]))],
+    ids=["function", "dynamic"],
+)
 def test_a_toolset_without_an_id_is_refused(toolset: object) -> None:
     with pytest.raises(UserError, match="need to have a unique `id`"):
         Agent(TestModel(), name="idless", toolsets=[toolset], capabilities=[NexumDurability(session_id="s")])  # type: ignore[list-item]
 
 
 async def test_a_toolset_added_at_run_time_is_refused_before_anything_runs(durable_server: NexumServer) -> None:
-    agent = Agent(TestModel(), name="runtime", capabilities=[NexumDurability(session_id="runtime-toolset",
-                                                                             url=durable_server.url)])
+    agent = Agent(
+        TestModel(),
+        name="runtime",
+        capabilities=[NexumDurability(session_id="runtime-toolset", url=durable_server.url)],
+    )
     with pytest.raises(UserError, match="cannot be added at runtime with Nexum"):
         await agent.run("ping", toolsets=[FunctionToolset([ping], id="late")])
     async with NexumClient(durable_server.url) as client:

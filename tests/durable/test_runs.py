@@ -23,14 +23,19 @@ async def test_a_simple_run_replays_its_answer(conformance: Conformance) -> None
 
 async def test_a_complex_run_with_deps_toolsets_parallel_calls_and_structured_output(conformance: Conformance) -> None:
     plain, _, _ = await conformance.check("complex_run")
-    assert plain.output == {"answers": [{"label": "Capital of the Country", "answer": "Mexico City"},
-                                        {"label": "Weather in Mexico City", "answer": "sunny"},
-                                        {"label": "Product Name", "answer": "Pydantic AI"}]}
+    assert plain.output == {
+        "answers": [
+            {"label": "Capital of the Country", "answer": "Mexico City"},
+            {"label": "Weather in Mexico City", "answer": "sunny"},
+            {"label": "Product Name", "answer": "Pydantic AI"},
+        ]
+    }
     assert sorted(plain.entries.effects) == ["get_country", "get_product_name", "get_weather Mexico City"]
 
 
 async def test_a_complex_run_killed_before_its_last_answer_resumes_running_nothing_twice(
-        conformance: Conformance) -> None:
+    conformance: Conformance,
+) -> None:
     plain = await conformance.plain("complex_run")
     conformance.crash_and_resume("complex_run", at=3, plain=plain)
 
@@ -38,8 +43,11 @@ async def test_a_complex_run_killed_before_its_last_answer_resumes_running_nothi
 async def test_sequential_tool_calls(conformance: Conformance) -> None:
     plain, durable, _ = await conformance.check("sequential_tools")
     # Sequential: in the order the model made the calls, in both runs.
-    assert durable.entries.effects == plain.entries.effects == ["get_country", "get_weather Mexico City",
-                                                                "get_product_name"]
+    assert (
+        durable.entries.effects
+        == plain.entries.effects
+        == ["get_country", "get_weather Mexico City", "get_product_name"]
+    )
 
 
 async def test_parallel_calls_identical_ones_included_each_run_once(conformance: Conformance) -> None:
@@ -115,8 +123,9 @@ async def test_run_stream_events(conformance: Conformance) -> None:
     # deltas), in the first run as in the replay; every other event is the plain run's.
     assert replay.result["events"] == durable.result["events"]
     assert "part_delta" in plain.result["events"] and "part_delta" not in durable.result["events"]
-    assert [e for e in durable.result["events"] if e not in MODEL_PART_EVENTS] == \
-        [e for e in plain.result["events"] if e not in MODEL_PART_EVENTS]
+    assert [e for e in durable.result["events"] if e not in MODEL_PART_EVENTS] == [
+        e for e in plain.result["events"] if e not in MODEL_PART_EVENTS
+    ]
     assert durable.result["events"][-1] == "agent_run_result"
 
 

@@ -49,7 +49,8 @@ async def test_a_second_turn_with_the_message_history_runs_its_tool_again(confor
 
 
 async def test_a_second_turn_from_a_stored_history_replays_what_the_in_memory_one_recorded(
-        conformance: Conformance) -> None:
+    conformance: Conformance,
+) -> None:
     # Keys leave out what a JSON round trip or another process changes (timestamps, run ids).
     durable = await conformance.durable("multi_turn_cart")
     replay = conformance.elsewhere("cart_from_stored_history")
@@ -57,8 +58,7 @@ async def test_a_second_turn_from_a_stored_history_replays_what_the_in_memory_on
     assert replay.entries.models == replay.entries.effects == []
 
 
-async def test_a_second_turn_killed_before_its_answer_resumes_with_the_cart_as_it_was(
-        conformance: Conformance) -> None:
+async def test_a_second_turn_killed_before_its_answer_resumes_with_the_cart_as_it_was(conformance: Conformance) -> None:
     plain = await conformance.plain("multi_turn_cart")
     conformance.crash_and_resume("multi_turn_cart", at=4, plain=plain)
 
@@ -66,16 +66,21 @@ async def test_a_second_turn_killed_before_its_answer_resumes_with_the_cart_as_i
 async def test_approvals_and_deferred_calls_end_after_one_round(conformance: Conformance) -> None:
     plain, durable, _ = await conformance.check("approvals")
     first_round = {"calls": ["h1"], "approvals": ["h2", "h3", "h4"]}
-    assert plain.output == [first_round, "create_file: Success; delete_file: True; format_disk: not that; "
-                                         "wipe_disk: wiped"]
+    assert plain.output == [
+        first_round,
+        "create_file: Success; delete_file: True; format_disk: not that; wipe_disk: wiped",
+    ]
     # Each approved call runs once, approved; the denied one never; the deferred one is not called
     # again, its result comes from the caller.
-    assert sorted(durable.entries.effects) == ["create_file test.txt", "delete_file .env approved=False",
-                                               "delete_file .env approved=True", "wipe_disk"]
+    assert sorted(durable.entries.effects) == [
+        "create_file test.txt",
+        "delete_file .env approved=False",
+        "delete_file .env approved=True",
+        "wipe_disk",
+    ]
 
 
-async def test_an_approval_run_killed_before_its_answer_resumes_running_nothing_twice(
-        conformance: Conformance) -> None:
+async def test_an_approval_run_killed_before_its_answer_resumes_running_nothing_twice(conformance: Conformance) -> None:
     plain = await conformance.plain("approvals")
     conformance.crash_and_resume("approvals", at=2, plain=plain)
 
@@ -96,10 +101,14 @@ async def test_an_agent_delegating_to_another_agent_in_the_same_session(conforma
     assert plain.output == "the child said: got from child"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the usage a tool adds to ctx.usage (a child agent run with usage=ctx.usage) is not journaled "
-    "with the tool's result: a replay served from the store reports the parent's own usage only "
-    "(requests 2 instead of 4)"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "the usage a tool adds to ctx.usage (a child agent run with usage=ctx.usage) is not journaled "
+        "with the tool's result: a replay served from the store reports the parent's own usage only "
+        "(requests 2 instead of 4)"
+    ),
+)
 async def test_a_delegating_run_reports_the_same_usage_after_a_replay(conformance: Conformance) -> None:
     plain, _, replay = await conformance.check("delegation")
     assert replay.result is not None and plain.result is not None
@@ -107,7 +116,8 @@ async def test_a_delegating_run_reports_the_same_usage_after_a_replay(conformanc
 
 
 async def test_a_delegating_run_killed_inside_the_child_resumes_the_child_where_it_was(
-        conformance: Conformance) -> None:
+    conformance: Conformance,
+) -> None:
     plain = await conformance.plain("delegation")
     # Killed as the child is about to get its second answer: the parent's tool call was running, so
     # it runs again (at-least-once), and the child inside it replays what it had done.

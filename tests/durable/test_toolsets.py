@@ -25,8 +25,7 @@ async def test_an_mcp_toolset_is_journaled_and_a_replay_starts_no_mcp_server(con
     assert replay.entries.other == []
 
 
-async def test_an_mcp_run_killed_before_its_answer_resumes_calling_no_mcp_tool_again(
-        conformance: Conformance) -> None:
+async def test_an_mcp_run_killed_before_its_answer_resumes_calling_no_mcp_tool_again(conformance: Conformance) -> None:
     plain = await conformance.plain("mcp")
     resumed = conformance.crash_and_resume("mcp", at=2, plain=plain)
     assert resumed.entries.other == []

@@ -38,16 +38,20 @@ def note(log: Path, what: str) -> None:
         f.write(what + "\n")
 
 
-def build_agent(log: Path, session_id: str, client: NexumClient, timeout: float | None, detach: bool,
-                direct: bool) -> Agent[None, str]:
+def build_agent(
+    log: Path, session_id: str, client: NexumClient, timeout: float | None, detach: bool, direct: bool
+) -> Agent[None, str]:
     def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         note(log, "model")
         if direct:
             return ModelResponse(parts=[TextPart("no tools")])
         returns = [p for m in messages for p in getattr(m, "parts", []) if isinstance(p, ToolReturnPart)]
         if not returns:
-            return ModelResponse(parts=[ToolCallPart("visit_webpage", {"url": "https://a.example/<b>page</b>"},
-                                                     tool_call_id="call-visit")])
+            return ModelResponse(
+                parts=[
+                    ToolCallPart("visit_webpage", {"url": "https://a.example/<b>page</b>"}, tool_call_id="call-visit")
+                ]
+            )
         return ModelResponse(parts=[TextPart(f"answer from: {returns[0].content}")])
 
     def ask(ctx: RunContext[None], requests: DeferredToolRequests, token: str) -> None:
@@ -57,8 +61,9 @@ def build_agent(log: Path, session_id: str, client: NexumClient, timeout: float 
     def on_wait(wait: Any) -> None:
         print(WAITING + wait.token, flush=True)
 
-    capabilities: list[Any] = [NexumDurability(session_id=session_id, client=client, on_wait=on_wait,
-                                               detach_waits=detach)]
+    capabilities: list[Any] = [
+        NexumDurability(session_id=session_id, client=client, on_wait=on_wait, detach_waits=detach)
+    ]
     if not direct:
         capabilities.append(RequestInput(ask, timeout=None if timeout is None else timedelta(seconds=timeout)))
     agent = Agent(FunctionModel(model), name="approval", capabilities=capabilities)
@@ -77,6 +82,7 @@ async def run(args: argparse.Namespace) -> int:
         agent = build_agent(log, args.session, client, args.timeout, args.detach, args.direct)
         try:
             if args.direct:
+
                 async def direct_ask(token: str) -> Any:
                     note(log, "ask")
                     return {"answer": "at once", "token_seen": bool(token)}

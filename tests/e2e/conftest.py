@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from nexum_devtools.procs import NexumServer, Proc
+from nexum_devtools.web import WebFixture
 from nexum_server.client import NexumClient
 from tests.e2e.helpers import WebRequests
-from nexum_devtools.web import WebFixture
-from nexum_devtools.procs import NexumServer, Proc
 
 
 @pytest.fixture

@@ -18,9 +18,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from nexum_pydantic_ai import UnitEvent
-from nexum_devtools.web import WebFixture
 from nexum_devtools.procs import ROOT
+from nexum_devtools.web import WebFixture
+from nexum_pydantic_ai import UnitEvent
 from workflow import VISIT_WEBPAGE, WEB_SEARCH
 
 DEMO_TIMEOUT = 60.0
@@ -83,8 +83,7 @@ class Calls(list[CallRecord]):
         if event.kind == "model":
             self.model_requests.append(event)
             return
-        self.append(CallRecord(event.name, dict(event.args or {}), event if event.error is None else None,
-                               event.error))
+        self.append(CallRecord(event.name, dict(event.args or {}), event if event.error is None else None, event.error))
 
     @property
     def outcomes(self) -> list[UnitEvent]:
@@ -98,8 +97,15 @@ def demo_env(server_url: str) -> dict[str, str]:
 
 def run_demo(server_url: str, *args: str, timeout: float = DEMO_TIMEOUT) -> subprocess.CompletedProcess[str]:
     """Run `demo.py` to its end (or its own crash)."""
-    return subprocess.run([sys.executable, "demo.py", *args], cwd=ROOT, env={**os.environ, **demo_env(server_url)},
-                          capture_output=True, text=True, encoding="utf-8", timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "demo.py", *args],
+        cwd=ROOT,
+        env={**os.environ, **demo_env(server_url)},
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=timeout,
+    )
 
 
 def closed_port() -> int:
@@ -160,8 +166,14 @@ class GatedWeb:
                 if parts.path == "/search":
                     query = parse_qs(parts.query).get("q", [""])[0]
                     slug = "-".join("".join(c if c.isalnum() else " " for c in query.lower()).split())
-                    results = [{"title": f"Page {n}", "url": f"{web.url}/pages/{slug}-{n}",
-                                "content": f"Snippet {n} about {query}."} for n in range(1, web.RESULTS + 1)]
+                    results = [
+                        {
+                            "title": f"Page {n}",
+                            "url": f"{web.url}/pages/{slug}-{n}",
+                            "content": f"Snippet {n} about {query}.",
+                        }
+                        for n in range(1, web.RESULTS + 1)
+                    ]
                     return self._send("application/json", json.dumps({"query": query, "results": results}))
                 if parts.path.startswith("/pages/"):
                     with web._lock:
@@ -170,10 +182,14 @@ class GatedWeb:
                     if held:
                         web._released.wait(web.HOLD_LIMIT_SECONDS)
                     slug = parts.path.removeprefix("/pages/")
-                    text = (f"The page {slug} explains that durable execution stores each tool call once, "
-                            "so that a crashed run resumes where it stopped instead of starting over.")
-                    return self._send("text/html; charset=utf-8",
-                                      f"<html><head><title>{slug}</title></head><body><p>{text}</p></body></html>")
+                    text = (
+                        f"The page {slug} explains that durable execution stores each tool call once, "
+                        "so that a crashed run resumes where it stopped instead of starting over."
+                    )
+                    return self._send(
+                        "text/html; charset=utf-8",
+                        f"<html><head><title>{slug}</title></head><body><p>{text}</p></body></html>",
+                    )
                 self.send_error(404)
 
             def _send(self, content_type: str, body: str) -> None:

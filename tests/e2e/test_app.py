@@ -22,13 +22,13 @@ from pydantic_ai.models import Model
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from demo import build_agent
+from nexum_devtools.procs import Proc
+from nexum_devtools.web import WebFixture
+from nexum_research.offline_model import planned_model
 from nexum_server.client import NexumClient
 from nexum_server.models import Status
-from nexum_research.offline_model import planned_model
 from submit_task import call_tool
 from tests.e2e.helpers import Calls, WebRequests
-from nexum_devtools.web import WebFixture
-from nexum_devtools.procs import Proc
 from workflow import VISIT_WEBPAGE, WEB_SEARCH, WORKFLOW_ID, canonical_json
 
 PROMPT = "Research durable execution."
@@ -72,7 +72,8 @@ def final_text(messages: list[ModelMessage]) -> str:
 
 
 async def test_first_run_executes_each_call_once_and_a_rerun_is_served_from_the_store(
-        worker: Proc, client: NexumClient, web: WebFixture, web_requests: WebRequests, session_id: str) -> None:
+    worker: Proc, client: NexumClient, web: WebFixture, web_requests: WebRequests, session_id: str
+) -> None:
     plan = research_plan(web.url, session_id)
     mark = web_requests.mark()
     first = Calls()
@@ -103,7 +104,8 @@ async def test_first_run_executes_each_call_once_and_a_rerun_is_served_from_the_
 
 
 async def test_another_session_executes_the_same_calls_afresh(
-        worker: Proc, client: NexumClient, web: WebFixture, web_requests: WebRequests, session_id: str) -> None:
+    worker: Proc, client: NexumClient, web: WebFixture, web_requests: WebRequests, session_id: str
+) -> None:
     plan = research_plan(web.url, session_id)
     first = Calls()
     await run_agent(planned_model(plan, batch=2), session_id, client, first)
@@ -123,13 +125,18 @@ async def test_another_session_executes_the_same_calls_afresh(
 
 
 async def test_two_identical_calls_in_one_response_are_two_executions_replayed_in_order(
-        worker: Proc, client: NexumClient, web: WebFixture, web_requests: WebRequests, session_id: str) -> None:
+    worker: Proc, client: NexumClient, web: WebFixture, web_requests: WebRequests, session_id: str
+) -> None:
     url = f"{web.url}/slow/{session_id}?seconds={SLOW_SECONDS}"
 
     async def read_twice(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         if len(messages) == 1:
-            return ModelResponse(parts=[ToolCallPart(VISIT_WEBPAGE, {"url": url}, tool_call_id="one"),
-                                        ToolCallPart(VISIT_WEBPAGE, {"url": url}, tool_call_id="two")])
+            return ModelResponse(
+                parts=[
+                    ToolCallPart(VISIT_WEBPAGE, {"url": url}, tool_call_id="one"),
+                    ToolCallPart(VISIT_WEBPAGE, {"url": url}, tool_call_id="two"),
+                ]
+            )
         return ModelResponse(parts=[TextPart("read it twice")])
 
     mark = web_requests.mark()
@@ -154,12 +161,15 @@ async def test_two_identical_calls_in_one_response_are_two_executions_replayed_i
 
 
 async def test_two_concurrent_call_tool_make_one_request(
-        worker: Proc, client: NexumClient, web_requests: WebRequests, session_id: str) -> None:
+    worker: Proc, client: NexumClient, web_requests: WebRequests, session_id: str
+) -> None:
     args = {"query": f"concurrent {session_id}", "max_results": 2}
     mark = web_requests.mark()
 
-    one, two = await asyncio.gather(call_tool(WEB_SEARCH, args, session_id, timeout=30, client=client),
-                                    call_tool(WEB_SEARCH, args, session_id, timeout=30, client=client))
+    one, two = await asyncio.gather(
+        call_tool(WEB_SEARCH, args, session_id, timeout=30, client=client),
+        call_tool(WEB_SEARCH, args, session_id, timeout=30, client=client),
+    )
 
     assert web_requests.for_call(WEB_SEARCH, args, since=mark) == 1
     assert one.execution.id == two.execution.id
@@ -182,7 +192,8 @@ def tool_failures(messages: list[ModelMessage], tool_name: str) -> list[str]:
 
 
 async def test_a_permanent_tool_error_reaches_the_agent_and_is_retried_only_by_a_rerun(
-        worker: Proc, client: NexumClient, web: WebFixture, web_requests: WebRequests, session_id: str) -> None:
+    worker: Proc, client: NexumClient, web: WebFixture, web_requests: WebRequests, session_id: str
+) -> None:
     missing = {"url": f"{web.url}/missing/{session_id}"}
     plan = [(VISIT_WEBPAGE, missing)]
     mark = web_requests.mark()

@@ -14,6 +14,8 @@ import sys
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from nexum_devtools.procs import NexumServer, Proc, running
+from nexum_devtools.web import WebFixture, search_results, tools_env
 from nexum_server.client import NexumClient
 from nexum_server.models import Status
 from tests.e2e.helpers import (
@@ -28,8 +30,6 @@ from tests.e2e.helpers import (
     demo_env,
     run_demo,
 )
-from nexum_devtools.web import WebFixture, search_results, tools_env
-from nexum_devtools.procs import NexumServer, Proc, running
 from workflow import VISIT_WEBPAGE, WEB_SEARCH, WORKFLOW_ID
 
 OFFLINE_ANSWER = "Offline extractive model, not a language model."
@@ -39,7 +39,8 @@ PAGES_READ = 2
 
 
 def test_demo_runs_end_to_end_then_serves_the_rerun_from_the_store(
-        server: NexumServer, worker: Proc, web: WebFixture, web_requests: WebRequests, session_id: str) -> None:
+    server: NexumServer, worker: Proc, web: WebFixture, web_requests: WebRequests, session_id: str
+) -> None:
     query = f"What is durable execution {session_id}?"
     pages = [r["url"] for r in search_results(query, web.url)[:PAGES_READ]]
     mark = web_requests.mark()
@@ -77,7 +78,8 @@ def test_demo_runs_end_to_end_then_serves_the_rerun_from_the_store(
 
 
 async def test_crash_after_two_calls_then_the_rerun_executes_only_the_unfinished_call(
-        server: NexumServer, start_worker: Callable[..., Proc], session_id: str) -> None:
+    server: NexumServer, start_worker: Callable[..., Proc], session_id: str
+) -> None:
     query = f"durable crash {session_id}"
     with GatedWeb(hold=2) as gated:
         worker = start_worker(server, "--grace-seconds", "0", env=tools_env(gated.url))
@@ -102,8 +104,12 @@ async def test_crash_after_two_calls_then_the_rerun_executes_only_the_unfinished
             # The re-run starts with no worker, so it finds the unfinished call still pending and
             # waits for it; the worker is started once the re-run has been answered from the store.
             seen = len(gated.paths)
-            with running(Proc([sys.executable, "demo.py", "--model", "offline", "--session", session_id, query],
-                              env=demo_env(server.url))) as rerun:
+            with running(
+                Proc(
+                    [sys.executable, "demo.py", "--model", "offline", "--session", session_id, query],
+                    env=demo_env(server.url),
+                )
+            ) as rerun:
                 rerun.wait_for(re.compile(r"^  visit_webpage\(.*\)  cached\b"))
                 start_worker(server, env=tools_env(gated.url))
                 assert rerun.popen.wait(DEMO_TIMEOUT) == 0, rerun.output

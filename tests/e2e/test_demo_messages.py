@@ -21,7 +21,8 @@ BANNER_MARK = "observability: off"
 
 
 def test_a_run_whose_every_tool_call_failed_says_so_and_exits_1(
-        start_server: Callable[..., NexumServer], start_worker: Callable[..., Proc]) -> None:
+    start_server: Callable[..., NexumServer], start_worker: Callable[..., Proc]
+) -> None:
     server = start_server(retry_backoff_seconds=0.05)
     # Nothing listens where the search engine should be: every search fails, is retried, then fails for good.
     start_worker(server, env={"NEXUM_SEARXNG_URL": f"http://127.0.0.1:{closed_port()}"})
@@ -55,14 +56,24 @@ def test_the_pydantic_ai_banner_is_off(server: NexumServer, worker: Proc, tmp_pa
     env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_VERSION", "PYTEST_CURRENT_TEST", "CI")}
     env.update(demo_env(server.url), CLAUDECODE="1")
     control = tmp_path / "plain_agent.py"
-    control.write_text("from pydantic_ai import Agent\nfrom pydantic_ai.models.test import TestModel\n"
-                       "print(Agent(TestModel()).run_sync('hi').output)\n")
-    plain = subprocess.run([sys.executable, str(control)], env=env, capture_output=True, text=True,
-                           timeout=DEMO_TIMEOUT)
+    control.write_text(
+        "from pydantic_ai import Agent\nfrom pydantic_ai.models.test import TestModel\n"
+        "print(Agent(TestModel()).run_sync('hi').output)\n"
+    )
+    plain = subprocess.run(
+        [sys.executable, str(control)], env=env, capture_output=True, text=True, timeout=DEMO_TIMEOUT
+    )
     assert BANNER_MARK in plain.stdout + plain.stderr, "the banner shows here for a plain agent"
 
-    demo = subprocess.run([sys.executable, "demo.py", "What is durable execution?"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, encoding="utf-8", timeout=DEMO_TIMEOUT)
+    demo = subprocess.run(
+        [sys.executable, "demo.py", "What is durable execution?"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=DEMO_TIMEOUT,
+    )
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert BANNER_MARK not in demo.stdout + demo.stderr
 
@@ -72,15 +83,17 @@ def test_the_summary_line_says_tool_and_model_time_saved_apart() -> None:
     from nexum_pydantic_ai import UnitEvent
 
     progress = Progress()
-    for event in (UnitEvent("model", "offline", None, True, 0.001, saved_seconds=1.25, tokens=10),
-                  UnitEvent("tool", "web_search", {"query": "q"}, True, 0.001, saved_seconds=2.5),
-                  UnitEvent("tool", "visit_webpage", {"url": "u"}, False, 0.5)):
+    for event in (
+        UnitEvent("model", "offline", None, True, 0.001, saved_seconds=1.25, tokens=10),
+        UnitEvent("tool", "web_search", {"query": "q"}, True, 0.001, saved_seconds=2.5),
+        UnitEvent("tool", "visit_webpage", {"url": "u"}, False, 0.5),
+    ):
         progress.events.append(event)
     assert progress.summary().endswith("saved about 2.50 s of tool time and 1.25 s of model time")
 
 
 def test_crash_after_prints_the_resume_line_quoted_for_the_shell(server: NexumServer, session_id: str) -> None:
-    query = "what's $HOME `worth` \"here\"?"
+    query = 'what\'s $HOME `worth` "here"?'
     crashed = run_demo(server.url, "--model", "offline", "--session", session_id, "--crash-after", "1", query)
     assert crashed.returncode == -9, crashed.stdout + crashed.stderr
     lines = crashed.stdout.splitlines()

@@ -9,21 +9,27 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.e2e.helpers import CACHED, EXECUTED, WebRequests, run_demo
 from nexum_devtools.procs import ROOT, NexumServer, Proc
+from tests.e2e.helpers import CACHED, EXECUTED, WebRequests, run_demo
 
 COMMAND_TIMEOUT = 30
 
 
-def test_a_forgotten_session_runs_every_call_again(server: NexumServer, worker: Proc, web_requests: WebRequests,
-                                                   session_id: str) -> None:
+def test_a_forgotten_session_runs_every_call_again(
+    server: NexumServer, worker: Proc, web_requests: WebRequests, session_id: str
+) -> None:
     query = f"What is durable execution {session_id}?"
     first = run_demo(server.url, "--model", "offline", "--session", session_id, query)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "3 tool calls: 0 cached, 3 executed, 0 failed" in first.stdout
 
-    forget = subprocess.run([sys.executable, "-m", "nexum_server", "forget", session_id, "--yes", "--url", server.url],
-                            cwd=ROOT, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+    forget = subprocess.run(
+        [sys.executable, "-m", "nexum_server", "forget", session_id, "--yes", "--url", server.url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+    )
     assert forget.returncode == 0, forget.stdout + forget.stderr
     assert f"session {session_id} forgotten: 6 executions deleted" in " ".join(forget.stdout.split())
 

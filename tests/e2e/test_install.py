@@ -12,6 +12,7 @@ ended, with the rest of its run still to come, and the second run must replay wh
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -40,8 +41,11 @@ BUILD_RECIPE = b"pip wheel --no-deps -v, 1"
 PIP_TIMEOUT = 300.0
 """Upper bound for one pip command; from a warm pip cache an install takes about 15 s."""
 RUN_TIMEOUT = 60.0
-OFFLINE = re.compile(r"No matching distribution|Could not find a version|Failed to establish|"
-                     r"Network is unreachable|Temporary failure in name resolution", re.IGNORECASE)
+OFFLINE = re.compile(
+    r"No matching distribution|Could not find a version|Failed to establish|"
+    r"Network is unreachable|Temporary failure in name resolution",
+    re.IGNORECASE,
+)
 """pip's words when it cannot reach a package index: the machine, not the project."""
 MACHINE_WARNING = re.compile(r"WARNING: Location '.*' is ignored")
 """pip's word on this machine's package index configuration, not on the project."""
@@ -49,15 +53,21 @@ UNIT = re.compile(r"^\s*(ran|replayed)  (.+)$")
 
 
 def warnings(output: str) -> list[str]:
-    return [line for line in output.splitlines()
-            if re.search(r"warning|deprecat", line, re.IGNORECASE) and not MACHINE_WARNING.search(line)]
+    return [
+        line
+        for line in output.splitlines()
+        if re.search(r"warning|deprecat", line, re.IGNORECASE) and not MACHINE_WARNING.search(line)
+    ]
 
 
 def packaged_files() -> list[Path]:
     files = [ROOT / name for name in METADATA]
     for package in PACKAGES:
-        files += sorted(p for p in (ROOT / package).rglob("*")
-                        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+        files += sorted(
+            p
+            for p in (ROOT / package).rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+        )
     return files
 
 
@@ -72,8 +82,14 @@ def clean_env() -> dict[str, str]:
 
 def pip(config: pytest.Config, python: Path | str, *args: str, cwd: Path) -> str:
     """Run pip; its whole output. No package index reachable: a skip here, a failure in CI."""
-    done = subprocess.run([str(python), "-m", "pip", "--disable-pip-version-check", "--no-input", *args], cwd=cwd,
-                          env=clean_env(), capture_output=True, text=True, timeout=PIP_TIMEOUT)
+    done = subprocess.run(
+        [str(python), "-m", "pip", "--disable-pip-version-check", "--no-input", *args],
+        cwd=cwd,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=PIP_TIMEOUT,
+    )
     output = done.stdout + done.stderr
     if done.returncode != 0:
         if OFFLINE.search(output) and not config.stash[CI]:
@@ -98,29 +114,32 @@ def built_wheel(config: pytest.Config) -> tuple[Path, str]:
             shutil.copyfile(path, target)
         staged = Path(tmp) / "wheel"
         # -v shows setuptools' own output, where its warnings are.
-        log = pip(config, sys.executable, "wheel", "--no-deps", "-v", "--wheel-dir", str(staged), str(source),
-                  cwd=Path(tmp))
+        log = pip(
+            config, sys.executable, "wheel", "--no-deps", "-v", "--wheel-dir", str(staged), str(source), cwd=Path(tmp)
+        )
         (staged / "build.log").write_text(log)
         WHEEL_CACHE.mkdir(parents=True, exist_ok=True)
         for old in WHEEL_CACHE.iterdir():
             shutil.rmtree(old, ignore_errors=True)
-        try:
-            staged.rename(folder)  # atomic: a concurrent run sees a whole folder or none
-        except OSError:
-            pass
+        # Atomic: a concurrent run sees a whole folder or none (and the one that lost keeps its own).
+        with contextlib.suppress(OSError):
+            staged.rename(folder)
     return sorted(folder.glob("*.whl"))[0], (folder / "build.log").read_text()
 
 
 def installed(python: Path, cwd: Path, modules: str) -> dict[str, object]:
     """What `python` imports from `cwd`: the files of `modules`, whether pydantic_ai and the example exist, sys.path."""
-    code = (f"import importlib, importlib.util, json, sys\n"
-            f"files = {{m: importlib.import_module(m).__file__ for m in {modules.split()!r}}}\n"
-            "print(json.dumps({'files': files, 'path': sys.path,\n"
-            "                  'pydantic_ai': importlib.util.find_spec('pydantic_ai') is not None,\n"
-            "                  'nexum_research': importlib.util.find_spec('nexum_research') is not None,\n"
-            "                  'loaded': sorted(sys.modules)}))\n")
-    done = subprocess.run([str(python), "-c", code], cwd=cwd, env=clean_env(), capture_output=True, text=True,
-                          timeout=RUN_TIMEOUT)
+    code = (
+        f"import importlib, importlib.util, json, sys\n"
+        f"files = {{m: importlib.import_module(m).__file__ for m in {modules.split()!r}}}\n"
+        "print(json.dumps({'files': files, 'path': sys.path,\n"
+        "                  'pydantic_ai': importlib.util.find_spec('pydantic_ai') is not None,\n"
+        "                  'nexum_research': importlib.util.find_spec('nexum_research') is not None,\n"
+        "                  'loaded': sorted(sys.modules)}))\n"
+    )
+    done = subprocess.run(
+        [str(python), "-c", code], cwd=cwd, env=clean_env(), capture_output=True, text=True, timeout=RUN_TIMEOUT
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -146,16 +165,16 @@ def fifo(tmp_path: Path) -> Iterator[Path]:
     path = work / "b.fifo"
     os.mkfifo(path)
     yield path
-    try:
+    # OSError: no reader waiting (ENXIO), nothing to let go.
+    with contextlib.suppress(OSError):
         os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
-    except OSError:
-        pass  # no reader waiting (ENXIO): nothing to let go
 
 
 # The first run builds the wheel and may fill pip's cache; later ones take about 30 s.
 @pytest.mark.timeout(600)
-def test_the_readme_agent_from_an_installed_wheel_survives_kill_9(pytestconfig: pytest.Config, tmp_path: Path,
-                                                                  fifo: Path) -> None:
+def test_the_readme_agent_from_an_installed_wheel_survives_kill_9(
+    pytestconfig: pytest.Config, tmp_path: Path, fifo: Path
+) -> None:
     work = fifo.parent
     wheel, build_log = built_wheel(pytestconfig)
     assert not warnings(build_log), build_log
@@ -167,8 +186,11 @@ def test_the_readme_agent_from_an_installed_wheel_survives_kill_9(pytestconfig: 
     # The engine alone: it installs, imports and serves without Pydantic AI.
     output = pip(pytestconfig, python, "install", str(wheel), cwd=work)
     assert not warnings(output), output
-    engine = installed(python, work, "nexum_server nexum_server.api nexum_server.cli nexum_server.client "
-                                     "nexum_devtools.procs nexum_devtools.web")
+    engine = installed(
+        python,
+        work,
+        "nexum_server nexum_server.api nexum_server.cli nexum_server.client nexum_devtools.procs nexum_devtools.web",
+    )
     assert_from(venv, engine)
     assert engine["pydantic_ai"] is False and engine["nexum_research"] is False
     assert not [m for m in engine["loaded"] if m.startswith(("pydantic_ai", "nexum_pydantic_ai"))]  # type: ignore[union-attr]
@@ -176,13 +198,23 @@ def test_the_readme_agent_from_an_installed_wheel_survives_kill_9(pytestconfig: 
     assert {p.name for p in page.iterdir()} >= {"index.html", "app.js", "app.css"}
 
     # No PostgreSQL driver without the postgres extra: the server says which extra, before connecting.
-    refused = subprocess.run([str(venv / "bin" / "nexum"), "dev", "--db", "postgresql://nobody@127.0.0.1:9/none"],
-                             cwd=work, env=clean_env(), capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    refused = subprocess.run(
+        [str(venv / "bin" / "nexum"), "dev", "--db", "postgresql://nobody@127.0.0.1:9/none"],
+        cwd=work,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
     assert refused.returncode == 2 and "nexum-pydantic-ai[postgres]" in refused.stderr, refused
 
     with ExitStack() as stack:
-        server = Proc([str(venv / "bin" / "nexum"), "dev", "--port", "0", "--db", str(work / "nexum.db")],
-                      env={"PYTHONPATH": ""}, ready=SERVER_READY, cwd=work)
+        server = Proc(
+            [str(venv / "bin" / "nexum"), "dev", "--port", "0", "--db", str(work / "nexum.db")],
+            env={"PYTHONPATH": ""},
+            ready=SERVER_READY,
+            cwd=work,
+        )
         stack.callback(server.stop)
         assert server.match is not None
         url = server.match.group(1)
@@ -195,8 +227,9 @@ def test_the_readme_agent_from_an_installed_wheel_survives_kill_9(pytestconfig: 
         (work / "own_agent.py").write_text(readme_example())
         (work / "a.txt").write_text("hello durable world\n")
         env = {"PYTHONPATH": "", "NEXUM_URL": url}
-        worker = Proc([str(python), "-m", "nexum_pydantic_ai.worker", "own_agent:TOOLSET"], env=env,
-                      ready=WORKER_READY, cwd=work)
+        worker = Proc(
+            [str(python), "-m", "nexum_pydantic_ai.worker", "own_agent:TOOLSET"], env=env, ready=WORKER_READY, cwd=work
+        )
         stack.callback(worker.stop)
         agent = [str(python), "own_agent.py", "a.txt", fifo.name]
 
@@ -218,11 +251,18 @@ def test_the_readme_agent_from_an_installed_wheel_survives_kill_9(pytestconfig: 
 
     done_before = units(first)
     after = units(second)
-    expected = ["model request", "read_text_file('a.txt')", "model request", "read_text_file('b.fifo')",
-                "model request", "count_words('hello durable world\\n\\nthree more words\\n')", "model request"]
+    expected = [
+        "model request",
+        "read_text_file('a.txt')",
+        "model request",
+        "read_text_file('b.fifo')",
+        "model request",
+        "count_words('hello durable world\\n\\nthree more words\\n')",
+        "model request",
+    ]
     assert [what for _, what in after] == expected, second.output
     # What the killed run had done is replayed; what it never reached runs once, in the second run.
-    assert all(how == "replayed" for how, _ in after[:len(done_before)]), (first.output, second.output)
+    assert all(how == "replayed" for how, _ in after[: len(done_before)]), (first.output, second.output)
     assert after[-2:] == [("ran", expected[-2]), ("ran", expected[-1])], second.output
     assert "6 words in 2 files" in second.output
     for name in ("a.txt", "b.fifo"):

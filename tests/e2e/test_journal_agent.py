@@ -68,8 +68,9 @@ class Weather:
         return toolset
 
 
-def weather_agent(script: Script, weather: Weather, session_id: str | None,
-                  client: NexumClient | None = None) -> tuple[Agent, NexumDurability]:
+def weather_agent(
+    script: Script, weather: Weather, session_id: str | None, client: NexumClient | None = None
+) -> tuple[Agent, NexumDurability]:
     durability = NexumDurability(session_id=session_id, client=client)
     agent = Agent(FunctionModel(script), name="weather", toolsets=[weather.toolset()], capabilities=[durability])
     return agent, durability
@@ -77,8 +78,14 @@ def weather_agent(script: Script, weather: Weather, session_id: str | None,
 
 async def nexum(*args: str) -> str:
     """One `nexum` command, as a user types it; its output with the lines joined."""
-    done = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "nexum_server", *args], cwd=ROOT,
-                                   capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "nexum_server", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return " ".join(done.stdout.split())
 
@@ -93,8 +100,9 @@ async def record(url: str, session_id: str) -> str:
     return result.output
 
 
-async def test_a_fork_until_3_replays_three_units_and_runs_the_rest_live(server: NexumServer, client: NexumClient,
-                                                                          session_id: str) -> None:
+async def test_a_fork_until_3_replays_three_units_and_runs_the_rest_live(
+    server: NexumServer, client: NexumClient, session_id: str
+) -> None:
     recorded = await record(server.url, session_id)
     assert recorded == "A: Paris: 21 C; Rome: 21 C; Oslo: 21 C"
     fork = f"{session_id}-fork"
@@ -128,7 +136,8 @@ async def test_a_fork_until_3_replays_three_units_and_runs_the_rest_live(server:
 
 
 async def test_an_export_imported_into_a_fresh_server_replays_with_nothing_run(
-        start_server: Any, tmp_path: Path, session_id: str) -> None:
+    start_server: Any, tmp_path: Path, session_id: str
+) -> None:
     first = start_server(db=tmp_path / "first.db")
     recorded = await record(first.url, session_id)
     run_file = tmp_path / "run.json"
@@ -153,7 +162,8 @@ async def test_an_export_imported_into_a_fresh_server_replays_with_nothing_run(
 
 
 async def test_the_recorded_model_answers_offline_and_names_the_first_unrecorded_request(
-        server: NexumServer, tmp_path: Path, session_id: str) -> None:
+    server: NexumServer, tmp_path: Path, session_id: str
+) -> None:
     recorded = await record(server.url, session_id)
     run_file = tmp_path / "run.json"
     await nexum("export", session_id, "-o", str(run_file), "--url", server.url)
@@ -185,8 +195,11 @@ async def test_the_recorded_model_answers_offline_and_names_the_first_unrecorded
     agent, _ = weather_agent(Script([], "unused"), Weather(units="K"), None)
     with agent.override(model=RecordedModel.from_export(run_file)), pytest.raises(NotRecorded) as changed_tool:
         await agent.run(PROMPT)
-    assert re.search(r"^model request 2 of this run was never recorded .* its last message: "
-                     r"the result of lookup: 'Paris: 21 K'$", str(changed_tool.value))
+    assert re.search(
+        r"^model request 2 of this run was never recorded .* its last message: "
+        r"the result of lookup: 'Paris: 21 K'$",
+        str(changed_tool.value),
+    )
 
     # Matched by the whole key (the deps and metadata as the recorded run had them), the same agent is
     # answered, and one with another tool is a miss although the tool it calls answers the same.
@@ -194,13 +207,16 @@ async def test_the_recorded_model_answers_offline_and_names_the_first_unrecorded
     with agent.override(model=RecordedModel.from_export(run_file, deps=None, metadata=None)):
         assert (await agent.run(PROMPT)).output == recorded
     agent.tool_plain(name="forecast")(lambda city: city)
-    with agent.override(model=RecordedModel.from_export(run_file, deps=None, metadata=None)), \
-            pytest.raises(NotRecorded, match="^model request 1 .* same unit key"):
+    with (
+        agent.override(model=RecordedModel.from_export(run_file, deps=None, metadata=None)),
+        pytest.raises(NotRecorded, match=r"^model request 1 .* same unit key"),
+    ):
         await agent.run(PROMPT)
 
 
-async def test_the_readme_test_passes_against_a_session_the_own_agent_recorded(server: NexumServer,
-                                                                                tmp_path: Path) -> None:
+async def test_the_readme_test_passes_against_a_session_the_own_agent_recorded(
+    server: NexumServer, tmp_path: Path
+) -> None:
     """The README's pytest example, as a user runs it: the agent recorded with its worker, the session
     exported, then pytest with nothing running but pytest."""
     for example in ("own_agent.py", "test_own_agent.py"):
@@ -208,8 +224,14 @@ async def test_the_readme_test_passes_against_a_session_the_own_agent_recorded(s
     (tmp_path / "a.txt").write_text("one two three four\n")
     (tmp_path / "b.txt").write_text("five six seven eight nine\n")
     env = {"NEXUM_URL": server.url}
-    with running(Proc([sys.executable, "-m", "nexum_pydantic_ai.worker", "own_agent:TOOLSET"], env=env,
-                      ready=WORKER_READY, cwd=tmp_path)):
+    with running(
+        Proc(
+            [sys.executable, "-m", "nexum_pydantic_ai.worker", "own_agent:TOOLSET"],
+            env=env,
+            ready=WORKER_READY,
+            cwd=tmp_path,
+        )
+    ):
         agent = Proc([sys.executable, "own_agent.py", "a.txt", "b.txt"], env=env, cwd=tmp_path)
         with running(agent):
             assert agent.popen.wait(RUN_TIMEOUT) == 0, agent.output
@@ -227,13 +249,15 @@ def requests_by_route(server: NexumServer) -> dict[tuple[str, str, str], int]:
     """How many HTTP requests the server answered, by (method, route, status), from its /metrics."""
     with server.http() as http:
         text = http.get("/metrics").text
-    found = re.finditer(r'^nexum_request_seconds_count\{method="(\w+)",route="([^"]+)",status="(\d+)"\} (\S+)$',
-                        text, re.MULTILINE)
+    found = re.finditer(
+        r'^nexum_request_seconds_count\{method="(\w+)",route="([^"]+)",status="(\d+)"\} (\S+)$', text, re.MULTILINE
+    )
     return {(m[1], m[2], m[3]): int(float(m[4])) for m in found if m[2] != "/metrics"}
 
 
-async def test_the_messages_a_model_request_was_sent_add_no_round_trip(server: NexumServer, client: NexumClient,
-                                                                       session_id: str) -> None:
+async def test_the_messages_a_model_request_was_sent_add_no_round_trip(
+    server: NexumServer, client: NexumClient, session_id: str
+) -> None:
     """A fresh run of 10 model requests and 9 tool calls: each unit is one start and one completion,
     a model request's messages riding in its start, as a tool call (which has none) is."""
     before = requests_by_route(server)

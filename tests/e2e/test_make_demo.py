@@ -13,13 +13,19 @@ from pathlib import Path
 from nexum_devtools.procs import ROOT
 
 DEMO_TIMEOUT = 120.0
-ODD_QUERY = 'say "hi" $5 `echo x` $(HOME) \'single\' café'
+ODD_QUERY = "say \"hi\" $5 `echo x` $(HOME) 'single' café"
 
 
 def demo_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # keeps the network guard
-    return {**os.environ, "PYTHONPATH": pythonpath, "NEXUM_DB": str(tmp_path / "local.db"), "COLUMNS": "200",
-            "PYTHONIOENCODING": "utf-8", **extra}
+    return {
+        **os.environ,
+        "PYTHONPATH": pythonpath,
+        "NEXUM_DB": str(tmp_path / "local.db"),
+        "COLUMNS": "200",
+        "PYTHONIOENCODING": "utf-8",
+        **extra,
+    }
 
 
 def fake_venv(tmp_path: Path) -> Path:
@@ -31,9 +37,15 @@ def fake_venv(tmp_path: Path) -> Path:
 
 
 def test_make_demo_passes_the_query_as_typed_and_says_where_to_look(tmp_path: Path) -> None:
-    done = subprocess.run(["make", "-s", "demo", f"VENV={fake_venv(tmp_path)}", f"PY={sys.executable}",
-                           f"QUERY={ODD_QUERY}"], cwd=ROOT, env=demo_env(tmp_path), capture_output=True,
-                          text=True, encoding="utf-8", timeout=DEMO_TIMEOUT)
+    done = subprocess.run(
+        ["make", "-s", "demo", f"VENV={fake_venv(tmp_path)}", f"PY={sys.executable}", f"QUERY={ODD_QUERY}"],
+        cwd=ROOT,
+        env=demo_env(tmp_path),
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=DEMO_TIMEOUT,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"Query    {ODD_QUERY}\n" in done.stdout
     assert "/ui\n" in done.stdout and "Watch the calls arrive on its page: http://127.0.0.1:" in done.stdout
@@ -42,8 +54,14 @@ def test_make_demo_passes_the_query_as_typed_and_says_where_to_look(tmp_path: Pa
 
 
 def test_make_demo_refuses_an_unknown_web(tmp_path: Path) -> None:
-    done = subprocess.run(["make", "-s", "demo", f"VENV={fake_venv(tmp_path)}", f"PY={sys.executable}", "WEB=nope"],
-                          cwd=ROOT, env=demo_env(tmp_path), capture_output=True, text=True, timeout=DEMO_TIMEOUT)
+    done = subprocess.run(
+        ["make", "-s", "demo", f"VENV={fake_venv(tmp_path)}", f"PY={sys.executable}", "WEB=nope"],
+        cwd=ROOT,
+        env=demo_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=DEMO_TIMEOUT,
+    )
     assert done.returncode != 0 and "invalid choice: 'nope'" in done.stderr
 
 
@@ -51,9 +69,14 @@ def test_ctrl_c_stops_the_demo_and_what_it_started_without_a_traceback(tmp_path:
     log = tmp_path / "out.txt"
     with log.open("w") as out:
         # Its own process group, like a terminal's foreground job: Ctrl-C reaches every process in it.
-        demo = subprocess.Popen([sys.executable, "scripts/demo_stack.py", "q"], cwd=ROOT, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                env=demo_env(tmp_path, NEXUM_OFFLINE_THINK_SECONDS="60"))
+        demo = subprocess.Popen(
+            [sys.executable, "scripts/demo_stack.py", "q"],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=demo_env(tmp_path, NEXUM_OFFLINE_THINK_SECONDS="60"),
+        )
     try:
         deadline = time.monotonic() + DEMO_TIMEOUT
         while "Model    offline" not in log.read_text():  # demo.py is up and asking the model
@@ -67,4 +90,7 @@ def test_ctrl_c_stops_the_demo_and_what_it_started_without_a_traceback(tmp_path:
             demo.wait()
     text = log.read_text()
     assert "Traceback" not in text, text
-    assert "interrupted: the demo, the worker and the server are stopped." in text and "Stopped the worker and the server." in text
+    assert (
+        "interrupted: the demo, the worker and the server are stopped." in text
+        and "Stopped the worker and the server." in text
+    )

@@ -38,10 +38,13 @@ def test_alone_it_prints_the_variables_to_export_and_stops_on_ctrl_c(tmp_path: P
 
 
 def test_with_a_command_it_runs_it_with_the_variables_and_returns_its_exit_code() -> None:
-    script = ("import os, sys; print('SEEN', os.environ['NEXUM_SEARXNG_URL'], os.environ['NEXUM_SEARCH_BACKEND']); "
-              "sys.exit(3)")
-    result = subprocess.run([*NEXUM_WEB, "--port", "0", sys.executable, "-c", script], cwd=ROOT,
-                            capture_output=True, text=True, timeout=30)
+    script = (
+        "import os, sys; print('SEEN', os.environ['NEXUM_SEARXNG_URL'], os.environ['NEXUM_SEARCH_BACKEND']); "
+        "sys.exit(3)"
+    )
+    result = subprocess.run(
+        [*NEXUM_WEB, "--port", "0", sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 3, result.stdout + result.stderr
     url = READY.match(result.stdout).group(1)
     assert f"SEEN {url} searxng" in result.stdout
@@ -49,8 +52,9 @@ def test_with_a_command_it_runs_it_with_the_variables_and_returns_its_exit_code(
 
 
 def test_a_command_that_cannot_run_is_named() -> None:
-    result = subprocess.run([*NEXUM_WEB, "--port", "0", "no-such-command-here"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [*NEXUM_WEB, "--port", "0", "no-such-command-here"], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 127
     assert "nexum-web: cannot run 'no-such-command-here'" in result.stderr
 
@@ -63,8 +67,9 @@ def test_a_restart_keeps_the_port_so_stored_page_urls_still_answer(tmp_path: Pat
         url = first.match.group(1)
         page = httpx2.get(f"{url}/search", params={"q": "durable", "format": "json"}).json()["results"][0]["url"]
         # A second one while the first runs cannot take the port: it says so, naming where it is kept.
-        clash = subprocess.run([*NEXUM_WEB, "--state-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
-                               timeout=30)
+        clash = subprocess.run(
+            [*NEXUM_WEB, "--state-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=30
+        )
         assert clash.returncode == 2
         assert clash.stderr.startswith("error: nexum-web: cannot listen") and "web-port" in clash.stderr
         first.signal(signal.SIGINT)

@@ -39,9 +39,14 @@ def command_of(line: str) -> str:
 def terminal_env(tmp_path: Path, free_port: int) -> dict[str, str]:
     """A terminal with the virtualenv active (its `python`, `nexum` and `nexum-web` first on PATH)."""
     venv_bin = str(Path(sys.executable).parent)
-    return {"PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}", "NEXUM_PORT": str(free_port),
-            "NEXUM_DB": str(tmp_path / "readme.db"), "NEXUM_URL": f"http://127.0.0.1:{free_port}",
-            "COLUMNS": "200", "PYTHONIOENCODING": "utf-8"}
+    return {
+        "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}",
+        "NEXUM_PORT": str(free_port),
+        "NEXUM_DB": str(tmp_path / "readme.db"),
+        "NEXUM_URL": f"http://127.0.0.1:{free_port}",
+        "COLUMNS": "200",
+        "PYTHONIOENCODING": "utf-8",
+    }
 
 
 @pytest.fixture
@@ -55,15 +60,25 @@ def free_port() -> int:
 
 def shell(line: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """One line typed at a terminal (bash, so `VAR=value command` works as written)."""
-    return subprocess.run(["bash", "-c", line], cwd=ROOT, env={**os.environ, **env}, capture_output=True,
-                          text=True, encoding="utf-8", timeout=FLOW_TIMEOUT)
+    return subprocess.run(
+        ["bash", "-c", line],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=FLOW_TIMEOUT,
+    )
 
 
 def test_the_three_terminal_flow_works_offline_as_written(terminal_env: dict[str, str]) -> None:
     lines = readme_flow()
     terminals = {m["number"]: m["command"].strip() for line in lines if (m := TERMINAL.match(line))}
-    assert terminals == {"1": "nexum dev", "2": "nexum-web python worker.py",
-                         "3": 'python demo.py "What is durable execution?"'}, terminals
+    assert terminals == {
+        "1": "nexum dev",
+        "2": "nexum-web python worker.py",
+        "3": 'python demo.py "What is durable execution?"',
+    }, terminals
 
     server = Proc(shlex.split(terminals["1"]), env=terminal_env, ready=SERVER_READY)
     try:

@@ -14,15 +14,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-import submit_task
+from nexum_devtools.procs import ROOT, NexumServer, Proc
+from nexum_devtools.web import WebFixture, search_results
 from nexum_pydantic_ai import _tool_call
 from nexum_server.client import NexumClient, NexumSyncClient
 from nexum_server.errors import WaitTimeout
 from nexum_server.models import Status
 from submit_task import call_tool, submit_tool_call
 from tests.e2e.helpers import WebRequests
-from nexum_devtools.web import WebFixture, search_results
-from nexum_devtools.procs import ROOT, NexumServer, Proc
 from workflow import WEB_SEARCH
 
 SCRIPT_TIMEOUT = 60.0
@@ -36,12 +35,20 @@ print(submit_tool_call("web_search", {"query": sys.argv[1]}, session_id=sys.argv
 
 def run_python(server_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "NEXUM_URL": server_url, "PYTHONIOENCODING": "utf-8"}
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          encoding="utf-8", timeout=SCRIPT_TIMEOUT)
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=SCRIPT_TIMEOUT,
+    )
 
 
 def test_blocking_submit_from_a_plain_script_then_the_cli_gets_it_cached(
-        server: NexumServer, worker: Proc, web: WebFixture, web_requests: WebRequests, session_id: str) -> None:
+    server: NexumServer, worker: Proc, web: WebFixture, web_requests: WebRequests, session_id: str
+) -> None:
     query = f"plain script {session_id}"
     expected_urls = [r["url"] for r in search_results(query, web.url)[:5]]
     mark = web_requests.mark()
@@ -61,8 +68,13 @@ def test_blocking_submit_from_a_plain_script_then_the_cli_gets_it_cached(
 
 
 async def test_without_a_worker_call_tool_warns_then_times_out(
-        server: NexumServer, client: NexumClient, web_requests: WebRequests, session_id: str,
-        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    server: NexumServer,
+    client: NexumClient,
+    web_requests: WebRequests,
+    session_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     monkeypatch.setattr(_tool_call, "NO_WORKER_WARNING_SECONDS", 0.2)
     caplog.set_level(logging.WARNING, logger=_tool_call.log.name)
     args = {"query": f"nobody home {session_id}"}
@@ -89,8 +101,13 @@ KEYS = 30
 
 
 def test_blocking_submit_is_safe_from_many_threads_at_once(
-        server: NexumServer, worker: Proc, web: WebFixture, web_requests: WebRequests, session_id: str,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    server: NexumServer,
+    worker: Proc,
+    web: WebFixture,
+    web_requests: WebRequests,
+    session_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # What a user's sync tool does when the model asks for many tools at once: Pydantic AI runs
     # each in a thread, and each calls the process's one blocking client.
     monkeypatch.setenv("NEXUM_URL", server.url)
@@ -114,8 +131,9 @@ def test_blocking_submit_is_safe_from_many_threads_at_once(
     for query, answer in zip(asked, answers, strict=True):
         assert [hit["url"] for hit in json.loads(answer)] == [r["url"] for r in search_results(query, web.url)[:5]]
     with NexumSyncClient(server.url) as client:
-        executions = client.request("GET", "/v1/executions", params={"session_id": session_id,
-                                                                    "limit": 1000}).json()["executions"]
+        executions = client.request("GET", "/v1/executions", params={"session_id": session_id, "limit": 1000}).json()[
+            "executions"
+        ]
     assert len(executions) == KEYS and {e["status"] for e in executions} == {"COMPLETED"}
     assert Counter(e["input"]["tool_args"]["query"] for e in executions) == Counter(queries)
     assert sum(web_requests.for_call(WEB_SEARCH, {"query": q}, since=mark) for q in queries) == KEYS

@@ -30,8 +30,20 @@ def agent(tmp_path: Path, session_id: str) -> Iterator[Callable[..., Proc]]:
     started: list[Proc] = []
 
     def start(server: NexumServer, *flags: str, session: str = session_id) -> Proc:
-        proc = Proc([sys.executable, "-m", "tests.e2e.approval_agent", "--url", server.url, "--session", session,
-                     "--log", str(tmp_path), *flags])
+        proc = Proc(
+            [
+                sys.executable,
+                "-m",
+                "tests.e2e.approval_agent",
+                "--url",
+                server.url,
+                "--session",
+                session,
+                "--log",
+                str(tmp_path),
+                *flags,
+            ]
+        )
         started.append(proc)
         return proc
 
@@ -55,7 +67,8 @@ def resolve(server: NexumServer, token: str, **body: object) -> httpx2.Response:
 
 
 def test_killed_while_waiting_approved_while_no_agent_runs_the_resume_goes_on_without_asking_again(
-        server: NexumServer, agent: Callable[..., Proc], tmp_path: Path, session_id: str) -> None:
+    server: NexumServer, agent: Callable[..., Proc], tmp_path: Path, session_id: str
+) -> None:
     first = agent(server)
     token = first.wait_for(TOKEN).group(1)
     assert calls(tmp_path) == ["model", "ask"]
@@ -74,8 +87,19 @@ def test_killed_while_waiting_approved_while_no_agent_runs_the_resume_goes_on_wi
 
     other = tmp_path / "uninterrupted"
     other.mkdir()
-    plain = Proc([sys.executable, "-m", "tests.e2e.approval_agent", "--url", server.url, "--session",
-                  session_id + "-2", "--log", str(other)])
+    plain = Proc(
+        [
+            sys.executable,
+            "-m",
+            "tests.e2e.approval_agent",
+            "--url",
+            server.url,
+            "--session",
+            session_id + "-2",
+            "--log",
+            str(other),
+        ]
+    )
     try:
         resolve(server, plain.wait_for(TOKEN).group(1), decision="approve")
         assert plain.popen.wait(RUN_TIMEOUT) == 0, plain.output
@@ -85,7 +109,8 @@ def test_killed_while_waiting_approved_while_no_agent_runs_the_resume_goes_on_wi
 
 
 def test_a_held_run_goes_on_as_soon_as_it_is_approved_and_a_replay_of_the_session_asks_nothing(
-        server: NexumServer, agent: Callable[..., Proc], tmp_path: Path) -> None:
+    server: NexumServer, agent: Callable[..., Proc], tmp_path: Path
+) -> None:
     run = agent(server)
     assert resolve(server, run.wait_for(TOKEN).group(1), decision="approve").status_code == 200
     assert finished(run) == 0, run.output
@@ -96,7 +121,8 @@ def test_a_held_run_goes_on_as_soon_as_it_is_approved_and_a_replay_of_the_sessio
 
 
 def test_deny_tells_the_model_and_the_tool_never_runs(
-        server: NexumServer, agent: Callable[..., Proc], tmp_path: Path) -> None:
+    server: NexumServer, agent: Callable[..., Proc], tmp_path: Path
+) -> None:
     run = agent(server)
     assert resolve(server, run.wait_for(TOKEN).group(1), decision="deny", reason="not that site").status_code == 200
     assert finished(run) == 0, run.output
@@ -105,7 +131,8 @@ def test_deny_tells_the_model_and_the_tool_never_runs(
 
 
 def test_detach_stops_the_run_and_the_same_command_goes_on_once_approved(
-        server: NexumServer, agent: Callable[..., Proc], tmp_path: Path) -> None:
+    server: NexumServer, agent: Callable[..., Proc], tmp_path: Path
+) -> None:
     first = agent(server, "--detach")
     assert finished(first) == 3, first.output
     token = TOKEN.search(first.output).group(1)  # type: ignore[union-attr]
@@ -117,7 +144,8 @@ def test_detach_stops_the_run_and_the_same_command_goes_on_once_approved(
 
 
 def test_the_timeout_counts_from_the_first_wait_across_a_restart_of_the_agent(
-        server: NexumServer, agent: Callable[..., Proc], tmp_path: Path) -> None:
+    server: NexumServer, agent: Callable[..., Proc], tmp_path: Path
+) -> None:
     first = agent(server, "--timeout", "2")
     token = first.wait_for(TOKEN).group(1)
     first.kill()
@@ -134,7 +162,8 @@ def test_the_timeout_counts_from_the_first_wait_across_a_restart_of_the_agent(
 
 
 def test_a_direct_wait_whose_ask_answers_at_once_is_recorded_and_not_asked_on_replay(
-        server: NexumServer, agent: Callable[..., Proc], tmp_path: Path) -> None:
+    server: NexumServer, agent: Callable[..., Proc], tmp_path: Path
+) -> None:
     first = agent(server, "--direct")
     assert finished(first) == 0, first.output
     again = agent(server, "--direct")
@@ -149,7 +178,8 @@ DEMO_TOKEN = re.compile(r"nexum approve (\S+)")
 
 
 def test_the_demo_with_approve_and_detach_stops_then_goes_on_once_each_page_is_decided(
-        server: NexumServer, worker: Proc, session_id: str) -> None:
+    server: NexumServer, worker: Proc, session_id: str
+) -> None:
     from tests.e2e.helpers import run_demo
 
     args = ("--model", "offline", "--session", session_id, "--approve", "--detach", "What is durable execution?")

@@ -61,8 +61,7 @@ def install(log_path: str) -> None:
         return real_getaddrinfo(host, *args, **kwargs)
 
     def checked(sock: socket.socket, address: object) -> None:
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and isinstance(address, tuple) \
-                and not is_local(address[0]):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and isinstance(address, tuple) and not is_local(address[0]):
             raise refuse(f"a connection to {address!r}")
 
     def connect(self, address):  # type: ignore[no-untyped-def]

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Callable
 import httpx2
 import pytest
 
-from nexum_server.client import NexumClient
 from nexum_devtools.procs import NexumServer
+from nexum_server.client import NexumClient
 
 
 @pytest.fixture

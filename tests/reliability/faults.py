@@ -14,9 +14,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from nexum_devtools.web import WebFixture
 from nexum_server.client import NexumClient
 from nexum_server.models import Execution, WorkflowRef
-from nexum_devtools.web import WebFixture
 from workflow import IR, VERSION_HASH, WORKFLOW_ID
 
 T = TypeVar("T")
@@ -55,12 +55,18 @@ async def ahits(web: WebFixture, path: str) -> int:
     return await asyncio.to_thread(hits, web, path)
 
 
-async def executions_of(client: NexumClient, session_id: str, tool_name: str,
-                        tool_args: dict[str, Any]) -> list[Execution]:
+async def executions_of(
+    client: NexumClient, session_id: str, tool_name: str, tool_args: dict[str, Any]
+) -> list[Execution]:
     """Every execution, live or not, of one tool call in one session (an agent run's, or a lone call's)."""
     listed = await client.list(session_id, limit=1000)
-    return [e for e in listed if e.workflow_id == WORKFLOW_ID and e.input.get("tool_name") == tool_name
-            and e.input.get("tool_args") == tool_args]
+    return [
+        e
+        for e in listed
+        if e.workflow_id == WORKFLOW_ID
+        and e.input.get("tool_name") == tool_name
+        and e.input.get("tool_args") == tool_args
+    ]
 
 
 async def register(client: NexumClient) -> None:

@@ -24,10 +24,15 @@ TIMEOUT = 60.0
 async def storm(url: str, session: str, tool: str, args: dict[str, object], concurrency: int) -> None:
     async with NexumClient(url, max_connections=concurrency) as client:
         outcomes = await asyncio.gather(
-            *(call_tool(tool, args, session, TIMEOUT, client=client) for _ in range(concurrency)))
+            *(call_tool(tool, args, session, TIMEOUT, client=client) for _ in range(concurrency))
+        )
     for outcome in outcomes:
-        print(json.dumps({"execution_id": outcome.execution.id, "attempts": outcome.execution.attempts,
-                          "result": outcome.result}), flush=True)
+        print(
+            json.dumps(
+                {"execution_id": outcome.execution.id, "attempts": outcome.execution.attempts, "result": outcome.result}
+            ),
+            flush=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,10 +18,10 @@ import sys
 import time
 from collections.abc import Callable
 
+from nexum_devtools.procs import NexumServer, Proc, server_env
+from nexum_devtools.web import WebFixture
 from nexum_server.client import NexumClient
 from nexum_server.models import Execution, Status
-from nexum_devtools.web import WebFixture
-from nexum_devtools.procs import NexumServer, Proc, server_env
 from tests.reliability.faults import token, until
 from workflow import AGENT_WORKFLOW_ID, WORKFLOW_ID
 
@@ -37,8 +37,12 @@ SEARCH_LINE = re.compile(r"^  web_search\('([^']*)'\)", re.MULTILINE)
 
 def demo_env(server: NexumServer, think_seconds: float = 0.0) -> dict[str, str]:
     # Wide columns, so rich wraps no call line.
-    return {"NEXUM_URL": server.url, "COLUMNS": "250", "PYTHONIOENCODING": "utf-8",
-            "NEXUM_OFFLINE_THINK_SECONDS": str(think_seconds)}
+    return {
+        "NEXUM_URL": server.url,
+        "COLUMNS": "250",
+        "PYTHONIOENCODING": "utf-8",
+        "NEXUM_OFFLINE_THINK_SECONDS": str(think_seconds),
+    }
 
 
 def demo_args(query: str, session: str, *flags: str) -> list[str]:
@@ -56,8 +60,11 @@ def run_demo(server: NexumServer, query: str, session: str, *flags: str) -> subp
 
 def run_requests(web: WebFixture, slug: str) -> list[str]:
     """This session's requests to the web: its searches (the query carries `slug`) and its pages."""
-    return [f"{e['path']}?{e['query']}" if e["path"] == "/search" else e["path"]
-            for e in web.log() if slug in e["path"] or slug in e["query"]]
+    return [
+        f"{e['path']}?{e['query']}" if e["path"] == "/search" else e["path"]
+        for e in web.log()
+        if slug in e["path"] or slug in e["query"]
+    ]
 
 
 async def settle(client: NexumClient, session: str) -> list[Execution]:
@@ -67,8 +74,11 @@ async def settle(client: NexumClient, session: str) -> list[Execution]:
 
 
 async def test_killed_after_any_step_the_resume_asks_only_what_was_never_answered(
-        start_server: Callable[..., NexumServer], start_worker: Callable[..., Proc],
-        client_of: Callable[..., NexumClient], web: WebFixture) -> None:
+    start_server: Callable[..., NexumServer],
+    start_worker: Callable[..., Proc],
+    client_of: Callable[..., NexumClient],
+    web: WebFixture,
+) -> None:
     server = start_server()
     start_worker(server)
     client = client_of(server)
@@ -104,12 +114,15 @@ async def test_killed_after_any_step_the_resume_asks_only_what_was_never_answere
 def _answer(output: str) -> str:
     """The printed answer: from the offline model's first line to the summary."""
     start = output.index("Offline extractive model")
-    return output[start:output.index("Summary", start)]
+    return output[start : output.index("Summary", start)]
 
 
 async def test_killed_while_asking_for_its_answer_the_resume_takes_over_at_once(
-        start_server: Callable[..., NexumServer], start_worker: Callable[..., Proc],
-        client_of: Callable[..., NexumClient], web: WebFixture) -> None:
+    start_server: Callable[..., NexumServer],
+    start_worker: Callable[..., Proc],
+    client_of: Callable[..., NexumClient],
+    web: WebFixture,
+) -> None:
     # Leases far longer than the test: a resume that waited one out would time out here.
     server = start_server(env=server_env(lease_seconds=120))
     start_worker(server)
@@ -118,10 +131,12 @@ async def test_killed_while_asking_for_its_answer_the_resume_takes_over_at_once(
     session = f"{slug}-session"
     agent = Proc(demo_args(slug, session), env=demo_env(server, think_seconds=2.0))
     try:
+
         async def asking_for_answer() -> bool:
             units = [e for e in await client.list(session, limit=100) if e.workflow_id == AGENT_WORKFLOW_ID]
-            return (sum(e.status is Status.COMPLETED for e in units) == 2
-                    and any(e.status is Status.RUNNING for e in units))
+            return sum(e.status is Status.COMPLETED for e in units) == 2 and any(
+                e.status is Status.RUNNING for e in units
+            )
 
         await until(asking_for_answer, 60, "the agent asking the model for its third answer")
     finally:
@@ -137,14 +152,18 @@ async def test_killed_while_asking_for_its_answer_the_resume_takes_over_at_once(
     assert len(MODEL_REPLAYED.findall(resumed.stdout)) == 2, resumed.stdout
     assert len(run_requests(web, slug)) == 1 + PAGES_READ, "the resume fetched a page again"
     assert took < 20, f"the resume took {took:.1f} s: it waited for the dead run's lease"
-    [answer] = [e for e in await client.list(session, limit=100)
-                if e.workflow_id == AGENT_WORKFLOW_ID and e.attempts == 2]
+    [answer] = [
+        e for e in await client.list(session, limit=100) if e.workflow_id == AGENT_WORKFLOW_ID and e.attempts == 2
+    ]
     assert answer.status is Status.COMPLETED
 
 
 async def test_two_resumes_at_once_ask_the_model_each_question_once(
-        start_server: Callable[..., NexumServer], start_worker: Callable[..., Proc],
-        client_of: Callable[..., NexumClient], web: WebFixture) -> None:
+    start_server: Callable[..., NexumServer],
+    start_worker: Callable[..., Proc],
+    client_of: Callable[..., NexumClient],
+    web: WebFixture,
+) -> None:
     server = start_server()
     start_worker(server)
     client = client_of(server)

@@ -47,7 +47,7 @@ def test_a_damaged_file_is_found_at_start_up(tmp_path: Path) -> None:
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
     data = bytearray(db.read_bytes())
     for page in range(3, len(data) // page_size - 1, 4):  # every fourth page past the schema
-        data[page * page_size + 8: page * page_size + 200] = b"\xa5" * 192
+        data[page * page_size + 8 : page * page_size + 200] = b"\xa5" * 192
     db.write_bytes(bytes(data))
     one_error_line(nexum("dev", "--port", "0", "--db", str(db)), "is damaged", ".recover")
 
@@ -57,7 +57,8 @@ def test_a_directory_at_the_db_path_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_folder_or_file_that_is_not_writable_is_refused_naming_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Root may write anywhere and tests cannot mount a read-only file system: what the kernel
     # would say of a read-only one is what `os.access` is made to say here.
     db = tmp_path / "nexum.db"
@@ -71,10 +72,12 @@ def test_a_folder_or_file_that_is_not_writable_is_refused_naming_it(
 
 
 async def test_damage_found_while_serving_is_a_503_with_a_message_logged_once(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     store = SQLiteStore(Settings(db=str(tmp_path / "s.db")))
     store.start()
     try:
+
         def damaged() -> None:
             raise sqlite3.DatabaseError("database disk image is malformed")
 

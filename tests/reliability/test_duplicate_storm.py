@@ -8,9 +8,9 @@ import signal
 import sys
 from collections.abc import Callable
 
-from nexum_server.models import Status
-from nexum_devtools.web import WebFixture
 from nexum_devtools.procs import NexumServer, Proc
+from nexum_devtools.web import WebFixture
+from nexum_server.models import Status
 from tests.reliability.faults import hits, token
 from workflow import VISIT_WEBPAGE, tool_call_key
 
@@ -21,15 +21,24 @@ READY = re.compile(r"^ready$")
 
 
 def test_fifty_concurrent_submits_of_one_key_from_five_processes_run_the_tool_once(
-        start_server: Callable[..., NexumServer], start_worker: Callable[..., Proc], web: WebFixture,
-        session_id: str) -> None:
+    start_server: Callable[..., NexumServer], start_worker: Callable[..., Proc], web: WebFixture, session_id: str
+) -> None:
     server = start_server()
     start_worker(server)
     path = f"/slow/{token('storm')}"
     # Slow enough that every submit arrives while the one execution is still running.
     args = {"url": f"{web.url}{path}?seconds=1"}
-    command = [sys.executable, "-m", "tests.reliability.storm", server.url, session_id, VISIT_WEBPAGE,
-               json.dumps(args), "--concurrency", str(PER_PROCESS)]
+    command = [
+        sys.executable,
+        "-m",
+        "tests.reliability.storm",
+        server.url,
+        session_id,
+        VISIT_WEBPAGE,
+        json.dumps(args),
+        "--concurrency",
+        str(PER_PROCESS),
+    ]
     storms: list[Proc] = []
     try:
         for _ in range(PROCESSES):

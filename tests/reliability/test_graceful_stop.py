@@ -10,11 +10,11 @@ import sys
 import time
 from collections.abc import Callable
 
+from nexum_devtools.procs import ROOT, NexumServer, Proc
+from nexum_devtools.web import WebFixture
 from nexum_server.client import NexumClient
 from nexum_server.models import Status
 from submit_task import call_tool
-from nexum_devtools.web import WebFixture
-from nexum_devtools.procs import ROOT, NexumServer, Proc
 from tests.reliability.faults import ahits, executions_of, token, until
 from workflow import VISIT_WEBPAGE
 
@@ -25,8 +25,12 @@ CALL_TIMEOUT = 60.0
 
 
 async def test_sigterm_lets_a_short_call_finish_then_exits_zero(
-        start_server: Callable[..., NexumServer], start_worker: Callable[..., Proc],
-        client_of: Callable[..., NexumClient], web: WebFixture, session_id: str) -> None:
+    start_server: Callable[..., NexumServer],
+    start_worker: Callable[..., Proc],
+    client_of: Callable[..., NexumClient],
+    web: WebFixture,
+    session_id: str,
+) -> None:
     server = start_server(lease_seconds=LONG_LEASE_SECONDS)
     client = client_of(server)
     worker = start_worker(server, "--grace-seconds", "20")
@@ -48,8 +52,12 @@ async def test_sigterm_lets_a_short_call_finish_then_exits_zero(
 
 
 async def test_sigterm_hands_a_long_call_back_at_once_for_another_worker(
-        start_server: Callable[..., NexumServer], start_worker: Callable[..., Proc],
-        client_of: Callable[..., NexumClient], web: WebFixture, session_id: str) -> None:
+    start_server: Callable[..., NexumServer],
+    start_worker: Callable[..., Proc],
+    client_of: Callable[..., NexumClient],
+    web: WebFixture,
+    session_id: str,
+) -> None:
     server = start_server(lease_seconds=LONG_LEASE_SECONDS)
     client = client_of(server)
     leaving = start_worker(server, "--grace-seconds", "0.5")
@@ -81,8 +89,12 @@ async def fetched_twice(web: WebFixture, path: str) -> bool:
 
 
 async def test_ctrl_c_says_how_long_it_waits_and_a_second_one_hands_back_at_once(
-        start_server: Callable[..., NexumServer], start_worker: Callable[..., Proc],
-        client_of: Callable[..., NexumClient], web: WebFixture, session_id: str) -> None:
+    start_server: Callable[..., NexumServer],
+    start_worker: Callable[..., Proc],
+    client_of: Callable[..., NexumClient],
+    web: WebFixture,
+    session_id: str,
+) -> None:
     server = start_server(lease_seconds=LONG_LEASE_SECONDS)
     client = client_of(server)
     worker = start_worker(server, "--grace-seconds", "30")
@@ -108,8 +120,10 @@ async def test_ctrl_c_says_how_long_it_waits_and_a_second_one_hands_back_at_once
 
 
 def test_a_worker_with_an_incomplete_search_setting_refuses_to_start(server: NexumServer) -> None:
-    worker = Proc([sys.executable, "worker.py", "--url", server.url],
-                  env={"NEXUM_SEARCH_BACKEND": "searxng", "NEXUM_SEARXNG_URL": ""})
+    worker = Proc(
+        [sys.executable, "worker.py", "--url", server.url],
+        env={"NEXUM_SEARCH_BACKEND": "searxng", "NEXUM_SEARXNG_URL": ""},
+    )
     assert worker.popen.wait(EXIT_TIMEOUT) == 2
     worker.stop()
     text = " ".join(worker.output.split())
@@ -118,9 +132,18 @@ def test_a_worker_with_an_incomplete_search_setting_refuses_to_start(server: Nex
 
 
 def test_worker_help_names_every_variable_and_default() -> None:
-    result = subprocess.run([sys.executable, "worker.py", "--help"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=30)
+    result = subprocess.run(
+        [sys.executable, "worker.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 0
-    for text in ("NEXUM_URL", "NEXUM_TOKEN", "NEXUM_SEARCH_BACKEND", "NEXUM_SEARXNG_URL",
-                 "NEXUM_ALLOW_PRIVATE_URLS", "(default 10)", "(default 8)", "nexum-web python worker.py"):
+    for text in (
+        "NEXUM_URL",
+        "NEXUM_TOKEN",
+        "NEXUM_SEARCH_BACKEND",
+        "NEXUM_SEARXNG_URL",
+        "NEXUM_ALLOW_PRIVATE_URLS",
+        "(default 10)",
+        "(default 8)",
+        "nexum-web python worker.py",
+    ):
         assert text in result.stdout, text

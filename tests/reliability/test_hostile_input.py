@@ -58,8 +58,7 @@ def refused(response: httpx2.Response, status: int | tuple[int, ...] = 422) -> d
 
 
 def post_text(http: httpx2.Client, path: str, text: str) -> httpx2.Response:
-    return http.post(path, content=text.encode("utf-8", "surrogatepass"),
-                     headers={"content-type": "application/json"})
+    return http.post(path, content=text.encode("utf-8", "surrogatepass"), headers={"content-type": "application/json"})
 
 
 # Every POST route, with a body that is valid but for the field the case spoils.
@@ -75,16 +74,23 @@ POSTS: dict[str, tuple[str, dict[str, Any]]] = {
     "take-session": ("/v1/sessions/s-hostile/runs", {"holder": "h"}),
     "renew-session": ("/v1/sessions/s-hostile/runs/nope/heartbeat", {}),
 }
-HOSTILE = {"huge-number": "1e999999", "negative-huge": "-1e999999", "nan": "NaN",
-           "nul": json.dumps("a\x00b"), "surrogate": '"\\ud800"', "deep": "[" * 300 + "]" * 300}
+HOSTILE = {
+    "huge-number": "1e999999",
+    "negative-huge": "-1e999999",
+    "nan": "NaN",
+    "nul": json.dumps("a\x00b"),
+    "surrogate": '"\\ud800"',
+    "deep": "[" * 300 + "]" * 300,
+}
 
 
 @pytest.mark.parametrize("route", sorted(POSTS))
 @pytest.mark.parametrize("value", sorted(HOSTILE))
 def test_a_hostile_value_in_any_field_of_any_post_route_is_a_4xx_in_the_error_shape(
-        http: httpx2.Client, route: str, value: str) -> None:
+    http: httpx2.Client, route: str, value: str
+) -> None:
     path, body = POSTS[route]
-    fields = list(body) + ["extra"]  # an unknown field too: FastAPI's 422 used to echo its value
+    fields = [*body, "extra"]  # an unknown field too: FastAPI's 422 used to echo its value
     for field in fields:
         text = json.dumps({**body, field: "@@"}).replace('"@@"', HOSTILE[value])
         response = post_text(http, path, text)
@@ -95,8 +101,9 @@ def test_a_hostile_value_in_any_field_of_any_post_route_is_a_4xx_in_the_error_sh
 
 
 def test_a_huge_number_where_a_number_is_expected_names_the_field(http: httpx2.Client) -> None:
-    error = refused(post_text(http, "/v1/executions", json.dumps(start_body("s", "k")).replace(
-        '"wait": 0.0', '"wait": 1e999999')))
+    error = refused(
+        post_text(http, "/v1/executions", json.dumps(start_body("s", "k")).replace('"wait": 0.0', '"wait": 1e999999'))
+    )
     assert error["code"] == "invalid_request"
     assert "too large for a float" in error["message"], error
 
@@ -110,20 +117,24 @@ def test_a_huge_number_in_a_value_to_store_is_refused_on_the_fast_path_too(http:
     assert http.get(f"/v1/executions/{execution['id']}").status_code == 200
 
 
-@pytest.mark.parametrize("method, path, params, field", [
-    ("GET", "/v1/executions/a\x00b", None, "execution_id"),
-    ("POST", "/v1/executions/a\x00b/cancel", None, "execution_id"),
-    ("GET", "/v1/executions", {"key": "a\x00b"}, "key"),
-    ("GET", "/v1/executions", {"id_prefix": "a\x00"}, "id_prefix"),
-    ("GET", "/v1/executions", {"session_id": "a\x00"}, "session_id"),
-    ("GET", "/v1/sessions", {"contains": "a\x00"}, "contains"),
-    ("GET", "/v1/sessions", {"cursor": "a\x00"}, "cursor"),
-    ("GET", "/v1/calls", {"session_id": "a\x00"}, "session_id"),
-    ("GET", "/v1/sessions/a%00b", None, "session_id"),
-    ("DELETE", "/v1/sessions/a%00b", None, "session_id"),
-])
+@pytest.mark.parametrize(
+    "method, path, params, field",
+    [
+        ("GET", "/v1/executions/a\x00b", None, "execution_id"),
+        ("POST", "/v1/executions/a\x00b/cancel", None, "execution_id"),
+        ("GET", "/v1/executions", {"key": "a\x00b"}, "key"),
+        ("GET", "/v1/executions", {"id_prefix": "a\x00"}, "id_prefix"),
+        ("GET", "/v1/executions", {"session_id": "a\x00"}, "session_id"),
+        ("GET", "/v1/sessions", {"contains": "a\x00"}, "contains"),
+        ("GET", "/v1/sessions", {"cursor": "a\x00"}, "cursor"),
+        ("GET", "/v1/calls", {"session_id": "a\x00"}, "session_id"),
+        ("GET", "/v1/sessions/a%00b", None, "session_id"),
+        ("DELETE", "/v1/sessions/a%00b", None, "session_id"),
+    ],
+)
 def test_nul_in_a_path_or_query_parameter_is_a_422_naming_it(
-        http: httpx2.Client, method: str, path: str, params: dict[str, str] | None, field: str) -> None:
+    http: httpx2.Client, method: str, path: str, params: dict[str, str] | None, field: str
+) -> None:
     error = refused(http.request(method, path.replace("\x00", "%00"), params=params))
     assert field in {str(part) for d in error["details"] for part in d["loc"]}, error
 
@@ -141,8 +152,10 @@ def test_nul_in_an_error_text_is_stored_escaped_the_same_on_both_backends(http: 
     execution = http.post("/v1/executions", json=start_body("s-nul", "k-nul")).json()
     tasks = http.post("/v1/tasks/poll", json=poll_body(max_tasks=100, wait=0.2)).json()["tasks"]
     [task] = [t for t in tasks if t["execution_id"] == execution["id"]]
-    failed = http.post(f"/v1/tasks/{task['task_id']}/fail",
-                       json={"lease_token": task["lease_token"], "error": "bad url http://x/\x00y", "retryable": False})
+    failed = http.post(
+        f"/v1/tasks/{task['task_id']}/fail",
+        json={"lease_token": task["lease_token"], "error": "bad url http://x/\x00y", "retryable": False},
+    )
     assert failed.status_code == 200, failed.text
     assert http.get(f"/v1/executions/{execution['id']}").json()["error"] == "bad url http://x/\\u0000y"
 
@@ -155,7 +168,8 @@ def test_nul_in_a_stored_json_value_round_trips(http: httpx2.Client) -> None:
 
 @pytest.mark.parametrize("session_id", ["a/runs/b", "a/b", "x" * 129, " ", "a b", "tab\there", "", "ü" * 129, "ü-日本"])
 def test_session_ids_breaking_the_rule_are_refused_on_every_route_naming_it(
-        http: httpx2.Client, session_id: str) -> None:
+    http: httpx2.Client, session_id: str
+) -> None:
     from urllib.parse import quote
 
     quoted = quote(session_id, safe="")
@@ -165,11 +179,13 @@ def test_session_ids_breaking_the_rule_are_refused_on_every_route_naming_it(
         ("GET", "/v1/calls", None, {"session_id": session_id}),
     ]
     if quoted:
-        requests += [("POST", f"/v1/sessions/{quoted}/runs", {"holder": "h"}, None),
-                     ("POST", f"/v1/sessions/{quoted}/runs/t/heartbeat", None, None),
-                     ("DELETE", f"/v1/sessions/{quoted}/runs/t", None, None),
-                     ("GET", f"/v1/sessions/{quoted}", None, None),
-                     ("DELETE", f"/v1/sessions/{quoted}", None, None)]
+        requests += [
+            ("POST", f"/v1/sessions/{quoted}/runs", {"holder": "h"}, None),
+            ("POST", f"/v1/sessions/{quoted}/runs/t/heartbeat", None, None),
+            ("DELETE", f"/v1/sessions/{quoted}/runs/t", None, None),
+            ("GET", f"/v1/sessions/{quoted}", None, None),
+            ("DELETE", f"/v1/sessions/{quoted}", None, None),
+        ]
     for method, path, body, params in requests:
         error = refused(http.request(method, path, json=body, params=params))
         assert error["code"] == "invalid_session_id", (method, path, error)
@@ -207,8 +223,10 @@ def test_every_operation_answers_its_errors_in_the_shape(http: httpx2.Client) ->
             wrong = "PUT"
             refused(http.request(wrong, concrete), 405)
             if operation.get("requestBody"):
-                error = refused(http.request(method.upper(), concrete, content=b"{}",
-                                             headers={"content-type": "application/json"}), (404, 422))
+                error = refused(
+                    http.request(method.upper(), concrete, content=b"{}", headers={"content-type": "application/json"}),
+                    (404, 422),
+                )
                 assert error["code"] in ("invalid_request", "not_found"), (method, path, error)
             for parameter in operation.get("parameters", []):
                 if parameter["in"] == "query" and parameter["name"] in ("limit", "wait"):
@@ -216,8 +234,7 @@ def test_every_operation_answers_its_errors_in_the_shape(http: httpx2.Client) ->
                     assert error["code"] == "invalid_request" and parameter["name"] in error["message"]
 
 
-def test_a_server_with_a_token_refuses_in_the_shape_and_takes_a_lower_case_scheme(
-        start_server: Any) -> None:
+def test_a_server_with_a_token_refuses_in_the_shape_and_takes_a_lower_case_scheme(start_server: Any) -> None:
     server = start_server(env={"NEXUM_TOKEN": "s3cret"})
     with httpx2.Client(base_url=server.url, timeout=10) as plain:
         assert refused(plain.get("/v1/executions"), 401)["code"] == "unauthorized"
@@ -235,15 +252,17 @@ def test_lists_never_carry_results_only_their_length(http: httpx2.Client) -> Non
         started = http.post("/v1/executions", json=start_body(session, f"big-{i}")).json()
         tasks = http.post("/v1/tasks/poll", json=poll_body(max_tasks=100, wait=0.2)).json()["tasks"]
         [task] = [t for t in tasks if t["execution_id"] == started["id"]]
-        done = http.post(f"/v1/tasks/{task['task_id']}/complete",
-                         json={"lease_token": task["lease_token"], "output": big})
+        done = http.post(
+            f"/v1/tasks/{task['task_id']}/complete", json={"lease_token": task["lease_token"], "output": big}
+        )
         assert done.status_code == 200, done.text
         ids.append(started["id"])
     listed = http.get("/v1/executions", params={"session_id": session, "limit": 1000})
     assert len(listed.content) < 20_000, "a list of five 200 KB results is a small answer"
     executions = listed.json()["executions"]
     assert {e["id"] for e in executions} == set(ids)
-    assert all(e["result"] is None and e["result_chars"] == len(json.dumps(big, separators=(",", ":")))
-               for e in executions), executions[0]
+    assert all(
+        e["result"] is None and e["result_chars"] == len(json.dumps(big, separators=(",", ":"))) for e in executions
+    ), executions[0]
     one = http.get(f"/v1/executions/{ids[0]}").json()
     assert one["result"] == big and one["result_chars"] is None

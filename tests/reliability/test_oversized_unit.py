@@ -33,12 +33,17 @@ def _agent(session_id: str, client: NexumClient, ran: list[str]) -> Agent[None, 
             return ModelResponse(parts=[TextPart("read it")])
         return ModelResponse(parts=[ToolCallPart("big_page", {})])
 
-    return Agent(FunctionModel(model), name="oversized", toolsets=[toolset],
-                 capabilities=[NexumDurability(session_id=session_id, client=client)])
+    return Agent(
+        FunctionModel(model),
+        name="oversized",
+        toolsets=[toolset],
+        capabilities=[NexumDurability(session_id=session_id, client=client)],
+    )
 
 
 async def test_a_result_over_the_body_limit_fails_the_run_naming_it_and_a_resume_does_not_run_it_again(
-        start_server: Callable[..., NexumServer], client_of: Callable[..., NexumClient], session_id: str) -> None:
+    start_server: Callable[..., NexumServer], client_of: Callable[..., NexumClient], session_id: str
+) -> None:
     server = start_server(max_body_bytes=BODY_LIMIT)
     client = client_of(server)
     ran: list[str] = []
@@ -46,8 +51,11 @@ async def test_a_result_over_the_body_limit_fails_the_run_naming_it_and_a_resume
     with pytest.raises(UserError, match="too large to store") as first:
         await _agent(session_id, client, ran).run("read the big page")
     assert "NEXUM_MAX_BODY_BYTES" in str(first.value)
-    [unit] = [e for e in await client.list(session_id) if e.workflow_id == AGENT_WORKFLOW_ID
-              and e.input.get("unit") == "tool_call"]
+    [unit] = [
+        e
+        for e in await client.list(session_id)
+        if e.workflow_id == AGENT_WORKFLOW_ID and e.input.get("unit") == "tool_call"
+    ]
     assert unit.status is Status.FAILED and (unit.error or "").startswith("too large to store")
 
     with pytest.raises(UserError, match="too large to store"):

@@ -7,12 +7,12 @@ from collections.abc import Callable
 from pydantic_ai.messages import ModelRequest, RetryPromptPart, ToolReturnPart
 
 from demo import build_agent
+from nexum_devtools.procs import NexumServer, Proc
+from nexum_devtools.web import WebFixture
+from nexum_research.offline_model import planned_model
 from nexum_server.client import NexumClient
 from nexum_server.models import Status
-from nexum_research.offline_model import planned_model
 from submit_task import call_tool
-from nexum_devtools.web import WebFixture
-from nexum_devtools.procs import NexumServer, Proc
 from tests.reliability.faults import executions_of, hits, token
 from workflow import VISIT_WEBPAGE
 
@@ -22,8 +22,12 @@ CALL_TIMEOUT = 60.0
 
 
 async def test_flaky_page_succeeds_on_the_third_attempt_after_backoff(
-        start_server: Callable[..., NexumServer], start_worker: Callable[..., Proc],
-        client_of: Callable[..., NexumClient], web: WebFixture, session_id: str) -> None:
+    start_server: Callable[..., NexumServer],
+    start_worker: Callable[..., Proc],
+    client_of: Callable[..., NexumClient],
+    web: WebFixture,
+    session_id: str,
+) -> None:
     server = start_server(max_attempts=MAX_ATTEMPTS, retry_backoff_seconds=BACKOFF_SECONDS)
     start_worker(server)
     client = client_of(server)
@@ -43,8 +47,12 @@ async def test_flaky_page_succeeds_on_the_third_attempt_after_backoff(
 
 
 async def test_always_failing_page_fails_after_max_attempts_shows_the_agent_why_and_is_retried_on_rerun(
-        start_server: Callable[..., NexumServer], start_worker: Callable[..., Proc],
-        client_of: Callable[..., NexumClient], web: WebFixture, session_id: str) -> None:
+    start_server: Callable[..., NexumServer],
+    start_worker: Callable[..., Proc],
+    client_of: Callable[..., NexumClient],
+    web: WebFixture,
+    session_id: str,
+) -> None:
     server = start_server(max_attempts=MAX_ATTEMPTS, retry_backoff_seconds=BACKOFF_SECONDS)
     start_worker(server)
     client = client_of(server)
@@ -55,10 +63,18 @@ async def test_always_failing_page_fails_after_max_attempts_shows_the_agent_why_
     first = await agent.run("Read the page.")
 
     assert "0 returned, 1 failed" in first.output
-    seen = [part for message in first.all_messages() if isinstance(message, ModelRequest)
-            for part in message.parts if isinstance(part, ToolReturnPart | RetryPromptPart)]
-    [told] = [part.model_response() if isinstance(part, RetryPromptPart) else part.model_response_str()
-              for part in seen if part.tool_name == VISIT_WEBPAGE]
+    seen = [
+        part
+        for message in first.all_messages()
+        if isinstance(message, ModelRequest)
+        for part in message.parts
+        if isinstance(part, ToolReturnPart | RetryPromptPart)
+    ]
+    [told] = [
+        part.model_response() if isinstance(part, RetryPromptPart) else part.model_response_str()
+        for part in seen
+        if part.tool_name == VISIT_WEBPAGE
+    ]
     assert f"failed after {MAX_ATTEMPTS} attempts" in told
     assert "503" in told
     assert hits(web, path) == MAX_ATTEMPTS

@@ -24,11 +24,11 @@ import psycopg
 import pytest
 
 from nexum_devtools.postgres import ThrowawayPostgres
+from nexum_devtools.procs import NexumServer, Proc
+from nexum_devtools.web import WebFixture
 from nexum_server.client import NexumClient
 from nexum_server.models import Execution, Status
 from submit_task import ToolCallOutcome, call_tool
-from nexum_devtools.web import WebFixture
-from nexum_devtools.procs import NexumServer, Proc
 from tests.reliability.faults import hits, token, until
 from tests.server.conftest import REF, Api
 from workflow import VISIT_WEBPAGE, tool_call_key
@@ -48,9 +48,10 @@ T = TypeVar("T")
 def pair(postgres_url: str, start_server: Callable[..., NexumServer]) -> tuple[NexumServer, NexumServer]:
     """Servers A and B on one new database, started at the same moment (both create the schema)."""
     servers: list[NexumServer] = []
-    threads = [threading.Thread(target=lambda: servers.append(start_server(db=postgres_url,
-                                                                           lease_seconds=LEASE_SECONDS)))
-               for _ in range(2)]
+    threads = [
+        threading.Thread(target=lambda: servers.append(start_server(db=postgres_url, lease_seconds=LEASE_SECONDS)))
+        for _ in range(2)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -60,8 +61,8 @@ def pair(postgres_url: str, start_server: Callable[..., NexumServer]) -> tuple[N
 
 
 def test_fifty_concurrent_starts_of_one_key_over_two_servers_make_one_execution(
-        pair: tuple[NexumServer, NexumServer], start_worker: Callable[..., Proc], web: WebFixture,
-        session_id: str) -> None:
+    pair: tuple[NexumServer, NexumServer], start_worker: Callable[..., Proc], web: WebFixture, session_id: str
+) -> None:
     a, b = pair
     start_worker(b)
     path = f"/slow/{token('storm')}"
@@ -70,8 +71,21 @@ def test_fifty_concurrent_starts_of_one_key_over_two_servers_make_one_execution(
     try:
         for i in range(5):  # 5 processes x 10 concurrent calls, alternating between the servers
             url = (a if i % 2 else b).url
-            storms.append(Proc([sys.executable, "-m", "tests.reliability.storm", url, session_id, VISIT_WEBPAGE,
-                                json.dumps(args), "--concurrency", "10"]))
+            storms.append(
+                Proc(
+                    [
+                        sys.executable,
+                        "-m",
+                        "tests.reliability.storm",
+                        url,
+                        session_id,
+                        VISIT_WEBPAGE,
+                        json.dumps(args),
+                        "--concurrency",
+                        "10",
+                    ]
+                )
+            )
         for proc in storms:
             proc.wait_for(READY)
         for proc in storms:
@@ -93,7 +107,8 @@ def test_fifty_concurrent_starts_of_one_key_over_two_servers_make_one_execution(
 
 
 def test_a_poll_held_on_b_is_woken_by_a_start_on_a_within_100_ms(
-        pair: tuple[NexumServer, NexumServer], session_id: str) -> None:
+    pair: tuple[NexumServer, NexumServer], session_id: str
+) -> None:
     a, b = pair
     on_a, on_b = Api(a), Api(b)
     try:
@@ -116,7 +131,8 @@ def test_a_poll_held_on_b_is_woken_by_a_start_on_a_within_100_ms(
 
 
 def test_a_dropped_listener_connection_delays_a_wake_up_by_a_second_or_two_and_loses_none(
-        pair: tuple[NexumServer, NexumServer], postgres_url: str, session_id: str) -> None:
+    pair: tuple[NexumServer, NexumServer], postgres_url: str, session_id: str
+) -> None:
     a, b = pair
     on_a, on_b = Api(a), Api(b)
     try:
@@ -125,8 +141,10 @@ def test_a_dropped_listener_connection_delays_a_wake_up_by_a_second_or_two_and_l
         on_b.wait_held("task_poll")
         # Both servers' listening connections are cut: a start's notification cannot reach B.
         with psycopg.connect(postgres_url, autocommit=True) as db:
-            cut = db.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                             "WHERE datname = current_database() AND query LIKE 'LISTEN%%'").fetchone()
+            cut = db.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND query LIKE 'LISTEN%%'"
+            ).fetchone()
         assert cut == (2,)
         sent = time.monotonic()
         started = on_a.start(session_id, "while-cut", expect=201)
@@ -140,8 +158,8 @@ def test_a_dropped_listener_connection_delays_a_wake_up_by_a_second_or_two_and_l
 
 
 async def test_a_call_awaited_on_a_and_run_by_a_worker_of_b_returns_on_a(
-        pair: tuple[NexumServer, NexumServer], start_worker: Callable[..., Proc], web: WebFixture,
-        session_id: str) -> None:
+    pair: tuple[NexumServer, NexumServer], start_worker: Callable[..., Proc], web: WebFixture, session_id: str
+) -> None:
     a, b = pair
     worker = start_worker(b)
     async with NexumClient(a.url) as client:
@@ -157,15 +175,22 @@ async def test_a_call_awaited_on_a_and_run_by_a_worker_of_b_returns_on_a(
 
 
 async def test_a_killed_server_leaves_the_other_serving_and_nothing_is_lost_or_doubled(
-        pair: tuple[NexumServer, NexumServer], start_server: Callable[..., NexumServer],
-        start_worker: Callable[..., Proc], web: WebFixture, session_id: str, postgres_url: str) -> None:
+    pair: tuple[NexumServer, NexumServer],
+    start_server: Callable[..., NexumServer],
+    start_worker: Callable[..., Proc],
+    web: WebFixture,
+    session_id: str,
+    postgres_url: str,
+) -> None:
     a, b = pair
     start_worker(b, "--concurrency", "16")
     run = token("kill")
     urls = [f"{web.url}/slow/{run}-{i}?seconds=0.02" for i in range(200)]
     async with NexumClient(a.url, max_connections=200) as on_a, NexumClient(b.url, max_connections=200) as on_b:
-        waiting = [asyncio.create_task(call_tool(VISIT_WEBPAGE, {"url": u}, session_id, CALL_TIMEOUT, client=on_a))
-                   for u in urls]
+        waiting = [
+            asyncio.create_task(call_tool(VISIT_WEBPAGE, {"url": u}, session_id, CALL_TIMEOUT, client=on_a))
+            for u in urls
+        ]
 
         async def half_done() -> list[Execution]:
             done = await on_b.list(session_id, Status.COMPLETED, limit=1000)
@@ -174,9 +199,12 @@ async def test_a_killed_server_leaves_the_other_serving_and_nothing_is_lost_or_d
         acknowledged = await until(half_done, 60, "half of the calls completed")
         a.kill()
         # B serves everything: the results A acknowledged, and every call again (new or cached).
-        on_b_results = await asyncio.wait_for(asyncio.gather(
-            *(call_tool(VISIT_WEBPAGE, {"url": u}, session_id, CALL_TIMEOUT, client=on_b) for u in urls)),
-            CALL_TIMEOUT)
+        on_b_results = await asyncio.wait_for(
+            asyncio.gather(
+                *(call_tool(VISIT_WEBPAGE, {"url": u}, session_id, CALL_TIMEOUT, client=on_b) for u in urls)
+            ),
+            CALL_TIMEOUT,
+        )
         by_id = {o.execution.id: o.execution for o in on_b_results}
         for before in acknowledged:  # listed without their results: the same executions, ended as they had
             assert by_id[before.id].result is not None and by_id[before.id].completed_at == before.completed_at
@@ -190,16 +218,22 @@ async def test_a_killed_server_leaves_the_other_serving_and_nothing_is_lost_or_d
 
 
 async def test_postgresql_stopped_hard_under_load_gives_503_then_recovers_losing_nothing(
-        pair: tuple[NexumServer, NexumServer], start_worker: Callable[..., Proc], web: WebFixture,
-        session_id: str, postgres: ThrowawayPostgres) -> None:
+    pair: tuple[NexumServer, NexumServer],
+    start_worker: Callable[..., Proc],
+    web: WebFixture,
+    session_id: str,
+    postgres: ThrowawayPostgres,
+) -> None:
     a, b = pair
     worker = start_worker(b, "--concurrency", "16")
     run = token("dbcrash")
     urls = [f"{web.url}/slow/{run}-{i}?seconds=0.02" for i in range(100)]
     async with NexumClient(a.url, max_connections=100) as on_a, NexumClient(b.url, max_connections=100) as on_b:
         clients = (on_a, on_b)
-        waiting = [asyncio.create_task(call_tool(VISIT_WEBPAGE, {"url": u}, session_id, CALL_TIMEOUT,
-                                                 client=clients[i % 2])) for i, u in enumerate(urls)]
+        waiting = [
+            asyncio.create_task(call_tool(VISIT_WEBPAGE, {"url": u}, session_id, CALL_TIMEOUT, client=clients[i % 2]))
+            for i, u in enumerate(urls)
+        ]
 
         async def some_done() -> list[Execution]:
             done = await on_a.list(session_id, Status.COMPLETED, limit=1000)
@@ -259,14 +293,16 @@ def in_background(call: Callable[[], T]) -> tuple[threading.Thread, list[tuple[T
 
 
 def _poll(api: Api, ref: dict[str, str]) -> list[dict]:
-    response = api.http.post("/v1/tasks/poll", json={"worker_id": "w-after", "workflows": [ref], "wait": 10,
-                                                     "max_tasks": 1}, timeout=30)
+    response = api.http.post(
+        "/v1/tasks/poll", json={"worker_id": "w-after", "workflows": [ref], "wait": 10, "max_tasks": 1}, timeout=30
+    )
     assert response.status_code in (200, 204), response.text
     return [] if response.status_code == 204 else response.json()["tasks"]
 
 
 def test_a_server_joining_a_live_one_leaves_the_lease_clock_to_it_and_one_starting_alone_renews_leases(
-        postgres_url: str, start_server: Callable[..., NexumServer], session_id: str) -> None:
+    postgres_url: str, start_server: Callable[..., NexumServer], session_id: str
+) -> None:
     a = start_server(db=postgres_url, lease_seconds=30)
     on_a = Api(a)
     try:

@@ -19,14 +19,14 @@ from typing import Any
 
 import pytest
 
+from nexum_devtools.procs import ROOT, NexumServer, Proc
+from nexum_devtools.web import WebFixture
 from nexum_research import tools
+from nexum_research.tools import PermanentToolError
 from nexum_server.client import NexumClient
 from nexum_server.errors import RequestRejected
 from submit_task import ToolCallFailed, call_tool
-from nexum_devtools.web import WebFixture
-from nexum_devtools.procs import ROOT, NexumServer, Proc
 from tests.reliability.faults import hits, token
-from nexum_research.tools import PermanentToolError
 from workflow import VISIT_WEBPAGE
 
 OPEN_ROUTES = {"/health"}
@@ -41,17 +41,25 @@ def routes(server: NexumServer, secret: str) -> list[tuple[str, str]]:
     """(method, path) of every operation in the server's OpenAPI document, ids filled in."""
     with server.http(secret) as http:
         spec = http.get("/openapi.json").json()
-    found = [(method.upper(), path.replace("{execution_id}", "x").replace("{task_id}", "x"))
-             for path, item in spec["paths"].items() for method in item]
-    return found + [("GET", "/openapi.json"), ("GET", "/docs")]
+    found = [
+        (method.upper(), path.replace("{execution_id}", "x").replace("{task_id}", "x"))
+        for path, item in spec["paths"].items()
+        for method in item
+    ]
+    return [*found, ("GET", "/openapi.json"), ("GET", "/docs")]
 
 
 def test_every_route_but_health_needs_the_token(start_server: Callable[..., NexumServer], secret: str) -> None:
     server = start_server(token=secret)
     found = routes(server, secret)
     assert len(found) >= 12, found
-    wrong_headers = ({}, {"Authorization": "Bearer wrong"}, {"Authorization": secret},
-                     {"Authorization": f"Bearer {secret}x"}, {"Authorization": f"bearer {secret[:-1]}"})
+    wrong_headers = (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": secret},
+        {"Authorization": f"Bearer {secret}x"},
+        {"Authorization": f"bearer {secret[:-1]}"},
+    )
     with server.http() as anonymous, server.http(secret) as authorised:
         for method, path in found:
             body = {} if method == "POST" else None
@@ -68,8 +76,13 @@ def test_every_route_but_health_needs_the_token(start_server: Callable[..., Nexu
 
 
 async def test_worker_and_client_send_the_token_from_the_environment(
-        start_server: Callable[..., NexumServer], start_worker: Callable[..., Proc], web: WebFixture,
-        session_id: str, secret: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    start_server: Callable[..., NexumServer],
+    start_worker: Callable[..., Proc],
+    web: WebFixture,
+    session_id: str,
+    secret: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     server = start_server(token=secret)
     start_worker(server, env={"NEXUM_TOKEN": secret})
     path = f"/pages/{token('authed')}"
@@ -90,7 +103,8 @@ async def test_worker_and_client_send_the_token_from_the_environment(
 
 
 def test_worker_without_the_token_stops_with_a_clear_error(
-        start_server: Callable[..., NexumServer], worker_env: dict[str, str], secret: str) -> None:
+    start_server: Callable[..., NexumServer], worker_env: dict[str, str], secret: str
+) -> None:
     server = start_server(token=secret)
     proc = Proc([sys.executable, "worker.py", "--url", server.url], env=worker_env)
     try:
@@ -122,8 +136,7 @@ def no_egress(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 def fake_dns(monkeypatch: pytest.MonkeyPatch) -> None:
     """`*.intranet.test` names resolve to private addresses, without asking any DNS server."""
     real = socket.getaddrinfo
-    names = {"db.intranet.test": "10.1.2.3", "meta.intranet.test": "169.254.169.254",
-             "v6.intranet.test": "fd00::1"}
+    names = {"db.intranet.test": "10.1.2.3", "meta.intranet.test": "169.254.169.254", "v6.intranet.test": "fd00::1"}
 
     def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
         if isinstance(host, bytes):
@@ -138,28 +151,32 @@ def fake_dns(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
 
-@pytest.mark.parametrize("url", [
-    "http://127.0.0.1:{port}/pages/x",
-    "http://127.1:{port}/pages/x",
-    "http://2130706433:{port}/pages/x",
-    "http://0.0.0.0:{port}/pages/x",
-    "http://localhost:{port}/pages/x",
-    "http://[::1]:{port}/pages/x",
-    "http://[::ffff:127.0.0.1]:{port}/pages/x",
-    "http://[::ffff:10.0.0.1]/",
-    "http://10.0.0.1/",
-    "http://172.16.5.4/",
-    "http://192.168.1.1/",
-    "http://100.64.0.1/",
-    "http://169.254.169.254/latest/meta-data/",
-    "http://[fe80::1]/",
-    "http://[fd00::1]/",
-    "http://db.intranet.test/",
-    "http://meta.intranet.test/",
-    "http://v6.intranet.test/",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:{port}/pages/x",
+        "http://127.1:{port}/pages/x",
+        "http://2130706433:{port}/pages/x",
+        "http://0.0.0.0:{port}/pages/x",
+        "http://localhost:{port}/pages/x",
+        "http://[::1]:{port}/pages/x",
+        "http://[::ffff:127.0.0.1]:{port}/pages/x",
+        "http://[::ffff:10.0.0.1]/",
+        "http://10.0.0.1/",
+        "http://172.16.5.4/",
+        "http://192.168.1.1/",
+        "http://100.64.0.1/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fe80::1]/",
+        "http://[fd00::1]/",
+        "http://db.intranet.test/",
+        "http://meta.intranet.test/",
+        "http://v6.intranet.test/",
+    ],
+)
 async def test_visit_webpage_refuses_local_and_private_addresses(
-        url: str, web: WebFixture, no_egress: list[Any], fake_dns: None) -> None:
+    url: str, web: WebFixture, no_egress: list[Any], fake_dns: None
+) -> None:
     assert not tools.ToolSettings.from_env().allow_private_urls
     target = url.format(port=web.url.rsplit(":", 1)[1])
     before = len(web.log())
@@ -171,7 +188,8 @@ async def test_visit_webpage_refuses_local_and_private_addresses(
 
 
 async def test_redirect_to_cloud_metadata_is_refused_even_with_private_urls_allowed(
-        web: WebFixture, no_egress: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    web: WebFixture, no_egress: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Without the opt-in the fixture (on loopback) cannot be reached at all, so the redirect hop is
     # tested with it: the metadata address is blocked whatever the setting.
     monkeypatch.setenv("NEXUM_ALLOW_PRIVATE_URLS", "1")
@@ -185,18 +203,28 @@ async def test_redirect_to_cloud_metadata_is_refused_even_with_private_urls_allo
 
 
 async def test_secrets_never_reach_logs_or_the_database(
-        tmp_path: Path, start_worker: Callable[..., Proc], web: WebFixture, secret: str) -> None:
+    tmp_path: Path, start_worker: Callable[..., Proc], web: WebFixture, secret: str
+) -> None:
     api_key = f"sk-test-{uuid.uuid4().hex}"
     env = {"NEXUM_TOKEN": secret, "OPENAI_API_KEY": api_key}
     # Started here rather than by `start_server`, to turn on the access log.
-    server = NexumServer(tmp_path / "secrets.db", 0, {"NEXUM_TOKEN": secret, "NEXUM_MAX_ATTEMPTS": "2",
-                                                      "NEXUM_RETRY_BACKOFF_SECONDS": "0.05"}, "--access-log")
+    server = NexumServer(
+        tmp_path / "secrets.db",
+        0,
+        {"NEXUM_TOKEN": secret, "NEXUM_MAX_ATTEMPTS": "2", "NEXUM_RETRY_BACKOFF_SECONDS": "0.05"},
+        "--access-log",
+    )
     try:
         worker = start_worker(server, env=env)
         query = token("secretquery")
-        demo = subprocess.run([sys.executable, "demo.py", "--model", "offline", "--session", query, query],
-                              cwd=ROOT, env={**os.environ, "NEXUM_URL": server.url, "COLUMNS": "200", **env},
-                              capture_output=True, text=True, timeout=60)
+        demo = subprocess.run(
+            [sys.executable, "demo.py", "--model", "offline", "--session", query, query],
+            cwd=ROOT,
+            env={**os.environ, "NEXUM_URL": server.url, "COLUMNS": "200", **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert demo.returncode == 0, demo.stdout + demo.stderr
         async with NexumClient(server.url, token=secret) as client:
             with pytest.raises(ToolCallFailed):

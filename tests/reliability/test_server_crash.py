@@ -17,11 +17,11 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from nexum_devtools.procs import WORKER_READY, NexumServer, Proc
+from nexum_devtools.web import WebFixture
 from nexum_server.client import NexumClient
 from nexum_server.models import Execution, Status
 from submit_task import ToolCallOutcome, call_tool
-from nexum_devtools.procs import WORKER_READY, NexumServer, Proc
-from nexum_devtools.web import WebFixture
 from tests.reliability.faults import ahits, token, until
 from workflow import VISIT_WEBPAGE
 
@@ -35,8 +35,13 @@ CALL_TIMEOUT = 90.0
 
 
 async def test_server_killed_under_load_loses_nothing_acknowledged_and_every_client_gets_its_result(
-        start_server: Callable[..., NexumServer], start_worker: Callable[..., Proc],
-        client_of: Callable[..., NexumClient], web: WebFixture, session_id: str, tmp_path: Path) -> None:
+    start_server: Callable[..., NexumServer],
+    start_worker: Callable[..., Proc],
+    client_of: Callable[..., NexumClient],
+    web: WebFixture,
+    session_id: str,
+    tmp_path: Path,
+) -> None:
     db = tmp_path / "crash.db"
     server = start_server(db=db, lease_seconds=LEASE_SECONDS)
     client = client_of(server, max_connections=DISTINCT + REPEATS)
@@ -96,8 +101,13 @@ OUTAGE_PAGE_SECONDS = 2.0
 
 
 async def test_a_server_down_for_many_leases_mid_run_makes_no_page_fetch_twice(
-        start_server: Callable[..., NexumServer], start_worker: Callable[..., Proc],
-        client_of: Callable[..., NexumClient], web: WebFixture, session_id: str, tmp_path: Path) -> None:
+    start_server: Callable[..., NexumServer],
+    start_worker: Callable[..., Proc],
+    client_of: Callable[..., NexumClient],
+    web: WebFixture,
+    session_id: str,
+    tmp_path: Path,
+) -> None:
     db = tmp_path / "outage.db"
     server = start_server(db=db, lease_seconds=OUTAGE_LEASE_SECONDS)
     client = client_of(server)
@@ -167,8 +177,9 @@ class _FailingHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         if self.path == "/v1/workflows":
-            return self._send(200, {"workflow_id": body["workflow_id"], "version_hash": body["version_hash"],
-                                    "outcome": "NEW"})
+            return self._send(
+                200, {"workflow_id": body["workflow_id"], "version_hash": body["version_hash"], "outcome": "NEW"}
+            )
         with self.server.lock:
             self.server.polls += 1
             number = self.server.polls

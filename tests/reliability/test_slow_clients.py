@@ -25,13 +25,18 @@ MAX_HEADER_BYTES = 4096
 
 @pytest.fixture
 def bounded(start_server: Callable[..., NexumServer]) -> NexumServer:
-    return start_server(env={"NEXUM_TOKEN": TOKEN}, header_timeout_seconds=HEADER_TIMEOUT,
-                        max_connections=MAX_CONNECTIONS, max_header_bytes=MAX_HEADER_BYTES)
+    return start_server(
+        env={"NEXUM_TOKEN": TOKEN},
+        header_timeout_seconds=HEADER_TIMEOUT,
+        max_connections=MAX_CONNECTIONS,
+        max_header_bytes=MAX_HEADER_BYTES,
+    )
 
 
 @pytest.fixture
 def sockets() -> Iterator[Callable[[NexumServer], socket.socket]]:
     with ExitStack() as stack:
+
         def open_one(server: NexumServer) -> socket.socket:
             sock = stack.enter_context(socket.create_connection(("127.0.0.1", server.port), timeout=10))
             return sock
@@ -48,7 +53,8 @@ def answer_of(sock: socket.socket) -> bytes:
 
 
 def test_a_socket_that_sends_nothing_or_half_a_head_gets_408_and_is_closed(
-        bounded: NexumServer, sockets: Callable[[NexumServer], socket.socket]) -> None:
+    bounded: NexumServer, sockets: Callable[[NexumServer], socket.socket]
+) -> None:
     silent = sockets(bounded)
     half = sockets(bounded)
     half.sendall(b"GET /v1/executions HTTP/1.1\r\nHost: x\r\n")
@@ -59,7 +65,8 @@ def test_a_socket_that_sends_nothing_or_half_a_head_gets_408_and_is_closed(
 
 
 def test_a_head_larger_than_the_limit_gets_431_and_is_closed(
-        bounded: NexumServer, sockets: Callable[[NexumServer], socket.socket]) -> None:
+    bounded: NexumServer, sockets: Callable[[NexumServer], socket.socket]
+) -> None:
     sock = sockets(bounded)
     sock.sendall(b"GET /v1/executions HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (4 * MAX_HEADER_BYTES))
     answer = answer_of(sock)
@@ -68,14 +75,16 @@ def test_a_head_larger_than_the_limit_gets_431_and_is_closed(
 
 
 def test_idle_sockets_past_the_connection_bound_never_starve_authenticated_requests(
-        start_server: Callable[..., NexumServer], sockets: Callable[[NexumServer], socket.socket]) -> None:
+    start_server: Callable[..., NexumServer], sockets: Callable[[NexumServer], socket.socket]
+) -> None:
     # A long header timeout: room is made by closing idle connections, not by their timing out.
     bounded = start_server(env={"NEXUM_TOKEN": TOKEN}, header_timeout_seconds=60, max_connections=MAX_CONNECTIONS)
     idle = [sockets(bounded) for _ in range(3 * MAX_CONNECTIONS)]
     with httpx2.Client(base_url=bounded.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10) as http:
         for _ in range(20):
-            with httpx2.Client(base_url=bounded.url, headers={"Authorization": f"Bearer {TOKEN}"},
-                               timeout=10) as fresh:  # a new connection each time, among the idle ones
+            with httpx2.Client(
+                base_url=bounded.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
+            ) as fresh:  # a new connection each time, among the idle ones
                 assert fresh.get("/v1/executions", params={"limit": 1}).status_code == 200
         assert http.get("/health").status_code == 200
     # The oldest idle ones made room (answered 408 and closed); the newest are still open.

@@ -12,11 +12,11 @@ from collections.abc import Callable
 
 import httpx2
 
+from nexum_devtools.procs import NexumServer, Proc
+from nexum_devtools.web import WebFixture
 from nexum_server.client import NexumClient
 from nexum_server.models import Status
 from submit_task import call_tool
-from nexum_devtools.web import WebFixture
-from nexum_devtools.procs import NexumServer, Proc
 from tests.reliability.faults import REF, ahits, executions_of, register, token, until
 from workflow import VISIT_WEBPAGE
 
@@ -27,8 +27,12 @@ CALL_TIMEOUT = 60.0
 
 
 async def test_killed_worker_call_runs_again_after_lease_expiry_and_is_recorded_once(
-        start_server: Callable[..., NexumServer], start_worker: Callable[..., Proc],
-        client_of: Callable[..., NexumClient], web: WebFixture, session_id: str) -> None:
+    start_server: Callable[..., NexumServer],
+    start_worker: Callable[..., Proc],
+    client_of: Callable[..., NexumClient],
+    web: WebFixture,
+    session_id: str,
+) -> None:
     server = start_server(lease_seconds=LEASE_SECONDS)
     client = client_of(server)
     slug = token("killed")
@@ -51,9 +55,13 @@ async def test_killed_worker_call_runs_again_after_lease_expiry_and_is_recorded_
 
 
 async def test_report_with_an_expired_lease_token_is_refused_and_changes_nothing(
-        start_server: Callable[..., NexumServer], start_worker: Callable[..., Proc],
-        client_of: Callable[..., NexumClient], raw_http_of: Callable[..., httpx2.AsyncClient], web: WebFixture,
-        session_id: str) -> None:
+    start_server: Callable[..., NexumServer],
+    start_worker: Callable[..., Proc],
+    client_of: Callable[..., NexumClient],
+    raw_http_of: Callable[..., httpx2.AsyncClient],
+    web: WebFixture,
+    session_id: str,
+) -> None:
     server = start_server(lease_seconds=LEASE_SECONDS)
     client = client_of(server)
     await register(client)
@@ -95,8 +103,12 @@ async def test_report_with_an_expired_lease_token_is_refused_and_changes_nothing
 
 
 async def test_a_result_whose_report_is_refused_is_logged_as_discarded_not_completed(
-        start_server: Callable[..., NexumServer], start_worker: Callable[..., Proc],
-        client_of: Callable[..., NexumClient], web: WebFixture, session_id: str) -> None:
+    start_server: Callable[..., NexumServer],
+    start_worker: Callable[..., Proc],
+    client_of: Callable[..., NexumClient],
+    web: WebFixture,
+    session_id: str,
+) -> None:
     server = start_server()
     client = client_of(server)
     worker = start_worker(server)
@@ -104,8 +116,9 @@ async def test_a_result_whose_report_is_refused_is_logged_as_discarded_not_compl
     path = f"/slow/{slug}"
     args = {"url": f"{web.url}{path}?seconds=1"}
     await register(client)
-    execution = await client.start(REF.workflow_id, REF.version_hash, session_id, "refused", {
-        "tool_name": VISIT_WEBPAGE, "tool_args": args})
+    execution = await client.start(
+        REF.workflow_id, REF.version_hash, session_id, "refused", {"tool_name": VISIT_WEBPAGE, "tool_args": args}
+    )
 
     await until(lambda: ahits(web, path), 30, "the worker fetching the page")
     cancelled = await client.cancel(execution.id)

@@ -28,22 +28,26 @@ def backend_server(request: pytest.FixtureRequest, start_server: Callable[..., N
 
 
 async def test_a_url_with_a_nul_fails_the_call_with_its_reason_and_frees_the_worker(
-        backend_server: NexumServer, start_worker: Callable[..., Proc], web: WebFixture, session_id: str) -> None:
+    backend_server: NexumServer, start_worker: Callable[..., Proc], web: WebFixture, session_id: str
+) -> None:
     start_worker(backend_server, "--concurrency", "1")
     async with NexumClient(backend_server.url) as client:
         with pytest.raises(ToolCallFailed) as failed:
-            await call_tool(VISIT_WEBPAGE, {"url": f"{web.url}/pages/{token('nul')}\x00x"}, session_id, 60,
-                            client=client)
+            await call_tool(
+                VISIT_WEBPAGE, {"url": f"{web.url}/pages/{token('nul')}\x00x"}, session_id, 60, client=client
+            )
         execution = failed.value.execution
         assert execution.status is Status.FAILED and "\x00" not in (execution.error or ""), execution.error
         # The worker's one slot is free again: a good call right after it completes.
-        done = await call_tool(VISIT_WEBPAGE, {"url": f"{web.url}/pages/{token('after')}"}, session_id, 60,
-                               client=client)
+        done = await call_tool(
+            VISIT_WEBPAGE, {"url": f"{web.url}/pages/{token('after')}"}, session_id, 60, client=client
+        )
         assert done.result
 
 
 async def test_a_report_refused_with_a_4xx_is_not_sent_again_and_fails_the_call_naming_why(
-        backend_server: NexumServer, start_worker: Callable[..., Proc], web: WebFixture, session_id: str) -> None:
+    backend_server: NexumServer, start_worker: Callable[..., Proc], web: WebFixture, session_id: str
+) -> None:
     start_worker(backend_server, "--concurrency", "1")
     # An error text longer than the server takes (FailTask.error): the URL is quoted in it.
     long_url = f"{web.url}/missing/{token('long')}/" + "x" * 21_000

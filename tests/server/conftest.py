@@ -20,8 +20,13 @@ READY_TIMEOUT = 10.0
 
 
 def start_body(session_id: str, key: str, input: Any = None, wait: float = 0.0) -> dict[str, Any]:
-    return {**REF, "session_id": session_id, "key": key, "input": {"key": key} if input is None else input,
-            "wait": wait}
+    return {
+        **REF,
+        "session_id": session_id,
+        "key": key,
+        "input": {"key": key} if input is None else input,
+        "wait": wait,
+    }
 
 
 def poll_body(worker_id: str = "worker-1", wait: float = 0.0, max_tasks: int = 1) -> dict[str, Any]:
@@ -43,10 +48,10 @@ class Api:
         assert response.status_code == 200, response.text
         return response.json()["outcome"]
 
-    def start(self, session_id: str, key: str, input: Any = None, *, wait: float = 0.0,
-              expect: int | None = None) -> dict[str, Any]:
-        response = self.http.post("/v1/executions", json=start_body(session_id, key, input, wait),
-                                  timeout=wait + 30)
+    def start(
+        self, session_id: str, key: str, input: Any = None, *, wait: float = 0.0, expect: int | None = None
+    ) -> dict[str, Any]:
+        response = self.http.post("/v1/executions", json=start_body(session_id, key, input, wait), timeout=wait + 30)
         assert response.status_code in ((expect,) if expect else (200, 201)), response.text
         return response.json()
 
@@ -73,8 +78,9 @@ class Api:
 
     def report(self, task: dict[str, Any], action: str, token: str | None = None, **body: Any) -> httpx2.Response:
         """POST /v1/tasks/{id}/{action} with the task's lease token (or `token`); the raw response."""
-        return self.http.post(f"/v1/tasks/{task['task_id']}/{action}",
-                              json={"lease_token": token or task["lease_token"], **body})
+        return self.http.post(
+            f"/v1/tasks/{task['task_id']}/{action}", json={"lease_token": token or task["lease_token"], **body}
+        )
 
     def complete(self, task: dict[str, Any], output: Any) -> dict[str, Any]:
         response = self.report(task, "complete", output=output)

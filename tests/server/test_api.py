@@ -45,12 +45,15 @@ def error_code(response: httpx2.Response) -> str:
 
 # --- idempotent starts ---------------------------------------------------------------------------
 
+
 async def test_fifty_concurrent_starts_of_one_key_make_one_execution(
-        server: NexumServer, api: Api, session_id: str) -> None:
+    server: NexumServer, api: Api, session_id: str
+) -> None:
     limits = httpx2.Limits(max_connections=50, max_keepalive_connections=50)
     async with httpx2.AsyncClient(base_url=server.url, limits=limits, timeout=30) as client:
-        responses = await asyncio.gather(*(
-            client.post("/v1/executions", json=start_body(session_id, "same-key", {"n": n})) for n in range(50)))
+        responses = await asyncio.gather(
+            *(client.post("/v1/executions", json=start_body(session_id, "same-key", {"n": n})) for n in range(50))
+        )
     codes = sorted(r.status_code for r in responses)
     assert codes == [200] * 49 + [201]
     ids = {r.json()["id"] for r in responses}
@@ -108,8 +111,10 @@ def test_register_answers_new_identical_changed(server: NexumServer, connect: Co
 
 # --- long-polls ----------------------------------------------------------------------------------
 
+
 def test_a_held_poll_wakes_within_milliseconds_of_a_start(
-        server: NexumServer, api: Api, connect: Connect, pool: ThreadPoolExecutor, session_id: str) -> None:
+    server: NexumServer, api: Api, connect: Connect, pool: ThreadPoolExecutor, session_id: str
+) -> None:
     worker = connect(server, register=False)
     held = pool.submit(timed(lambda: worker.poll("worker-held", wait=10)))
     api.wait_held("task_poll")
@@ -130,17 +135,15 @@ def test_a_poll_with_nothing_to_do_answers_204_after_its_wait(api: Api) -> None:
 
 @pytest.mark.parametrize("how", ["get", "start"])
 def test_a_held_wait_returns_as_soon_as_the_task_completes(
-        server: NexumServer, api: Api, connect: Connect, pool: ThreadPoolExecutor, session_id: str,
-        how: str) -> None:
+    server: NexumServer, api: Api, connect: Connect, pool: ThreadPoolExecutor, session_id: str, how: str
+) -> None:
     execution = api.start(session_id, "k", expect=201)
     task = api.poll_one()
     waiter = connect(server, register=False)
     if how == "get":
-        held = pool.submit(timed(lambda: waiter.http.get(f"/v1/executions/{execution['id']}",
-                                                         params={"wait": 10})))
+        held = pool.submit(timed(lambda: waiter.http.get(f"/v1/executions/{execution['id']}", params={"wait": 10})))
     else:
-        held = pool.submit(timed(lambda: waiter.http.post("/v1/executions",
-                                                          json=start_body(session_id, "k", wait=10))))
+        held = pool.submit(timed(lambda: waiter.http.post("/v1/executions", json=start_body(session_id, "k", wait=10))))
     api.wait_held("execution_wait")
     completed = time.monotonic()
     api.complete(task, {"done": True})
@@ -153,7 +156,8 @@ def test_a_held_wait_returns_as_soon_as_the_task_completes(
 
 
 def test_a_released_task_goes_at_once_to_a_held_poll(
-        server: NexumServer, api: Api, connect: Connect, pool: ThreadPoolExecutor, session_id: str) -> None:
+    server: NexumServer, api: Api, connect: Connect, pool: ThreadPoolExecutor, session_id: str
+) -> None:
     api.start(session_id, "k")
     task = api.poll_one("worker-stopping")
     other = connect(server, register=False)
@@ -170,11 +174,13 @@ def test_a_released_task_goes_at_once_to_a_held_poll(
 
 
 async def test_concurrent_polls_split_the_tasks_without_double_leases(
-        server: NexumServer, api: Api, session_id: str) -> None:
+    server: NexumServer, api: Api, session_id: str
+) -> None:
     ids = {api.start(session_id, f"k{i}")["id"] for i in range(10)}
     async with httpx2.AsyncClient(base_url=server.url, timeout=30) as client:
-        responses = await asyncio.gather(*(client.post("/v1/tasks/poll", json=poll_body(f"w{n}", max_tasks=2))
-                                           for n in range(20)))
+        responses = await asyncio.gather(
+            *(client.post("/v1/tasks/poll", json=poll_body(f"w{n}", max_tasks=2)) for n in range(20))
+        )
     tasks = [t for r in responses if r.status_code == 200 for t in r.json()["tasks"]]
     assert sorted(t["execution_id"] for t in tasks) == sorted(ids)
     assert len({t["lease_token"] for t in tasks}) == len(ids)
@@ -182,8 +188,10 @@ async def test_concurrent_polls_split_the_tasks_without_double_leases(
 
 # --- leases and reports --------------------------------------------------------------------------
 
+
 def test_an_expired_lease_is_claimed_again_and_the_stale_report_refused(
-        start_server: StartServer, connect: Connect, session_id: str) -> None:
+    start_server: StartServer, connect: Connect, session_id: str
+) -> None:
     server = start_server(lease_seconds=1)
     api = connect(server)
     execution = api.start(session_id, "k")
@@ -209,7 +217,8 @@ def test_an_expired_lease_is_claimed_again_and_the_stale_report_refused(
 
 
 def test_an_abandoned_last_attempt_fails_on_time_with_no_worker_polling(
-        start_server: StartServer, connect: Connect, session_id: str) -> None:
+    start_server: StartServer, connect: Connect, session_id: str
+) -> None:
     server = start_server(lease_seconds=0.5, max_attempts=1)
     api = connect(server)
     execution = api.start(session_id, "k")
@@ -238,7 +247,8 @@ def test_the_first_valid_completion_is_the_one_result(api: Api, session_id: str)
 
 
 def test_retries_back_off_doubling_then_fail_with_the_last_error(
-        start_server: StartServer, connect: Connect, session_id: str) -> None:
+    start_server: StartServer, connect: Connect, session_id: str
+) -> None:
     server = start_server(max_attempts=3, retry_backoff_seconds=0.05)
     api = connect(server)
     execution = api.start(session_id, "k")
@@ -266,8 +276,10 @@ def test_retries_back_off_doubling_then_fail_with_the_last_error(
 
 # --- cancel --------------------------------------------------------------------------------------
 
+
 def test_cancel_wakes_a_held_wait_and_the_task_is_never_claimed(
-        server: NexumServer, api: Api, connect: Connect, pool: ThreadPoolExecutor, session_id: str) -> None:
+    server: NexumServer, api: Api, connect: Connect, pool: ThreadPoolExecutor, session_id: str
+) -> None:
     execution = api.start(session_id, "k")
     waiter = connect(server, register=False)
     held = pool.submit(timed(lambda: waiter.http.get(f"/v1/executions/{execution['id']}", params={"wait": 10})))
@@ -287,8 +299,11 @@ def test_a_worker_report_after_cancel_is_refused(api: Api, session_id: str) -> N
     execution = api.start(session_id, "k")
     task = api.poll_one()
     assert api.http.post(f"/v1/executions/{execution['id']}/cancel").json()["status"] == "CANCELLED"
-    for action, body in (("complete", {"output": "too late"}), ("heartbeat", {}),
-                         ("fail", {"error": "x", "retryable": True})):
+    for action, body in (
+        ("complete", {"output": "too late"}),
+        ("heartbeat", {}),
+        ("fail", {"error": "x", "retryable": True}),
+    ):
         response = api.report(task, action, **body)
         assert response.status_code == 409, (action, response.text)
         assert error_code(response) == "lease_lost"
@@ -307,8 +322,10 @@ def test_cancel_of_a_completed_execution_is_409(api: Api, session_id: str) -> No
 
 # --- restarts ------------------------------------------------------------------------------------
 
+
 def test_a_restart_on_the_same_database_keeps_executions_and_results(
-        start_server: StartServer, connect: Connect, session_id: str) -> None:
+    start_server: StartServer, connect: Connect, session_id: str
+) -> None:
     first = start_server()
     api = connect(first)
     done = api.start(session_id, "done")
@@ -332,7 +349,8 @@ def test_a_restart_on_the_same_database_keeps_executions_and_results(
 
 
 def test_sigkill_keeps_every_acknowledged_completion(
-        start_server: StartServer, connect: Connect, session_id: str) -> None:
+    start_server: StartServer, connect: Connect, session_id: str
+) -> None:
     first = start_server()
     api = connect(first)
     for i in range(40):
@@ -347,8 +365,10 @@ def test_sigkill_keeps_every_acknowledged_completion(
             with first.http() as http:
                 for task in tasks:
                     try:
-                        response = http.post(f"/v1/tasks/{task['task_id']}/complete",
-                                             json={"lease_token": task["lease_token"], "output": task["task_id"]})
+                        response = http.post(
+                            f"/v1/tasks/{task['task_id']}/complete",
+                            json={"lease_token": task["lease_token"], "output": task["task_id"]},
+                        )
                     except httpx2.TransportError:
                         return
                     assert response.status_code == 200, response.text
@@ -378,12 +398,18 @@ def test_sigkill_keeps_every_acknowledged_completion(
 
 # --- auth, limits, validation --------------------------------------------------------------------
 
+
 def test_a_token_is_required_everywhere_but_health(start_server: StartServer, connect: Connect) -> None:
     server = start_server(token="s3cret")
     with server.http() as anonymous, server.http(token="wrong") as wrong:
         for client in (anonymous, wrong):
-            for method, path in (("GET", "/v1/executions"), ("POST", "/v1/workflows"), ("GET", "/metrics"),
-                                 ("GET", "/openapi.json"), ("POST", "/v1/tasks/poll")):
+            for method, path in (
+                ("GET", "/v1/executions"),
+                ("POST", "/v1/workflows"),
+                ("GET", "/metrics"),
+                ("GET", "/openapi.json"),
+                ("POST", "/v1/tasks/poll"),
+            ):
                 response = client.request(method, path, json={})
                 assert response.status_code == 401, (method, path)
                 assert error_code(response) == "unauthorized"
@@ -395,11 +421,14 @@ def test_a_token_is_required_everywhere_but_health(start_server: StartServer, co
 
 
 def test_unknown_execution_or_task_is_404(api: Api) -> None:
-    for method, path, body in (("GET", "/v1/executions/nope", None), ("POST", "/v1/executions/nope/cancel", None),
-                               ("POST", "/v1/tasks/nope/complete", {"lease_token": "t", "output": 1}),
-                               ("POST", "/v1/tasks/nope/fail", {"lease_token": "t", "error": "x"}),
-                               ("POST", "/v1/tasks/nope/heartbeat", {"lease_token": "t"}),
-                               ("POST", "/v1/tasks/nope/release", {"lease_token": "t"})):
+    for method, path, body in (
+        ("GET", "/v1/executions/nope", None),
+        ("POST", "/v1/executions/nope/cancel", None),
+        ("POST", "/v1/tasks/nope/complete", {"lease_token": "t", "output": 1}),
+        ("POST", "/v1/tasks/nope/fail", {"lease_token": "t", "error": "x"}),
+        ("POST", "/v1/tasks/nope/heartbeat", {"lease_token": "t"}),
+        ("POST", "/v1/tasks/nope/release", {"lease_token": "t"}),
+    ):
         response = api.http.request(method, path, json=body)
         assert response.status_code == 404, (method, path, response.text)
         assert error_code(response) == "not_found"
@@ -407,7 +436,8 @@ def test_unknown_execution_or_task_is_404(api: Api) -> None:
 
 
 def test_an_oversized_body_is_413_with_or_without_content_length(
-        start_server: StartServer, connect: Connect, session_id: str) -> None:
+    start_server: StartServer, connect: Connect, session_id: str
+) -> None:
     server = start_server(max_body_bytes=2048)
     api = connect(server)
     big = json.dumps(start_body(session_id, "big", "x" * 4000)).encode()
@@ -416,7 +446,7 @@ def test_an_oversized_body_is_413_with_or_without_content_length(
 
     def chunks(body: bytes) -> Iterator[bytes]:
         for i in range(0, len(body), 512):
-            yield body[i:i + 512]
+            yield body[i : i + 512]
 
     chunked = api.http.post("/v1/executions", content=chunks(big), headers={"content-type": "application/json"})
     assert chunked.status_code == 413 and error_code(chunked) == "body_too_large"
@@ -454,13 +484,17 @@ def test_malformed_json_is_422_not_500(api: Api, raw: bytes) -> None:
     assert response.json()["error"]["details"][0]["type"] == "json_invalid"
 
 
-@pytest.mark.parametrize(("method", "path", "raw", "status", "code"), [
-    ("POST", "/v1/executions", b"\xff\xfe\x00", 400, "bad_request"),  # not decodable as any JSON encoding
-    ("GET", "/v1/nothing-here", None, 404, "not_found"),
-    ("DELETE", "/v1/executions/x/cancel", None, 405, "method_not_allowed"),
-])
-def test_framework_errors_use_the_error_shape(api: Api, method: str, path: str, raw: bytes | None,
-                                              status: int, code: str) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "raw", "status", "code"),
+    [
+        ("POST", "/v1/executions", b"\xff\xfe\x00", 400, "bad_request"),  # not decodable as any JSON encoding
+        ("GET", "/v1/nothing-here", None, 404, "not_found"),
+        ("DELETE", "/v1/executions/x/cancel", None, 405, "method_not_allowed"),
+    ],
+)
+def test_framework_errors_use_the_error_shape(
+    api: Api, method: str, path: str, raw: bytes | None, status: int, code: str
+) -> None:
     response = api.http.request(method, path, content=raw, headers={"content-type": "application/json"})
     assert response.status_code == status, response.text
     assert error_code(response) == code
@@ -469,7 +503,16 @@ def test_framework_errors_use_the_error_shape(api: Api, method: str, path: str, 
 
 def test_openapi_lists_the_paths(api: Api) -> None:
     paths = api.http.get("/openapi.json").json()["paths"]
-    assert {"/health", "/metrics", "/v1/workflows", "/v1/executions", "/v1/executions/{execution_id}",
-            "/v1/executions/{execution_id}/cancel", "/v1/tasks/poll", "/v1/tasks/{task_id}/heartbeat",
-            "/v1/tasks/{task_id}/complete", "/v1/tasks/{task_id}/fail",
-            "/v1/tasks/{task_id}/release"} <= set(paths)
+    assert {
+        "/health",
+        "/metrics",
+        "/v1/workflows",
+        "/v1/executions",
+        "/v1/executions/{execution_id}",
+        "/v1/executions/{execution_id}/cancel",
+        "/v1/tasks/poll",
+        "/v1/tasks/{task_id}/heartbeat",
+        "/v1/tasks/{task_id}/complete",
+        "/v1/tasks/{task_id}/fail",
+        "/v1/tasks/{task_id}/release",
+    } <= set(paths)

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from nexum_server.store import SCHEMA_VERSION
 from nexum_devtools.procs import ROOT, NexumServer
+from nexum_server.store import SCHEMA_VERSION
 from tests.server.conftest import Api
 
 COMMAND_TIMEOUT = 30
@@ -32,8 +32,15 @@ WIDTH = 80
 
 def nexum(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "COLUMNS": str(WIDTH), "PYTHONIOENCODING": "utf-8", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "nexum_server", *args], cwd=cwd, capture_output=True,
-                          text=True, encoding="utf-8", timeout=COMMAND_TIMEOUT, env=full_env)
+    return subprocess.run(
+        [sys.executable, "-m", "nexum_server", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=COMMAND_TIMEOUT,
+        env=full_env,
+    )
 
 
 def said(result: subprocess.CompletedProcess[str]) -> str:
@@ -51,7 +58,8 @@ def executions(api: Api, session_id: str) -> dict[str, dict]:
 
 
 def test_ps_lists_executions_with_their_ids_and_statuses(
-        server: NexumServer, executions: dict[str, dict], session_id: str) -> None:
+    server: NexumServer, executions: dict[str, dict], session_id: str
+) -> None:
     result = nexum("ps", "--url", server.url, "--session", session_id)
     assert result.returncode == 0, said(result)
     assert executions["done"]["id"] in result.stdout
@@ -101,7 +109,8 @@ def test_show_and_cancel_take_a_unique_start_of_the_id(server: NexumServer, api:
 
 
 def test_cancel_cancels_a_pending_execution_and_refuses_a_completed_one(
-        server: NexumServer, api: Api, executions: dict[str, dict]) -> None:
+    server: NexumServer, api: Api, executions: dict[str, dict]
+) -> None:
     pending = executions["pending"]
     result = nexum("cancel", pending["id"], "--url", server.url)
     assert result.returncode == 0, said(result)
@@ -114,8 +123,9 @@ def test_cancel_cancels_a_pending_execution_and_refuses_a_completed_one(
     assert api.get(executions["done"]["id"])["status"] == "COMPLETED"
 
 
-def test_the_url_comes_from_nexum_url(server: NexumServer, executions: dict[str, dict],
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_url_comes_from_nexum_url(
+    server: NexumServer, executions: dict[str, dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("NEXUM_URL", server.url)
     result = nexum("ps")
     assert result.returncode == 0, said(result)
@@ -172,8 +182,7 @@ def test_ps_without_a_server_exits_2_naming_the_url_and_nexum_dev(closed_port: i
     assert "`nexum dev`" in text and "Traceback" not in text
 
 
-def test_a_missing_token_and_a_wrong_token_get_different_messages(
-        start_server: Callable[..., NexumServer]) -> None:
+def test_a_missing_token_and_a_wrong_token_get_different_messages(start_server: Callable[..., NexumServer]) -> None:
     server = start_server(token="s3cret")
     missing = nexum("ps", "--url", server.url)
     wrong = nexum("ps", "--url", server.url, env={"NEXUM_TOKEN": "wrong"})
@@ -229,7 +238,8 @@ def test_dev_warns_loudly_beyond_loopback_without_a_token(start_server: Callable
 
 
 def test_every_entry_point_reads_dotenv_and_fails_fast_on_a_dead_url(
-        tmp_path: Path, closed_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, closed_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = f"http://127.0.0.1:{closed_port}"
     (tmp_path / ".env").write_text(f"NEXUM_URL={url}\n")
     monkeypatch.delenv("NEXUM_URL")  # unset, not blank: blank would hide .env
@@ -241,8 +251,15 @@ def test_every_entry_point_reads_dotenv_and_fails_fast_on_a_dead_url(
     }
     for name, command in commands.items():
         started = time.monotonic()
-        result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, encoding="utf-8",
-                                timeout=COMMAND_TIMEOUT, env={**os.environ, "COLUMNS": str(WIDTH)})
+        result = subprocess.run(
+            command,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            timeout=COMMAND_TIMEOUT,
+            env={**os.environ, "COLUMNS": str(WIDTH)},
+        )
         took = time.monotonic() - started
         text = said(result)
         assert result.returncode == 2, (name, text)
@@ -305,9 +322,13 @@ def test_a_second_dev_on_the_same_sqlite_file_exits_at_once_naming_the_first(ser
 
 
 def test_dev_refuses_a_db_url_of_an_unsupported_scheme(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "nexum_server", "dev", "--port", "0",
-                             "--db", "mysql://root@127.0.0.1:3306/nexum"], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=COMMAND_TIMEOUT)
+    result = subprocess.run(
+        [sys.executable, "-m", "nexum_server", "dev", "--port", "0", "--db", "mysql://root@127.0.0.1:3306/nexum"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+    )
     assert result.returncode == 2
     text = said(result)
     assert "mysql://... is not supported" in text and "postgresql://" in text and "Traceback" not in text
@@ -332,11 +353,14 @@ def test_dev_on_postgresql_names_the_database_without_its_password(postgres_url:
         assert "postgres:***@" in "".join(server.output.split())
     finally:
         server.stop()
+
+
 def on_a_terminal(args: list[str], answer: str) -> str:
     """Run `nexum ARGS` on a pseudo-terminal, type `answer` once it asks; everything it printed."""
     main, child = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "nexum_server", *args], cwd=ROOT, stdin=child, stdout=child,
-                            stderr=child)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nexum_server", *args], cwd=ROOT, stdin=child, stdout=child, stderr=child
+    )
     os.close(child)
     seen = b""
     answered = False
@@ -373,9 +397,14 @@ def test_sessions_lists_each_session_with_its_counts(server: NexumServer, api: A
     api.start(other, "k")
 
     def sessions(*args: str) -> dict[str, list[str]]:
-        result = subprocess.run([sys.executable, "-m", "nexum_server", "sessions", "--url", server.url, *args],
-                                cwd=ROOT, capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
-                                env={**os.environ, "COLUMNS": "120"})  # every id on one line
+        result = subprocess.run(
+            [sys.executable, "-m", "nexum_server", "sessions", "--url", server.url, *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT,
+            env={**os.environ, "COLUMNS": "120"},
+        )  # every id on one line
         assert result.returncode == 0, said(result)
         rows = [line.split() for line in result.stdout.splitlines() if line.strip().startswith("test-")]
         return {row[0]: row[1:6] for row in rows}
@@ -410,7 +439,8 @@ def test_forget_asks_first_and_yes_deletes_the_session(server: NexumServer, api:
 
 
 def test_forget_of_a_session_with_a_running_call_is_refused_with_the_reason(
-        server: NexumServer, api: Api, session_id: str) -> None:
+    server: NexumServer, api: Api, session_id: str
+) -> None:
     api.start(session_id, "a")
     api.poll_one()
     refused = nexum("forget", session_id, "--url", server.url, "--yes")
@@ -424,8 +454,12 @@ def test_https_to_the_plain_server_says_try_http_and_names_the_flag(server: Nexu
     assert tls.returncode == 2
     assert "try http:// instead of https://" in said(tls) and "WRONG_VERSION_NUMBER" not in said(tls)
     # Something answers, but not as a Nexum server does: the hint names where the URL came from.
-    web = subprocess.Popen([sys.executable, "-u", "-m", "http.server", "--bind", "127.0.0.1", "0"],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    web = subprocess.Popen(
+        [sys.executable, "-u", "-m", "http.server", "--bind", "127.0.0.1", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         assert web.stdout is not None
         port = int(re.search(r"port (\d+)", web.stdout.readline()).group(1))  # type: ignore[union-attr]
@@ -436,13 +470,16 @@ def test_https_to_the_plain_server_says_try_http_and_names_the_flag(server: Nexu
     assert wrong.returncode == 2 and "is --url right?" in said(wrong), said(wrong)
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["show", ""], "give an execution id"),
-    (["ps", "--limit", "0"], "--limit must be between 1 and 1000"),
-    (["sessions", "--limit", "0"], "--limit must be between 1 and 500"),
-    (["forget", "a/runs/b", "--yes"], "session id 'a/runs/b' is not valid: a session id is 1 to 128 characters"),
-    (["forget", " ", "--yes"], "session id ' ' is not valid"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["show", ""], "give an execution id"),
+        (["ps", "--limit", "0"], "--limit must be between 1 and 1000"),
+        (["sessions", "--limit", "0"], "--limit must be between 1 and 500"),
+        (["forget", "a/runs/b", "--yes"], "session id 'a/runs/b' is not valid: a session id is 1 to 128 characters"),
+        (["forget", " ", "--yes"], "session id ' ' is not valid"),
+    ],
+)
 def test_refused_input_is_one_error_sentence_and_exit_2(server: NexumServer, args: list[str], expected: str) -> None:
     result = nexum(*args, "--url", server.url)
     assert result.returncode == 2, said(result)

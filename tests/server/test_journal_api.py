@@ -34,8 +34,13 @@ def model_run(api: Api, session_id: str, turns: int, result_bytes: int = 64) -> 
     done = []
     for turn, (sent, new, response) in enumerate(conversation(turns, result_bytes, session_id)):
         hashes, messages = start_fields(sent, new)
-        body = {**REF, "session_id": session_id, "key": f"request-{turn}",
-                "input": {"unit": "model_request", "model": "test", "sent": hashes}, "messages": messages}
+        body = {
+            **REF,
+            "session_id": session_id,
+            "key": f"request-{turn}",
+            "input": {"unit": "model_request", "model": "test", "sent": hashes},
+            "messages": messages,
+        }
         started = api.http.post("/v1/executions", json=body)
         assert started.status_code == 201, started.text
         done.append(api.complete(api.poll_one(), response))
@@ -46,7 +51,7 @@ def test_a_start_stores_its_messages_and_the_request_reads_back_what_was_new(bac
     done = model_run(backend, session_id, 3)
     assert "sent" not in done[0]["input"]
     view = backend.http.get(f"/v1/executions/{done[2]['id']}/sent").json()
-    sent, new, _ = list(conversation(3, 64, session_id))[2]
+    sent, _, _ = list(conversation(3, 64, session_id))[2]
     assert [m["hash"] for m in view["messages"]] == [message_hash(m) for m in sent]
     assert [m["body"] for m in view["messages"]] == sent
     assert [m["new"] for m in view["messages"]] == [False, False, False, True, True]
@@ -54,8 +59,13 @@ def test_a_start_stores_its_messages_and_the_request_reads_back_what_was_new(bac
     # A tool call has no list; a start whose hash is not its body's is refused, storing nothing.
     tool = backend.start(session_id, "tool", {"tool_name": "web_search", "tool_args": {"query": "q"}})
     assert backend.http.get(f"/v1/executions/{tool['id']}/sent").json()["messages"] == []
-    bad = {**REF, "session_id": session_id, "key": "bad", "input": {"sent": ["0" * 64]},
-           "messages": [{"hash": "0" * 64, "body": {"kind": "request"}}]}
+    bad = {
+        **REF,
+        "session_id": session_id,
+        "key": "bad",
+        "input": {"sent": ["0" * 64]},
+        "messages": [{"hash": "0" * 64, "body": {"kind": "request"}}],
+    }
     refused = backend.http.post("/v1/executions", json=bad)
     assert refused.status_code == 422 and "canonical JSON" in refused.text
     unknown = {**bad, "messages": None, "key": "unknown"}
@@ -69,10 +79,27 @@ def test_the_journal_is_every_unit_in_recorded_order_in_one_request(backend: Api
     assert journal["session_id"] == session_id and journal["forked_from"] is None
     units = journal["units"]
     assert [(u["step"], u["key"], u["status"]) for u in units] == [
-        (1, "request-0", "COMPLETED"), (2, "request-1", "COMPLETED"), (3, "tool", "PENDING")]
+        (1, "request-0", "COMPLETED"),
+        (2, "request-1", "COMPLETED"),
+        (3, "tool", "PENDING"),
+    ]
     assert units[1]["result"] == done[1]["result"] and units[2]["input"]["tool_name"] == "web_search"
-    assert set(units[0]) == {"step", "id", "workflow_id", "version_hash", "key", "status", "input", "result", "error",
-                             "attempts", "created_at", "started_at", "attempt_started_at", "completed_at"}
+    assert set(units[0]) == {
+        "step",
+        "id",
+        "workflow_id",
+        "version_hash",
+        "key",
+        "status",
+        "input",
+        "result",
+        "error",
+        "attempts",
+        "created_at",
+        "started_at",
+        "attempt_started_at",
+        "completed_at",
+    }
     assert backend.http.get("/v1/sessions/nothing-here/journal").json()["units"] == []
 
 
@@ -98,7 +125,8 @@ def test_fork_until_copies_the_first_completed_units_and_records_its_origin(back
 
 
 def test_export_then_import_into_a_fresh_server_with_the_cli(
-        start_server: StartServer, connect: Callable[..., Api], session_id: str, tmp_path: Path) -> None:
+    start_server: StartServer, connect: Callable[..., Api], session_id: str, tmp_path: Path
+) -> None:
     first = connect(start_server(db=tmp_path / "first.db"))
     model_run(first, session_id, 3)
     first.start(session_id, "tool", {"tool_name": "web_search", "tool_args": {"query": SCRIPT}})
@@ -127,8 +155,9 @@ def test_export_then_import_into_a_fresh_server_with_the_cli(
     assert forked.returncode == 0 and "2 units copied (the first 2 are served in order)" in said(forked)
 
 
-def test_show_prints_what_a_model_request_was_sent_and_its_response(server: NexumServer, api: Api,
-                                                                    session_id: str) -> None:
+def test_show_prints_what_a_model_request_was_sent_and_its_response(
+    server: NexumServer, api: Api, session_id: str
+) -> None:
     done = model_run(api, session_id, 3, result_bytes=2000)
     shown = nexum("show", "--url", server.url, done[2]["id"])
     assert shown.returncode == 0, said(shown)

@@ -16,7 +16,11 @@ from nexum_server.journal import canonical, message_hash, resolve_all, split_inp
 from nexum_server.models import MessageBody, Status
 from nexum_server.store import Store
 from nexum_server.store.base import CopiedUnit
-from tests.server.test_store import IR, LEASE, REF, T0, StoreFactory, make_store  # noqa: F401
+from tests.server import test_store
+from tests.server.test_store import IR, LEASE, REF, T0, StoreFactory
+
+# The store contract's fixture, one database per backend, made a fixture of this module too.
+make_store = test_store.make_store
 
 TURNS = (10, 50, 200)
 
@@ -33,8 +37,9 @@ def run_model(store: Store, session_id: str, turns: int, result_bytes: int = 409
     ids = []
     for turn, (sent, new, response) in enumerate(conversation(turns, result_bytes, tag)):
         hashes, messages = start_fields(sent, new)
-        input, journal = split_input({"unit": "model_request", "sent": hashes},
-                                     [MessageBody.model_validate(m) for m in messages])
+        input, journal = split_input(
+            {"unit": "model_request", "sent": hashes}, [MessageBody.model_validate(m) for m in messages]
+        )
         execution = store.start_execution(REF, session_id, f"request-{turn}", input, T0, journal).execution
         task = store.claim("w", [REF], 1, LEASE, T0).tasks[0]
         store.complete(task.task_id, task.lease_token, response, T0)
@@ -84,8 +89,9 @@ def test_a_request_list_is_stored_as_additions_and_read_back_whole(store: Store)
 def test_a_list_that_does_not_extend_the_previous_one_is_stored_whole(store: Store) -> None:
     a, b, c = ({"kind": "request", "parts": [{"content": x}]} for x in "abc")
     for key, sent in (("1", [a, b]), ("2", [a, c])):  # a history processor dropped b
-        input, journal = split_input({"sent": [message_hash(m) for m in sent]},
-                                     [MessageBody(hash=message_hash(m), body=m) for m in sent])
+        input, journal = split_input(
+            {"sent": [message_hash(m) for m in sent]}, [MessageBody(hash=message_hash(m), body=m) for m in sent]
+        )
         store.start_execution(REF, "s", key, input, T0, journal)
     rows = store.session_sent("s")
     assert rows[1][1] is None and rows[1][2] == [message_hash(a), message_hash(c)]
@@ -155,7 +161,8 @@ def test_copied_units_keep_their_order_results_lists_and_origin(store: Store) ->
     store.forget_session("src", T0)
     assert list(whole_lists(store, "new").values()) == [lists[u.id] for u in units[:3]]
     assert store.messages(sorted({h for c in copies for h in c.sent or ()})).keys() == {
-        h for c in copies for h in c.sent or ()}
+        h for c in copies for h in c.sent or ()
+    }
     store.forget_session("new", T0)
     assert store.session_origin("new") is None
     assert store.stored_bytes()["messages"] == 0
@@ -165,8 +172,13 @@ def test_an_import_brings_its_workflows_and_messages(make_store: StoreFactory) -
     store = make_store()
     body = {"kind": "request", "parts": [{"content": "hi"}]}
     unit = CopiedUnit("agent", "sha256:x", "k", {"unit": "model_request"}, {"kind": "response"}, [message_hash(body)])
-    store.copy_units("imported", [unit], [(message_hash(body), canonical(body))],
-                     [("agent", "sha256:x", {"nodes": [{"id": "n"}]})], None, T0)
+    store.copy_units(
+        "imported",
+        [unit],
+        [(message_hash(body), canonical(body))],
+        [("agent", "sha256:x", {"nodes": [{"id": "n"}]})],
+        None,
+        T0,
+    )
     assert store.messages([message_hash(body)]) == {message_hash(body): body}
     assert [u.key for u in store.journal("imported")[1]] == ["k"]
-

@@ -32,13 +32,17 @@ def backend_server(request: pytest.FixtureRequest, start_server: Callable[..., N
 
 
 def test_a_new_task_wakes_a_poll_that_can_claim_it_not_the_oldest_one(
-        backend_server: NexumServer, connect: Callable[..., Api], session_id: str) -> None:
+    backend_server: NexumServer, connect: Callable[..., Api], session_id: str
+) -> None:
     api = connect(backend_server)
     api.register(OTHER)
     with ThreadPoolExecutor(2) as pool:
         # The oldest held poll serves another workflow; a younger one serves ours.
-        other = pool.submit(lambda: api.http.post("/v1/tasks/poll", timeout=60, json={
-            "worker_id": "other", "workflows": [OTHER], "wait": 30}))
+        other = pool.submit(
+            lambda: api.http.post(
+                "/v1/tasks/poll", timeout=60, json={"worker_id": "other", "workflows": [OTHER], "wait": 30}
+            )
+        )
         api.wait_held("task_poll", 1)
         ours = pool.submit(lambda: api.poll("ours", wait=30))
         api.wait_held("task_poll", 2)
@@ -55,8 +59,8 @@ def test_a_new_task_wakes_a_poll_that_can_claim_it_not_the_oldest_one(
 
 
 def test_a_forget_committed_while_a_listener_is_down_reaches_that_servers_cache(
-        postgres_url: str, start_server: Callable[..., NexumServer], connect: Callable[..., Api],
-        session_id: str) -> None:
+    postgres_url: str, start_server: Callable[..., NexumServer], connect: Callable[..., Api], session_id: str
+) -> None:
     server = start_server(db=postgres_url)
     api = connect(server)
     execution = api.start(session_id, "a")
@@ -66,9 +70,11 @@ def test_a_forget_committed_while_a_listener_is_down_reaches_that_servers_cache(
     with psycopg.connect(postgres_url, autocommit=True) as db, db.transaction():
         # Every server connection ends (waiting until each is gone) in the same transaction as the
         # forget: its notification is sent while no listener of that server exists to hear it.
-        db.execute("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
-                   "WHERE application_name LIKE %s AND pid <> pg_backend_pid()",
-                   (postgres_sql.SERVER_NAME_PREFIX + "%",))
+        db.execute(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+            "WHERE application_name LIKE %s AND pid <> pg_backend_pid()",
+            (postgres_sql.SERVER_NAME_PREFIX + "%",),
+        )
         deleted = db.execute(postgres_sql.FORGET_SESSION, {"session_id": session_id, "origin": "test"}).fetchall()
         assert len(deleted) == 1
 

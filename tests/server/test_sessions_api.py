@@ -18,12 +18,12 @@ from urllib.parse import quote
 
 import pytest
 
+from nexum_devtools.procs import ROOT, NexumServer
 from nexum_server.config import Settings
 from nexum_server.models import Status, WorkflowRef
 from nexum_server.service import QueueService
 from nexum_server.sessions import RETENTION_BATCH, Retention
 from nexum_server.store import SQLiteStore
-from nexum_devtools.procs import ROOT, NexumServer
 from tests.server.conftest import IR, VERSION_HASH, WORKFLOW_ID, Api
 
 StartServer = Callable[..., NexumServer]
@@ -91,15 +91,25 @@ def test_calls_show_tool_calls_and_summarise_other_workflows(api: Api, session_i
     model = {"workflow_id": "model-request", "version_hash": "sha256:m"}
     api.register(model, IR)
     finish(api, session_id, "t", {"tool_name": "visit_webpage", "tool_args": {"url": "http://example.test/a"}})
-    response = api.http.post("/v1/executions", json={**model, "session_id": session_id, "key": "m",
-                                                     "input": {"messages": [{"role": "user", "content": "hi"}]}})
+    response = api.http.post(
+        "/v1/executions",
+        json={
+            **model,
+            "session_id": session_id,
+            "key": "m",
+            "input": {"messages": [{"role": "user", "content": "hi"}]},
+        },
+    )
     assert response.status_code == 201, response.text
 
     calls = api.http.get("/v1/calls", params={"session_id": session_id}).json()["calls"]
     assert [c["key"] for c in calls] == ["m", "t"]
     request, visit = calls
-    assert (visit["tool"], visit["args"], visit["status"]) == ("visit_webpage", {"url": "http://example.test/a"},
-                                                              "COMPLETED")
+    assert (visit["tool"], visit["args"], visit["status"]) == (
+        "visit_webpage",
+        {"url": "http://example.test/a"},
+        "COMPLETED",
+    )
     assert visit["result_chars"] > 0 and visit["worker_id"] == "worker-1" and "result" not in visit
     assert request["tool"] is None and request["workflow_id"] == "model-request"
     assert request["summary"] == 'messages: [{"role": "user", "content": "hi"}]'
@@ -109,8 +119,7 @@ def test_calls_show_tool_calls_and_summarise_other_workflows(api: Api, session_i
     assert [c["key"] for c in first["calls"] + rest["calls"]] == ["m", "t"]
 
 
-def test_forget_refuses_a_live_session_then_deletes_it_and_its_calls_run_again(
-        api: Api, session_id: str) -> None:
+def test_forget_refuses_a_live_session_then_deletes_it_and_its_calls_run_again(api: Api, session_id: str) -> None:
     done = finish(api, session_id, "a")
     assert api.start(session_id, "a", expect=200)["cached"]  # now held in the server's memory too
     live = api.start(session_id, "b")
@@ -213,7 +222,8 @@ async def test_retention_sweep_deletes_old_results_in_batches_and_their_calls_ru
 
 
 def test_a_server_with_retention_deletes_ended_calls_and_they_run_again(
-        start_server: StartServer, connect: Callable[..., Api], session_id: str) -> None:
+    start_server: StartServer, connect: Callable[..., Api], session_id: str
+) -> None:
     server = start_server(retain="1s")
     server.wait_for(re.compile(r"retain 1s"))
     api = connect(server)
@@ -228,15 +238,22 @@ def test_a_server_with_retention_deletes_ended_calls_and_they_run_again(
 
 
 def test_a_bad_retention_period_is_refused_naming_the_key(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "nexum_server", "dev", "--db", str(tmp_path / "n.db"),
-                             "--retain", "30 days"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "nexum_server", "dev", "--db", str(tmp_path / "n.db"), "--retain", "30 days"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 2  # a bad setting: the server cannot start
-    assert "--retain='30 days' is not valid: expected a positive number and a unit, e.g. 30d" \
-        in " ".join(result.stderr.split())
+    assert "--retain='30 days' is not valid: expected a positive number and a unit, e.g. 30d" in " ".join(
+        result.stderr.split()
+    )
 
 
 def test_forget_on_one_server_reaches_the_cache_of_another_on_the_same_postgresql(
-        start_server: StartServer, connect: Callable[..., Api], postgres_url: str, session_id: str) -> None:
+    start_server: StartServer, connect: Callable[..., Api], postgres_url: str, session_id: str
+) -> None:
     one, two = start_server(db=postgres_url), start_server(db=postgres_url)
     first, second = connect(one), connect(two)
     done = finish(first, session_id, "a")
@@ -246,8 +263,9 @@ def test_forget_on_one_server_reaches_the_cache_of_another_on_the_same_postgresq
     assert first.http.delete(f"/v1/sessions/{session_id}").json()["deleted"] == 1
     deadline = time.monotonic() + DEADLINE
     while True:  # the deletion reaches the second server as a notification, moments after the commit
-        started = second.http.post("/v1/executions", json={**REF.model_dump(), "session_id": session_id,
-                                                           "key": "a", "input": {"key": "a"}})
+        started = second.http.post(
+            "/v1/executions", json={**REF.model_dump(), "session_id": session_id, "key": "a", "input": {"key": "a"}}
+        )
         if started.status_code == 201:
             break
         assert started.json()["id"] == done["id"] and time.monotonic() < deadline, "still served from memory"

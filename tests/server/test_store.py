@@ -30,8 +30,7 @@ from nexum_server.errors import (
     WorkflowNotFound,
 )
 from nexum_server.models import Execution, Status, WorkflowRef
-from nexum_server.store import SCHEMA_VERSION, SQLiteStore, Store
-from nexum_server.store import postgres
+from nexum_server.store import SCHEMA_VERSION, SQLiteStore, Store, postgres
 from nexum_server.store.postgres import PostgresStore
 
 REF = WorkflowRef(workflow_id="wf", version_hash="sha256:abc")
@@ -90,6 +89,7 @@ def claim_one(store: Store, now: float, worker_id: str = "w1") -> Any:
 
 
 # --- workflows and starts -------------------------------------------------------------------------
+
 
 def test_register_answers_new_identical_changed(make_store: StoreFactory) -> None:
     store = make_store()
@@ -175,6 +175,7 @@ def test_list_finds_executions_by_the_start_of_their_id(store: Store) -> None:
 
 # --- claims ------------------------------------------------------------------------------------
 
+
 def test_claim_leases_oldest_first_with_a_fresh_token_each(store: Store) -> None:
     ids = [start(store, key=f"k{i}", now=T0 + i).id for i in range(3)]
     outcome = store.claim("w1", [REF], 2, LEASE, T0 + 10)
@@ -197,7 +198,8 @@ def test_claim_only_takes_the_workflows_the_worker_runs(store: Store) -> None:
 
 
 def test_concurrent_claims_from_two_connections_never_lease_a_task_twice(
-        make_store: StoreFactory, store: Store) -> None:
+    make_store: StoreFactory, store: Store
+) -> None:
     total = 60
     ids = {start(store, key=f"k{i}").id for i in range(total)}
     other = make_store()  # a second connection to the same file, as a second server would have
@@ -232,7 +234,8 @@ def test_concurrent_claims_from_two_connections_never_lease_a_task_twice(
 
 
 def test_leases_expired_by_several_stores_at_once_are_each_expired_and_counted_once(
-        make_store: StoreFactory, store: Store) -> None:
+    make_store: StoreFactory, store: Store
+) -> None:
     total = 40
     for i in range(total):
         start(store, key=f"k{i}")
@@ -261,6 +264,7 @@ def test_leases_expired_by_several_stores_at_once_are_each_expired_and_counted_o
 
 
 # --- leases ------------------------------------------------------------------------------------
+
 
 def test_expired_lease_is_requeued_then_failed_when_attempts_are_used_up(make_store: StoreFactory) -> None:
     store = make_store(max_attempts=2)
@@ -378,8 +382,8 @@ def test_release_gives_the_task_back_without_counting_an_attempt(store: Store) -
 
 # --- retries -----------------------------------------------------------------------------------
 
-def test_retryable_failures_back_off_doubling_then_fail_with_the_last_error(
-        make_store: StoreFactory) -> None:
+
+def test_retryable_failures_back_off_doubling_then_fail_with_the_last_error(make_store: StoreFactory) -> None:
     store = make_store(max_attempts=4, retry_backoff_seconds=0.5, retry_backoff_max_seconds=1.5)
     store.register_workflow(REF, IR, T0)
     execution = start(store)
@@ -414,6 +418,7 @@ def test_a_non_retryable_failure_fails_at_once(store: Store) -> None:
 
 # --- cancel ------------------------------------------------------------------------------------
 
+
 def test_cancel_pending_and_running_then_reports_are_refused(store: Store) -> None:
     pending = start(store, key="a")
     running = start(store, key="b", now=T0 - 1)
@@ -441,6 +446,7 @@ def test_cancel_of_a_finished_execution_raises_and_unknown_is_not_found(store: S
 
 
 # --- the database -------------------------------------------------------------------------------
+
 
 def test_data_survives_closing_and_reopening(make_store: StoreFactory, store: Store) -> None:
     start(store)
@@ -507,12 +513,22 @@ def _refused(factory: StoreFactory) -> BaseException:
     return refused.value
 
 
-NEWER = {"sqlite": ("CREATE TABLE future (x)", f"PRAGMA user_version = {SCHEMA_VERSION + 1}"),
-         "postgresql": ("CREATE SCHEMA nexum", "CREATE TABLE nexum.schema_version (version integer NOT NULL)",
-                        f"INSERT INTO nexum.schema_version VALUES ({SCHEMA_VERSION + 1})")}
-FOREIGN = {"sqlite": ("CREATE TABLE customers (name TEXT)", "INSERT INTO customers VALUES ('ada')"),
-           "postgresql": ("CREATE SCHEMA nexum", "CREATE TABLE nexum.customers (name text)",
-                          "INSERT INTO nexum.customers VALUES ('ada')")}
+NEWER = {
+    "sqlite": ("CREATE TABLE future (x)", f"PRAGMA user_version = {SCHEMA_VERSION + 1}"),
+    "postgresql": (
+        "CREATE SCHEMA nexum",
+        "CREATE TABLE nexum.schema_version (version integer NOT NULL)",
+        f"INSERT INTO nexum.schema_version VALUES ({SCHEMA_VERSION + 1})",
+    ),
+}
+FOREIGN = {
+    "sqlite": ("CREATE TABLE customers (name TEXT)", "INSERT INTO customers VALUES ('ada')"),
+    "postgresql": (
+        "CREATE SCHEMA nexum",
+        "CREATE TABLE nexum.customers (name text)",
+        "INSERT INTO nexum.customers VALUES ('ada')",
+    ),
+}
 
 
 def test_a_database_from_a_newer_server_is_refused_naming_it_and_left_untouched(make_store: StoreFactory) -> None:
@@ -532,7 +548,8 @@ def test_a_foreign_database_is_refused_and_left_untouched(make_store: StoreFacto
 
 
 def test_a_database_that_cannot_be_opened_is_refused_with_a_clear_error(
-        make_store: StoreFactory, tmp_path: Path) -> None:
+    make_store: StoreFactory, tmp_path: Path
+) -> None:
     if make_store.name == "sqlite":
         Path(make_store.db).write_text("these are my notes, not a database\n" * 50)
         expected, message = SchemaError, "cannot be used as a SQLite database"
@@ -566,15 +583,15 @@ def _write_lock_held_elsewhere(factory: StoreFactory) -> Iterator[None]:
 
 
 async def test_a_busy_database_is_store_unavailable_not_a_crash(
-        make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(postgres, "LOCK_TIMEOUT", "50ms")
     store = make_store(max_attempts=3, retry_backoff_seconds=1.0, retry_backoff_max_seconds=60.0)
     store.register_workflow(REF, IR, T0)
     if isinstance(store, SQLiteStore):
         store.db.execute("PRAGMA busy_timeout = 50")
-    with _write_lock_held_elsewhere(make_store):
-        with pytest.raises(StoreUnavailable, match="try again"):
-            await store.run(store.start_execution, REF, "s", "k", {}, T0)
+    with _write_lock_held_elsewhere(make_store), pytest.raises(StoreUnavailable, match="try again"):
+        await store.run(store.start_execution, REF, "s", "k", {}, T0)
     assert (await store.run(store.start_execution, REF, "s", "k", {}, T0)).created
 
 
@@ -587,9 +604,11 @@ async def test_calls_that_arrive_together_each_stand_or_fall_alone(store: Store)
     task = claim_one(store, T0)
 
     calls = [store.run(store.start_execution, REF, "s", f"k{i}", {"i": i}, T0 + 1) for i in range(5)]
-    calls += [store.run(store.start_execution, OTHER, "s", "never", {}, T0 + 1),
-              store.run(store.complete, task.task_id, "stale", "forged", T0 + 1),
-              store.run(store.complete, task.task_id, task.lease_token, "real", T0 + 1)]
+    calls += [
+        store.run(store.start_execution, OTHER, "s", "never", {}, T0 + 1),
+        store.run(store.complete, task.task_id, "stale", "forged", T0 + 1),
+        store.run(store.complete, task.task_id, task.lease_token, "real", T0 + 1),
+    ]
     waiting = asyncio.gather(*calls, return_exceptions=True)
     await asyncio.sleep(0.05)
     release.set()
@@ -600,7 +619,8 @@ async def test_calls_that_arrive_together_each_stand_or_fall_alone(store: Store)
     assert isinstance(outcomes[5], WorkflowNotFound) and isinstance(outcomes[6], LeaseLost)
     assert outcomes[7].status is Status.COMPLETED and outcomes[7].result == "real"
     assert sorted(e.key for e in store.list_executions("s", None, None, 100)) == sorted(
-        ["running"] + [f"k{i}" for i in range(5)])
+        ["running"] + [f"k{i}" for i in range(5)]
+    )
     assert store.get_execution(running.id).result == "real"
 
 
@@ -734,13 +754,16 @@ def test_sessions_are_independent(store: Store) -> None:
     e = start(store, session_id="b")
     with pytest.raises(SessionTakenOver):
         store.claim_for_run(e.id, "b", a.token, LEASE, T0 + 1)
+
+
 # --- sessions, forget and retention --------------------------------------------------------------
 
 DAY = 86_400.0
 
 
-def run_to_completion(store: Store, key: str, session_id: str, now: float, took: float = 2.0,
-                      input: Any = None) -> Execution:
+def run_to_completion(
+    store: Store, key: str, session_id: str, now: float, took: float = 2.0, input: Any = None
+) -> Execution:
     """Start, claim at `now` and complete `took` seconds later; the COMPLETED execution."""
     store.start_execution(REF, session_id, key, {"key": key} if input is None else input, now)
     task = claim_one(store, now)
@@ -781,8 +804,9 @@ def test_a_call_ran_for_its_last_attempt_only_and_saves_that_model_requests_apar
     assert again.attempt == 2
     tool = store.complete(again.task_id, again.lease_token, "pages", T0 + 21)
     assert (tool.started_at, tool.attempt_started_at, tool.completed_at) == (T0, T0 + 20, T0 + 21)
-    model = run_to_completion(store, "model", "s", T0 + 30, took=3.0,
-                              input={"unit": "model_request", "model": "m", "messages": 1})
+    model = run_to_completion(
+        store, "model", "s", T0 + 30, took=3.0, input={"unit": "model_request", "model": "m", "messages": 1}
+    )
     store.add_hits([(tool.id, 2, T0 + 40), (model.id, 1, T0 + 41)])
     counts = store.get_session("s")
     assert counts.seconds_saved == pytest.approx(2 * 1.0 + 3.0)
@@ -857,7 +881,7 @@ def test_forget_refuses_a_session_with_live_calls_and_deletes_nothing(store: Sto
     store.start_execution(REF, "s", "b", None, T0 + 1)
     if live == "running":
         claim_one(store, T0 + 1)
-    with pytest.raises(SessionBusy, match="1 call.* still pending or running"):
+    with pytest.raises(SessionBusy, match=r"1 call.* still pending or running"):
         store.forget_session("s", T0 + 10)
     assert store.get_session("s").calls == 2
 
@@ -896,15 +920,17 @@ def test_a_file_of_schema_1_is_migrated_and_keeps_its_executions(tmp_path: Path)
     v1.start()
     v1.register_workflow(REF, IR, T0)
     kept = v1.start_execution(REF, "s", "k", None, T0).execution
-    v1.db.executescript("BEGIN; DROP INDEX executions_done; DROP INDEX executions_hits;"
-                        "DROP INDEX executions_sent_base; DROP TABLE session_messages; DROP TABLE messages;"
-                        "DROP TABLE session_forks; ALTER TABLE executions DROP COLUMN sent_base;"
-                        "ALTER TABLE executions DROP COLUMN sent_added; ALTER TABLE executions DROP COLUMN sent_count;"
-                        "ALTER TABLE executions DROP COLUMN sent_digest;"
-                        "ALTER TABLE executions DROP COLUMN hits;"
-                        "ALTER TABLE executions DROP COLUMN last_hit_at; DROP TABLE session_runs;"
-                        "ALTER TABLE executions DROP COLUMN attempt_started_at;"
-                        "PRAGMA user_version = 1; COMMIT;")
+    v1.db.executescript(
+        "BEGIN; DROP INDEX executions_done; DROP INDEX executions_hits;"
+        "DROP INDEX executions_sent_base; DROP TABLE session_messages; DROP TABLE messages;"
+        "DROP TABLE session_forks; ALTER TABLE executions DROP COLUMN sent_base;"
+        "ALTER TABLE executions DROP COLUMN sent_added; ALTER TABLE executions DROP COLUMN sent_count;"
+        "ALTER TABLE executions DROP COLUMN sent_digest;"
+        "ALTER TABLE executions DROP COLUMN hits;"
+        "ALTER TABLE executions DROP COLUMN last_hit_at; DROP TABLE session_runs;"
+        "ALTER TABLE executions DROP COLUMN attempt_started_at;"
+        "PRAGMA user_version = 1; COMMIT;"
+    )
     v1.shutdown()
 
     store = SQLiteStore(Settings(db=str(path)))
@@ -923,12 +949,15 @@ def test_a_schema_4_file_counts_interrupted_executions_as_live(tmp_path: Path) -
     v4 = SQLiteStore(Settings(db=str(path)))
     v4.start()
     v4.register_workflow(REF, IR, T0)
-    v4.db.executescript("BEGIN; DROP INDEX executions_live_key; DROP INDEX IF EXISTS executions_sent_base;"
-                        "ALTER TABLE executions DROP COLUMN attempt_started_at;"
-                        + "".join(f"ALTER TABLE executions DROP COLUMN {c};"
-                                  for c in ("sent_base", "sent_added", "sent_count", "sent_digest")) +
-                        "CREATE UNIQUE INDEX executions_live_key ON executions (workflow_id, session_id, key) "
-                        "WHERE status IN ('PENDING', 'RUNNING', 'COMPLETED'); PRAGMA user_version = 4; COMMIT;")
+    v4.db.executescript(
+        "BEGIN; DROP INDEX executions_live_key; DROP INDEX IF EXISTS executions_sent_base;"
+        "ALTER TABLE executions DROP COLUMN attempt_started_at;"
+        + "".join(
+            f"ALTER TABLE executions DROP COLUMN {c};" for c in ("sent_base", "sent_added", "sent_count", "sent_digest")
+        )
+        + "CREATE UNIQUE INDEX executions_live_key ON executions (workflow_id, session_id, key) "
+        "WHERE status IN ('PENDING', 'RUNNING', 'COMPLETED'); PRAGMA user_version = 4; COMMIT;"
+    )
     v4.shutdown()
 
     store = SQLiteStore(Settings(db=str(path)))
@@ -969,6 +998,7 @@ def test_a_postgres_schema_2_gains_the_hit_counts_and_keeps_its_executions(postg
 
 
 # --- waits -------------------------------------------------------------------------------------------
+
 
 def _ask(key: str = "w1", timeout: float | None = None) -> Any:
     from nexum_server.models import CreateWait, PendingCall, WaitRequest

@@ -15,7 +15,8 @@ BACKOFF = 1.0
 
 
 def test_ran_is_the_last_attempt_and_what_came_before_is_apart(
-        start_server: Callable[..., NexumServer], connect: Callable[..., Api], session_id: str) -> None:
+    start_server: Callable[..., NexumServer], connect: Callable[..., Api], session_id: str
+) -> None:
     server = start_server(retry_backoff_seconds=BACKOFF)
     api = connect(server)
     tool = {"tool_name": "web_search", "tool_args": {"query": "durable"}}

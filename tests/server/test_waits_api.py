@@ -22,8 +22,10 @@ from tests.server.conftest import Api
 StartServer = Callable[..., NexumServer]
 WAKE_LIMIT = 0.5
 """A held long-poll answers this soon after the resolution it waits for."""
-CALLS = [{"tool_call_id": "c1", "tool_name": "visit_webpage", "args": {"url": "https://a.example/<script>"}},
-         {"tool_call_id": "c2", "tool_name": "visit_webpage", "args": {"url": "https://b.example/"}}]
+CALLS = [
+    {"tool_call_id": "c1", "tool_name": "visit_webpage", "args": {"url": "https://a.example/<script>"}},
+    {"tool_call_id": "c2", "tool_name": "visit_webpage", "args": {"url": "https://b.example/"}},
+]
 
 
 @pytest.fixture
@@ -32,10 +34,18 @@ def pool() -> Iterator[ThreadPoolExecutor]:
         yield executor
 
 
-def make_wait(http: httpx2.Client, session_id: str, key: str = "w1", timeout: float | None = None,
-              calls: list[dict[str, Any]] = CALLS, expect: int | None = None) -> dict[str, Any]:
-    response = http.post(f"/v1/sessions/{session_id}/waits", json={
-        "key": key, "name": "deferred_tool_calls", "timeout_seconds": timeout, "request": {"calls": calls}})
+def make_wait(
+    http: httpx2.Client,
+    session_id: str,
+    key: str = "w1",
+    timeout: float | None = None,
+    calls: list[dict[str, Any]] = CALLS,
+    expect: int | None = None,
+) -> dict[str, Any]:
+    response = http.post(
+        f"/v1/sessions/{session_id}/waits",
+        json={"key": key, "name": "deferred_tool_calls", "timeout_seconds": timeout, "request": {"calls": calls}},
+    )
     assert response.status_code in ((expect,) if expect else (200, 201)), response.text
     return response.json()
 
@@ -59,7 +69,8 @@ def test_a_wait_is_made_once_per_key_and_listed_while_it_waits(api: Api, session
 
 
 def test_a_held_long_poll_answers_as_soon_as_the_wait_is_resolved(
-        server: NexumServer, api: Api, pool: ThreadPoolExecutor, session_id: str) -> None:
+    server: NexumServer, api: Api, pool: ThreadPoolExecutor, session_id: str
+) -> None:
     wait = make_wait(api.http, session_id)
     held = pool.submit(held_get, server, wait["token"])
     api.wait_held("event_wait")
@@ -74,15 +85,17 @@ def test_a_held_long_poll_answers_as_soon_as_the_wait_is_resolved(
 
 
 def test_two_resolutions_at_once_one_wins_one_gets_409_and_changes_nothing(
-        server: NexumServer, api: Api, pool: ThreadPoolExecutor, session_id: str) -> None:
+    server: NexumServer, api: Api, pool: ThreadPoolExecutor, session_id: str
+) -> None:
     wait = make_wait(api.http, session_id)
 
     def resolve(body: dict[str, Any]) -> httpx2.Response:
         with server.http() as http:
             return http.post(f"/v1/events/{wait['token']}", json=body)
 
-    answers = list(pool.map(resolve, [{"decision": "approve", "by": "ann"},
-                                      {"decision": "deny", "reason": "no", "by": "bob"}]))
+    answers = list(
+        pool.map(resolve, [{"decision": "approve", "by": "ann"}, {"decision": "deny", "reason": "no", "by": "bob"}])
+    )
     assert sorted(a.status_code for a in answers) == [200, 409]
     winner = next(a for a in answers if a.status_code == 200).json()
     loser = next(a for a in answers if a.status_code == 409).json()
@@ -94,8 +107,10 @@ def test_approve_some_calls_denies_the_rest_and_deny_tells_the_model_why(api: Ap
     wait = make_wait(api.http, session_id, "a")
     body = api.http.post(f"/v1/events/{wait['token']}", json={"decision": "approve", "calls": ["c2"]}).json()
     assert body["resolved_by"] == "token holder"
-    assert body["payload"]["approvals"] == {"c1": {"kind": "tool-denied", "message": "Not approved by token holder."},
-                                            "c2": True}
+    assert body["payload"]["approvals"] == {
+        "c1": {"kind": "tool-denied", "message": "Not approved by token holder."},
+        "c2": True,
+    }
     denied = make_wait(api.http, session_id, "b")
     body = api.http.post(f"/v1/events/{denied['token']}", json={"decision": "deny", "reason": "off limits"}).json()
     assert body["payload"]["approvals"]["c1"] == {"kind": "tool-denied", "message": "off limits"}
@@ -107,7 +122,8 @@ def test_approve_some_calls_denies_the_rest_and_deny_tells_the_model_why(api: Ap
 
 
 def test_unknown_token_is_404_a_bad_body_422_and_without_the_servers_token_401(
-        start_server: StartServer, session_id: str) -> None:
+    start_server: StartServer, session_id: str
+) -> None:
     server = start_server(token="s3cret")
     with server.http() as anonymous, server.http(token="s3cret") as allowed:
         wait = make_wait(allowed, session_id)
@@ -123,7 +139,8 @@ def test_unknown_token_is_404_a_bad_body_422_and_without_the_servers_token_401(
 
 
 def test_a_wait_times_out_on_the_servers_clock_from_its_creation_across_a_restart(
-        start_server: StartServer, tmp_path: Path, session_id: str) -> None:
+    start_server: StartServer, tmp_path: Path, session_id: str
+) -> None:
     db = tmp_path / "waits.db"
     server = start_server(db=db)
     with server.http() as http:
@@ -140,7 +157,8 @@ def test_a_wait_times_out_on_the_servers_clock_from_its_creation_across_a_restar
 
 
 def test_a_wait_survives_a_server_restart_and_is_resolved_after_it(
-        start_server: StartServer, tmp_path: Path, session_id: str) -> None:
+    start_server: StartServer, tmp_path: Path, session_id: str
+) -> None:
     db = tmp_path / "waits.db"
     server = start_server(db=db)
     with server.http() as http:
@@ -153,8 +171,8 @@ def test_a_wait_survives_a_server_restart_and_is_resolved_after_it(
 
 
 def test_a_resolution_on_one_server_wakes_a_hold_on_another_on_the_same_postgresql(
-        start_server: StartServer, connect: Callable[..., Api], postgres_url: str, pool: ThreadPoolExecutor,
-        session_id: str) -> None:
+    start_server: StartServer, connect: Callable[..., Api], postgres_url: str, pool: ThreadPoolExecutor, session_id: str
+) -> None:
     one, two = start_server(db=postgres_url), start_server(db=postgres_url)
     with one.http() as http:
         wait = make_wait(http, session_id)

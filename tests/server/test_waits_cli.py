@@ -52,7 +52,9 @@ def test_deny_and_resolve_and_an_unknown_token(server: NexumServer, session_id: 
     result = nexum("deny", denied["token"], "--reason", "not that site", "--url", server.url)
     assert result.returncode == 0, said(result)
     assert wait_of(server, denied["token"])["payload"]["approvals"]["c1"] == {
-        "kind": "tool-denied", "message": "not that site"}
+        "kind": "tool-denied",
+        "message": "not that site",
+    }
     result = nexum("resolve", resolved["token"], "--json", '{"answer": 42}', "--url", server.url)
     assert result.returncode == 0, said(result)
     assert wait_of(server, resolved["token"])["payload"] == {"answer": 42}

@@ -11,8 +11,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from tests.e2e.helpers import run_demo
 from nexum_devtools.procs import NexumServer, Proc
+from tests.e2e.helpers import run_demo
 from tests.server.conftest import Api
 
 try:
@@ -34,7 +34,8 @@ def finish(api: Api, session_id: str, key: str, input: Any, output: Any) -> dict
 
 
 def test_after_a_real_agent_run_the_page_shows_the_session_its_calls_and_a_result(
-        server: NexumServer, worker: Proc, session_id: str, page: Any) -> None:
+    server: NexumServer, worker: Proc, session_id: str, page: Any
+) -> None:
     query = f"What is durable execution {session_id}?"
     for _ in range(2):  # the second run is served from the store: every call a cached hit
         run = run_demo(server.url, "--model", "offline", "--session", session_id, query)
@@ -69,12 +70,16 @@ def test_after_a_real_agent_run_the_page_shows_the_session_its_calls_and_a_resul
     expect(page.locator("#history")).to_contain_text("(this one)")
 
 
-def test_stored_text_is_shown_as_text_and_never_runs(api: Api, server: NexumServer, session_id: str,
-                                                     page: Any) -> None:
+def test_stored_text_is_shown_as_text_and_never_runs(api: Api, server: NexumServer, session_id: str, page: Any) -> None:
     # Markup cannot be in a session id (ids.py refuses it); the odd characters it may hold are used.
     hostile_session = f"{session_id}.a_b:c-d@e"
-    done = finish(api, hostile_session, "k", {"tool_name": "visit_webpage", "tool_args": {"url": XSS}},
-                  {"result": f"Page text {XSS} end"})
+    done = finish(
+        api,
+        hostile_session,
+        "k",
+        {"tool_name": "visit_webpage", "tool_args": {"url": XSS}},
+        {"result": f"Page text {XSS} end"},
+    )
     api.start(hostile_session, "f", {"tool": XSS, "args": {"q": XSS}})
     api.fail(api.poll_one(), f"error {XSS}", retryable=False)
 
@@ -95,9 +100,9 @@ def test_stored_text_is_shown_as_text_and_never_runs(api: Api, server: NexumServ
     assert page.evaluate("window.__xss") is None
 
 
-def test_with_a_token_the_page_works_only_once_it_is_given(start_server: StartServer,
-                                                          connect: Callable[..., Api], session_id: str,
-                                                          page: Any) -> None:
+def test_with_a_token_the_page_works_only_once_it_is_given(
+    start_server: StartServer, connect: Callable[..., Api], session_id: str, page: Any
+) -> None:
     server = start_server(token="s3cret")
     api = connect(server, token="s3cret")
     finish(api, session_id, "k", {"tool_name": "web_search", "tool_args": {"query": "q"}}, {"result": "r"})
@@ -122,8 +127,9 @@ def test_with_a_token_the_page_works_only_once_it_is_given(start_server: StartSe
     assert data[-1].headers.get("authorization") == "Bearer s3cret"
 
 
-def test_the_page_updates_live_and_pauses_while_hidden(api: Api, server: NexumServer, session_id: str,
-                                                       page: Any) -> None:
+def test_the_page_updates_live_and_pauses_while_hidden(
+    api: Api, server: NexumServer, session_id: str, page: Any
+) -> None:
     finish(api, session_id, "first", {"tool_name": "web_search", "tool_args": {"query": "one"}}, {"result": "1"})
     page.goto(f"{server.url}/ui#/sessions/{session_id}")
     expect(page.locator("#calls tbody tr")).to_have_count(1)
@@ -147,7 +153,8 @@ def test_the_page_updates_live_and_pauses_while_hidden(api: Api, server: NexumSe
 
 
 def test_forget_from_the_page_is_refused_while_a_call_is_live_then_deletes_the_session(
-        api: Api, server: NexumServer, session_id: str, page: Any) -> None:
+    api: Api, server: NexumServer, session_id: str, page: Any
+) -> None:
     done = finish(api, session_id, "a", {"tool_name": "web_search", "tool_args": {"query": "a"}}, {"result": "a"})
     api.start(session_id, "b", {"tool_name": "web_search", "tool_args": {"query": "b"}})
     page.on("dialog", lambda dialog: dialog.accept())
@@ -169,7 +176,8 @@ def test_forget_from_the_page_is_refused_while_a_call_is_live_then_deletes_the_s
 
 
 def test_a_retried_call_shows_its_last_attempt_apart_and_a_phone_width_does_not_scroll(
-        start_server: StartServer, connect: Callable[..., Api], session_id: str, page: Any) -> None:
+    start_server: StartServer, connect: Callable[..., Api], session_id: str, page: Any
+) -> None:
     server = start_server(retry_backoff_seconds=1.0)
     api = connect(server)
     api.start(session_id, "tool", {"tool_name": "web_search", "tool_args": {"query": "durable"}})

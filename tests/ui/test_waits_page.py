@@ -17,9 +17,21 @@ RUN_TIMEOUT = 30
 
 
 def test_a_waiting_call_appears_approve_lets_the_run_go_on_and_the_session_shows_who(
-        server: NexumServer, session_id: str, page: Any, tmp_path: Path) -> None:
-    agent = Proc([sys.executable, "-m", "tests.e2e.approval_agent", "--url", server.url, "--session", session_id,
-                  "--log", str(tmp_path)])
+    server: NexumServer, session_id: str, page: Any, tmp_path: Path
+) -> None:
+    agent = Proc(
+        [
+            sys.executable,
+            "-m",
+            "tests.e2e.approval_agent",
+            "--url",
+            server.url,
+            "--session",
+            session_id,
+            "--log",
+            str(tmp_path),
+        ]
+    )
     try:
         token = agent.wait_for(re.compile(WAITING + r"(\S+)")).group(1)
         dialogs: list[str] = []
@@ -44,7 +56,8 @@ def test_a_waiting_call_appears_approve_lets_the_run_go_on_and_the_session_shows
 
 
 def test_html_in_a_waits_arguments_shows_as_text_and_deny_asks_for_the_reason(
-        api: Api, server: NexumServer, session_id: str, page: Any) -> None:
+    api: Api, server: NexumServer, session_id: str, page: Any
+) -> None:
     wait = make_wait(api.http, session_id, calls=[{"tool_call_id": "c1", "tool_name": XSS, "args": {"url": XSS}}])
     page.on("dialog", lambda dialog: dialog.accept("not that page"))
     page.goto(f"{server.url}/ui")

@@ -20,7 +20,8 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_defaults(in_tmp: Path) -> None:
     assert ToolSettings.from_env() == ToolSettings(
-        search_backend="duckduckgo", searxng_url=None, page_max_chars=8000, fetch_timeout=20.0, allow_private_urls=False)
+        search_backend="duckduckgo", searxng_url=None, page_max_chars=8000, fetch_timeout=20.0, allow_private_urls=False
+    )
     assert ClientSettings.from_env().url == "http://127.0.0.1:50051"
     server = Settings.from_env()
     assert (server.host, server.port, server.lease_seconds, server.token) == ("127.0.0.1", 50051, 30.0, None)
@@ -65,7 +66,8 @@ def test_an_empty_variable_means_the_default_and_hides_dotenv(in_tmp: Path) -> N
     ],
 )
 def test_a_bad_value_names_the_key_the_value_and_what_is_expected(
-        in_tmp: Path, monkeypatch: pytest.MonkeyPatch, cls: type, key: str, value: str, expected: str) -> None:
+    in_tmp: Path, monkeypatch: pytest.MonkeyPatch, cls: type, key: str, value: str, expected: str
+) -> None:
     monkeypatch.setenv(key, value)
     with pytest.raises(ConfigError) as raised:
         cls.from_env()
@@ -112,8 +114,9 @@ def test_the_agent_reads_session_id_and_keys_without_the_prefix(in_tmp: Path, mo
 def test_env_example_lists_every_setting_and_nothing_else() -> None:
     from nexum_devtools.procs import DOTENV_KEYS
 
-    keys = {cls.key(field) for cls in (Settings, ClientSettings, ToolSettings, AgentSettings)
-            for field in cls.model_fields}
+    keys = {
+        cls.key(field) for cls in (Settings, ClientSettings, ToolSettings, AgentSettings) for field in cls.model_fields
+    }
     assert set(DOTENV_KEYS) == keys
 
 

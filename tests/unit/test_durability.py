@@ -24,18 +24,30 @@ from nexum_pydantic_ai._keys import MessageChain, RunIdentity, model_request_key
 from workflow import tool_call_key as standalone_key
 
 
-def _model_key(messages: list[ModelMessage], model: str = "m", run: RunIdentity = RunIdentity("a"),
-               chain: MessageChain | None = None, settings: Any = None, parameters: Any = None) -> str:
+def _model_key(
+    messages: list[ModelMessage],
+    model: str = "m",
+    run: RunIdentity = RunIdentity("a"),
+    chain: MessageChain | None = None,
+    settings: Any = None,
+    parameters: Any = None,
+) -> str:
     from pydantic_ai.models import ModelRequestParameters
 
-    return model_request_key(run, chain or MessageChain(), model, messages, settings,
-                             parameters or ModelRequestParameters())
+    return model_request_key(
+        run, chain or MessageChain(), model, messages, settings, parameters or ModelRequestParameters()
+    )
+
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def keys_of_a_run(prompt: str = "What is durable execution?", instructions: str = "Be brief.",
-                  model_name: str = "scripted", tool_doc: str = "Look something up.") -> list[str]:
+def keys_of_a_run(
+    prompt: str = "What is durable execution?",
+    instructions: str = "Be brief.",
+    model_name: str = "scripted",
+    tool_doc: str = "Look something up.",
+) -> list[str]:
     """The keys of a two-request run (a tool call, then an answer), as the capability computes them."""
     toolset: FunctionToolset[Any] = FunctionToolset()
 
@@ -48,8 +60,15 @@ def keys_of_a_run(prompt: str = "What is durable execution?", instructions: str 
     chain = MessageChain()
 
     async def scripted(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
-        keys.append(_model_key(messages, model_name, chain=chain, settings=info.model_settings,
-                               parameters=info.model_request_parameters))
+        keys.append(
+            _model_key(
+                messages,
+                model_name,
+                chain=chain,
+                settings=info.model_settings,
+                parameters=info.model_request_parameters,
+            )
+        )
         if len(messages) == 1:  # a generated tool-call id, different in every run
             return ModelResponse(parts=[ToolCallPart("lookup", {"topic": "leases"})])
         return ModelResponse(parts=[TextPart("done")])
@@ -60,10 +79,13 @@ def keys_of_a_run(prompt: str = "What is durable execution?", instructions: str 
 
 
 def _in_another_process(**kwargs: str) -> list[str]:
-    code = ("import json, sys; from tests.unit.test_durability import keys_of_a_run; "
-            f"print(json.dumps(keys_of_a_run(**json.loads(sys.argv[1]))))")
-    done = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
+    code = (
+        "import json, sys; from tests.unit.test_durability import keys_of_a_run; "
+        "print(json.dumps(keys_of_a_run(**json.loads(sys.argv[1]))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(kwargs)], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -77,8 +99,12 @@ def test_the_same_run_in_two_processes_gives_the_same_keys() -> None:
 
 def test_an_edited_prompt_instructions_tool_or_model_gives_other_keys() -> None:
     base = keys_of_a_run()
-    for edit in ({"prompt": "What is durable execution, really?"}, {"instructions": "Be thorough."},
-                 {"tool_doc": "Look something up, carefully."}, {"model_name": "another-model"}):
+    for edit in (
+        {"prompt": "What is durable execution, really?"},
+        {"instructions": "Be thorough."},
+        {"tool_doc": "Look something up, carefully."},
+        {"model_name": "another-model"},
+    ):
         edited = keys_of_a_run(**edit)
         assert edited[0] != base[0], edit
         assert edited[1] != base[1], edit
@@ -87,12 +113,23 @@ def test_an_edited_prompt_instructions_tool_or_model_gives_other_keys() -> None:
 def test_a_tool_call_key_covers_its_place_name_arguments_agent_deps_and_approval() -> None:
     from pydantic_ai.messages import ModelRequest, UserPromptPart
 
-    history = [ModelRequest(parts=[UserPromptPart("q")]),
-               ModelResponse(parts=[ToolCallPart("lookup", {"topic": "a"}, tool_call_id="x1"),
-                                    ToolCallPart("lookup", {"topic": "a"}, tool_call_id="x2")])]
+    history = [
+        ModelRequest(parts=[UserPromptPart("q")]),
+        ModelResponse(
+            parts=[
+                ToolCallPart("lookup", {"topic": "a"}, tool_call_id="x1"),
+                ToolCallPart("lookup", {"topic": "a"}, tool_call_id="x2"),
+            ]
+        ),
+    ]
 
-    def key(args: dict[str, Any] | None = None, call: str = "x1", run: RunIdentity = RunIdentity("a"),
-            approved: bool = False, messages: list[ModelMessage] = history) -> str:
+    def key(
+        args: dict[str, Any] | None = None,
+        call: str = "x1",
+        run: RunIdentity = RunIdentity("a"),
+        approved: bool = False,
+        messages: list[ModelMessage] = history,
+    ) -> str:
         return tool_call_key(run, MessageChain(), "tools", "lookup", args or {"topic": "a"}, messages, call, approved)
 
     first = key()
@@ -141,14 +178,15 @@ def test_parallel_tool_results_give_the_same_key_whatever_order_they_finished_in
     returns = {t: ToolReturnPart("lookup", f"notes on {t}", tool_call_id=f"id-{t}") for t in "abc"}
 
     def key(order: str) -> str:
-        history = [ModelRequest(parts=[UserPromptPart("q")]), calls,
-                   ModelRequest(parts=[returns[t] for t in order])]
+        history = [ModelRequest(parts=[UserPromptPart("q")]), calls, ModelRequest(parts=[returns[t] for t in order])]
         return _model_key(history)
 
     assert key("abc") == key("cab") == key("bca")
-    other = [ModelRequest(parts=[UserPromptPart("q")]), calls,
-             ModelRequest(parts=[ToolReturnPart("lookup", "other notes", tool_call_id="id-a"),
-                                 returns["b"], returns["c"]])]
+    other = [
+        ModelRequest(parts=[UserPromptPart("q")]),
+        calls,
+        ModelRequest(parts=[ToolReturnPart("lookup", "other notes", tool_call_id="id-a"), returns["b"], returns["c"]]),
+    ]
     assert _model_key(other) != key("abc")
 
 

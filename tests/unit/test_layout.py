@@ -1,4 +1,5 @@
-"""The import rules between the packages, checked twice: in the sources (`ast`), and in `sys.modules` of a fresh process.
+"""The import rules between the packages, checked twice: in the sources (`ast`), and in `sys.modules` of a fresh
+process.
 
 - the engine (`nexum_server`) imports neither the integration, Pydantic AI nor the research example;
 - no package imports a top-level script, the research example, `bench/`, `scripts/` or `tests/`;
@@ -30,8 +31,17 @@ SCRIPTS = frozenset(path.stem for path in ROOT.glob("*.py"))
 """demo, worker, workflow, submit_task, benchmark: examples over the packages, never under them."""
 NOT_A_LIBRARY = SCRIPTS | {"nexum_research", "bench", "scripts", "tests", "examples", "conftest"}
 ENGINE_NEVER = frozenset({INTEGRATION, "pydantic_ai", "pydantic_graph", "nexum_research"})
-CLIENT_MAY_USE = frozenset({"nexum_server", "nexum_server.client", "nexum_server.config", "nexum_server.errors",
-                            "nexum_server.models", "nexum_server.retry", "nexum_server.ids"})
+CLIENT_MAY_USE = frozenset(
+    {
+        "nexum_server",
+        "nexum_server.client",
+        "nexum_server.config",
+        "nexum_server.errors",
+        "nexum_server.models",
+        "nexum_server.retry",
+        "nexum_server.ids",
+    }
+)
 CLIENT_NEVER = frozenset({"fastapi", "starlette", "uvicorn", "prometheus_client", "psycopg", "sqlite3"})
 INTEGRATION_MAY_USE = frozenset({"pydantic", "pydantic_core", "pydantic_ai", ENGINE, INTEGRATION})
 RESEARCH = frozenset({"ddgs", "bs4", "nexum_research"})
@@ -104,8 +114,9 @@ def test_the_client_imports_none_of_the_server() -> None:
 
 def test_the_integration_imports_only_pydantic_ai_and_the_engine() -> None:
     stdlib = set(sys.stdlib_module_names) | {"__future__"}
-    offending = {module: sorted(top(names) - stdlib - INTEGRATION_MAY_USE)
-                 for module, names in sources(INTEGRATION).items()}
+    offending = {
+        module: sorted(top(names) - stdlib - INTEGRATION_MAY_USE) for module, names in sources(INTEGRATION).items()
+    }
     assert {m: found for m, found in offending.items() if found} == {}
 
 
@@ -125,8 +136,7 @@ print(json.dumps({"files": {n: sys.modules[n].__file__ for n in names}, "loaded"
 
 def loaded_by(*modules: str) -> set[str]:
     """`sys.modules` of a new interpreter after importing `modules` (a package: all its modules) from the checkout."""
-    done = subprocess.run([sys.executable, "-c", LOAD, *modules], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run([sys.executable, "-c", LOAD, *modules], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout)
     assert all(Path(file).is_relative_to(ROOT) for file in found["files"].values()), found["files"]

@@ -140,8 +140,9 @@ async def test_offline_failed_page_is_listed_under_sources() -> None:
 
     sources = result.output.split("## Sources", 1)[1]
     assert f"1. Durable execution explained — <{BASE_URL}/a>\n" in sources
-    assert (f"2. Workflows that survive crashes — <{BASE_URL}/b> — could not be read: HTTP 503 from {BASE_URL}/b"
-            in sources)
+    assert (
+        f"2. Workflows that survive crashes — <{BASE_URL}/b> — could not be read: HTTP 503 from {BASE_URL}/b" in sources
+    )
     assert "Durable execution records every step" in result.output
     assert "_The page could not be read; its search snippet:_ Snippet B." in result.output
 

@@ -21,7 +21,7 @@ def readme_example(readme: Path = ROOT / "README.md", section: str = SECTION) ->
     """The first Python block of a README section (by default, the one on a durable agent of your own)."""
     text = readme.read_text()
     begin = text.index("```python\n", text.index(section)) + len("```python\n")
-    return text[begin:text.index("```\n", begin)]
+    return text[begin : text.index("```\n", begin)]
 
 
 @pytest.mark.parametrize(("section", "example"), [(SECTION, EXAMPLE), (TEST_SECTION, TEST_EXAMPLE)])
@@ -34,10 +34,14 @@ def test_the_example_imports_only_installed_packages(example: Path, beside: set[
     """It may be copied anywhere: nothing of the repository's own modules but the installed packages
     (and, for the test, the agent it tests, copied beside it)."""
     tree = ast.parse(example.read_text())
-    imported = {alias.name.partition(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
-                for alias in node.names}
-    imported |= {node.module.partition(".")[0] for node in ast.walk(tree)
-                 if isinstance(node, ast.ImportFrom) and node.module and node.level == 0}
+    imported = {
+        alias.name.partition(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
+    imported |= {
+        node.module.partition(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+    }
     local = {path.stem for path in ROOT.glob("*.py")} | {"nexum_research", "nexum_devtools", "tests", "bench"}
     local |= {path.stem for path in (ROOT / "examples").glob("*.py")} - beside
     assert imported & local == set()

@@ -25,9 +25,18 @@ Handler = Callable[[httpx2.Request], httpx2.Response]
 
 def execution(status: str = "COMPLETED", **fields: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "id": "e1", "workflow_id": WORKFLOW_ID, "version_hash": VERSION_HASH, "session_id": SESSION, "key": KEY,
-        "input": {"tool_name": WEB_SEARCH, "tool_args": ARGS}, "status": status, "attempts": 1, "max_attempts": 3,
-        "created_at": 100.0, "updated_at": 101.0, "started_at": 100.5,
+        "id": "e1",
+        "workflow_id": WORKFLOW_ID,
+        "version_hash": VERSION_HASH,
+        "session_id": SESSION,
+        "key": KEY,
+        "input": {"tool_name": WEB_SEARCH, "tool_args": ARGS},
+        "status": status,
+        "attempts": 1,
+        "max_attempts": 3,
+        "created_at": 100.0,
+        "updated_at": 101.0,
+        "started_at": 100.5,
     }
     if status == "COMPLETED":
         body.update(result={"result": "[]"}, completed_at=101.0)
@@ -135,8 +144,9 @@ async def test_a_start_is_repeated_unchanged_after_a_transport_error() -> None:
 
 async def test_a_5xx_from_the_server_itself_is_retried_like_an_unreachable_server() -> None:
     error = {"error": {"code": "internal", "message": "a bug"}}
-    server = Scripted(httpx2.Response(500, json=error), httpx2.Response(503, json=error),
-                      httpx2.Response(201, json=execution()))
+    server = Scripted(
+        httpx2.Response(500, json=error), httpx2.Response(503, json=error), httpx2.Response(201, json=execution())
+    )
     async with client_for(server) as client:
         outcome = await call_tool(WEB_SEARCH, ARGS, SESSION, timeout=30, client=client)
 
@@ -176,8 +186,9 @@ async def test_a_failed_execution_raises_tool_call_failed_with_the_last_error() 
 
 
 async def test_a_call_still_running_after_the_start_is_awaited_with_a_long_poll() -> None:
-    server = Scripted(httpx2.Response(201, json=execution("RUNNING", result=None)),
-                      httpx2.Response(200, json=execution()))
+    server = Scripted(
+        httpx2.Response(201, json=execution("RUNNING", result=None)), httpx2.Response(200, json=execution())
+    )
     async with client_for(server) as client:
         outcome = await call_tool(WEB_SEARCH, ARGS, SESSION, timeout=30, client=client)
 

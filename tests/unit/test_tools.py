@@ -18,8 +18,8 @@ from ddgs.exceptions import DDGSException, RatelimitException
 from ddgs.exceptions import TimeoutException as DDGSTimeoutException
 from pydantic_ai.exceptions import ModelRetry
 
-from nexum_research import tools
 from nexum_devtools.web import WebFixture, run_web_fixture
+from nexum_research import tools
 from nexum_research.tools import (
     PermanentToolError,
     ToolError,
@@ -31,7 +31,13 @@ from nexum_research.tools import (
 )
 from workflow import TOOL_NAMES, VISIT_WEBPAGE, WEB_SEARCH
 
-ENV_KEYS = ("NEXUM_SEARCH_BACKEND", "NEXUM_SEARXNG_URL", "NEXUM_PAGE_MAX_CHARS", "NEXUM_FETCH_TIMEOUT", "NEXUM_ALLOW_PRIVATE_URLS")
+ENV_KEYS = (
+    "NEXUM_SEARCH_BACKEND",
+    "NEXUM_SEARXNG_URL",
+    "NEXUM_PAGE_MAX_CHARS",
+    "NEXUM_FETCH_TIMEOUT",
+    "NEXUM_ALLOW_PRIVATE_URLS",
+)
 TRUNCATION_MARKER = "\n\n[Content truncated]"
 
 
@@ -85,7 +91,7 @@ async def test_settings_are_read_at_call_time(monkeypatch: pytest.MonkeyPatch) -
 
 async def test_unknown_search_backend_names_variable_and_choices(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NEXUM_SEARCH_BACKEND", "bing")
-    with pytest.raises(ValueError, match="NEXUM_SEARCH_BACKEND='bing'.*'duckduckgo' or 'searxng'"):
+    with pytest.raises(ValueError, match=r"NEXUM_SEARCH_BACKEND='bing'.*'duckduckgo' or 'searxng'"):
         await web_search("anything")
 
 
@@ -230,7 +236,9 @@ async def test_huge_page_is_capped(private_ok: None, web: WebFixture) -> None:
     assert len(text) < 8200
 
 
-@pytest.mark.parametrize(("path", "media_type"), [("/files/image.png", "image/png"), ("/files/report.pdf", "application/pdf")])
+@pytest.mark.parametrize(
+    ("path", "media_type"), [("/files/image.png", "image/png"), ("/files/report.pdf", "application/pdf")]
+)
 async def test_binary_content_is_one_line(private_ok: None, web: WebFixture, path: str, media_type: str) -> None:
     size = len(httpx2.get(web.url + path).content)
     text = await visit_webpage(web.url + path)

@@ -17,21 +17,25 @@ SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 def test_key_ignores_argument_order() -> None:
-    assert tool_call_key(WEB_SEARCH, {"query": "q", "max_results": 5}) == \
-        tool_call_key(WEB_SEARCH, {"max_results": 5, "query": "q"})
+    assert tool_call_key(WEB_SEARCH, {"query": "q", "max_results": 5}) == tool_call_key(
+        WEB_SEARCH, {"max_results": 5, "query": "q"}
+    )
 
 
 def test_key_ignores_order_inside_nested_values() -> None:
     assert tool_call_key("t", {"a": {"x": 1, "y": [1, 2]}}) == tool_call_key("t", {"a": {"y": [1, 2], "x": 1}})
 
 
-@pytest.mark.parametrize(("left", "right"), [
-    ((WEB_SEARCH, {"query": "q"}), (VISIT_WEBPAGE, {"query": "q"})),
-    ((WEB_SEARCH, {"query": "q"}), (WEB_SEARCH, {"query": "Q"})),
-    ((WEB_SEARCH, {"query": "q", "max_results": 5}), (WEB_SEARCH, {"query": "q", "max_results": 6})),
-    ((WEB_SEARCH, {"query": "q"}), (WEB_SEARCH, {"query": "q", "max_results": 5})),
-    ((WEB_SEARCH, {"n": 1}), (WEB_SEARCH, {"n": "1"})),
-])
+@pytest.mark.parametrize(
+    ("left", "right"),
+    [
+        ((WEB_SEARCH, {"query": "q"}), (VISIT_WEBPAGE, {"query": "q"})),
+        ((WEB_SEARCH, {"query": "q"}), (WEB_SEARCH, {"query": "Q"})),
+        ((WEB_SEARCH, {"query": "q", "max_results": 5}), (WEB_SEARCH, {"query": "q", "max_results": 6})),
+        ((WEB_SEARCH, {"query": "q"}), (WEB_SEARCH, {"query": "q", "max_results": 5})),
+        ((WEB_SEARCH, {"n": 1}), (WEB_SEARCH, {"n": "1"})),
+    ],
+)
 def test_key_differs_for_a_different_tool_or_different_values(left: tuple, right: tuple) -> None:
     assert tool_call_key(*left) != tool_call_key(*right)
 
@@ -48,19 +52,28 @@ def test_key_matches_a_hand_computed_sha256() -> None:
 
 def test_canonical_json_keeps_non_ascii_text() -> None:
     assert canonical_json({"q": "café ⚡"}) == '{"q":"café ⚡"}'
-    assert tool_call_key("t", {"q": "café"}) == hashlib.sha256('["call",2,"research","t",{"q":"café"},0]'.encode()).hexdigest()
+    assert (
+        tool_call_key("t", {"q": "café"})
+        == hashlib.sha256('["call",2,"research","t",{"q":"café"},0]'.encode()).hexdigest()
+    )
 
 
 def test_version_hash_is_sha256_of_the_canonical_ir() -> None:
     assert VERSION_HASH.startswith("sha256:")
     assert SHA256_HEX.fullmatch(VERSION_HASH.removeprefix("sha256:"))
-    assert VERSION_HASH == "sha256:" + hashlib.sha256(canonical_json(workflow.IR).encode()).hexdigest()
+    assert "sha256:" + hashlib.sha256(canonical_json(workflow.IR).encode()).hexdigest() == VERSION_HASH
 
 
 def test_version_hash_is_stable_across_processes() -> None:
     # A new process (new hash seed, fresh schema generation) must compute the same version, or every
     # restart would register a new workflow version and lose the session's stored calls.
-    printed = subprocess.run([sys.executable, "-c", "import workflow; print(workflow.VERSION_HASH)"], cwd=ROOT,
-                             capture_output=True, text=True, timeout=60, check=True,
-                             env={"PYTHONHASHSEED": "12345", "PATH": ""}).stdout.strip()
+    printed = subprocess.run(
+        [sys.executable, "-c", "import workflow; print(workflow.VERSION_HASH)"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={"PYTHONHASHSEED": "12345", "PATH": ""},
+    ).stdout.strip()
     assert printed == VERSION_HASH
