@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from .service import QueueService
 
 ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "Body that cannot be decoded as JSON text at all"},
     401: {"model": ErrorBody, "description": "Missing or wrong bearer token"},
     404: {"model": ErrorBody, "description": "Nothing is stored under that session or execution id"},
     409: {"model": ErrorBody, "description": "The new session already has stored calls"},
@@ -50,6 +51,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         "model": ErrorBody,
         "description": "A message whose hash is not its body's, or one a unit names that the file does not hold",
     },
+    413: {"model": ErrorBody, "description": "Body larger than the server accepts"},
     503: {"model": ErrorBody, "description": "The database is busy or failing; try again"},
 }
 

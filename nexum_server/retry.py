@@ -59,13 +59,15 @@ QUIET_SECONDS = 30.0
 
 
 class _Outage:
-    """One logger's view of the server being away: said when it starts, every `QUIET_SECONDS` while it
-    lasts, and once when the server answers again, however many calls are retrying meanwhile."""
+    """One logger's view of the server being away: said when it starts, when its error changes, every
+    `QUIET_SECONDS` while it lasts, and once when the server answers again, however many calls are
+    retrying meanwhile."""
 
     def __init__(self, log: logging.Logger) -> None:
         self.log = log
         self.since: float | None = None
         self.said = 0.0
+        self.error = ""
 
     def failed(self, error: BaseException, pause: float) -> None:
         now = time.monotonic()
@@ -74,9 +76,10 @@ class _Outage:
             self.log.warning(
                 "%s; retrying in %.1fs (and saying so again every %g s while it lasts)", error, pause, QUIET_SECONDS
             )
-        elif now - self.said >= QUIET_SECONDS:
+        elif now - self.said >= QUIET_SECONDS or str(error) != self.error:
             self.said = now
             self.log.warning("%s; still retrying, %.0f s so far", error, now - self.since)
+        self.error = str(error)
 
     def answered(self) -> None:
         if self.since is not None:

@@ -31,6 +31,7 @@ TOKEN_HOLDER = "token holder"
 """Who resolved a wait when the resolver gave no name: whoever holds the token (and the server's)."""
 LIST_LIMIT = 100
 ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "Body that cannot be decoded as JSON text at all"},
     401: {"model": ErrorBody, "description": "Missing or wrong bearer token"},
     404: {"model": ErrorBody, "description": "No wait has this token"},
     409: {
@@ -38,6 +39,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         "description": "The wait was resolved already, or timed out: the first resolution stands",
     },
     422: {"model": ErrorBody, "description": "A decision that does not fit the pending calls"},
+    413: {"model": ErrorBody, "description": "Body larger than the server accepts"},
     503: {"model": ErrorBody, "description": "The database is busy or failing; try again"},
 }
 
