@@ -288,7 +288,7 @@ async def test_huge_result_is_cut_by_the_worker_result_cap_and_says_so(
 async def test_result_larger_than_the_server_accepts_fails_the_call_at_once_with_the_reason(
     start_server: Callable[..., NexumServer], start_worker: Callable[..., Proc], web: WebFixture, session_id: str
 ) -> None:
-    server = start_server(max_body_bytes=MAX_BODY_BYTES, lease_seconds=2)
+    server = start_server(max_body_bytes=MAX_BODY_BYTES, lease_seconds=15)
     start_worker(server, env={"NEXUM_PAGE_MAX_CHARS": "100000000"})
     mark = token("toolarge")
     async with NexumClient(server.url) as client:
