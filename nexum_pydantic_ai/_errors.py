@@ -12,10 +12,16 @@ UserError (Pydantic AI)
 
 from __future__ import annotations
 
+from pydantic import ValidationError
 from pydantic_ai.exceptions import UserError
 
 from nexum_server.errors import NexumError
 from nexum_server.models import Execution
+
+
+def describe_validation(error: ValidationError) -> str:
+    """A tool call's argument errors on one line: `query: Field required; max_results: ...`."""
+    return "; ".join(f"{'.'.join(map(str, err['loc'])) or 'arguments'}: {err['msg']}" for err in error.errors())
 
 
 class ToolError(Exception):

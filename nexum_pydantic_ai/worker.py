@@ -48,7 +48,7 @@ from nexum_server.models import Status, Task, WorkflowRef
 from nexum_server.retry import retry_async, retryable
 
 from ._durability import NexumDurability
-from ._errors import PermanentToolError, ToolError, TransientToolError
+from ._errors import PermanentToolError, ToolError, TransientToolError, describe_validation
 from ._protocol import ToolCallInput, ToolCallOutput, tool_ir, tool_workflow_id, version_hash
 
 log = logging.getLogger("nexum.worker")
@@ -97,7 +97,7 @@ class Toolsets:
         try:
             args = tool.args_validator.validate_python(call.tool_args)
         except ValidationError as e:
-            problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'arguments'}: {err['msg']}" for err in e.errors())
+            problems = describe_validation(e)
             raise PermanentToolError(f"bad arguments for {call.tool_name}: {problems}") from e
         try:
             return await toolset.call_tool(call.tool_name, args, ctx, tool)

@@ -40,6 +40,7 @@ from pydantic_ai.messages import BinaryContent
 from pydantic_ai.toolsets import FunctionToolset
 
 from nexum_pydantic_ai import RUN_IN_WORKER, PermanentToolError, ToolCallInput, ToolError, TransientToolError
+from nexum_pydantic_ai._errors import describe_validation
 from nexum_pydantic_ai.worker import Toolsets
 from nexum_server.config import ENV_FILE
 
@@ -244,7 +245,7 @@ def check_tool_args(tool_name: str, tool_args: dict[str, Any]) -> dict[str, Any]
     try:
         return tool.function_schema.validator.validate_python(tool_args)
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'arguments'}: {err['msg']}" for err in e.errors())
+        problems = describe_validation(e)
         raise PermanentToolError(f"bad arguments for {tool_name}: {problems}") from e
 
 
