@@ -157,12 +157,25 @@ class _Hold:
     """Units the server could not take, by key, with why: a resume fails them again, running nothing."""
     hits: list[str] = field(default_factory=list)
     """Executions served from memory: reported as cached hits when the hold is let go."""
+    exclusive: bool = False
+    """The session was taken from no live run and its journal read after the take: a key not in
+    the journal is nobody's, and a new unit runs without waiting for its start (`_run_ahead`)."""
+    journaled: set[str] = field(default_factory=set)
+    """Every key the journal held, whatever its status."""
+    ahead: set[str] = field(default_factory=set)
+    """Keys this hold ran ahead of their starts: a second time, a unit takes the waiting path."""
+    writer: _Writer = field(init=False)
+    """Sends the units run ahead, and their results."""
+
+    def __post_init__(self) -> None:
+        self.writer = _Writer(self)
 
     def load(self, journal: Journal) -> None:
         units = [unit for unit in journal.units if unit.status is Status.COMPLETED]
         if journal.fork_until is not None:
             self.forked = [unit for unit in units if unit.step <= journal.fork_until]
         sid = self.info.session_id
+        self.journaled = {unit.key for unit in journal.units}
         self.recorded = {unit.key: unit.as_execution(sid) for unit in units if unit not in self.forked}
         self.refused = {
             unit.key: f"unit {unit.id} cannot be recorded: {unit.error}"
@@ -179,6 +192,7 @@ class _Hold:
 
     async def settle(self) -> None:
         """Wait for every completion sent without waiting; raise the first refusal."""
+        self.writer.flush()
         while self.reports:
             await asyncio.wait(set(self.reports))
             self.check_reports()
@@ -321,14 +335,16 @@ async def run_unit(
     timeout: float = DEFAULT_TIMEOUT,
     messages: list[dict[str, Any]] | None = None,
     on_recorded: Recorded | None = None,
-) -> tuple[object, Execution, bool]:
+) -> tuple[object, bool]:
     """The unit's recorded payload: from the store, or by running `body` and recording it.
 
-    Returns the payload, its execution and whether it came from the store (this run ran nothing).
-    A unit the session had recorded when the run took it is served from memory; a new one is one
-    round trip (a start that claims it) before `body` runs, and its completion is sent without
-    waiting: the next unit's start, or the end of the run, hears of a refusal. `on_recorded` is
-    called once the unit is in the store (for a new one, when its completion was acknowledged).
+    Returns the payload and whether it came from the store (this run ran nothing). A unit the session
+    had recorded when the run took it is served from memory. A new one runs at once when the run
+    holds its session alone (`_run_ahead`): its start goes out beside it, and no round trip is on the
+    run's path; otherwise its start claims it first, and an answer another holder records meanwhile
+    is served instead of running it. Either way its completion is sent without waiting: the next
+    unit, or the end of the run, hears of a refusal. `on_recorded` is called once the unit is in the
+    store (for a new one, when its completion was acknowledged).
     """
     started = time.perf_counter()
     hold = run.hold
@@ -339,31 +355,21 @@ async def run_unit(
     if recorded is not None:
         if on_recorded is not None:
             on_recorded(recorded.result, recorded, True, time.perf_counter() - started)
-        return recorded.result, recorded, True
+        return recorded.result, True
     deadline = time.monotonic() + timeout
+    if hold.exclusive and not hold.lost and key not in hold.journaled and key not in hold.ahead:
+        return await _run_ahead(run, key, input, body, deadline, messages, on_recorded, started), False
+    if key in hold.ahead:
+        await hold.settle()  # this run ran it before (and it failed): what it sent of it lands first
     while True:
-        try:
-            execution = await _start(run, key, input, deadline, messages)
-        except RequestRejected as e:
-            if e.status not in (413, 422):
-                raise
-            await hold.settle()  # a result refused just before this start is the cause to name
-            raise UserError(
-                f"the {str(input.get('unit', 'unit')).replace('_', ' ')} cannot be stored: {e}; "
-                "keep what tools return and send smaller (or raise the server's "
-                "NEXUM_MAX_BODY_BYTES)"
-            ) from e
-        if messages:  # the server has them now: later starts name them without their bodies
-            hold.sent.update(item["hash"] for item in messages)
-            messages = None
+        execution = await _start_unit(run, key, input, deadline, messages, settle=True)
+        messages = None  # the server has them now: later starts name them without their bodies
         if execution.status is Status.COMPLETED:
             # Recorded before, or just now by another holder this start waited for: either way this
             # run did not run it (and asked no model), so it counts as replayed.
             if on_recorded is not None:
                 on_recorded(execution.result, execution, True, time.perf_counter() - started)
-            return execution.result, execution, True
-        if execution.status is Status.FAILED and (execution.error or "").startswith(TOO_LARGE):
-            raise UserError(f"unit {execution.id} cannot be recorded: {execution.error}")
+            return execution.result, True
         if execution.claimed is not None:
             break
         # Another holder runs it (the server held this start up to HOLD_SECONDS), or its attempt
@@ -384,36 +390,293 @@ async def run_unit(
         raise
     finally:
         beat.cancel()
+    _record(run, execution, key, input, payload, on_recorded, time.perf_counter() - started)
+    return payload, False
+
+
+async def _start_unit(
+    run: Run, key: str, input: Any, deadline: float, messages: list[dict[str, Any]] | None, settle: bool = False
+) -> Execution:
+    """The unit's start (which claims it for this run); an input too large to store is a `UserError`,
+    after the completions in flight have landed when `settle` (a refused one is the cause to name)."""
+    try:
+        execution = await _start(run, key, input, deadline, messages)
+    except RequestRejected as e:
+        if e.status not in (413, 422):
+            raise
+        if settle:
+            await run.hold.settle()
+        raise UserError(
+            f"the {str(input.get('unit', 'unit')).replace('_', ' ')} cannot be stored: {e}; "
+            "keep what tools return and send smaller (or raise the server's NEXUM_MAX_BODY_BYTES)"
+        ) from e
+    if messages:
+        run.hold.sent.update(item["hash"] for item in messages)
+    if execution.status is Status.FAILED and (execution.error or "").startswith(TOO_LARGE):
+        raise UserError(f"unit {execution.id} cannot be recorded: {execution.error}")
+    return execution
+
+
+async def _run_ahead(
+    run: Run,
+    key: str,
+    input: Any,
+    body: Callable[[], Awaitable[object]],
+    deadline: float,
+    messages: list[dict[str, Any]] | None,
+    on_recorded: Recorded | None,
+    started: float,
+) -> object:
+    """Run a unit the session has never seen, in a run that holds its session alone.
+
+    The run took its session from no live run and read the journal after the take, so a key it did
+    not find there is nobody's: its start claims it. The start goes out through the hold's `_Writer`,
+    carrying the results of the units before it, so a unit costs one request and one transaction,
+    and no result is still unsent when the next unit runs (a crash there repeats nothing). The body
+    runs once the start is answered; its result rides with the next unit's start, or goes out at
+    the end of the run, before a wait, or before a tool call sent to a worker."""
+    hold = run.hold
+    hold.ahead.add(key)
+    unit = _Ahead(key, input, messages, deadline)
+    hold.writer.begin(unit)
+    task = (await asyncio.shield(unit.claimed)).claimed
+    assert task is not None
+    beat = asyncio.create_task(_heartbeat(run.client, task, run.session.lease_seconds / 3))
+    try:
+        payload = await body()
+    except Exception as e:
+        beat.cancel()
+        with contextlib.suppress(Exception):
+            await run.client.fail(task, f"{type(e).__name__}: {e}", retryable=False)
+        raise
+    finally:
+        beat.cancel()
     seconds = time.perf_counter() - started
-    report = asyncio.create_task(
-        _complete(
-            run,
-            task,
-            key,
-            input,
-            execution.id,
-            payload,
-            lambda done: on_recorded and on_recorded(payload, done, False, seconds),
+    hold.writer.finish(unit, payload)
+
+    async def recorded() -> None:
+        done = await asyncio.shield(unit.recorded)
+        if on_recorded is not None:
+            on_recorded(payload, done, False, seconds)
+
+    hold.reports.add(asyncio.create_task(recorded()))
+    return payload
+
+
+@dataclass
+class _Ahead:
+    """A unit run ahead of its start, as the hold's writer sends it."""
+
+    key: str
+    input: Any
+    messages: list[dict[str, Any]] | None
+    deadline: float
+    output: Any = None
+    done: bool = False
+    """Its body has returned `output`."""
+    claimed: asyncio.Future[Execution] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    """Its start's answer: the execution leased to the run (or the refusal)."""
+    recorded: asyncio.Future[Execution] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    """Its completed execution (or why its result could not be recorded)."""
+
+    def settle(self, future: asyncio.Future[Execution], outcome: Execution | BaseException) -> None:
+        if future.done():
+            return
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+            future.exception()  # retrieved: the run raises it where it checks, or never needs it
+        else:
+            future.set_result(outcome)
+
+
+@dataclass
+class _Writer:
+    """Sends what a run that holds its session alone records, one request at a time: the results
+    of units run since the last request, then the starts of new units in the order they began."""
+
+    hold: _Hold
+    begun: list[_Ahead] = field(default_factory=list)
+    """Units not sent yet."""
+    finished: list[_Ahead] = field(default_factory=list)
+    """Units claimed by an earlier request whose results are not sent yet."""
+    flushing: asyncio.Task[None] | None = None
+
+    def begin(self, unit: _Ahead) -> None:
+        self.begun.append(unit)
+        self._kick()
+
+    def finish(self, unit: _Ahead, output: object) -> None:
+        """The unit's result, sent with the next start, or by `flush`."""
+        unit.output, unit.done = output, True
+        self.finished.append(unit)
+
+    def flush(self) -> None:
+        """Send what waits to be sent now: the run is about to wait, or to end."""
+        if self.begun or self.finished:
+            self._kick()
+
+    def _kick(self) -> None:
+        if self.flushing is None or self.flushing.done():
+            self.flushing = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        while self.begun or self.finished:
+            begun, self.begun = self.begun, []
+            finished, self.finished = [u for u in self.finished if _claimed(u)], []
+            try:
+                await self._send(begun, finished)
+            except BaseException as e:  # a unit left unanswered would hold its run forever
+                error = e if isinstance(e, Exception) else SessionTakenOver("the run's writes were cancelled")
+                self._refused(error, begun + self.begun, finished + self.finished)
+                self.begun, self.finished = [], []
+                raise
+
+    async def _send(self, begun: list[_Ahead], finished: list[_Ahead]) -> None:
+        done = [unit.done for unit in begun]
+        try:
+            answer = await self._write(
+                [_finished(unit) for unit in finished],
+                [_unit_write(unit, sent_done) for unit, sent_done in zip(begun, done, strict=True)],
+                min([u.deadline for u in begun + finished]),
+            )
+        except RequestRejected as e:
+            if e.status in (413, 422) and len(begun) + len(finished) > 1:
+                for unit in finished:  # one by one: only the one that is too large fails
+                    await self._send([], [unit])
+                for unit in begun:
+                    await self._send([unit], [])
+            elif e.status in (413, 422) and (finished or done[0]):
+                await self._too_large((finished + begun)[0], e)
+            else:
+                self._refused(e, begun, finished)
+            return
+        except Exception as e:
+            self._refused(e, begun, finished)
+            return
+        for unit, execution in zip(finished, answer.finished, strict=True):
+            unit.settle(unit.recorded, execution)
+        for unit, execution, sent_done in zip(begun, answer.units, done, strict=True):
+            self._answered(unit, execution, sent_done)
+
+    def _answered(self, unit: _Ahead, execution: Execution, sent_done: bool) -> None:
+        ours = execution.claimed is not None or (
+            sent_done and execution.status is Status.COMPLETED and not execution.cached
         )
-    )
-    hold.reports.add(report)
-    return payload, execution, False
+        if unit.messages:
+            self.hold.sent.update(item["hash"] for item in unit.messages)
+        if not ours:
+            error = SessionTakenOver(
+                f"unit {execution.id} ({unit.input.get('unit')}) was {execution.status.value.lower()} by "
+                f"another run of session {self.hold.info.session_id} while this one ran it; resume the "
+                "session to replay it"
+            )
+            unit.settle(unit.claimed, error)
+            unit.settle(unit.recorded, error)
+            return
+        unit.settle(unit.claimed, execution)
+        if sent_done:
+            unit.settle(unit.recorded, execution)
+        elif unit.done:
+            self.finished.append(unit)
+
+    async def _too_large(self, unit: _Ahead, refusal: RequestRejected) -> None:
+        """A result the server refused as too large: recorded FAILED with why (started first if it was
+        not yet), so that a resume fails it again instead of running it."""
+        reason = f"{TOO_LARGE}: {refusal}"
+        try:
+            if not _claimed(unit):
+                answer = await self._write([], [_unit_write(unit, False)], unit.deadline)
+                unit.settle(unit.claimed, answer.units[0])
+            task = unit.claimed.result().claimed
+            assert task is not None
+            execution = await self.hold.client.fail(task, reason, retryable=False)
+            error: Exception = UserError(
+                f"unit {execution.id} ({unit.input.get('unit')}) cannot be recorded: {reason}; "
+                "return something smaller (or raise the server's NEXUM_MAX_BODY_BYTES)"
+            )
+        except Exception as e:
+            error = e
+        unit.settle(unit.claimed, error)
+        unit.settle(unit.recorded, error)
+
+    def _refused(self, error: Exception, begun: list[_Ahead], finished: list[_Ahead]) -> None:
+        if isinstance(error, RequestRejected):
+            if error.error_code == "session_taken_over":
+                self.hold.lost = True
+                error = SessionTakenOver(str(error))
+            elif error.status in (413, 422):
+                [unit] = begun + finished
+                what = str(unit.input.get("unit", "unit")).replace("_", " ")
+                error = UserError(
+                    f"the {what} cannot be stored: {error}; keep what tools return and send smaller "
+                    "(or raise the server's NEXUM_MAX_BODY_BYTES)"
+                )
+        for unit in begun + finished:
+            unit.settle(unit.claimed, error)
+            unit.settle(unit.recorded, error)
+
+    async def _write(self, finished: list[dict[str, Any]], units: list[dict[str, Any]], deadline: float) -> Any:
+        client, info = self.hold.client, self.hold.info
+
+        async def write() -> Any:
+            try:
+                return await client.write_units(info, AGENT_WORKFLOW_ID, AGENT_VERSION_HASH, finished, units)
+            except RequestRejected as e:
+                if e.error_code != "workflow_not_found":
+                    raise
+                await client.register_workflow(AGENT_WORKFLOW_ID, AGENT_VERSION_HASH, AGENT_IR)
+                return await write()
+
+        return await reconnecting(write, deadline)
+
+
+def _claimed(unit: _Ahead) -> bool:
+    return unit.claimed.done() and not unit.claimed.cancelled() and unit.claimed.exception() is None
+
+
+def _finished(unit: _Ahead) -> dict[str, Any]:
+    execution = unit.claimed.result()
+    assert execution.claimed is not None
+    task = execution.claimed
+    return {"task_id": task.task_id, "lease_token": task.lease_token, "output": unit.output}
+
+
+def _unit_write(unit: _Ahead, done: bool) -> dict[str, Any]:
+    write: dict[str, Any] = {"key": unit.key, "input": unit.input}
+    if unit.messages:
+        write["messages"] = unit.messages
+    if done:
+        write["done"], write["output"] = True, unit.output
+    return write
+
+
+def _record(
+    run: Run,
+    execution: Execution,
+    key: str,
+    input: Any,
+    payload: object,
+    on_recorded: Recorded | None,
+    seconds: float,
+) -> None:
+    """Send the unit's completion without waiting: what the run does next does not depend on it."""
+    run.hold.reports.add(asyncio.create_task(_complete(run, execution, key, input, payload, on_recorded, seconds)))
 
 
 async def _complete(
     run: Run,
-    task: Task,
+    execution: Execution,
     key: str,
     input: Any,
-    execution_id: str,
     payload: object,
-    recorded: Callable[[Execution], object],
+    on_recorded: Recorded | None,
+    seconds: float,
 ) -> Execution:
     """Record a unit's result; a server away meanwhile is waited out (the lease guards the result)."""
+    task = execution.claimed
+    assert task is not None
     try:
         done = await reconnecting(lambda: run.client.complete(task, payload), time.monotonic() + DEFAULT_TIMEOUT)
-        recorded(done)
-        return done
     except RequestRejected as e:
         if e.status == 409:
             raise SessionTakenOver(f"this run's result for {key[:12]}… was discarded: {e}") from e
@@ -423,10 +686,13 @@ async def _complete(
             with contextlib.suppress(Exception):
                 await run.client.fail(task, reason, retryable=False)
             raise UserError(
-                f"unit {execution_id} ({input.get('unit')}) cannot be recorded: {reason}; "
+                f"unit {execution.id} ({input.get('unit')}) cannot be recorded: {reason}; "
                 "return something smaller (or raise the server's NEXUM_MAX_BODY_BYTES)"
             ) from e
         raise
+    if on_recorded is not None:
+        on_recorded(payload, done, False, seconds)
+    return done
 
 
 # --- the backend --------------------------------------------------------------------------------------
@@ -481,7 +747,7 @@ class NexumBackend(CallableOperationBackend[dict[str, Any]]):
                     )
                 )
 
-            payload, _, _ = await run_unit(run, key, input, body, messages=new, on_recorded=model_done)
+            payload, _ = await run_unit(run, key, input, body, messages=new, on_recorded=model_done)
             return payload
         if isinstance(operation_id, ToolsetGetToolsId | ToolsetGetInstructionsId):
             ctx = cache_key[0]
@@ -489,7 +755,7 @@ class NexumBackend(CallableOperationBackend[dict[str, Any]]):
             what = "tools" if isinstance(operation_id, ToolsetGetToolsId) else "instructions"
             key = tool_listing_key(run.identity, run.chain, operation_id.toolset_id, ctx.messages, ctx.run_step, what)
             input = {"unit": f"list_{what}", "toolset_id": operation_id.toolset_id, "agent": run.identity.agent}
-            payload, _, _ = await run_unit(run, key, input, body)
+            payload, _ = await run_unit(run, key, input, body)
             return payload
         if isinstance(operation_id, ToolsetCallToolId):
             tool_name, ctx = str(cache_key[0]), cache_key[2]
@@ -527,7 +793,7 @@ class NexumBackend(CallableOperationBackend[dict[str, Any]]):
                     )
                 )
 
-            payload, _, _ = await run_unit(run, key, input, _storable(body, tool_name), on_recorded=tool_done)
+            payload, _ = await run_unit(run, key, input, _storable(body, tool_name), on_recorded=tool_done)
             return payload
         # Argument validation, event handlers, capability operations: deterministic work of the run.
         return await body()
@@ -696,12 +962,12 @@ class NexumDurability(BaseDurabilityCapability[AgentDepsT]):
         session_id = self.session_id
         assert session_id is not None  # only a run in a session takes it
         deadline = time.monotonic() + DEFAULT_TIMEOUT
-        # The journal is read beside the take: a unit the old holder records in between is not in
-        # it, and its start answers it from the store instead.
-        info, journal = await asyncio.gather(
-            reconnecting(lambda: client.take_session(session_id, holder), deadline),
-            reconnecting(lambda: client.journal(session_id), deadline),
-        )
+        # The journal comes with the take, read after it: with no live run before this one, nothing
+        # can be recorded in the session that is not in it. A live old run may still record the unit
+        # it is in: then every new unit's start waits, and answers it from the store if so.
+        info = await reconnecting(lambda: client.take_session(session_id, holder, journal=True), deadline)
+        journal, info = info.journal, info.model_copy(update={"journal": None})
+        assert journal is not None
         warm_up()
         if info.previous_holder:
             log.warning(
@@ -709,7 +975,7 @@ class NexumDurability(BaseDurabilityCapability[AgentDepsT]):
                 self.session_id,
                 info.previous_holder,
             )
-        hold = _Hold(info, client, owned=owned)
+        hold = _Hold(info, client, owned=owned, exclusive=info.previous_holder is None)
         hold.load(journal)
         hold.tasks = [asyncio.create_task(_renew(hold)), asyncio.create_task(_presence(hold))]
         return hold
@@ -739,8 +1005,11 @@ async def _presence(hold: _Hold) -> None:
         try:
             await hold.client.hold_presence(hold.info)
             pause = PRESENCE_RETRY_SECONDS
-        except RequestRejected:
-            return  # another run took the session: this one has nothing left to hold
+        except RequestRejected as e:
+            # Another run took the session: this one has nothing left to hold, and its next unit
+            # waits for its start (which is refused) instead of running ahead of it.
+            hold.lost = hold.lost or e.error_code == "session_taken_over"
+            return
         except ServerUnavailable as e:  # the server is away: hold again once it is back
             log.debug("presence connection lost: %s", e)
             pause = min(pause * 2, 2.0)

@@ -99,7 +99,7 @@ class NexumEventWaiter(ExternalEventWaiter):
         async def body() -> dict[str, Any]:
             return {"answer": await ask(wait.token)}
 
-        recorded, _, _ = await run_unit(
+        recorded, _ = await run_unit(
             self.run, digest("ask", wait.key), {"unit": "ask", "wait": wait.name, "token": wait.token}, body
         )
         # Recorded before anything waits: a run stopped while it waits must not ask again.

@@ -89,6 +89,8 @@ class WorkerToolset(WrapperToolset[AgentDepsT]):
             if run is not None
             else None
         )
+        if run is not None and recorded is None:
+            run.hold.writer.flush()  # what the run has recorded leaves before the worker is asked
         if recorded is not None and isinstance(recorded.result, dict):
             report(
                 UnitEvent(

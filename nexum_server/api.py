@@ -45,6 +45,8 @@ from .models import (
     Status,
     TakeSession,
     TaskBatch,
+    UnitsWritten,
+    WriteUnits,
 )
 from .params import Id, RunToken, SessionFilter, SessionPath, Text
 from .service import QueueService
@@ -250,7 +252,21 @@ async def release_task(task_id: Id, body: LeaseBody, service: Service) -> Execut
 async def take_session(session_id: SessionPath, body: TakeSession, service: Service) -> SessionRunInfo:
     """Become the session's one live run, at once: a previous run is fenced (its in-process executions
     are re-claimed by this run, its reports refused) whether it is alive or not."""
-    return await service.take_session(session_id, body.holder)
+    return await service.take_session(session_id, body.holder, body.journal)
+
+
+@router.post(
+    "/v1/sessions/{session_id}/runs/{run_token}/units",
+    response_model=UnitsWritten,
+    tags=["sessions"],
+    responses=ERRORS,
+)
+async def write_units(session_id: SessionPath, run_token: RunToken, body: WriteUnits, service: Service) -> UnitsWritten:
+    """For a run that holds its session alone (it took it from no live run): completions of units it
+    claimed before, then its new units in the order they began, each started, claimed by the run and,
+    when it has run already, completed; one transaction, all or nothing. 409 `session_taken_over`
+    once another run took the session: nothing is recorded."""
+    return await service.write_units(session_id, run_token, body)
 
 
 @router.post(

@@ -39,6 +39,7 @@ from .models import (
     SessionSummary,
     Status,
     Task,
+    UnitsWritten,
     Wait,
     WaitList,
     WaitRequest,
@@ -375,15 +376,29 @@ class NexumClient:
         )
         return Execution.model_validate_json(response.content)
 
-    async def take_session(self, session_id: str, holder: str) -> SessionRunInfo:
-        """Become the session's one live run, taking it over from any other at once.
+    async def take_session(self, session_id: str, holder: str, journal: bool = False) -> SessionRunInfo:
+        """Become the session's one live run, taking it over from any other at once; with `journal`,
+        the answer carries the session's journal as it stood right after the take.
 
         `InvalidSessionId` before any request for an id outside the rule (`ids.py`)."""
         validate_session_id(session_id)
-        response = await self.request(
-            "POST", f"/v1/sessions/{quote(session_id, safe='')}/runs", json={"holder": holder}
-        )
+        body: dict[str, Any] = {"holder": holder, "journal": True} if journal else {"holder": holder}
+        response = await self.request("POST", f"/v1/sessions/{quote(session_id, safe='')}/runs", json=body)
         return SessionRunInfo.model_validate_json(response.content)
+
+    async def write_units(
+        self,
+        run: SessionRunInfo,
+        workflow_id: str,
+        version_hash: str,
+        finished: list[dict[str, Any]],
+        units: list[dict[str, Any]],
+    ) -> UnitsWritten:
+        """Record what a run that holds its session alone ran and began, in one request (`WriteUnits`)."""
+        body = {"workflow_id": workflow_id, "version_hash": version_hash, "finished": finished, "units": units}
+        path = f"/v1/sessions/{quote(run.session_id, safe='')}/runs/{run.run_token}/units"
+        response = await self.request("POST", path, json=body)
+        return UnitsWritten.model_validate_json(response.content)
 
     async def renew_session(self, run: SessionRunInfo) -> float:
         """Extend the run's lease on its session; `RequestRejected` (409) once another run took it."""

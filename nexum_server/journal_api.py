@@ -65,10 +65,7 @@ def _service(request: Request) -> QueueService:
 @router.get("/v1/sessions/{session_id:path}/journal", response_model=Journal, tags=["journal"], responses=ERRORS)
 async def journal(request: Request, session_id: str) -> Response:
     """The session's units in recorded order (an empty list for a session with nothing stored)."""
-    store = _service(request).store
-    origin, units = await store.run(store.journal, session_id)
-    forked_from, fork_until = origin or (None, None)
-    answer = Journal(session_id=session_id, forked_from=forked_from, fork_until=fork_until, units=units)
+    answer = await _service(request).journal(session_id)
     return Response(answer.model_dump_json(), media_type="application/json")
 
 

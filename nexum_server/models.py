@@ -131,6 +131,39 @@ class StartExecution(WorkflowRef):
     stored without `sent` (`GET /v1/executions/{id}/sent` gives the list back, with the bodies)."""
 
 
+class UnitWrite(_Body):
+    """One unit of a session run in `POST /v1/sessions/{id}/runs/{token}/units`."""
+
+    key: str = Name
+    """Idempotency key of the unit within its session."""
+    input: Any
+    """The unit's input, any JSON value (`sent` names its messages, as for a start)."""
+    messages: list[MessageBody] | None = Field(default=None, max_length=10_000)
+    """Bodies of messages the server may not have yet, as for `POST /v1/executions`."""
+    done: bool = False
+    """The unit has run already: `output` is recorded as its result in the same transaction."""
+    output: Any = None
+    """The unit's result, when `done`."""
+
+
+class WriteUnits(WorkflowRef):
+    """Body of `POST /v1/sessions/{session_id}/runs/{run_token}/units`: what a run that holds its
+    session alone has to record, in one transaction: completions of units it claimed before, then its
+    new units in the order they began (each started and claimed by the run, and completed if done)."""
+
+    finished: list[CarriedReport] = Field(default_factory=list, max_length=1_000)
+    units: list[UnitWrite] = Field(default_factory=list, max_length=1_000)
+
+
+class UnitsWritten(BaseModel):
+    """The answer to `WriteUnits`: the executions, in the order of the request."""
+
+    finished: list[Execution]
+    units: list[Execution]
+    """Each new unit: COMPLETED when it was `done`; else RUNNING with `claimed` set. One that another
+    holder runs, or had recorded, comes back as it is, without `claimed`."""
+
+
 class ServedHits(_Body):
     """Optional body of `DELETE /v1/sessions/{session_id}/runs/{run_token}`: what the run served from memory."""
 
@@ -150,6 +183,9 @@ class TakeSession(_Body):
 
     holder: str = Name
     """Who runs the session, shown to the next run that takes it over (e.g. `demo.py pid 4242 on host`)."""
+    journal: bool = False
+    """Also answer the session's journal (`SessionRunInfo.journal`), read after the take: a run that
+    took the session from no live run then knows every unit the session holds, in one request."""
 
 
 class SessionRunInfo(BaseModel):
@@ -168,6 +204,8 @@ class SessionRunInfo(BaseModel):
     fork_until: int | None = None
     """Set when the fork copied only the first units: the session's first `fork_until` journal units
     are to be served in order, whatever their keys; null when a fork is served by key as usual."""
+    journal: Journal | None = None
+    """The session's journal as it stood right after the take, when the take asked for it."""
 
 
 class SessionLease(BaseModel):
@@ -272,6 +310,12 @@ class CompleteTask(LeaseBody):
 
     output: Any
     """The node's output, any JSON value."""
+
+
+class CarriedReport(CompleteTask):
+    """The completion of a unit the run claimed in an earlier request."""
+
+    task_id: str = Name
 
 
 class FailTask(LeaseBody):

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from .cache import CompletedCache, HitCounter
 from .config import Settings
@@ -20,6 +20,7 @@ from .journal import split_input
 from .metrics import Metrics
 from .models import (
     Execution,
+    Journal,
     PollTasks,
     RegisterOutcome,
     RegisterWorkflow,
@@ -27,12 +28,16 @@ from .models import (
     StartExecution,
     Status,
     Task,
+    UnitsWritten,
     WorkflowRef,
+    WriteUnits,
 )
 from .notifier import Notifier, Ref
-from .store import StartOutcome, Store
+from .store import StartOutcome, Store, UnitToWrite
 
 log = logging.getLogger("nexum.service")
+
+T = TypeVar("T")
 
 WAIT_PREFIX = "wait:"
 """The notifier's id of a wait is its token after this (`waits.notifier_id`)."""
@@ -129,18 +134,45 @@ class QueueService:
                 time.time(),
             )
             if task is not None:
-                self.metrics.claims.inc()
-                claimed = execution.model_copy(
-                    update={
-                        "status": Status.RUNNING,
-                        "attempts": task.attempt,
-                        "lease_expires_at": task.lease_expires_at,
-                        "worker_id": f"run:{body.run_token}",
-                        "claimed": task,
-                    }
-                )
-                return claimed, outcome.created
+                return self._claimed(execution, task, body.run_token), outcome.created
         return await self.await_terminal(execution, body.wait), outcome.created
+
+    def _claimed(self, execution: Execution, task: Task, run_token: str) -> Execution:
+        """The execution as leased to the session run `run_token`: run it, then report."""
+        self.metrics.claims.inc()
+        update = {
+            "status": Status.RUNNING,
+            "attempts": task.attempt,
+            "lease_expires_at": task.lease_expires_at,
+            "worker_id": f"run:{run_token}",
+            "claimed": task,
+        }
+        return execution.model_copy(update=update)
+
+    async def write_units(self, session_id: str, run_token: str, body: WriteUnits) -> UnitsWritten:
+        """Record, in one transaction, what a run that holds its session alone has run and begun."""
+        units = []
+        for unit in body.units:
+            input, sent = split_input(unit.input, unit.messages)
+            units.append(UnitToWrite(unit.key, input, sent, unit.done, unit.output))
+        finished = [(report.task_id, report.lease_token, report.output) for report in body.finished]
+        lease = self.settings.lease_seconds
+        done, written = await self._report(
+            self.store.write_units, body, session_id, run_token, lease, finished, units, time.time()
+        )
+        answers = []
+        for unit in written:
+            execution = unit.execution
+            if unit.outcome.created:
+                self.metrics.started.inc()
+            if unit.task is not None:
+                execution = self._claimed(execution, unit.task, run_token)
+            elif unit.outcome.execution.status is Status.COMPLETED:
+                execution = execution.model_copy(update={"cached": True})  # recorded before this write
+            elif execution.status.terminal:
+                self._reported(execution)  # this run completed it just now
+            answers.append(execution)
+        return UnitsWritten(finished=[self._reported(execution) for execution in done], units=answers)
 
     async def get_execution(self, execution_id: str, wait: float = 0.0) -> Execution:
         execution = await self.store.run(self.store.get_execution, execution_id)
@@ -244,7 +276,7 @@ class QueueService:
         self.notifier.tasks_ready(1, (execution.workflow_id, execution.version_hash))
         return execution
 
-    async def _report(self, method: Callable[..., Execution], *args: Any) -> Execution:
+    async def _report(self, method: Callable[..., T], *args: Any) -> T:
         try:
             return await self.store.run(method, *args)
         except LeaseLost:
@@ -267,11 +299,15 @@ class QueueService:
 
     # Session runs
 
-    async def take_session(self, session_id: str, holder: str) -> SessionRunInfo:
+    async def take_session(self, session_id: str, holder: str, journal: bool = False) -> SessionRunInfo:
+        """Fence any other run of the session; with `journal`, answer what the session holds too, read
+        after the take (so nothing a fenced run could still record is missing from it but its
+        in-flight units, and those only when `previous_holder` says it was alive)."""
         run = await self.store.run(
             self.store.take_session, session_id, holder, self.settings.lease_seconds, time.time()
         )
         return SessionRunInfo(
+            journal=await self.journal(session_id) if journal else None,
             session_id=session_id,
             run_token=run.token,
             lease_seconds=self.settings.lease_seconds,
@@ -280,6 +316,12 @@ class QueueService:
             forked_from=run.forked_from,
             fork_until=run.fork_until,
         )
+
+    async def journal(self, session_id: str) -> Journal:
+        """The session's units in recorded order (none for a session with nothing stored)."""
+        origin, units = await self.store.run(self.store.journal, session_id)
+        forked_from, fork_until = origin or (None, None)
+        return Journal(session_id=session_id, forked_from=forked_from, fork_until=fork_until, units=units)
 
     async def renew_session(self, session_id: str, run_token: str) -> float:
         return await self.store.run(

@@ -10,10 +10,20 @@ import re
 
 from ..config import Settings
 from ..errors import ConfigError
-from .base import SCHEMA_VERSION, ClaimOutcome, StartOutcome, Store
+from .base import SCHEMA_VERSION, ClaimOutcome, StartOutcome, Store, UnitToWrite, WrittenUnit
 from .sqlite import SQLiteStore
 
-__all__ = ["SCHEMA_VERSION", "ClaimOutcome", "SQLiteStore", "StartOutcome", "Store", "backend", "open_store"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "ClaimOutcome",
+    "SQLiteStore",
+    "StartOutcome",
+    "Store",
+    "UnitToWrite",
+    "WrittenUnit",
+    "backend",
+    "open_store",
+]
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")

@@ -16,6 +16,7 @@ import secrets
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
@@ -52,6 +53,26 @@ class StartOutcome:
     execution: Execution
     created: bool
     """False when the (workflow, session, key) already had a live execution."""
+
+
+@dataclass(frozen=True)
+class UnitToWrite:
+    """A new unit of a session run, for `Store.write_units`."""
+
+    key: str
+    input: Any
+    sent: Sent | None
+    done: bool
+    output: Any
+
+
+@dataclass(frozen=True)
+class WrittenUnit:
+    outcome: StartOutcome
+    execution: Execution
+    """As it stands after the write: completed, claimed by the run, or as another holder left it."""
+    task: Task | None
+    """The run's lease on it, when it is claimed and not done."""
 
 
 @dataclass(frozen=True)
@@ -179,6 +200,36 @@ class Store(ABC):
         A FAILED or CANCELLED execution is not live: starting again makes a new one and keeps the
         old one in the history. Raises `WorkflowNotFound` for an unregistered version.
         """
+
+    def write_units(
+        self,
+        ref: WorkflowRef,
+        session_id: str,
+        run_token: str,
+        lease_seconds: float,
+        finished: list[tuple[str, str, Any]],
+        units: list[UnitToWrite],
+        now: float,
+    ) -> tuple[list[Execution], list[WrittenUnit]]:
+        """Completions of tasks the run holds, as (task_id, lease_token, output), then each new unit
+        started, claimed by the run and, when done, completed: one transaction, all or nothing
+        (`SessionTakenOver` when another run holds the session, `LeaseLost` for a lost lease)."""
+        with self._tx():
+            done = [self.complete(task_id, token, output, now) for task_id, token, output in finished]
+            written = []
+            for unit in units:
+                outcome = self.start_execution(ref, session_id, unit.key, unit.input, now, unit.sent)
+                execution, task = outcome.execution, None
+                if not execution.status.terminal:
+                    task = self.claim_for_run(execution.id, session_id, run_token, lease_seconds, now)
+                if task is not None and unit.done:
+                    execution, task = self.complete(task.task_id, task.lease_token, unit.output, now), None
+                written.append(WrittenUnit(outcome, execution, task))
+        return done, written
+
+    @abstractmethod
+    def _tx(self) -> AbstractContextManager[Any]:
+        """A transaction: the one the calling method is in, or a new one (committed at its end)."""
 
     @abstractmethod
     def get_execution(self, execution_id: str) -> Execution: ...

@@ -241,9 +241,19 @@ class PostgresStore(Store):
 
     @contextmanager
     def _tx(self) -> Iterator[psycopg.Connection[Any]]:
-        """A transaction: the running call's own, or a new one."""
-        with self._db() as db, _transaction(db):
-            yield db
+        """A transaction: the running call's own, or a new one that the methods it calls join."""
+        current = getattr(self._local, "db", None)
+        if current is not None:
+            with _transaction(current):
+                yield current
+            return
+        with self.pool.connection() as db:
+            self._local.db = db
+            try:
+                with db.transaction():
+                    yield db
+            finally:
+                self._local.db = None
 
     def _rows(self, statement: LiteralString, params: dict[str, Any]) -> list[Any]:
         with self._db() as db:

@@ -255,11 +255,13 @@ def requests_by_route(server: NexumServer) -> dict[tuple[str, str, str], int]:
     return {(m[1], m[2], m[3]): int(float(m[4])) for m in found if m[2] != "/metrics"}
 
 
-async def test_the_messages_a_model_request_was_sent_add_no_round_trip(
+async def test_a_run_that_holds_its_session_alone_records_its_units_in_a_few_writes_in_order(
     server: NexumServer, client: NexumClient, session_id: str
 ) -> None:
-    """A fresh run of 10 model requests and 9 tool calls: each unit is one start and one completion,
-    a model request's messages riding in its start, as a tool call (which has none) is."""
+    """A fresh run of 10 model requests and 9 tool calls in a session nobody else holds: no unit
+    waits for a start; the units and their results go out in a few writes (one at a time, each
+    carrying what came up meanwhile), a model request's messages riding with it; the journal keeps
+    the order the units began in."""
     before = requests_by_route(server)
     agent, durability = weather_agent(Script([f"city {n}" for n in range(9)], "A"), Weather(), session_id, client)
     await agent.run(PROMPT)
@@ -269,15 +271,20 @@ async def test_the_messages_a_model_request_was_sent_add_no_round_trip(
     # The run's presence connection (held while it lives, counted when it ends, which may be just
     # after the run) and lease renewals (by the clock) are the run's, not its units'.
     kept = {route: n for route, n in sent.items() if not route[1].endswith(("/presence", "/heartbeat"))}
+    writes = kept.pop(("POST", "/v1/sessions/{session_id}/runs/{run_token}/units", "200"))
+    assert 1 <= writes <= 19
     assert kept == {
-        ("POST", "/v1/sessions/{session_id}/runs", "200"): 1,  # the run takes the session
-        ("GET", "/v1/sessions/{session_id:path}/journal", "200"): 1,  # beside it, the journal
-        ("POST", "/v1/executions", "404"): 1,  # a fresh server: the agent's workflow is registered once
-        ("POST", "/v1/workflows", "200"): 1,
-        ("POST", "/v1/executions", "201"): 19,  # one start per unit
-        ("POST", "/v1/tasks/{task_id}/complete", "200"): 19,  # one completion per unit
+        ("POST", "/v1/sessions/{session_id}/runs", "200"): 1,  # the run takes the session, its journal with it
+        ("POST", "/v1/sessions/{session_id}/runs/{run_token}/units", "404"): 1,  # a fresh server: the
+        ("POST", "/v1/workflows", "200"): 1,  # agent's workflow is registered once
         ("DELETE", "/v1/sessions/{session_id}/runs/{run_token}", "204"): 1,
     }
+    units = (await client.journal(session_id)).units
+    assert [unit.input["unit"] for unit in units] == ["model_request", "tool_call"] * 9 + ["model_request"]
+    assert [unit.input["tool_args"]["city"] for unit in units if "tool_args" in unit.input] == [
+        f"city {n}" for n in range(9)
+    ]
+    assert all(unit.status.value == "COMPLETED" and unit.attempts == 1 for unit in units)
     units = (await client.journal(session_id)).units
     last_request = [unit for unit in units if unit.input.get("unit") == "model_request"][-1]
     assert len((await client.sent(last_request.id)).messages) == 19  # the prompt, then 9 calls and their results
