@@ -439,7 +439,11 @@ async def _run_ahead(
     hold.ahead.add(key)
     unit = _Ahead(key, input, messages, deadline)
     hold.writer.begin(unit)
-    task = (await asyncio.shield(unit.claimed)).claimed
+    try:
+        task = (await asyncio.shield(unit.claimed)).claimed
+    except UserError:
+        await hold.settle()  # a result refused just before this start is the cause to name
+        raise
     assert task is not None
     beat = asyncio.create_task(_heartbeat(run.client, task, run.session.lease_seconds / 3))
     try:

@@ -128,11 +128,14 @@ class Guard:
         await self.app(scope, replay, send)
 
     async def _too_large(self, send: Any) -> None:
+        # The body is left unread: the connection closes after the answer, so that what is still on
+        # its way is not taken for the head of the client's next request on it.
         await _error(
             send,
             413,
             "body_too_large",
             f"request body is larger than {self.max_body_bytes} bytes (NEXUM_MAX_BODY_BYTES)",
+            extra=[(b"connection", b"close")],
         )
 
 

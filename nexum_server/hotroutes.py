@@ -1,4 +1,5 @@
-"""The four hot routes (start, poll, complete, heartbeat), answered without FastAPI's request layers.
+"""The hot routes (start, poll, complete, heartbeat, a run's unit writes), answered without FastAPI's
+request layers.
 
 Every tool call passes through them, so each costs what a bare request costs plus the work itself:
 the body is decoded straight into its model from the raw bytes (`model_validate_json`), and the
@@ -18,8 +19,9 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from .errors import NexumError
+from .ids import SESSION_ID_PATTERN
 from .jsonbody import MAX_JSON_DEPTH
-from .models import CompleteTask, Lease, LeaseBody, PollTasks, StartExecution, TaskBatch
+from .models import CompleteTask, Lease, LeaseBody, PollTasks, StartExecution, TaskBatch, WriteUnits
 from .service import QueueService
 
 Scope = dict[str, Any]
@@ -61,6 +63,7 @@ START = _Route("/v1/executions")
 POLL = _Route("/v1/tasks/poll")
 COMPLETE = _Route("/v1/tasks/{task_id}/complete")
 HEARTBEAT = _Route("/v1/tasks/{task_id}/heartbeat")
+UNITS = _Route("/v1/sessions/{session_id}/runs/{run_token}/units")
 
 
 class HotRoutes:
@@ -97,6 +100,9 @@ class HotRoutes:
         if route is POLL:
             tasks = await self.service.poll(model, Request(scope, receive).is_disconnected)
             return (200, TaskBatch(tasks=tasks).model_dump_json().encode()) if tasks else (204, b"")
+        if route is UNITS:
+            _, _, _, session_id, _, run_token, _ = scope["path"].split("/")
+            return 200, (await self.service.write_units(session_id, run_token, model)).model_dump_json().encode()
         task_id = scope["path"].split("/")[3]
         if route is COMPLETE:
             return 200, (
@@ -119,6 +125,15 @@ def _match(scope: Scope) -> _Route | None:
     parts = path.split("/")
     if len(parts) == 5 and parts[1] == "v1" and parts[2] == "tasks" and parts[3]:
         return COMPLETE if parts[4] == "complete" else HEARTBEAT if parts[4] == "heartbeat" else None
+    if (
+        len(parts) == 7
+        and parts[1:3] == ["v1", "sessions"]
+        and parts[4] == "runs"
+        and parts[6] == "units"
+        and SESSION_ID_PATTERN.fullmatch(parts[3])
+        and 0 < len(parts[5]) <= 200
+    ):
+        return UNITS  # a session id or token the route would refuse goes there, to be named
     return None
 
 
@@ -127,6 +142,7 @@ _MODELS: dict[int, type[BaseModel]] = {
     id(POLL): PollTasks,
     id(COMPLETE): CompleteTask,
     id(HEARTBEAT): LeaseBody,
+    id(UNITS): WriteUnits,
 }
 
 
@@ -138,19 +154,21 @@ def _decode(route: _Route, scope: Scope, body: bytes) -> Any:
     # Fewer brackets than the limit cannot nest deeper; a start carrying messages has many, and
     # its decoded values are measured instead, so it stays on the fast path.
     shallow = body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH
-    if not shallow and route is not START:
+    if not shallow and route is not START and route is not UNITS:
         return None
     try:
         model = _MODELS[id(route)].model_validate_json(body)
     except ValidationError:
         return None
-    # Not shallow: a start (the check above), whose input and messages are measured.
-    if (
-        not shallow
-        and isinstance(model, StartExecution)
-        and _deeper_than(MAX_JSON_DEPTH - 3, model.input, *(m.body for m in model.messages or ()))
-    ):
-        return None
+    # Not shallow: a start or a run's write (the check above), whose values are measured.
+    if not shallow and isinstance(model, StartExecution):
+        if _deeper_than(MAX_JSON_DEPTH - 3, model.input, *(m.body for m in model.messages or ())):
+            return None
+    elif not shallow and isinstance(model, WriteUnits):
+        values = [r.output for r in model.finished] + [v for u in model.units for v in (u.input, u.output)]
+        bodies = [m.body for u in model.units for m in u.messages or ()]
+        if _deeper_than(MAX_JSON_DEPTH - 3, *values) or _deeper_than(MAX_JSON_DEPTH - 5, *bodies):
+            return None
     return model
 
 

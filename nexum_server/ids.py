@@ -13,12 +13,12 @@ from .errors import InvalidSessionId
 
 SESSION_ID_MAX_CHARS = 128
 SESSION_ID_RULE = f"1 to {SESSION_ID_MAX_CHARS} characters, each an ASCII letter, a digit or one of . _ : - @"
-_SESSION_ID = re.compile(rf"[A-Za-z0-9._:@-]{{1,{SESSION_ID_MAX_CHARS}}}")
+SESSION_ID_PATTERN = re.compile(rf"[A-Za-z0-9._:@-]{{1,{SESSION_ID_MAX_CHARS}}}")
 
 
 def validate_session_id(session_id: object) -> str:
     """`session_id` when it follows the rule; `InvalidSessionId` (code `invalid_session_id`) naming it."""
-    if isinstance(session_id, str) and _SESSION_ID.fullmatch(session_id):
+    if isinstance(session_id, str) and SESSION_ID_PATTERN.fullmatch(session_id):
         return session_id
     shown = (
         repr(session_id)

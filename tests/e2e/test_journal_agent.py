@@ -255,13 +255,12 @@ def requests_by_route(server: NexumServer) -> dict[tuple[str, str, str], int]:
     return {(m[1], m[2], m[3]): int(float(m[4])) for m in found if m[2] != "/metrics"}
 
 
-async def test_a_run_that_holds_its_session_alone_records_its_units_in_a_few_writes_in_order(
+async def test_a_run_that_holds_its_session_alone_records_each_unit_in_one_write_in_order(
     server: NexumServer, client: NexumClient, session_id: str
 ) -> None:
-    """A fresh run of 10 model requests and 9 tool calls in a session nobody else holds: no unit
-    waits for a start; the units and their results go out in a few writes (one at a time, each
-    carrying what came up meanwhile), a model request's messages riding with it; the journal keeps
-    the order the units began in."""
+    """A fresh run of 10 model requests and 9 tool calls in a session nobody else holds: one write
+    per unit, its start carrying the result of the unit before it and a model request's messages
+    riding with it; the journal keeps the order the units began in."""
     before = requests_by_route(server)
     agent, durability = weather_agent(Script([f"city {n}" for n in range(9)], "A"), Weather(), session_id, client)
     await agent.run(PROMPT)
@@ -271,9 +270,9 @@ async def test_a_run_that_holds_its_session_alone_records_its_units_in_a_few_wri
     # The run's presence connection (held while it lives, counted when it ends, which may be just
     # after the run) and lease renewals (by the clock) are the run's, not its units'.
     kept = {route: n for route, n in sent.items() if not route[1].endswith(("/presence", "/heartbeat"))}
-    writes = kept.pop(("POST", "/v1/sessions/{session_id}/runs/{run_token}/units", "200"))
-    assert 1 <= writes <= 19
     assert kept == {
+        # One write per unit, its start carrying the result before it; the last result at the end.
+        ("POST", "/v1/sessions/{session_id}/runs/{run_token}/units", "200"): 20,
         ("POST", "/v1/sessions/{session_id}/runs", "200"): 1,  # the run takes the session, its journal with it
         ("POST", "/v1/sessions/{session_id}/runs/{run_token}/units", "404"): 1,  # a fresh server: the
         ("POST", "/v1/workflows", "200"): 1,  # agent's workflow is registered once

@@ -30,7 +30,7 @@ from nexum_server.errors import (
     WorkflowNotFound,
 )
 from nexum_server.models import Execution, Status, WorkflowRef
-from nexum_server.store import SCHEMA_VERSION, SQLiteStore, Store, postgres
+from nexum_server.store import SCHEMA_VERSION, SQLiteStore, Store, UnitToWrite, postgres
 from nexum_server.store.postgres import PostgresStore
 
 REF = WorkflowRef(workflow_id="wf", version_hash="sha256:abc")
@@ -1066,3 +1066,37 @@ def test_waits_are_listed_by_status_and_retention_and_forget_keep_a_waiting_one(
     store.forget_session("s", T0 + 100)
     with pytest.raises(NotFound):
         store.get_wait(waiting.token, T0 + 101)
+
+
+def test_a_run_writes_its_units_and_the_results_before_them_in_one_transaction(store: Store) -> None:
+    run = store.take_session("s", "agent-1", LEASE, T0)
+    [], [first] = store.write_units(REF, "s", run.token, LEASE, [], [UnitToWrite("k1", "m1", None, False, None)], T0)
+    assert first.task is not None and first.outcome.created
+    # The next unit's write carries the first one's result: it is recorded, the second claimed.
+    finished = [(first.task.task_id, first.task.lease_token, {"answer": 1})]
+    [done], [second] = store.write_units(
+        REF, "s", run.token, LEASE, finished, [UnitToWrite("k2", "t1", None, False, None)], T0 + 1
+    )
+    assert done.status is Status.COMPLETED and done.result == {"answer": 1}
+    assert second.task is not None
+    # A unit the store had recorded comes back as it is, not claimed; its order is kept.
+    [], [again] = store.write_units(
+        REF, "s", run.token, LEASE, [], [UnitToWrite("k1", "m1", None, False, None)], T0 + 2
+    )
+    assert (
+        again.task is None and again.execution.status is Status.COMPLETED and again.execution.id == first.execution.id
+    )
+    assert [unit.key for unit in store.journal("s")[1]] == ["k1", "k2"]
+
+
+def test_a_write_of_a_run_that_was_taken_over_records_nothing(store: Store) -> None:
+    old = store.take_session("s", "agent-1", LEASE, T0)
+    [], [held] = store.write_units(REF, "s", old.token, LEASE, [], [UnitToWrite("k1", "m1", None, False, None)], T0)
+    assert held.task is not None
+    store.take_session("s", "agent-2", LEASE, T0 + 1)
+    # All or nothing: the result it carries is not recorded either, nor the new unit started.
+    finished = [(held.task.task_id, held.task.lease_token, "answer")]
+    with pytest.raises(SessionTakenOver):
+        store.write_units(REF, "s", old.token, LEASE, finished, [UnitToWrite("k2", "t1", None, False, None)], T0 + 2)
+    assert store.get_execution(held.execution.id).status is Status.RUNNING
+    assert [unit.key for unit in store.journal("s")[1]] == ["k1"]
