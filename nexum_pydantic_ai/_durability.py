@@ -164,6 +164,8 @@ class _Hold:
     """Every key the journal held, whatever its status."""
     ahead: set[str] = field(default_factory=set)
     """Keys this hold ran ahead of their starts: a second time, a unit takes the waiting path."""
+    present: bool = False
+    """The presence request is held (`live`)."""
     writer: _Writer = field(init=False)
     """Sends the units run ahead, and their results."""
 
@@ -182,6 +184,13 @@ class _Hold:
             for unit in journal.units
             if unit.status is Status.FAILED and (unit.error or "").startswith(TOO_LARGE)
         }
+
+    def live(self) -> None:
+        """The run is about to hold a unit: from now on the server must learn at once if this process
+        ends (its presence request). A run that only replays holds nothing, and opens none."""
+        if not self.present:
+            self.present = True
+            self.tasks.append(asyncio.create_task(_presence(self)))
 
     def check_reports(self) -> None:
         """Raise what a completion sent earlier met (another run took the session, a refused result)."""
@@ -357,6 +366,7 @@ async def run_unit(
             on_recorded(recorded.result, recorded, True, time.perf_counter() - started)
         return recorded.result, True
     deadline = time.monotonic() + timeout
+    hold.live()
     if hold.exclusive and not hold.lost and key not in hold.journaled and key not in hold.ahead:
         return await _run_ahead(run, key, input, body, deadline, messages, on_recorded, started), False
     if key in hold.ahead:
@@ -981,7 +991,7 @@ class NexumDurability(BaseDurabilityCapability[AgentDepsT]):
             )
         hold = _Hold(info, client, owned=owned, exclusive=info.previous_holder is None)
         hold.load(journal)
-        hold.tasks = [asyncio.create_task(_renew(hold)), asyncio.create_task(_presence(hold))]
+        hold.tasks = [asyncio.create_task(_renew(hold))]
         return hold
 
 

@@ -19,6 +19,7 @@ step 200 as at step 1, and the same history gives the same keys in every process
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -74,7 +75,7 @@ class RunIdentity:
     repeat: int = 0
     """How many runs with the same start (prompt, history, identity) this capability made before."""
 
-    @property
+    @functools.cached_property
     def base(self) -> str:
         if self.repeat:  # a first run's keys stay as they were; a repeat of it is a new run
             return digest(KEY_SCHEME, self.agent, self.deps, self.metadata, self.repeat)
