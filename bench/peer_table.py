@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.table import Table
 
-from bench.peer_workloads import DBOS
+from bench.peer_workloads import DBOS, MACHINERY
 from bench.peers import DBOS_POLL_SECONDS
 
 
@@ -52,6 +52,12 @@ def notes(figures: dict[str, Any]) -> list[str]:
         "Tools in the worker: `web_search` run by worker.py on the stand-in web's instant search; its "
         "baseline in A and E is the same search run in process.",
     ]
+    if MACHINERY in figures["engines"]:
+        lines.append(
+            f"{MACHINERY}: the same agent under a `BaseDurabilityCapability` whose backend runs every "
+            "operation as it is (no journal); its B is a second run, not a replay: the floor under every "
+            "engine built on `pydantic_ai.durable_exec`."
+        )
     if DBOS in figures["engines"]:
         lines.append(
             f"DBOS: SQLite in WAL mode; B forks the finished workflow from after its last step onto a "

@@ -38,6 +38,7 @@ from nexum_server.client import NexumClient
 
 PLAIN = "plain"
 PLAIN_SEARCH = "plain, search in process"
+MACHINERY = "Pydantic AI durable machinery, nothing journaled"
 DBOS = "DBOS (SQLite, WAL)"
 NEXUM_PROCESS = "Nexum, tools in process"
 NEXUM_WORKER = "Nexum, tools in the worker"
@@ -139,6 +140,7 @@ async def open_engines(
     engines = [
         peers.plain_engine(PLAIN, peers.INSTANT_TOOLSET),
         peers.plain_engine(PLAIN_SEARCH, peers.TOOLSET, shown=False),
+        peers.machinery_engine(MACHINERY, PLAIN),
     ]
     missing = peers.dbos_missing()
     if missing:
@@ -172,6 +174,8 @@ async def _replay(engine: Engine, steps: int, run_id: str) -> float:
     peers.reset_counts()
     seconds = await _timed(engine.replay(steps, run_id))
     ran = dict(peers.COUNTS)
+    if not engine.journals:
+        return seconds
     if engine.stats:
         ran.update(model_made=engine.stats[0].model_made, tools_run=engine.stats[0].tools_run)
     _check(not any(ran.values()), f"{engine.name}: the replay ran {ran}")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -35,6 +36,13 @@ from pathlib import Path
 from typing import Any
 
 from pydantic_ai import Agent
+from pydantic_ai.durable_exec import (
+    BaseDurabilityCapability,
+    CallableOperationBackend,
+    DurableOperationId,
+    JournalOperationNamer,
+    RoleBasedOperationConfig,
+)
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, ToolReturnPart, UserPromptPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.toolsets import AbstractToolset, FunctionToolset
@@ -134,6 +142,8 @@ class Engine:
     """False for a baseline that only serves another column."""
     stats: list[Any] = field(default_factory=list)
     """The last Nexum run's `RunStats`, to check a replay ran nothing."""
+    journals: bool = True
+    """False for the machinery floor: its replay is a run like the first, and is not checked."""
 
 
 def plain_engine(name: str, toolset: AbstractToolset[None], *, shown: bool = True) -> Engine:
@@ -143,6 +153,49 @@ def plain_engine(name: str, toolset: AbstractToolset[None], *, shown: bool = Tru
         await agent.run(prompt(steps), usage_limits=LIMITS)
 
     return Engine(name, name, fresh, search_tool=toolset is TOOLSET, shown=shown)
+
+
+class _RunsEverything(CallableOperationBackend[dict[str, Any]]):
+    """Runs every durable operation as it is: nothing is journaled, nothing replayed."""
+
+    def __init__(self, name: str) -> None:
+        config = RoleBasedOperationConfig[dict[str, Any]](model={}, event={}, capability={}, tool={})
+        super().__init__(namer=JournalOperationNamer(name), config=config)
+
+    async def execute(
+        self,
+        *,
+        operation_id: DurableOperationId,
+        name: str,
+        body: Callable[[], Awaitable[object]],
+        cache_key: tuple[object, ...],
+        config: dict[str, Any],
+    ) -> object:
+        return await body()
+
+
+class MachineryOnly(BaseDurabilityCapability[None]):
+    """Pydantic AI's durable-engine machinery (`pydantic_ai.durable_exec`) with a backend that journals
+    nothing: the floor under every engine built on it, Nexum's and DBOS's alike."""
+
+    engine_spec = dataclasses.replace(NexumDurability.engine_spec, engine_name="machinery only")
+
+    @property
+    def in_durable_context(self) -> bool:
+        return True
+
+    def get_durable_operation_backend(self) -> _RunsEverything:
+        return _RunsEverything(self.name or AGENT_NAME)
+
+
+def machinery_engine(name: str, baseline: str) -> Engine:
+    """Plain Pydantic AI plus the durable machinery alone; its "replay" is another run (it journals nothing)."""
+    agent = Agent(MODEL, name=AGENT_NAME, toolsets=[INSTANT_TOOLSET], capabilities=[MachineryOnly()])
+
+    async def run(steps: int, run_id: str) -> None:
+        await agent.run(prompt(steps), usage_limits=LIMITS)
+
+    return Engine(name, baseline, run, run, journals=False)
 
 
 def nexum_agent(
