@@ -239,6 +239,9 @@ class Run:
     on_unit: Callable[[UnitEvent], None] | None
     stats: RunStats = field(default_factory=RunStats)
     chain: MessageChain = field(default_factory=MessageChain)
+    sent_base: tuple[str, int, int] | None = None
+    """(execution id, count, chain generation) of this run's last model request the server recorded:
+    the next one sends only the hashes its list adds to that one's."""
     _seen: dict[str, int] = field(default_factory=dict)
 
     def next_occurrence(self, what: str) -> int:
@@ -736,17 +739,27 @@ class NexumBackend(CallableOperationBackend[dict[str, Any]]):
             model_id, messages, settings, parameters = cache_key[:4]
             label = model_label(self._capability.model_for(model_id))
             key = model_request_key(run.identity, run.chain, label, messages, settings, parameters)  # type: ignore[arg-type]
-            sent = run.chain.stored(len(messages))  # type: ignore[arg-type]
-            input = {
+            count, generation = len(messages), run.chain.generation  # type: ignore[arg-type]
+            input: dict[str, Any] = {
                 "unit": "model_request",
                 "model": label,
-                "messages": len(messages),  # type: ignore[arg-type]
+                "messages": count,
                 "agent": run.identity.agent,
-                "sent": [digest for digest, _ in sent],
             }
+            base = run.sent_base
+            if base is not None and base[2] == generation and base[1] <= count:
+                # What this run's previous request was sent, then the rest: a request's size does
+                # not grow with the history.
+                sent = run.chain.stored(count, base[1])
+                input["sent_after"] = {"id": base[0], "count": base[1]}
+            else:
+                sent = run.chain.stored(count)
+            input["sent"] = [digest for digest, _ in sent]
             new = [{"hash": digest, "body": body} for digest, body in sent if digest not in run.hold.sent]
 
             def model_done(payload: object, execution: Execution, cached: bool, seconds: float) -> None:
+                # A replayed request's list is another run's (other timestamps): it is no base.
+                run.sent_base = None if cached else (execution.id, count, generation)
                 usage = payload.get("usage", {}) if isinstance(payload, dict) else {}
                 run.report(
                     UnitEvent(

@@ -127,6 +127,8 @@ class MessageChain:
     _hashes: list[str] = field(default_factory=list)
     _call_ids: dict[str, str] = field(default_factory=dict)
     _stored: list[tuple[str, Any]] = field(default_factory=list)
+    generation: int = 0
+    """Counts the times the chain started afresh: within one generation its lists only grow."""
 
     def through(self, messages: list[ModelMessage], count: int | None = None) -> str:
         """The chain hash of `messages[:count]` (all of them by default)."""
@@ -134,6 +136,7 @@ class MessageChain:
         known = len(self._messages)
         if known > count or (known and messages[known - 1] is not self._messages[-1]):
             self._messages, self._hashes, self._call_ids, self._stored = [], [], {}, []
+            self.generation += 1
             known = 0
         for message in messages[known:count]:
             data = ModelMessagesTypeAdapter.dump_python([message], mode="json")[0]
@@ -144,9 +147,9 @@ class MessageChain:
             self._stored.append((message_hash(data), data))
         return self._hashes[count - 1] if count else ""
 
-    def stored(self, count: int) -> list[tuple[str, Any]]:
-        """The first `count` messages as the journal stores them: (content hash, JSON), after `through`."""
-        return self._stored[:count]
+    def stored(self, count: int, start: int = 0) -> list[tuple[str, Any]]:
+        """Messages `start` to `count` as the journal stores them: (content hash, JSON), after `through`."""
+        return self._stored[start:count]
 
     @property
     def last(self) -> str:

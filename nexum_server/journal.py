@@ -25,6 +25,7 @@ from .errors import InvalidValue
 
 HASH = re.compile(r"^[0-9a-f]{64}$")
 SENT_FIELD = "sent"
+SENT_AFTER_FIELD = "sent_after"
 """The field of a start's input naming the hashes the model request was sent."""
 
 
@@ -40,9 +41,15 @@ def message_hash(body: Any) -> str:
     return hashlib.sha256(canonical(body).encode()).hexdigest()
 
 
-def list_digest(hashes: list[str]) -> str:
-    """Identifies a whole list of hashes: a later list extends it when its start has the same digest."""
-    return hashlib.sha256("".join(hashes).encode()).hexdigest()
+def list_digest(hashes: list[str], start: str = "") -> str:
+    """Identifies a whole list of hashes: a later list extends it when its start has the same digest.
+
+    A chain, hash by hash, so that the digest of a list that extends one whose digest is `start` is
+    computed from the added hashes alone."""
+    digest = start
+    for item in hashes:
+        digest = hashlib.sha256((digest + item).encode()).hexdigest()
+    return digest
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,8 @@ class Sent:
     bodies: list[tuple[str, str]]
     """(hash, canonical JSON) of each message whose body came with the start."""
     hashes: list[str]
+    after: tuple[str, int] | None = None
+    """(execution id, count): `hashes` are what the list adds to that execution's list of `count`."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,7 @@ def split_input(input: Any, messages: list[Any] | None) -> tuple[Any, Sent | Non
             "input.sent must be a list of sha256 hex digests (64 lowercase hex characters), "
             "the hashes of the messages the model request was sent, in order"
         )
+    after = _sent_after(input.get(SENT_AFTER_FIELD) if isinstance(input, dict) else None)
     bodies = []
     for i, message in enumerate(messages or ()):
         text = canonical(message.body)
@@ -91,12 +101,51 @@ def split_input(input: Any, messages: list[Any] | None) -> tuple[Any, Sent | Non
                 "(json.dumps(body, sort_keys=True, separators=(',', ':'), ensure_ascii=False), UTF-8)"
             )
         bodies.append((message.hash, text))
-    stored = {k: v for k, v in input.items() if k != SENT_FIELD} if isinstance(input, dict) else input
-    return stored, Sent(bodies, list(hashes or ()))
+    hidden = (SENT_FIELD, SENT_AFTER_FIELD)
+    stored = {k: v for k, v in input.items() if k not in hidden} if isinstance(input, dict) else input
+    return stored, Sent(bodies, list(hashes or ()), after)
 
 
-def encode_sent(previous: tuple[str, int, str] | None, hashes: list[str]) -> SentRow:
-    """Store `hashes` as additions to `previous` (id, count, digest) when they extend its list."""
+def _sent_after(value: Any) -> tuple[str, int] | None:
+    if value is None:
+        return None
+    if (
+        isinstance(value, dict)
+        and set(value) == {"id", "count"}
+        and isinstance(value["id"], str)
+        and 0 < len(value["id"]) <= 200
+        and type(value["count"]) is int
+        and value["count"] >= 0
+    ):
+        return value["id"], value["count"]
+    raise InvalidValue(
+        "input.sent_after must be {id, count}: the id of an earlier model request of the session and the "
+        "number of hashes its list holds; input.sent then lists only the hashes added after them"
+    )
+
+
+def encode_sent(previous: tuple[str, int, str] | None, hashes: list[str], extends: bool = False) -> SentRow:
+    """Store `hashes` as additions to `previous` (id, count, digest) when they extend its list; with
+    `extends`, `hashes` are the additions themselves (`Sent.after` named `previous`)."""
+    if extends and previous is not None:
+        base, count, base_digest = previous
+        return SentRow(base, hashes, count + len(hashes), list_digest(hashes, base_digest))
+    return _encode_whole(previous, hashes)
+
+
+def check_sent_after(sent: Sent, named: tuple[str, int, str] | None) -> None:
+    """`InvalidValue` unless the execution `sent.after` names, `named` (id, count, digest) as the
+    store found it in the session, holds a list of that many hashes."""
+    assert sent.after is not None
+    if named is None or named[1] != sent.after[1]:
+        found = "no model request of the session" if named is None else f"a list of {named[1]} hashes"
+        raise InvalidValue(
+            f"input.sent_after names execution {sent.after[0]!r} with {sent.after[1]} hashes, but it is {found}; "
+            "send the whole list in input.sent instead"
+        )
+
+
+def _encode_whole(previous: tuple[str, int, str] | None, hashes: list[str]) -> SentRow:
     digest = list_digest(hashes)
     if previous is not None:
         base, count, base_digest = previous

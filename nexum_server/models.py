@@ -127,8 +127,10 @@ class StartExecution(WorkflowRef):
     holder runs it, the request is held like `wait`."""
     messages: list[MessageBody] | None = Field(default=None, max_length=10_000)
     """Bodies of messages the server may not have yet, named by `input.sent` (the hashes the model
-    request was sent, in order). Stored once each, in the start's own transaction; the input is
-    stored without `sent` (`GET /v1/executions/{id}/sent` gives the list back, with the bodies)."""
+    request was sent, in order; with `input.sent_after: {id, count}`, only those after the `count`
+    of that earlier model request's list). Stored once each, in the start's own transaction; the
+    input is stored without `sent` and `sent_after` (`GET /v1/executions/{id}/sent` gives the whole
+    list back, with the bodies)."""
 
 
 class UnitWrite(_Body):

@@ -37,7 +37,7 @@ from ..errors import (
     StoreUnavailable,
     WorkflowNotFound,
 )
-from ..journal import Sent, SentRow, encode_sent
+from ..journal import Sent, SentRow, check_sent_after, encode_sent
 from ..models import CallSummary, Execution, JournalUnit, RegisterOutcome, SessionSummary, Status, Task, WorkflowRef
 from . import postgres_sql as sql
 from .base import SCHEMA_VERSION, CallKey, ClaimOutcome, CopiedUnit, SessionRun, StartOutcome, Store
@@ -293,10 +293,13 @@ class PostgresStore(Store):
                 return self._start(db, ref, params)
         # The messages, the session's references and the execution commit together, or none of them.
         with self._tx() as db:
-            row = db.cursor(row_factory=tuple_row).execute(sql.PREVIOUS_SENT, (session_id,)).fetchone()
-            params.update(
-                _sent_params(self._store_sent(db, session_id, sent.bodies, sent.hashes, tuple(row) if row else None))
-            )
+            cursor = db.cursor(row_factory=tuple_row)
+            if sent.after is not None:
+                row = cursor.execute(sql.SENT_OF, (sent.after[0], session_id)).fetchone()
+                check_sent_after(sent, tuple(row) if row else None)
+            else:
+                row = cursor.execute(sql.PREVIOUS_SENT, (session_id,)).fetchone()
+            params.update(_sent_params(self._store_sent(db, session_id, sent, tuple(row) if row else None)))
             return self._start(db, ref, params)
 
     def _start(self, db: psycopg.Connection[Any], ref: WorkflowRef, params: dict[str, Any]) -> StartOutcome:
@@ -590,12 +593,12 @@ class PostgresStore(Store):
         self,
         db: psycopg.Connection[Any],
         session_id: str,
-        bodies: list[tuple[str, str]],
-        hashes: list[str],
+        sent: Sent,
         previous: tuple[str, int, str] | None,
     ) -> SentRow:
         """Store the bodies and the session's references to what the list adds; how to store the list."""
-        encoded = encode_sent(previous, hashes)
+        bodies, hashes = sent.bodies, sent.hashes
+        encoded = encode_sent(previous, hashes, extends=sent.after is not None)
         if bodies:
             db.execute(sql.INSERT_MESSAGES, {"hashes": [h for h, _ in bodies], "bodies": [b for _, b in bodies]})
         try:
@@ -672,7 +675,7 @@ class PostgresStore(Store):
                     **_sent_params(None),
                 }
                 if unit.sent is not None:
-                    encoded = self._store_sent(db, session_id, [], unit.sent, previous)
+                    encoded = self._store_sent(db, session_id, Sent([], unit.sent), previous)
                     params.update(_sent_params(encoded))
                     previous = (params["id"], encoded.count, encoded.digest)
                 if db.execute(sql.INSERT_COPY, params).fetchone() is None:

@@ -521,6 +521,9 @@ PREVIOUS_SENT = """
 SELECT id, sent_count, sent_digest FROM nexum.executions
 WHERE session_id = %s AND sent_count IS NOT NULL ORDER BY seq DESC LIMIT 1
 """
+SENT_OF = """
+SELECT id, sent_count, sent_digest FROM nexum.executions WHERE id = %s AND session_id = %s AND sent_count IS NOT NULL
+"""
 SESSION_SENT = """
 SELECT id, sent_base, sent_added FROM nexum.executions
 WHERE session_id = %s AND sent_count IS NOT NULL ORDER BY seq

@@ -27,7 +27,7 @@ from ..errors import (
     StoreUnavailable,
     WorkflowNotFound,
 )
-from ..journal import Sent, SentRow, encode_sent
+from ..journal import Sent, SentRow, check_sent_after, encode_sent
 from ..models import (
     CallSummary,
     Execution,
@@ -304,12 +304,13 @@ class SQLiteStore(Store):
         }
         with self._tx():
             if sent is not None:
-                previous = self.db.execute(sql.PREVIOUS_SENT, (session_id,)).fetchone()
-                params.update(
-                    _sent_params(
-                        self._store_sent(session_id, sent.bodies, sent.hashes, tuple(previous) if previous else None)
-                    )
-                )
+                if sent.after is not None:
+                    previous = self.db.execute(sql.SENT_OF, (sent.after[0], session_id)).fetchone()
+                    check_sent_after(sent, tuple(previous) if previous else None)
+                else:
+                    previous = self.db.execute(sql.PREVIOUS_SENT, (session_id,)).fetchone()
+                previous = tuple(previous) if previous else None
+                params.update(_sent_params(self._store_sent(session_id, sent, previous)))
             row = self.db.execute(INSERT_EXECUTION, params).fetchone()
             if row is not None:
                 return StartOutcome(_execution(row), created=True)
@@ -551,11 +552,10 @@ class SQLiteStore(Store):
 
     # --- the journal -----------------------------------------------------------------------------------
 
-    def _store_sent(
-        self, session_id: str, bodies: list[tuple[str, str]], hashes: list[str], previous: tuple[str, int, str] | None
-    ) -> SentRow:
+    def _store_sent(self, session_id: str, sent: Sent, previous: tuple[str, int, str] | None) -> SentRow:
         """Store the bodies and the session's references to what the list adds; how to store the list."""
-        encoded = encode_sent(previous, hashes)
+        bodies, hashes = sent.bodies, sent.hashes
+        encoded = encode_sent(previous, hashes, extends=sent.after is not None)
         self.db.executemany(sql.INSERT_MESSAGE, bodies)
         try:
             self.db.execute(sql.ADD_SESSION_MESSAGES, {"session_id": session_id, "hashes": json.dumps(encoded.added)})
@@ -617,7 +617,7 @@ class SQLiteStore(Store):
                     **_sent_params(None),
                 }
                 if unit.sent is not None:
-                    encoded = self._store_sent(session_id, [], unit.sent, previous)
+                    encoded = self._store_sent(session_id, Sent([], unit.sent), previous)
                     params.update(_sent_params(encoded))
                     previous = (params["id"], encoded.count, encoded.digest)
                 if self.db.execute(sql.INSERT_COPY, params).fetchone() is None:

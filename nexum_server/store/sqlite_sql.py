@@ -440,6 +440,9 @@ PREVIOUS_SENT = """
 SELECT id, sent_count, sent_digest FROM executions
 WHERE session_id = ? AND sent_count IS NOT NULL ORDER BY seq DESC LIMIT 1
 """
+SENT_OF = """
+SELECT id, sent_count, sent_digest FROM executions WHERE id = ? AND session_id = ? AND sent_count IS NOT NULL
+"""
 SESSION_SENT = """
 SELECT id, sent_base, sent_added FROM executions WHERE session_id = ? AND sent_count IS NOT NULL ORDER BY seq
 """

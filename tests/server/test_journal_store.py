@@ -97,6 +97,32 @@ def test_a_list_that_does_not_extend_the_previous_one_is_stored_whole(store: Sto
     assert rows[1][1] is None and rows[1][2] == [message_hash(a), message_hash(c)]
 
 
+def test_a_request_that_names_the_list_it_extends_sends_only_what_it_adds(store: Store) -> None:
+    a, b, c = ({"kind": "request", "parts": [{"content": x}]} for x in "abc")
+    bodies = {id(m): MessageBody(hash=message_hash(m), body=m) for m in (a, b, c)}
+    input, journal = split_input({"sent": [message_hash(a), message_hash(b)]}, [bodies[id(a)], bodies[id(b)]])
+    first = store.start_execution(REF, "s", "1", input, T0, journal).execution
+    # The same list the whole way and named by its base give the same stored list and digest.
+    after = {"id": first.id, "count": 2}
+    input, journal = split_input({"sent_after": after, "sent": [message_hash(c)]}, [bodies[id(c)]])
+    assert input == {}
+    second = store.start_execution(REF, "s", "2", input, T0, journal).execution
+    input, journal = split_input({"sent": [message_hash(m) for m in (a, b, c)]}, [])
+    third = store.start_execution(REF, "s", "3", input, T0, journal).execution
+    lists = whole_lists(store, "s")
+    assert lists[second.id] == lists[third.id] == [message_hash(m) for m in (a, b, c)]
+    assert store.session_sent("s")[1][1:] == (first.id, [message_hash(c)])
+    assert store.session_sent("s")[2][1:] == (second.id, [])  # the whole list, found to extend the second's
+    # A base the session does not hold, or one of another length, is refused naming it; nothing is stored.
+    for wrong in ({"id": first.id, "count": 3}, {"id": "nope", "count": 2}):
+        input, journal = split_input({"sent_after": wrong, "sent": [message_hash(c)]}, [])
+        with pytest.raises(InvalidValue, match="sent_after names execution"):
+            store.start_execution(REF, "s", "4", input, T0, journal)
+    with pytest.raises(InvalidValue, match="sent_after must be"):
+        split_input({"sent_after": {"id": first.id}, "sent": []}, [])
+    assert len(store.session_sent("s")) == 3
+
+
 def test_the_same_messages_in_two_sessions_are_stored_once(store: Store) -> None:
     run_model(store, "one", 6)
     once = store.stored_bytes()
