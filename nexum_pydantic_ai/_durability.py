@@ -392,10 +392,16 @@ async def run_unit(
                 f"execution {execution.id} is still held by {execution.worker_id} after "
                 f"{timeout:g} s; it stays on the server, resume the session to try again"
             )
-    task = execution.claimed
+    payload = await _run_claimed(run, execution.claimed, body)
+    _record(run, execution, key, input, payload, on_recorded, time.perf_counter() - started)
+    return payload, False
+
+
+async def _run_claimed(run: Run, task: Task, body: Callable[[], Awaitable[object]]) -> object:
+    """Run a unit this run holds the lease of, heartbeating meanwhile; a failure is reported, not retried."""
     beat = asyncio.create_task(_heartbeat(run.client, task, run.session.lease_seconds / 3))
     try:
-        payload = await body()
+        return await body()
     except Exception as e:
         beat.cancel()
         with contextlib.suppress(Exception):
@@ -403,8 +409,6 @@ async def run_unit(
         raise
     finally:
         beat.cancel()
-    _record(run, execution, key, input, payload, on_recorded, time.perf_counter() - started)
-    return payload, False
 
 
 async def _start_unit(
@@ -458,16 +462,7 @@ async def _run_ahead(
         await hold.settle()  # a result refused just before this start is the cause to name
         raise
     assert task is not None
-    beat = asyncio.create_task(_heartbeat(run.client, task, run.session.lease_seconds / 3))
-    try:
-        payload = await body()
-    except Exception as e:
-        beat.cancel()
-        with contextlib.suppress(Exception):
-            await run.client.fail(task, f"{type(e).__name__}: {e}", retryable=False)
-        raise
-    finally:
-        beat.cancel()
+    payload = await _run_claimed(run, task, body)
     seconds = time.perf_counter() - started
     hold.writer.finish(unit, payload)
 
