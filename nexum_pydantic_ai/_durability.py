@@ -560,6 +560,8 @@ class _Writer:
             elif e.status in (413, 422) and (finished or done[0]):
                 await self._too_large((finished + begun)[0], e)
             else:
+                if e.error_code == "session_taken_over":
+                    finished = await self._complete_alone(finished)
                 self._refused(e, begun, finished)
             return
         except Exception as e:
@@ -590,6 +592,20 @@ class _Writer:
             unit.settle(unit.recorded, execution)
         elif unit.done:
             self.finished.append(unit)
+
+    async def _complete_alone(self, finished: list[_Ahead]) -> list[_Ahead]:
+        """Another run took the session: the units this one holds are still its own to report (the new
+        run waits for them rather than run them again), though nothing new may start. The ones not
+        recorded are returned."""
+        left = []
+        for unit in finished:
+            task = unit.claimed.result().claimed
+            assert task is not None
+            try:
+                unit.settle(unit.recorded, await self.hold.client.complete(task, unit.output))
+            except Exception:
+                left.append(unit)
+        return left
 
     async def _too_large(self, unit: _Ahead, refusal: RequestRejected) -> None:
         """A result the server refused as too large: recorded FAILED with why (started first if it was

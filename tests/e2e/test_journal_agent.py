@@ -25,6 +25,7 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from nexum_devtools.procs import ROOT, WORKER_READY, NexumServer, Proc, running
 from nexum_pydantic_ai import NexumDurability, NotRecorded, RecordedModel, RecordedTools
 from nexum_server.client import NexumClient
+from nexum_server.errors import SessionTakenOver
 
 COMMAND_TIMEOUT = 30
 RUN_TIMEOUT = 60
@@ -287,3 +288,30 @@ async def test_a_run_that_holds_its_session_alone_records_each_unit_in_one_write
     units = (await client.journal(session_id)).units
     last_request = [unit for unit in units if unit.input.get("unit") == "model_request"][-1]
     assert len((await client.sent(last_request.id)).messages) == 19  # the prompt, then 9 calls and their results
+
+
+async def test_a_run_taken_over_mid_run_records_the_result_it_holds_and_starts_nothing_more(
+    server: NexumServer, client: NexumClient, session_id: str
+) -> None:
+    """Another run takes the session while this one runs its first tool call: that call's result,
+    waiting to ride with the next start, is still recorded (the unit was this run's to finish), the
+    next model request is not started, and the run stops with `SessionTakenOver`."""
+    toolset: FunctionToolset[Any] = FunctionToolset(id="weather")
+
+    @toolset.tool_plain
+    async def lookup(city: str) -> str:
+        await client.take_session(session_id, "another run")
+        return f"{city}: 21 C"
+
+    durability = NexumDurability(session_id=session_id, client=client)
+    agent = Agent(
+        FunctionModel(Script(["Paris", "Rome"], "A")), name="weather", toolsets=[toolset], capabilities=[durability]
+    )
+    with pytest.raises(SessionTakenOver):
+        await agent.run(PROMPT)
+    units = (await client.journal(session_id)).units
+    assert [(unit.input["unit"], unit.status.value) for unit in units] == [
+        ("model_request", "COMPLETED"),
+        ("tool_call", "COMPLETED"),
+    ]
+    assert units[1].result["result"] == "Paris: 21 C"
