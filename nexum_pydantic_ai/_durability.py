@@ -484,8 +484,7 @@ class _Ahead:
     messages: list[dict[str, Any]] | None
     deadline: float
     output: Any = None
-    done: bool = False
-    """Its body has returned `output`."""
+    """What its body returned, once it has."""
     claimed: asyncio.Future[Execution] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     """Its start's answer: the execution leased to the run (or the refusal)."""
     recorded: asyncio.Future[Execution] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
@@ -519,7 +518,7 @@ class _Writer:
 
     def finish(self, unit: _Ahead, output: object) -> None:
         """The unit's result, sent with the next start, or by `flush`."""
-        unit.output, unit.done = output, True
+        unit.output = output
         self.finished.append(unit)
 
     def flush(self) -> None:
@@ -544,11 +543,10 @@ class _Writer:
                 raise
 
     async def _send(self, begun: list[_Ahead], finished: list[_Ahead]) -> None:
-        done = [unit.done for unit in begun]
         try:
             answer = await self._write(
                 [_finished(unit) for unit in finished],
-                [_unit_write(unit, sent_done) for unit, sent_done in zip(begun, done, strict=True)],
+                [_unit_write(unit) for unit in begun],
                 min([u.deadline for u in begun + finished]),
             )
         except RequestRejected as e:
@@ -557,8 +555,8 @@ class _Writer:
                     await self._send([], [unit])
                 for unit in begun:
                     await self._send([unit], [])
-            elif e.status in (413, 422) and (finished or done[0]):
-                await self._too_large((finished + begun)[0], e)
+            elif e.status in (413, 422) and finished:
+                await self._too_large(finished[0], e)
             else:
                 if e.error_code == "session_taken_over":
                     finished = await self._complete_alone(finished)
@@ -569,16 +567,13 @@ class _Writer:
             return
         for unit, execution in zip(finished, answer.finished, strict=True):
             unit.settle(unit.recorded, execution)
-        for unit, execution, sent_done in zip(begun, answer.units, done, strict=True):
-            self._answered(unit, execution, sent_done)
+        for unit, execution in zip(begun, answer.units, strict=True):
+            self._answered(unit, execution)
 
-    def _answered(self, unit: _Ahead, execution: Execution, sent_done: bool) -> None:
-        ours = execution.claimed is not None or (
-            sent_done and execution.status is Status.COMPLETED and not execution.cached
-        )
+    def _answered(self, unit: _Ahead, execution: Execution) -> None:
         if unit.messages:
             self.hold.sent.update(item["hash"] for item in unit.messages)
-        if not ours:
+        if execution.claimed is None:
             error = SessionTakenOver(
                 f"unit {execution.id} ({unit.input.get('unit')}) was {execution.status.value.lower()} by "
                 f"another run of session {self.hold.info.session_id} while this one ran it; resume the "
@@ -588,10 +583,6 @@ class _Writer:
             unit.settle(unit.recorded, error)
             return
         unit.settle(unit.claimed, execution)
-        if sent_done:
-            unit.settle(unit.recorded, execution)
-        elif unit.done:
-            self.finished.append(unit)
 
     async def _complete_alone(self, finished: list[_Ahead]) -> list[_Ahead]:
         """Another run took the session: the units this one holds are still its own to report (the new
@@ -608,15 +599,12 @@ class _Writer:
         return left
 
     async def _too_large(self, unit: _Ahead, refusal: RequestRejected) -> None:
-        """A result the server refused as too large: recorded FAILED with why (started first if it was
-        not yet), so that a resume fails it again instead of running it."""
+        """A result the server refused as too large: its unit is recorded FAILED with why, so that a
+        resume fails it again instead of running it."""
         reason = f"{TOO_LARGE}: {refusal}"
+        task = unit.claimed.result().claimed
+        assert task is not None
         try:
-            if not _claimed(unit):
-                answer = await self._write([], [_unit_write(unit, False)], unit.deadline)
-                unit.settle(unit.claimed, answer.units[0])
-            task = unit.claimed.result().claimed
-            assert task is not None
             execution = await self.hold.client.fail(task, reason, retryable=False)
             error: Exception = UserError(
                 f"unit {execution.id} ({unit.input.get('unit')}) cannot be recorded: {reason}; "
@@ -624,7 +612,6 @@ class _Writer:
             )
         except Exception as e:
             error = e
-        unit.settle(unit.claimed, error)
         unit.settle(unit.recorded, error)
 
     def _refused(self, error: Exception, begun: list[_Ahead], finished: list[_Ahead]) -> None:
@@ -669,12 +656,10 @@ def _finished(unit: _Ahead) -> dict[str, Any]:
     return {"task_id": task.task_id, "lease_token": task.lease_token, "output": unit.output}
 
 
-def _unit_write(unit: _Ahead, done: bool) -> dict[str, Any]:
+def _unit_write(unit: _Ahead) -> dict[str, Any]:
     write: dict[str, Any] = {"key": unit.key, "input": unit.input}
     if unit.messages:
         write["messages"] = unit.messages
-    if done:
-        write["done"], write["output"] = True, unit.output
     return write
 
 

@@ -1086,7 +1086,10 @@ def test_a_run_writes_its_units_and_the_results_before_them_in_one_transaction(s
     assert (
         again.task is None and again.execution.status is Status.COMPLETED and again.execution.id == first.execution.id
     )
-    assert [unit.key for unit in store.journal("s")[1]] == ["k1", "k2"]
+    # A unit that has run already is started, claimed and recorded in the one write.
+    [], [third] = store.write_units(REF, "s", run.token, LEASE, [], [UnitToWrite("k3", "t2", None, True, 3)], T0 + 3)
+    assert third.task is None and third.execution.status is Status.COMPLETED and third.execution.result == 3
+    assert [unit.key for unit in store.journal("s")[1]] == ["k1", "k2", "k3"]
 
 
 def test_a_write_of_a_run_that_was_taken_over_records_nothing(store: Store) -> None:
