@@ -422,7 +422,8 @@ class Store(ABC):
         one statement. The timeout counts from the first create, so a replay does not restart it.
         """
         params = {
-            "token": secrets.token_urlsafe(24),
+            # Hex, so a token never begins with "-": `nexum approve TOKEN` would read it as an option.
+            "token": secrets.token_hex(24),
             "session_id": session_id,
             "key": body.key,
             "name": body.name,

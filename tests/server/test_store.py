@@ -1103,3 +1103,10 @@ def test_a_write_of_a_run_that_was_taken_over_records_nothing(store: Store) -> N
         store.write_units(REF, "s", old.token, LEASE, finished, [UnitToWrite("k2", "t1", None, False, None)], T0 + 2)
     assert store.get_execution(held.execution.id).status is Status.RUNNING
     assert [unit.key for unit in store.journal("s")[1]] == ["k1"]
+
+
+def test_wait_tokens_never_begin_with_a_dash(store: Store) -> None:
+    # `nexum approve TOKEN` would read a token beginning with "-" as an option (1 in 64 once).
+    tokens = [store.create_wait("s", _ask(f"w{i}"), T0).token for i in range(200)]
+    assert len(set(tokens)) == 200
+    assert not [token for token in tokens if token.startswith("-")]
