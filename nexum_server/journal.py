@@ -25,8 +25,9 @@ from .errors import InvalidValue
 
 HASH = re.compile(r"^[0-9a-f]{64}$")
 SENT_FIELD = "sent"
-SENT_AFTER_FIELD = "sent_after"
 """The field of a start's input naming the hashes the model request was sent."""
+SENT_AFTER_FIELD = "sent_after"
+"""The field naming the earlier list (`{id, count}`) that `sent` only adds to."""
 
 
 def canonical(body: Any) -> str:

@@ -221,13 +221,8 @@ class PostgresStore(Store):
         """Everything `call` does on this thread is one transaction: it commits or it leaves no trace."""
         if getattr(getattr(call, "func", None), "__self__", None) is self:
             return call()  # one of the store's own methods: each is one transaction already
-        with self.pool.connection() as db:
-            self._local.db = db
-            try:
-                with db.transaction():
-                    return call()
-            finally:
-                self._local.db = None
+        with self._tx():
+            return call()
 
     @contextmanager
     def _db(self) -> Iterator[psycopg.Connection[Any]]:
