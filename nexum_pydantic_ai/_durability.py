@@ -159,15 +159,15 @@ class _Hold:
     """Executions served from memory: reported as cached hits when the hold is let go."""
     exclusive: bool = False
     """The session was taken from no live run and its journal read after the take: a key not in
-    the journal is nobody's, and a new unit runs without waiting for its start (`_run_ahead`)."""
+    the journal is nobody's, and a new unit goes through the hold's writer (`_run_written`)."""
     journaled: set[str] = field(default_factory=set)
     """Every key the journal held, whatever its status."""
-    ahead: set[str] = field(default_factory=set)
-    """Keys this hold ran ahead of their starts: a second time, a unit takes the waiting path."""
+    written: set[str] = field(default_factory=set)
+    """Keys whose start the writer sent: a second time (a retry), a unit takes the waiting path."""
     present: bool = False
     """The presence request is held (`live`)."""
     writer: _Writer = field(init=False)
-    """Sends the units run ahead, and their results."""
+    """Sends the starts of new units and their results."""
 
     def __post_init__(self) -> None:
         self.writer = _Writer(self)
@@ -351,12 +351,13 @@ async def run_unit(
     """The unit's recorded payload: from the store, or by running `body` and recording it.
 
     Returns the payload and whether it came from the store (this run ran nothing). A unit the session
-    had recorded when the run took it is served from memory. A new one runs at once when the run
-    holds its session alone (`_run_ahead`): its start goes out beside it, and no round trip is on the
-    run's path; otherwise its start claims it first, and an answer another holder records meanwhile
-    is served instead of running it. Either way its completion is sent without waiting: the next
-    unit, or the end of the run, hears of a refusal. `on_recorded` is called once the unit is in the
-    store (for a new one, when its completion was acknowledged).
+    had recorded when the run took it is served from memory. A new one runs once its start claimed
+    it: through the hold's writer when the run holds its session alone (`_run_written`: the start
+    carries the results before it, and the unit's own result rides with the next start); otherwise
+    its start may wait for another holder and serve the answer it records, and its completion is
+    sent without waiting. Either way the next unit, or the end of the run, hears of a refusal.
+    `on_recorded` is called once the unit is in the store (for a new one, when its result was
+    acknowledged).
     """
     started = time.perf_counter()
     hold = run.hold
@@ -370,9 +371,9 @@ async def run_unit(
         return recorded.result, True
     deadline = time.monotonic() + timeout
     hold.live()
-    if hold.exclusive and not hold.lost and key not in hold.journaled and key not in hold.ahead:
-        return await _run_ahead(run, key, input, body, deadline, messages, on_recorded, started), False
-    if key in hold.ahead:
+    if hold.exclusive and not hold.lost and key not in hold.journaled and key not in hold.written:
+        return await _run_written(run, key, input, body, deadline, messages, on_recorded, started), False
+    if key in hold.written:
         await hold.settle()  # this run ran it before (and it failed): what it sent of it lands first
     while True:
         execution = await _start_unit(run, key, input, deadline, messages, settle=True)
@@ -423,10 +424,7 @@ async def _start_unit(
             raise
         if settle:
             await run.hold.settle()
-        raise UserError(
-            f"the {str(input.get('unit', 'unit')).replace('_', ' ')} cannot be stored: {e}; "
-            "keep what tools return and send smaller (or raise the server's NEXUM_MAX_BODY_BYTES)"
-        ) from e
+        raise _cannot_store(input, e) from e
     if messages:
         run.hold.sent.update(item["hash"] for item in messages)
     if execution.status is Status.FAILED and (execution.error or "").startswith(TOO_LARGE):
@@ -434,7 +432,7 @@ async def _start_unit(
     return execution
 
 
-async def _run_ahead(
+async def _run_written(
     run: Run,
     key: str,
     input: Any,
@@ -453,8 +451,8 @@ async def _run_ahead(
     runs once the start is answered; its result rides with the next unit's start, or goes out at
     the end of the run, before a wait, or before a tool call sent to a worker."""
     hold = run.hold
-    hold.ahead.add(key)
-    unit = _Ahead(key, input, messages, deadline)
+    hold.written.add(key)
+    unit = _Written(key, input, messages, deadline)
     hold.writer.begin(unit)
     try:
         task = (await asyncio.shield(unit.claimed)).claimed
@@ -476,8 +474,8 @@ async def _run_ahead(
 
 
 @dataclass
-class _Ahead:
-    """A unit run ahead of its start, as the hold's writer sends it."""
+class _Written:
+    """A new unit as the hold's writer sends it: its start, then its result."""
 
     key: str
     input: Any
@@ -506,17 +504,17 @@ class _Writer:
     of units run since the last request, then the starts of new units in the order they began."""
 
     hold: _Hold
-    begun: list[_Ahead] = field(default_factory=list)
+    begun: list[_Written] = field(default_factory=list)
     """Units not sent yet."""
-    finished: list[_Ahead] = field(default_factory=list)
+    finished: list[_Written] = field(default_factory=list)
     """Units claimed by an earlier request whose results are not sent yet."""
     flushing: asyncio.Task[None] | None = None
 
-    def begin(self, unit: _Ahead) -> None:
+    def begin(self, unit: _Written) -> None:
         self.begun.append(unit)
         self._kick()
 
-    def finish(self, unit: _Ahead, output: object) -> None:
+    def finish(self, unit: _Written, output: object) -> None:
         """The unit's result, sent with the next start, or by `flush`."""
         unit.output = output
         self.finished.append(unit)
@@ -533,7 +531,7 @@ class _Writer:
     async def _flush(self) -> None:
         while self.begun or self.finished:
             begun, self.begun = self.begun, []
-            finished, self.finished = [u for u in self.finished if _claimed(u)], []
+            finished, self.finished = self.finished, []
             try:
                 await self._send(begun, finished)
             except BaseException as e:  # a unit left unanswered would hold its run forever
@@ -542,7 +540,7 @@ class _Writer:
                 self.begun, self.finished = [], []
                 raise
 
-    async def _send(self, begun: list[_Ahead], finished: list[_Ahead]) -> None:
+    async def _send(self, begun: list[_Written], finished: list[_Written]) -> None:
         try:
             answer = await self._write(
                 [_finished(unit) for unit in finished],
@@ -570,7 +568,7 @@ class _Writer:
         for unit, execution in zip(begun, answer.units, strict=True):
             self._answered(unit, execution)
 
-    def _answered(self, unit: _Ahead, execution: Execution) -> None:
+    def _answered(self, unit: _Written, execution: Execution) -> None:
         if unit.messages:
             self.hold.sent.update(item["hash"] for item in unit.messages)
         if execution.claimed is None:
@@ -584,7 +582,7 @@ class _Writer:
             return
         unit.settle(unit.claimed, execution)
 
-    async def _complete_alone(self, finished: list[_Ahead]) -> list[_Ahead]:
+    async def _complete_alone(self, finished: list[_Written]) -> list[_Written]:
         """Another run took the session: the units this one holds are still its own to report (the new
         run waits for them rather than run them again), though nothing new may start. The ones not
         recorded are returned."""
@@ -598,34 +596,18 @@ class _Writer:
                 left.append(unit)
         return left
 
-    async def _too_large(self, unit: _Ahead, refusal: RequestRejected) -> None:
-        """A result the server refused as too large: its unit is recorded FAILED with why, so that a
-        resume fails it again instead of running it."""
-        reason = f"{TOO_LARGE}: {refusal}"
-        task = unit.claimed.result().claimed
-        assert task is not None
-        try:
-            execution = await self.hold.client.fail(task, reason, retryable=False)
-            error: Exception = UserError(
-                f"unit {execution.id} ({unit.input.get('unit')}) cannot be recorded: {reason}; "
-                "return something smaller (or raise the server's NEXUM_MAX_BODY_BYTES)"
-            )
-        except Exception as e:
-            error = e
-        unit.settle(unit.recorded, error)
+    async def _too_large(self, unit: _Written, refusal: RequestRejected) -> None:
+        execution = unit.claimed.result()
+        unit.settle(unit.recorded, await _fail_too_large(self.hold.client, execution, unit.input, refusal))
 
-    def _refused(self, error: Exception, begun: list[_Ahead], finished: list[_Ahead]) -> None:
+    def _refused(self, error: Exception, begun: list[_Written], finished: list[_Written]) -> None:
         if isinstance(error, RequestRejected):
             if error.error_code == "session_taken_over":
                 self.hold.lost = True
                 error = SessionTakenOver(str(error))
             elif error.status in (413, 422):
                 [unit] = begun + finished
-                what = str(unit.input.get("unit", "unit")).replace("_", " ")
-                error = UserError(
-                    f"the {what} cannot be stored: {error}; keep what tools return and send smaller "
-                    "(or raise the server's NEXUM_MAX_BODY_BYTES)"
-                )
+                error = _cannot_store(unit.input, error)
         for unit in begun + finished:
             unit.settle(unit.claimed, error)
             unit.settle(unit.recorded, error)
@@ -645,18 +627,14 @@ class _Writer:
         return await reconnecting(write, deadline)
 
 
-def _claimed(unit: _Ahead) -> bool:
-    return unit.claimed.done() and not unit.claimed.cancelled() and unit.claimed.exception() is None
-
-
-def _finished(unit: _Ahead) -> dict[str, Any]:
+def _finished(unit: _Written) -> dict[str, Any]:
     execution = unit.claimed.result()
     assert execution.claimed is not None
     task = execution.claimed
     return {"task_id": task.task_id, "lease_token": task.lease_token, "output": unit.output}
 
 
-def _unit_write(unit: _Ahead) -> dict[str, Any]:
+def _unit_write(unit: _Written) -> dict[str, Any]:
     write: dict[str, Any] = {"key": unit.key, "input": unit.input}
     if unit.messages:
         write["messages"] = unit.messages
@@ -694,18 +672,33 @@ async def _complete(
         if e.status == 409:
             raise SessionTakenOver(f"this run's result for {key[:12]}… was discarded: {e}") from e
         if e.status in (413, 422):
-            # Sending it again cannot make it fit: record why, so that a resume does not run it again.
-            reason = f"{TOO_LARGE}: {e}"
-            with contextlib.suppress(Exception):
-                await run.client.fail(task, reason, retryable=False)
-            raise UserError(
-                f"unit {execution.id} ({input.get('unit')}) cannot be recorded: {reason}; "
-                "return something smaller (or raise the server's NEXUM_MAX_BODY_BYTES)"
-            ) from e
+            raise await _fail_too_large(run.client, execution, input, e) from e
         raise
     if on_recorded is not None:
         on_recorded(payload, done, False, seconds)
     return done
+
+
+def _cannot_store(input: Any, refusal: RequestRejected) -> UserError:
+    """A unit's start (its input, the messages it carries) that the server refused as too large."""
+    what = str(input.get("unit", "unit")).replace("_", " ")
+    return UserError(
+        f"the {what} cannot be stored: {refusal}; keep what tools return and send smaller (or raise the "
+        "server's NEXUM_MAX_BODY_BYTES)"
+    )
+
+
+async def _fail_too_large(client: NexumClient, execution: Execution, input: Any, refusal: RequestRejected) -> UserError:
+    """A result the server refused as too large: sending it again cannot make it fit, so its unit is
+    recorded FAILED with why (a resume fails it again instead of running it); the error to raise."""
+    reason = f"{TOO_LARGE}: {refusal}"
+    assert execution.claimed is not None
+    with contextlib.suppress(Exception):
+        await client.fail(execution.claimed, reason, retryable=False)
+    return UserError(
+        f"unit {execution.id} ({input.get('unit')}) cannot be recorded: {reason}; "
+        "return something smaller (or raise the server's NEXUM_MAX_BODY_BYTES)"
+    )
 
 
 # --- the backend --------------------------------------------------------------------------------------
@@ -1030,7 +1023,7 @@ async def _presence(hold: _Hold) -> None:
             pause = PRESENCE_RETRY_SECONDS
         except RequestRejected as e:
             # Another run took the session: this one has nothing left to hold, and its next unit
-            # waits for its start (which is refused) instead of running ahead of it.
+            # takes the path whose start is refused at once, not the writer's.
             hold.lost = hold.lost or e.error_code == "session_taken_over"
             return
         except ServerUnavailable as e:  # the server is away: hold again once it is back
