@@ -345,7 +345,7 @@ async def run_unit(
     input: Any,
     body: Callable[[], Awaitable[object]],
     timeout: float = DEFAULT_TIMEOUT,
-    messages: list[dict[str, Any]] | None = None,
+    messages: Callable[[], list[dict[str, Any]]] | None = None,
     on_recorded: Recorded | None = None,
 ) -> tuple[object, bool]:
     """The unit's recorded payload: from the store, or by running `body` and recording it.
@@ -357,7 +357,8 @@ async def run_unit(
     its start may wait for another holder and serve the answer it records, and its completion is
     sent without waiting. Either way the next unit, or the end of the run, hears of a refusal.
     `on_recorded` is called once the unit is in the store (for a new one, when its result was
-    acknowledged).
+    acknowledged). `messages` gives the message bodies a new unit's start carries (completing its
+    input as it does); it is not called for a unit served from the journal.
     """
     started = time.perf_counter()
     hold = run.hold
@@ -371,13 +372,14 @@ async def run_unit(
         return recorded.result, True
     deadline = time.monotonic() + timeout
     hold.live()
+    bodies = messages() if messages is not None else None
     if hold.exclusive and not hold.lost and key not in hold.journaled and key not in hold.written:
-        return await _run_written(run, key, input, body, deadline, messages, on_recorded, started), False
+        return await _run_written(run, key, input, body, deadline, bodies, on_recorded, started), False
     if key in hold.written:
         await hold.settle()  # this run ran it before (and it failed): what it sent of it lands first
     while True:
-        execution = await _start_unit(run, key, input, deadline, messages, settle=True)
-        messages = None  # the server has them now: later starts name them without their bodies
+        execution = await _start_unit(run, key, input, deadline, bodies, settle=True)
+        bodies = None  # the server has them now: later starts name them without their bodies
         if execution.status is Status.COMPLETED:
             # Recorded before, or just now by another holder this start waited for: either way this
             # run did not run it (and asked no model), so it counts as replayed.
@@ -735,16 +737,19 @@ class NexumBackend(CallableOperationBackend[dict[str, Any]]):
                 "messages": count,
                 "agent": run.identity.agent,
             }
-            base = run.sent_base
-            if base is not None and base[2] == generation and base[1] <= count:
-                # What this run's previous request was sent, then the rest: a request's size does
-                # not grow with the history.
-                sent = run.chain.stored(count, base[1])
-                input["sent_after"] = {"id": base[0], "count": base[1]}
-            else:
-                sent = run.chain.stored(count)
-            input["sent"] = [digest for digest, _ in sent]
-            new = [{"hash": digest, "body": body} for digest, body in sent if digest not in run.hold.sent]
+
+            def sending() -> list[dict[str, Any]]:
+                # Only a request that is not served from the journal says what it was sent.
+                base = run.sent_base
+                if base is not None and base[2] == generation and base[1] <= count:
+                    # What this run's previous request was sent, then the rest: a request's size
+                    # does not grow with the history.
+                    sent = run.chain.stored(count, base[1])
+                    input["sent_after"] = {"id": base[0], "count": base[1]}
+                else:
+                    sent = run.chain.stored(count)
+                input["sent"] = [digest for digest, _ in sent]
+                return [{"hash": digest, "body": body} for digest, body in sent if digest not in run.hold.sent]
 
             def model_done(payload: object, execution: Execution, cached: bool, seconds: float) -> None:
                 # A replayed request's list is another run's (other timestamps): it is no base.
@@ -763,7 +768,7 @@ class NexumBackend(CallableOperationBackend[dict[str, Any]]):
                     )
                 )
 
-            payload, _ = await run_unit(run, key, input, body, messages=new, on_recorded=model_done)
+            payload, _ = await run_unit(run, key, input, body, messages=sending, on_recorded=model_done)
             return payload
         if isinstance(operation_id, ToolsetGetToolsId | ToolsetGetInstructionsId):
             ctx = cache_key[0]

@@ -51,6 +51,20 @@ def digest(*parts: Any) -> str:
     return hashlib.sha256(canonical_json(parts).encode()).hexdigest()
 
 
+def _digest_of_texts(*texts: str) -> str:
+    """`digest` of parts given as their canonical JSON texts: the canonical JSON of a list is its
+    items' texts, comma-separated, in brackets."""
+    return hashlib.sha256(f"[{','.join(texts)}]".encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=256)
+def _projected(dumped: bytes) -> str:
+    """The canonical JSON of settings or request parameters (as dumped) without volatile fields.
+
+    A run sends the same settings and tool definitions with every request: they are projected once."""
+    return canonical_json(_without_volatile(json.loads(dumped), {}))
+
+
 def jsonable(value: Any, what: str) -> Any:
     """`value` as plain JSON data, or a `UserError` naming `what` could not be keyed."""
     try:
@@ -126,7 +140,10 @@ class MessageChain:
     _messages: list[ModelMessage] = field(default_factory=list)
     _hashes: list[str] = field(default_factory=list)
     _call_ids: dict[str, str] = field(default_factory=dict)
+    _data: list[Any] = field(default_factory=list)
+    """Each message as JSON, kept for the journal: a start sends what the server lacks."""
     _stored: list[tuple[str, Any]] = field(default_factory=list)
+    """(content hash, JSON) of the first messages, hashed only when a start needs them."""
     generation: int = 0
     """Counts the times the chain started afresh: within one generation its lists only grow."""
 
@@ -135,7 +152,7 @@ class MessageChain:
         count = len(messages) if count is None else count
         known = len(self._messages)
         if known > count or (known and messages[known - 1] is not self._messages[-1]):
-            self._messages, self._hashes, self._call_ids, self._stored = [], [], {}, []
+            self._messages, self._hashes, self._call_ids, self._data, self._stored = [], [], {}, [], []
             self.generation += 1
             known = 0
         for message in messages[known:count]:
@@ -144,11 +161,14 @@ class MessageChain:
             previous = self._hashes[-1] if self._hashes else ""
             self._hashes.append(hashlib.sha256((previous + canonical_json(projection)).encode()).hexdigest())
             self._messages.append(message)
-            self._stored.append((message_hash(data), data))
+            self._data.append(data)
         return self._hashes[count - 1] if count else ""
 
     def stored(self, count: int, start: int = 0) -> list[tuple[str, Any]]:
-        """Messages `start` to `count` as the journal stores them: (content hash, JSON), after `through`."""
+        """Messages `start` to `count` as the journal stores them: (content hash, JSON), after `through`.
+
+        The content hash is computed here, once per message, so a run that only replays hashes none."""
+        self._stored.extend((message_hash(data), data) for data in self._data[len(self._stored) : count])
         return self._stored[start:count]
 
     @property
@@ -181,13 +201,13 @@ def model_request_key(
     parameters: ModelRequestParameters,
 ) -> str:
     history = chain.through(messages)
-    return digest(
-        "model",
-        run.base,
-        model,
-        history,
-        _without_volatile(_ANY.dump_python(settings or {}, mode="json"), {}),
-        _without_volatile(_PARAMETERS.dump_python(parameters, mode="json"), {}),
+    return _digest_of_texts(
+        '"model"',
+        canonical_json(run.base),
+        canonical_json(model),
+        canonical_json(history),
+        _projected(_ANY.dump_json(settings or {})),
+        _projected(_PARAMETERS.dump_json(parameters)),
     )
 
 
