@@ -1,5 +1,5 @@
-"""The hot routes (start, poll, complete, heartbeat, a run's unit writes), answered without FastAPI's
-request layers.
+"""The hot routes (start, poll, complete, heartbeat; a run's take, unit writes and end), answered
+without FastAPI's request layers.
 
 Every tool call passes through them, so each costs what a bare request costs plus the work itself:
 the body is decoded straight into its model from the raw bytes (`model_validate_json`), and the
@@ -21,7 +21,17 @@ from starlette.requests import Request
 from .errors import NexumError
 from .ids import SESSION_ID_PATTERN
 from .jsonbody import MAX_JSON_DEPTH
-from .models import CompleteTask, Lease, LeaseBody, PollTasks, StartExecution, TaskBatch, WriteUnits
+from .models import (
+    CompleteTask,
+    Lease,
+    LeaseBody,
+    PollTasks,
+    ServedHits,
+    StartExecution,
+    TakeSession,
+    TaskBatch,
+    WriteUnits,
+)
 from .service import QueueService
 
 Scope = dict[str, Any]
@@ -64,6 +74,10 @@ POLL = _Route("/v1/tasks/poll")
 COMPLETE = _Route("/v1/tasks/{task_id}/complete")
 HEARTBEAT = _Route("/v1/tasks/{task_id}/heartbeat")
 UNITS = _Route("/v1/sessions/{session_id}/runs/{run_token}/units")
+TAKE = _Route("/v1/sessions/{session_id}/runs")
+END = _Route("/v1/sessions/{session_id}/runs/{run_token}")
+_NO_BODY = object()
+"""An end with no body: the run served nothing from the journal."""
 
 
 class HotRoutes:
@@ -77,12 +91,12 @@ class HotRoutes:
         return self.app.state
 
     async def __call__(self, scope: Scope, receive: Any, send: Send) -> None:
-        route = _match(scope) if scope["type"] == "http" and scope["method"] == "POST" else None
+        route = _match(scope) if scope["type"] == "http" and scope["method"] in ("POST", "DELETE") else None
         if route is None:
             await self.app(scope, receive, send)
             return
         body = await _read(receive)
-        model = _decode(route, scope, body)
+        model = _NO_BODY if route is END and not body else _decode(route, scope, body)
         if model is None:
             await self.app(scope, _replay(body, receive), send)
             return
@@ -103,6 +117,16 @@ class HotRoutes:
         if route is UNITS:
             _, _, _, session_id, _, run_token, _ = scope["path"].split("/")
             return 200, (await self.service.write_units(session_id, run_token, model)).model_dump_json().encode()
+        if route is TAKE:
+            session_id = scope["path"].split("/")[3]
+            run = await self.service.take_session(session_id, model.holder, model.journal)
+            return 200, run.model_dump_json().encode()
+        if route is END:
+            _, _, _, session_id, _, run_token = scope["path"].split("/")
+            if model is not _NO_BODY:
+                self.service.served_from_journal(model.execution_ids)
+            await self.service.end_session_run(session_id, run_token)
+            return 204, b""
         task_id = scope["path"].split("/")[3]
         if route is COMPLETE:
             return 200, (
@@ -118,6 +142,8 @@ def _match(scope: Scope) -> _Route | None:
     path: str = scope["path"]
     if "\x00" in path:
         return None  # the routes refuse it, naming the parameter
+    if scope["method"] == "DELETE":
+        return END if _in_session(path.split("/"), 6) else None
     if path == "/v1/executions":
         return START
     if path == "/v1/tasks/poll":
@@ -125,16 +151,23 @@ def _match(scope: Scope) -> _Route | None:
     parts = path.split("/")
     if len(parts) == 5 and parts[1] == "v1" and parts[2] == "tasks" and parts[3]:
         return COMPLETE if parts[4] == "complete" else HEARTBEAT if parts[4] == "heartbeat" else None
-    if (
-        len(parts) == 7
+    if _in_session(parts, 7) and parts[6] == "units":
+        return UNITS
+    if len(parts) == 5 and parts[1:3] == ["v1", "sessions"] and parts[4] == "runs":
+        return TAKE if SESSION_ID_PATTERN.fullmatch(parts[3]) else None
+    return None
+
+
+def _in_session(parts: list[str], length: int) -> bool:
+    """`/v1/sessions/{session_id}/runs/{run_token}...` in `length` parts, with an id and a token the
+    routes take: one they would refuse goes there, to be named."""
+    return (
+        len(parts) == length
         and parts[1:3] == ["v1", "sessions"]
         and parts[4] == "runs"
-        and parts[6] == "units"
-        and SESSION_ID_PATTERN.fullmatch(parts[3])
+        and SESSION_ID_PATTERN.fullmatch(parts[3]) is not None
         and 0 < len(parts[5]) <= 200
-    ):
-        return UNITS  # a session id or token the route would refuse goes there, to be named
-    return None
+    )
 
 
 _MODELS: dict[int, type[BaseModel]] = {
@@ -143,6 +176,8 @@ _MODELS: dict[int, type[BaseModel]] = {
     id(COMPLETE): CompleteTask,
     id(HEARTBEAT): LeaseBody,
     id(UNITS): WriteUnits,
+    id(TAKE): TakeSession,
+    id(END): ServedHits,
 }
 
 

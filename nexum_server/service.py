@@ -21,6 +21,7 @@ from .metrics import Metrics
 from .models import (
     Execution,
     Journal,
+    JournalUnit,
     PollTasks,
     RegisterOutcome,
     RegisterWorkflow,
@@ -303,11 +304,18 @@ class QueueService:
         """Fence any other run of the session; with `journal`, answer what the session holds too, read
         after the take (so nothing a fenced run could still record is missing from it but its
         in-flight units, and those only when `previous_holder` says it was alive)."""
-        run = await self.store.run(
-            self.store.take_session, session_id, holder, self.settings.lease_seconds, time.time()
-        )
+        recorded = None
+        if journal:
+            run, (origin, units) = await self.store.run(
+                self.store.take_session_and_journal, session_id, holder, self.settings.lease_seconds, time.time()
+            )
+            recorded = _journal(session_id, origin, units)
+        else:
+            run = await self.store.run(
+                self.store.take_session, session_id, holder, self.settings.lease_seconds, time.time()
+            )
         return SessionRunInfo(
-            journal=await self.journal(session_id) if journal else None,
+            journal=recorded,
             session_id=session_id,
             run_token=run.token,
             lease_seconds=self.settings.lease_seconds,
@@ -319,9 +327,7 @@ class QueueService:
 
     async def journal(self, session_id: str) -> Journal:
         """The session's units in recorded order (none for a session with nothing stored)."""
-        origin, units = await self.store.run(self.store.journal, session_id)
-        forked_from, fork_until = origin or (None, None)
-        return Journal(session_id=session_id, forked_from=forked_from, fork_until=fork_until, units=units)
+        return _journal(session_id, *await self.store.run(self.store.journal, session_id))
 
     async def renew_session(self, session_id: str, run_token: str) -> float:
         return await self.store.run(
@@ -444,3 +450,8 @@ class QueueService:
                 if next_expiry is not None:
                     delay = min(delay, max(next_expiry - time.time(), 0.0) + 0.01)
             await asyncio.sleep(delay)
+
+
+def _journal(session_id: str, origin: tuple[str, int | None] | None, units: list[JournalUnit]) -> Journal:
+    forked_from, fork_until = origin or (None, None)
+    return Journal(session_id=session_id, forked_from=forked_from, fork_until=fork_until, units=units)

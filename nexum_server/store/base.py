@@ -307,6 +307,12 @@ class Store(ABC):
         previous run holds stays its own until it reports, or until it is gone (`run_gone`).
         """
 
+    def take_session_and_journal(
+        self, session_id: str, holder: str, lease_seconds: float, now: float
+    ) -> tuple[SessionRun, tuple[tuple[str, int | None] | None, list[JournalUnit]]]:
+        """`take_session`, then `journal` read after it, in one call on the store's thread."""
+        return self.take_session(session_id, holder, lease_seconds, now), self.journal(session_id)
+
     @abstractmethod
     def renew_session(self, session_id: str, token: str, lease_seconds: float, now: float) -> float:
         """Extend the run's lease on its session; `SessionTakenOver` once another run took it."""

@@ -7,6 +7,7 @@ for the deletion on a deadline.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import pytest
 
 from nexum_devtools.procs import ROOT, NexumServer
 from nexum_server.config import Settings
-from nexum_server.models import Status, WorkflowRef
+from nexum_server.models import SessionRunInfo, Status, WorkflowRef
 from nexum_server.service import QueueService
 from nexum_server.sessions import RETENTION_BATCH, Retention
 from nexum_server.store import SQLiteStore
@@ -68,6 +69,44 @@ def test_sessions_list_counts_calls_hits_and_time_saved(api: Api, session_id: st
     api.start(session_id, "a", expect=200)
     assert api.http.get(f"/v1/sessions/{session_id}").json()["cached_hits"] == 3
     assert [s["session_id"] for s in sessions(api, contains="other")["sessions"]] == [other]
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/json;charset=UTF-8"])
+def test_a_run_takes_and_ends_its_session_alike_on_the_hot_and_the_documented_route(
+    api: Api, session_id: str, content_type: str
+) -> None:
+    # The hot routes answer "application/json"; any other JSON type goes through FastAPI's routes.
+    done = finish(api, session_id, "a")
+    headers = {"content-type": content_type}
+    runs = f"/v1/sessions/{session_id}/runs"
+
+    def take() -> dict[str, Any]:
+        took = api.http.post(runs, content=json.dumps({"holder": "me", "journal": True}), headers=headers)
+        assert took.status_code == 200, took.text
+        return took.json()
+
+    first = take()
+    assert set(first) == set(SessionRunInfo.model_fields) and first["previous_holder"] is None
+    assert [unit["id"] for unit in first["journal"]["units"]] == [done["id"]]
+    second = take()
+    assert second["previous_holder"] == "me" and second["run_token"] != first["run_token"]
+
+    hits = api.metric("nexum_cache_hits_total")
+    served = json.dumps({"execution_ids": [done["id"]]})
+    ended = api.http.request("DELETE", f"{runs}/{second['run_token']}", content=served, headers=headers)
+    assert ended.status_code == 204, ended.text
+    assert api.metric("nexum_cache_hits_total") == hits + 1
+    third = take()
+    assert third["previous_holder"] is None  # the run ended: nobody was live
+    assert api.http.delete(f"{runs}/{third['run_token']}").status_code == 204  # no body: no hits
+    assert api.metric("nexum_cache_hits_total") == hits + 1
+    assert (
+        api.metric(
+            "nexum_request_seconds_count",
+            f'method="DELETE",route="{runs.replace(session_id, "{session_id}")}/{{run_token}}",status="204"',
+        )
+        >= 2
+    )
 
 
 def test_sessions_come_a_page_at_a_time(api: Api, session_id: str) -> None:
