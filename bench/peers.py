@@ -198,20 +198,19 @@ def machinery_engine(name: str, baseline: str) -> Engine:
     return Engine(name, baseline, run, run, journals=False)
 
 
-def nexum_agent(
-    session_id: str, *, worker_tools: bool, client: NexumClient | None = None, url: str | None = None
-) -> tuple[Agent[None, str], NexumDurability[None]]:
-    durability = NexumDurability(session_id=session_id, client=client, url=url)
-    toolset = WorkerToolset(TOOLSET) if worker_tools else INSTANT_TOOLSET
-    return Agent(MODEL, name=AGENT_NAME, toolsets=[toolset], capabilities=[durability]), durability
+def nexum_plain_agent(*, worker_tools: bool) -> Agent[None, str]:
+    """The agent of the Nexum columns, with no capability: each run brings its session's."""
+    return Agent(MODEL, name=AGENT_NAME, toolsets=[WorkerToolset(TOOLSET) if worker_tools else INSTANT_TOOLSET])
 
 
 def nexum_engine(name: str, baseline: str, client: NexumClient, *, worker_tools: bool) -> Engine:
     stats: list[Any] = []
+    # One agent, as DBOS's column has: each run names its session with a capability of its own.
+    agent = nexum_plain_agent(worker_tools=worker_tools)
 
     async def run(steps: int, session_id: str) -> None:
-        agent, durability = nexum_agent(session_id, worker_tools=worker_tools, client=client)
-        await agent.run(prompt(steps), usage_limits=LIMITS)
+        durability = NexumDurability[None](session_id=session_id, client=client)
+        await agent.run(prompt(steps), usage_limits=LIMITS, capabilities=[durability])
         stats[:] = [durability.last_stats]
 
     # A run in a session that has recorded every unit is the replay.
@@ -292,8 +291,9 @@ def dbos_shutdown() -> None:
 
 
 async def _child_nexum(args: argparse.Namespace) -> None:
-    agent, _ = nexum_agent(args.id, worker_tools=args.engine == "nexum-worker", url=args.url)
-    await agent.run(prompt(args.steps), usage_limits=LIMITS)
+    agent = nexum_plain_agent(worker_tools=args.engine == "nexum-worker")
+    durability = NexumDurability[None](session_id=args.id, url=args.url)
+    await agent.run(prompt(args.steps), usage_limits=LIMITS, capabilities=[durability])
 
 
 async def _child_dbos(args: argparse.Namespace) -> None:

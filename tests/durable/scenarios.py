@@ -168,9 +168,10 @@ class Response:
     answers: list[Answer]
 
 
-def complex_agent(env: Env, name: str = "complex") -> Agent[Deps, Response]:
+def complex_agent(env: Env, name: str = "complex", durable: bool = True) -> Agent[Deps, Response]:
     """DBOS's complex agent without its external and MCP toolsets: deps, a toolset with an id, a
-    tool with a model argument, two parallel calls, and a structured output through the output tool."""
+    tool with a model argument, two parallel calls, and a structured output through the output tool.
+    Not `durable`: each run brings the capability."""
 
     def script(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         done = {p.tool_name: p.content for p in every_return(messages)}
@@ -209,7 +210,7 @@ def complex_agent(env: Env, name: str = "complex") -> Agent[Deps, Response]:
         output_type=Response,
         toolsets=[FunctionToolset[Deps](tools=[get_country], id="country")],
         tools=[get_weather, get_product_name],
-        capabilities=[env.durable()],
+        capabilities=[env.durable()] if durable else [],
     )
 
 
@@ -219,6 +220,14 @@ COMPLEX_PROMPT = "Tell me: the capital of the country; the weather there; the pr
 @scenario
 async def complex_run(env: Env) -> dict[str, Any]:
     result = await complex_agent(env).run(COMPLEX_PROMPT, deps=Deps(country="Mexico"))
+    return {"output": data(result.output)}
+
+
+@scenario
+async def capability_per_run(env: Env) -> dict[str, Any]:
+    """One agent for many sessions: the session comes with the run, not with the agent."""
+    agent = complex_agent(env, "per-run", durable=False)
+    result = await agent.run(COMPLEX_PROMPT, deps=Deps(country="Mexico"), capabilities=[env.durable()])
     return {"output": data(result.output)}
 
 

@@ -40,6 +40,16 @@ async def test_a_complex_run_killed_before_its_last_answer_resumes_running_nothi
     conformance.crash_and_resume("complex_run", at=3, plain=plain)
 
 
+async def test_a_capability_given_to_the_run_instead_of_the_agent_journals_alike(conformance: Conformance) -> None:
+    plain, _, _ = await conformance.check("capability_per_run")
+    assert sorted(plain.entries.effects) == ["get_country", "get_product_name", "get_weather Mexico City"]
+
+
+async def test_a_capability_given_to_the_run_resumes_alike(conformance: Conformance) -> None:
+    plain = await conformance.plain("capability_per_run")
+    conformance.crash_and_resume("capability_per_run", at=3, plain=plain)
+
+
 async def test_sequential_tool_calls(conformance: Conformance) -> None:
     plain, durable, _ = await conformance.check("sequential_tools")
     # Sequential: in the order the model made the calls, in both runs.
