@@ -27,7 +27,7 @@ Run with:
     python benchmark.py                                # agent runs, offline, about 20 s
     python benchmark.py --calls --json benchmark.json  # per-call cost, under a minute
     python benchmark.py --resume                       # scenario 3, about 10 s
-    python benchmark.py --peers --markdown             # plain, DBOS and Nexum side by side, ~3 minutes
+    python benchmark.py --peers --markdown             # plain, DBOS and Nexum side by side, ~2 minutes
     python benchmark.py --agent --resume --calls --quick   # every part, small sizes, a few seconds
     python benchmark.py --model openai:gpt-5-mini      # a real model and the real web
 """

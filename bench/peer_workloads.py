@@ -54,8 +54,8 @@ ABSENT = (
 class PeersConfig:
     """The sizes of the workloads."""
 
-    runs: int = 15
-    """A and B: rounds of a fresh run and its replay."""
+    runs: int = 40
+    """A and B: rounds of a fresh run and its replay (enough for a median that holds on a shared machine)."""
     steps: int = 10
     """A, B and C: steps of a run."""
     resumes: int = 3
