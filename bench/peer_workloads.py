@@ -68,7 +68,8 @@ class PeersConfig:
     concurrent_rounds: int = 3
     long_steps: int = 50
     """E: steps of the long run."""
-    long_runs: int = 3
+    long_runs: int = 8
+    """E: long runs (each step's figure is the median over them; three left it to chance)."""
     window: int = 5
     """E: the steps at each end of the long run compared."""
     seconds: float = 40.0
