@@ -378,7 +378,7 @@ async def run_unit(
     if key in hold.written:
         await hold.settle()  # this run ran it before (and it failed): what it sent of it lands first
     while True:
-        execution = await _start_unit(run, key, input, deadline, bodies, settle=True)
+        execution = await _start_unit(run, key, input, deadline, bodies)
         bodies = None  # the server has them now: later starts name them without their bodies
         if execution.status is Status.COMPLETED:
             # Recorded before, or just now by another holder this start waited for: either way this
@@ -396,7 +396,9 @@ async def run_unit(
                 f"{timeout:g} s; it stays on the server, resume the session to try again"
             )
     payload = await _run_claimed(run, execution.claimed, body)
-    _record(run, execution, key, input, payload, on_recorded, time.perf_counter() - started)
+    # The completion goes out without waiting: what the run does next does not depend on it.
+    seconds = time.perf_counter() - started
+    hold.reports.add(asyncio.create_task(_complete(run, execution, key, input, payload, on_recorded, seconds)))
     return payload, False
 
 
@@ -415,17 +417,16 @@ async def _run_claimed(run: Run, task: Task, body: Callable[[], Awaitable[object
 
 
 async def _start_unit(
-    run: Run, key: str, input: Any, deadline: float, messages: list[dict[str, Any]] | None, settle: bool = False
+    run: Run, key: str, input: Any, deadline: float, messages: list[dict[str, Any]] | None
 ) -> Execution:
     """The unit's start (which claims it for this run); an input too large to store is a `UserError`,
-    after the completions in flight have landed when `settle` (a refused one is the cause to name)."""
+    after the completions in flight have landed (a refused one is the cause to name)."""
     try:
         execution = await _start(run, key, input, deadline, messages)
     except RequestRejected as e:
         if e.status not in (413, 422):
             raise
-        if settle:
-            await run.hold.settle()
+        await run.hold.settle()
         raise _cannot_store(input, e) from e
     if messages:
         run.hold.sent.update(item["hash"] for item in messages)
@@ -457,12 +458,11 @@ async def _run_written(
     unit = _Written(key, input, messages, deadline)
     hold.writer.begin(unit)
     try:
-        task = (await asyncio.shield(unit.claimed)).claimed
+        await asyncio.shield(unit.claimed)
     except UserError:
         await hold.settle()  # a result refused just before this start is the cause to name
         raise
-    assert task is not None
-    payload = await _run_claimed(run, task, body)
+    payload = await _run_claimed(run, unit.task, body)
     seconds = time.perf_counter() - started
     hold.writer.finish(unit, payload)
 
@@ -489,6 +489,13 @@ class _Written:
     """Its start's answer: the execution leased to the run (or the refusal)."""
     recorded: asyncio.Future[Execution] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     """Its completed execution (or why its result could not be recorded)."""
+
+    @property
+    def task(self) -> Task:
+        """The run's lease on it, once its start claimed it."""
+        task = self.claimed.result().claimed
+        assert task is not None
+        return task
 
     def settle(self, future: asyncio.Future[Execution], outcome: Execution | BaseException) -> None:
         if future.done():
@@ -590,10 +597,8 @@ class _Writer:
         recorded are returned."""
         left = []
         for unit in finished:
-            task = unit.claimed.result().claimed
-            assert task is not None
             try:
-                unit.settle(unit.recorded, await self.hold.client.complete(task, unit.output))
+                unit.settle(unit.recorded, await self.hold.client.complete(unit.task, unit.output))
             except Exception:
                 left.append(unit)
         return left
@@ -630,10 +635,7 @@ class _Writer:
 
 
 def _finished(unit: _Written) -> dict[str, Any]:
-    execution = unit.claimed.result()
-    assert execution.claimed is not None
-    task = execution.claimed
-    return {"task_id": task.task_id, "lease_token": task.lease_token, "output": unit.output}
+    return {"task_id": unit.task.task_id, "lease_token": unit.task.lease_token, "output": unit.output}
 
 
 def _unit_write(unit: _Written) -> dict[str, Any]:
@@ -641,19 +643,6 @@ def _unit_write(unit: _Written) -> dict[str, Any]:
     if unit.messages:
         write["messages"] = unit.messages
     return write
-
-
-def _record(
-    run: Run,
-    execution: Execution,
-    key: str,
-    input: Any,
-    payload: object,
-    on_recorded: Recorded | None,
-    seconds: float,
-) -> None:
-    """Send the unit's completion without waiting: what the run does next does not depend on it."""
-    run.hold.reports.add(asyncio.create_task(_complete(run, execution, key, input, payload, on_recorded, seconds)))
 
 
 async def _complete(
