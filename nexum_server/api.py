@@ -303,7 +303,5 @@ async def end_session_run(
     session_id: SessionPath, run_token: RunToken, service: Service, body: ServedHits | None = None
 ) -> Response:
     """The run ended; with a body, the executions it served from the journal count as cached hits."""
-    if body is not None:
-        service.served_from_journal(body.execution_ids)
-    await service.end_session_run(session_id, run_token)
+    await service.end_session_run(session_id, run_token, body.execution_ids if body is not None else None)
     return Response(status_code=204)

@@ -123,9 +123,8 @@ class HotRoutes:
             return 200, run.model_dump_json().encode()
         if route is END:
             _, _, _, session_id, _, run_token = scope["path"].split("/")
-            if model is not _NO_BODY:
-                self.service.served_from_journal(model.execution_ids)
-            await self.service.end_session_run(session_id, run_token)
+            hits = None if model is _NO_BODY else model.execution_ids
+            await self.service.end_session_run(session_id, run_token, hits)
             return 204, b""
         task_id = scope["path"].split("/")[3]
         if route is COMPLETE:

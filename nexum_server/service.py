@@ -334,7 +334,10 @@ class QueueService:
             self.store.renew_session, session_id, run_token, self.settings.lease_seconds, time.time()
         )
 
-    async def end_session_run(self, session_id: str, run_token: str) -> None:
+    async def end_session_run(self, session_id: str, run_token: str, hits: list[str] | None = None) -> None:
+        """End the run; `hits` are the executions it served from the journal it read."""
+        if hits:
+            self.served_from_journal(hits)
         await self.store.run(self.store.end_session_run, session_id, run_token)
 
     async def hold_presence(self, session_id: str, run_token: str, disconnected: Awaitable[Any]) -> None:
